@@ -1,0 +1,59 @@
+"""The CLIP tokenizer (openai/clip-vit-large-patch14 vocabulary) built offline from the BPE file open_clip ships."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from transformers import CLIPTokenizer
+
+CLIP_VOCAB_SIZE = 49408  # 256 bytes + 256 end-of-word bytes + 48894 merges + 2 special tokens
+CLIP_MAX_LENGTH = 77
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP's reversible map of the 256 byte values to printable unicode characters, in id order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    order = printable + [b for b in range(256) if b not in printable]
+    return [chars[b] for b in order]
+
+
+def _bpe_merges() -> list[str]:
+    import open_clip
+
+    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+    return lines[1 : CLIP_VOCAB_SIZE - 256 - 256 - 2 + 1]  # first line is a header
+
+
+def write_clip_tokenizer_files(directory: str | os.PathLike) -> Path:
+    """Write vocab.json and merges.txt of the CLIP vocabulary into `directory` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    merges = _bpe_merges()
+    base = _bytes_to_unicode()
+    tokens = base + [c + "</w>" for c in base] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    assert len(tokens) == CLIP_VOCAB_SIZE, len(tokens)
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return directory
+
+
+@lru_cache(maxsize=1)
+def clip_tokenizer() -> CLIPTokenizer:
+    """A CLIPTokenizer identical in ids to openai/clip-vit-large-patch14's, built with no network."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_tokenizer_files(tmp)
+        return CLIPTokenizer.from_pretrained(tmp, model_max_length=CLIP_MAX_LENGTH)

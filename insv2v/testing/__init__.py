@@ -1,0 +1,1 @@
+"""Tiny random components for tests and smoke runs."""

@@ -1,0 +1,95 @@
+"""A tiny random InsV2VPipeline: same classes and data flow as the real model, a few hundred kB of weights.
+
+    python -m insv2v.testing.tiny OUT_DIR     # saves one that `insv2v edit --model OUT_DIR` loads offline
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+from insv2v.models import inflate_unet
+from insv2v.pipeline import InsV2VPipeline
+
+
+def tiny_scheduler() -> DDPMScheduler:
+    """InsV2V's sampling scheduler: DDPM, scaled-linear betas 0.00085-0.012 over 1000 steps."""
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False
+    )
+
+
+def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
+    """vae (factor 8), CLIP text encoder (width 32), inflated UNet (32/64 channels), scheduler."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=sample_size * 8,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=CLIP_VOCAB_SIZE,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    unet2d = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    unet = inflate_unet(unet2d)
+    # Give the motion modules random outputs too, so tests see temporal mixing (a fresh inflation has none).
+    for name, param in unet.named_parameters():
+        if "motion_modules" in name and "proj_out" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    return {
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": clip_tokenizer(),
+        "unet": unet.eval(),
+        "scheduler": tiny_scheduler(),
+    }
+
+
+def tiny_pipeline(seed: int = 0) -> InsV2VPipeline:
+    pipe = InsV2VPipeline(**tiny_components(seed))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Save a tiny random InsV2V pipeline for tests and smoke runs.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    InsV2VPipeline(**tiny_components(args.seed)).save_pretrained(args.out_dir)
+    print(f"saved a tiny random InsV2V pipeline to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
