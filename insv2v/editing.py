@@ -1,0 +1,214 @@
+"""One edit, file to file: the typed function behind `insv2v edit` and the app.
+
+A recipe holds every setting of an edit and its seed; the same recipe on the same model and input gives the
+same output, and it is saved next to every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import insv2v
+from insv2v.pipeline import InsV2VPipeline
+from insv2v.video import VideoWriter, read_video, side_by_side, write_gif
+
+OUTPUT_SUFFIXES = (".mp4", ".gif")
+
+
+@dataclass
+class EditRecipe:
+    """Everything that decides an edit's output (given the model weights and the input file)."""
+
+    input: str
+    instruction: str
+    negative_prompt: str = ""
+    model: str | None = None
+    text_cfg: float = 7.5  # raise when the edit is too weak
+    video_cfg: float = 1.2  # raise when the result strays too far from the input
+    steps: int = 20
+    seed: int | None = None  # None: drawn at random, then recorded
+    frames_per_clip: int = 16
+    ref_frames: int = 4
+    lvsc: bool = True
+    lvsc_fraction: float = 0.5
+    mc: bool = False
+    start: float = 0.0  # seconds
+    max_frames: int | None = None
+    stride: int = 1
+    fps: float | None = None  # sample at this rate instead of every `stride`-th frame
+    resolution: int | None = None  # short side in pixels; None: the model's native size
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EditRecipe":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names - {"_meta"})
+        if unknown:
+            raise ValueError(f"recipe has unknown settings: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EditRecipe":
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read recipe {path}: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"recipe {path} is not a JSON object")
+        return cls.from_json(data)
+
+
+@dataclass
+class EditResult:
+    output: Path
+    recipe_path: Path
+    side_by_side: Path | None
+    recipe: EditRecipe
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    seconds: float
+
+
+def sidecar_paths(output: Path) -> tuple[Path, Path]:
+    """Where the recipe JSON and the side-by-side video of `output` go."""
+    return output.with_suffix(".json"), output.with_name(output.stem + "_side_by_side" + output.suffix)
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Sink:
+    """Writes streamed frames to the output (and the side-by-side view) as mp4 or GIF."""
+
+    def __init__(self, path: Path, fps: float, audio: dict, source: np.ndarray | None):
+        self.path, self.fps, self.source = path, fps, source
+        self.gif = path.suffix.lower() == ".gif"
+        self.frames: list[np.ndarray] = []  # GIF only: written at the end
+        self.writer = None if self.gif else VideoWriter(path, fps, **audio)
+
+    def write(self, first: int, frames: np.ndarray) -> None:
+        if self.source is not None:
+            frames = side_by_side(self.source[first : first + len(frames)], frames)
+        if self.gif:
+            self.frames.append(frames)
+        else:
+            self.writer.write(frames)
+
+    def close(self, ok: bool) -> None:
+        if self.gif:
+            if ok:
+                write_gif(self.path, np.concatenate(self.frames), self.fps)
+        else:
+            self.writer.__exit__(None if ok else RuntimeError, None, None)
+
+
+def run_edit(
+    recipe: EditRecipe,
+    output: str | Path,
+    pipe: InsV2VPipeline,
+    *,
+    side_by_side_view: bool = False,
+    callback_on_step_end=None,
+) -> EditResult:
+    """Edit `recipe.input` into `output` (.mp4 keeps fps and audio; .gif loops), with its recipe beside it.
+
+    Nothing is replaced unless the whole edit succeeds: outputs are written to temporary files first.
+    """
+    began = time.perf_counter()
+    output = Path(output)
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name}")
+    if output.resolve() == Path(recipe.input).resolve():
+        raise ValueError(f"output {output} would overwrite the input")
+    if not recipe.instruction or not recipe.instruction.strip():
+        raise ValueError("the instruction is empty: say what to change, e.g. \"make it snowy\"")
+    recipe = dataclasses.replace(recipe, seed=recipe.seed if recipe.seed is not None else random.randrange(2**31))
+    resolution = recipe.resolution or pipe.default_resolution
+
+    # Decode, sample and resize the input; the pipeline checks every other setting before heavy work.
+    clip = read_video(
+        recipe.input,
+        start=recipe.start,
+        max_frames=recipe.max_frames,
+        stride=recipe.stride,
+        fps=recipe.fps,
+        resolution=resolution,
+        multiple=pipe.vae_scale_factor,
+    )
+    frames = clip.frames  # (f, h, w, 3) uint8
+    output.parent.mkdir(parents=True, exist_ok=True)
+    recipe_path, sbs_path = sidecar_paths(output)
+    audio = {"audio_from": recipe.input, "audio_start": clip.start, "audio_end": clip.end}
+    sinks = [_Sink(output, clip.fps, audio, None)]
+    if side_by_side_view:
+        sinks.append(_Sink(sbs_path, clip.fps, audio, frames))
+
+    def on_frames(first: int, edited: np.ndarray) -> None:
+        for sink in sinks:
+            sink.write(first, edited)
+
+    ok = False
+    try:
+        pipe(
+            video=frames,
+            prompt=recipe.instruction,
+            negative_prompt=recipe.negative_prompt or None,
+            num_inference_steps=recipe.steps,
+            guidance_scale=recipe.text_cfg,
+            video_guidance_scale=recipe.video_cfg,
+            frames_per_clip=recipe.frames_per_clip,
+            ref_frames=recipe.ref_frames,
+            lvsc_fraction=recipe.lvsc_fraction if recipe.lvsc else 0.0,
+            motion_compensation=recipe.mc,
+            generator=torch.Generator("cpu").manual_seed(recipe.seed),
+            output_type="latent",
+            on_frames=on_frames,
+            callback_on_step_end=callback_on_step_end,
+        )
+        ok = not pipe.interrupt
+    finally:
+        for sink in sinks:
+            sink.close(ok)
+    if not ok:
+        raise InterruptedError("the edit was cancelled; nothing was written")
+
+    meta = {
+        "insv2v_version": insv2v.__version__,
+        "input_sha256": file_sha256(recipe.input),
+        "size": [frames.shape[2], frames.shape[1]],
+        "num_frames": len(frames),
+        "fps": clip.fps,
+        "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
+        "torch_dtype": str(pipe.unet.dtype),
+        "device": str(pipe.device),
+    }
+    recipe_path.write_text(json.dumps({**recipe.to_json(), "_meta": meta}, indent=2, default=str))
+    return EditResult(
+        output=output,
+        recipe_path=recipe_path,
+        side_by_side=sbs_path if side_by_side_view else None,
+        recipe=recipe,
+        num_frames=len(frames),
+        fps=clip.fps,
+        width=frames.shape[2],
+        height=frames.shape[1],
+        seconds=time.perf_counter() - began,
+    )
