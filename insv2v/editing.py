@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -60,13 +61,29 @@ class EditRecipe:
 
     @classmethod
     def load(cls, path: str | Path) -> "EditRecipe":
+        """Read a recipe; file paths in it are relative to the recipe's folder."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read recipe {path}: {err}") from err
         if not isinstance(data, dict):
             raise ValueError(f"recipe {path} is not a JSON object")
-        return cls.from_json(data)
+        recipe = cls.from_json(data)
+        folder = Path(path).parent
+        for name in ("input", "model"):
+            value = getattr(recipe, name)
+            if value and not Path(value).is_absolute() and (folder / value).exists():
+                recipe = dataclasses.replace(recipe, **{name: str(folder / value)})
+        return recipe
+
+    def save(self, path: str | Path, meta: dict) -> None:
+        """Write the recipe, local file paths relative to its folder so that the folder can move."""
+        folder = Path(path).resolve().parent
+        data = self.to_json()
+        for name in ("input", "model"):
+            if data[name] and Path(data[name]).exists():
+                data[name] = os.path.relpath(Path(data[name]).resolve(), folder)
+        Path(path).write_text(json.dumps({**data, "_meta": meta}, indent=2, default=str))
 
 
 @dataclass
@@ -200,7 +217,7 @@ def run_edit(
         "torch_dtype": str(pipe.unet.dtype),
         "device": str(pipe.device),
     }
-    recipe_path.write_text(json.dumps({**recipe.to_json(), "_meta": meta}, indent=2, default=str))
+    recipe.save(recipe_path, meta)
     return EditResult(
         output=output,
         recipe_path=recipe_path,

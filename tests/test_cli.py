@@ -1,0 +1,130 @@
+"""`insv2v edit` end to end on a tiny random pipeline saved to disk and loaded offline."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import make_empty_avi, make_video
+
+from insv2v.cli import main
+from insv2v.testing.tiny import main as save_tiny
+from insv2v.video import probe, read_video
+
+FAST = ["--steps", "1", "--resolution", "32"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    save_tiny([str(folder)])
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """10 s at 30 fps with an audio track."""
+    return make_video(tmp_path_factory.mktemp("in") / "clip.mp4", num_frames=300, fps=30, size=(320, 240), audio_burst=2.0)
+
+
+def edit(*args):
+    return main(["edit", *map(str, args)])
+
+
+def test_ten_second_clip_keeps_frame_count_fps_aspect_and_audio(model, clip, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert edit(clip, "make it snowy", "-o", out, "--model", model, "--side-by-side", "--seed", 7, *FAST) == 0
+    info = probe(out)
+    assert (info.num_frames, info.fps, info.has_audio) == (300, 30.0, True)
+    assert (info.width, info.height) == (40, 32)  # 4:3 kept, sides rounded to multiples of 8
+    assert abs(info.duration - 10.0) < 0.05
+    sbs = probe(tmp_path / "out_side_by_side.mp4")
+    assert (sbs.width, sbs.height, sbs.num_frames) == (80, 32, 300)
+    recipe = json.loads((tmp_path / "out.json").read_text())
+    assert recipe["seed"] == 7 and recipe["instruction"] == "make it snowy" and recipe["_meta"]["num_frames"] == 300
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_recipe_reproduces_the_edit(model, clip, tmp_path):
+    first, again = tmp_path / "first.gif", tmp_path / "again.gif"
+    args = ["--model", model, "--max-frames", 20, "--stride", 2, "--start", 1.0, "--text-cfg", 5, "--mc", *FAST]
+    assert edit(clip, "make it snowy", "-o", first, *args) == 0  # no --seed: drawn and recorded
+    recipe = json.loads((tmp_path / "first.json").read_text())
+    assert recipe["seed"] is not None and recipe["stride"] == 2 and recipe["mc"] is True
+    assert main(["edit", "--recipe", str(tmp_path / "first.json"), "-o", str(again)]) == 0
+    a = read_video(first).frames
+    b = read_video(again).frames
+    assert a.shape == (20, 32, 40, 3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fps_resampling_and_start(model, clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert edit(clip, "make it snowy", "-o", out, "--model", model, "--fps", 10, "--start", 8, *FAST) == 0
+    info = probe(out)
+    assert info.fps == 10.0 and info.num_frames == 20 and info.has_audio
+    assert abs(info.duration - 2.0) < 0.05
+
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    text = tmp / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    empty = tmp / "empty.mp4"
+    empty.write_bytes(b"")
+    good = Path(make_video(tmp / "good.mp4", num_frames=30))
+    truncated = tmp / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    huge = make_video(tmp / "huge.mp4", num_frames=1, size=(4352, 4352))
+    return {
+        "not a video": text,
+        "empty": empty,
+        "truncated": truncated,
+        "no frames": Path(make_empty_avi(tmp / "noframes.avi")),
+        "huge": Path(huge),
+        "missing": tmp / "missing.mp4",
+        "good": good,
+    }
+
+
+@pytest.mark.parametrize(
+    "case, extra, words",
+    [
+        ("not a video", [], "notes.mp4"),
+        ("empty", [], "empty"),
+        ("truncated", [], "truncated.mp4"),
+        ("no frames", [], "noframes.avi"),
+        ("huge", [], "huge resolution 4352x4352"),
+        ("missing", [], "missing.mp4"),
+        ("good", ["--text-cfg", "100"], "`guidance_scale` must be in [0.0, 30.0], got 100.0"),
+        ("good", ["--video-cfg", "-2"], "`video_guidance_scale` must be in"),
+        ("good", ["--frames-per-clip", "4", "--ref-frames", "4"], "`ref_frames` must be in [0, frames_per_clip)"),
+        ("good", ["--frames-per-clip", "100"], "`frames_per_clip` must be in [2, 32]"),
+        ("good", ["--lvsc-fraction", "2"], "`lvsc_fraction`"),
+        ("good", ["--resolution", "100000"], "resolution"),
+        ("good", ["--start", "100"], "start"),
+    ],
+)
+def test_bad_input_gets_one_line_error_and_keeps_existing_output(model, tmp_path, capsys, case, extra, words):
+    files = _bad_files(tmp_path)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier result")
+    assert edit(files[case], "make it snowy", "-o", out, "--model", model, *FAST, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("insv2v: error: ") and "\n" not in err and "Traceback" not in err
+    assert words in err
+    assert out.read_bytes() == b"an earlier result"
+
+
+@pytest.mark.parametrize("instruction", ["", "   "])
+def test_empty_instruction(model, tmp_path, capsys, instruction):
+    good = make_video(tmp_path / "good.mp4", num_frames=10)
+    assert edit(good, instruction, "-o", tmp_path / "out.mp4", "--model", model, *FAST) == 2
+    assert "instruction is empty" in capsys.readouterr().err
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    good = make_video(tmp_path / "good.mp4", num_frames=10)
+    assert edit(good, "make it snowy", "-o", tmp_path / "o.mp4", "--model", "someone/not-downloaded") == 2
+    err = capsys.readouterr().err
+    assert "could not load model 'someone/not-downloaded'" in err and "huggingface-cli download" in err
