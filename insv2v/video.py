@@ -496,10 +496,8 @@ class _AudioTrack:
 
 
 def _publish(tmp: str, path: str | os.PathLike) -> None:
-    """Move a finished temporary file into place, with the permissions a plain new file would get."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    """Move a finished temporary file into place, readable like any output (mkstemp makes it owner-only)."""
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
