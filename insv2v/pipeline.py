@@ -41,6 +41,11 @@ class InsV2VPipelineOutput(BaseOutput):
     frames: np.ndarray | torch.Tensor | list[PIL.Image.Image]
 
 
+def vae_scale_factor(vae) -> int:
+    """Pixels per latent pixel: the VAE's own ratio if it states one, else 2 per AutoencoderKL down block."""
+    return getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def video_to_uint8(video: VideoInput) -> np.ndarray:
     """Any accepted video input -> (f, h, w, 3) uint8 RGB; tensors are (f, 3, h, w) in [0, 1]."""
     if isinstance(video, list):
@@ -70,7 +75,7 @@ class InsV2VPipeline(DiffusionPipeline):
     ):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = vae_scale_factor(self.vae)
         self._interrupt = False
 
     @property
