@@ -22,6 +22,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from insv2v.flow import reference_flows
 from insv2v.guidance import dual_guidance, from_epsilon, to_epsilon
 from insv2v.longvideo import ClipSpan, lvsc_correct, plan_clips
+from insv2v.toyworld.autoencoder import PixelUnshuffleAutoencoder  # imported so from_pretrained can load it
 
 # Accepted ranges of the user-facing settings: wide enough for any sweep, narrow enough to catch typos.
 TEXT_GUIDANCE_RANGE = (0.0, 30.0)
@@ -67,7 +68,7 @@ class InsV2VPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        vae: AutoencoderKL,
+        vae: AutoencoderKL | PixelUnshuffleAutoencoder,
         text_encoder: CLIPTextModel,
         tokenizer: CLIPTokenizer,
         unet: UNetMotionModel,

@@ -1,0 +1,87 @@
+"""The toy world's model shapes: a small CLIP, and an InstructPix2Pix UNet on 4x4-folded 64x64 pixels."""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextModel
+
+from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+from insv2v.toyworld.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.toyworld.world import SIZE
+
+PATCH = 4  # pixels folded into channels: 64x64x3 -> 16x16x48
+TEXT_WIDTH = 64
+TEXT_TOKENS = 32  # toy captions are short; shorter sequences are faster
+
+
+def toy_clip() -> CLIPModel:
+    """A small CLIP (ViT with 8 px patches on 64 px frames; 2-layer text transformer over the CLIP vocabulary)."""
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": CLIP_VOCAB_SIZE,
+            "hidden_size": TEXT_WIDTH,
+            "intermediate_size": 4 * TEXT_WIDTH,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "pad_token_id": 49407,
+        },
+        vision_config={
+            "image_size": SIZE,
+            "patch_size": 8,
+            "hidden_size": 96,
+            "intermediate_size": 384,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+        },
+        projection_dim=64,
+    )
+    return CLIPModel(config)
+
+
+def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
+    """The text tower of `clip` as a standalone CLIPTextModel (the editor's text encoder starts from it)."""
+    encoder = CLIPTextModel(clip.config.text_config)
+    # transformers 4 nests the transformer under `text_model.` in CLIPTextModel; 5 does not.
+    prefix = "text_model." if next(iter(encoder.state_dict())).startswith("text_model.") else ""
+    encoder.load_state_dict({prefix + k: v for k, v in clip.text_model.state_dict().items()})
+    return encoder
+
+
+def toy_tokenizer():
+    tokenizer = clip_tokenizer()
+    tokenizer.model_max_length = TEXT_TOKENS
+    return tokenizer
+
+
+def toy_unet2d() -> UNet2DConditionModel:
+    """InstructPix2Pix-style 2-D UNet: 96 input channels (noisy frame + source frame, folded), 48 out."""
+    channels = 3 * PATCH * PATCH
+    return UNet2DConditionModel(
+        sample_size=SIZE // PATCH,
+        in_channels=2 * channels,
+        out_channels=channels,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(48, 96, 96),
+        layers_per_block=1,
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=16,  # heads of 16 channels
+        norm_num_groups=16,
+    )
+
+
+def toy_autoencoder() -> PixelUnshuffleAutoencoder:
+    return PixelUnshuffleAutoencoder(patch_size=PATCH)
+
+
+def toy_train_scheduler() -> DDPMScheduler:
+    """x0-prediction on a cosine schedule: in pixel space, epsilon-prediction leaves pixel noise (measured)."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+                         clip_sample=False)  # fmt: skip
+
+
+def toy_sample_scheduler() -> DDIMScheduler:
+    return DDIMScheduler.from_config(toy_train_scheduler().config, set_alpha_to_one=True)

@@ -1,0 +1,271 @@
+"""Training on the toy world, the paper's recipe in miniature, with HF Accelerate (`accelerate launch` for many GPUs).
+
+    insv2v train clip  runs/clip                         # 1. a small CLIP on frames and captions
+    insv2v train 2d    runs/2d    --clip runs/clip       # 2. InstructPix2Pix 2-D UNet on frame pairs
+    insv2v train video runs/video --init runs/2d         # 3. inflate, train only the motion modules on clips
+
+Every run checkpoints to OUT_DIR/checkpoint (safetensors weights, optimizer state loaded with weights_only)
+and resumes from it when started again with the same OUT_DIR. The finished model is saved in OUT_DIR/final.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from insv2v.toyworld.models import toy_sample_scheduler, toy_tokenizer
+from insv2v.toyworld.world import TRAIN_SEEDS, sample_triplet
+
+
+@dataclass
+class TrainConfig:
+    stage: str  # "clip", "2d" or "video"
+    out_dir: str
+    steps: int = 3000  # optimizer steps
+    batch_size: int = 32  # frames (clip, 2d) or clips (video) per step
+    lr: float = 3e-4
+    warmup: int = 100  # linear warm-up steps, then cosine decay to 10%
+    frames: int = 8  # frames per clip in the video stage
+    drop_text: float = 0.05  # condition dropout, for guidance (InstructPix2Pix: 5% each, 5% both)
+    drop_video: float = 0.05
+    drop_both: float = 0.05
+    clip_dir: str | None = None  # stage 2d: the trained CLIP whose text tower starts the text encoder
+    init_dir: str | None = None  # stage video: the trained 2-D pipeline folder
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 200
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+
+
+# ---------------------------------------------------------------- data: fresh procedural samples every step
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """(n, h, w, 3) uint8 -> (n, 3, h, w) float in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def frame_pairs(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """n (input frame, edited frame, instruction, input caption) at random times of random training triplets."""
+    inputs, targets, instructions, captions = [], [], [], []
+    for _ in range(n):
+        triplet = sample_triplet(int(rng.integers(TRAIN_SEEDS.stop)))
+        a, b = triplet.render(1, first=int(rng.integers(32)))
+        inputs.append(a)
+        targets.append(b)
+        instructions.append(triplet.edit.instruction)
+        captions.append(triplet.input_caption)
+    return to_pixels(np.concatenate(inputs)), to_pixels(np.concatenate(targets)), instructions, captions
+
+
+def clip_pairs(rng: np.random.Generator, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """n (input clip, edited clip, instruction), clips as (n, 3, f, h, w) in [-1, 1]."""
+    inputs, targets, instructions = [], [], []
+    for _ in range(n):
+        triplet = sample_triplet(int(rng.integers(TRAIN_SEEDS.stop)))
+        a, b = triplet.render(frames, first=int(rng.integers(32)))
+        inputs.append(to_pixels(a).transpose(0, 1))  # (3, f, h, w)
+        targets.append(to_pixels(b).transpose(0, 1))
+        instructions.append(triplet.edit.instruction)
+    return torch.stack(inputs), torch.stack(targets), instructions
+
+
+# ---------------------------------------------------------------- the models of each stage
+
+
+def build(config: TrainConfig):
+    """(trainable modules by name, frozen helpers) for the stage."""
+    from insv2v.toyworld import models
+
+    if config.stage == "clip":
+        return {"clip": models.toy_clip()}, {}
+    tokenizer = models.toy_tokenizer()
+    vae = models.toy_autoencoder()
+    scheduler = models.toy_train_scheduler()
+    if config.stage == "2d":
+        if not config.clip_dir:
+            raise ValueError("stage 2d needs --clip (the trained CLIP folder)")
+        from transformers import CLIPModel
+
+        text_encoder = models.text_encoder_from_clip(CLIPModel.from_pretrained(config.clip_dir))
+        return {"unet": models.toy_unet2d(), "text_encoder": text_encoder}, {
+            "tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}  # fmt: skip
+    if config.stage == "video":
+        if not config.init_dir:
+            raise ValueError("stage video needs --init (the trained 2-D model folder)")
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        from insv2v.models import inflate_unet
+
+        unet = inflate_unet(UNet2DConditionModel.from_pretrained(Path(config.init_dir) / "unet"))
+        text_encoder = CLIPTextModel.from_pretrained(Path(config.init_dir) / "text_encoder").requires_grad_(False)
+        unet.requires_grad_(False)
+        for name, param in unet.named_parameters():
+            param.requires_grad_("motion_modules" in name)  # only the motion modules learn (InsV2V sec. 3.2)
+        return {"unet": unet}, {"tokenizer": tokenizer, "vae": vae, "scheduler": scheduler,
+                                "text_encoder": text_encoder}  # fmt: skip
+    raise ValueError(f"stage must be clip, 2d or video, got {config.stage!r}")
+
+
+def encode_text(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
+    tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")  # fmt: skip
+    return text_encoder(tokens.input_ids)[0]  # (n, L, C)
+
+
+def editing_loss(unet, helpers, text_encoder, source, target, instructions, config, rng) -> torch.Tensor:
+    """InstructPix2Pix loss with condition dropout; source/target (n, 3, h, w) or (n, 3, f, h, w) in [-1, 1]."""
+    vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
+    video = source.ndim == 5
+    n = source.shape[0]
+    fold = (lambda x: x.transpose(1, 2).flatten(0, 1)) if video else (lambda x: x)  # (n*f, 3, h, w)
+    x0 = vae.encode(fold(target)).latent_dist.mode() * vae.config.scaling_factor
+    cond = vae.encode(fold(source)).latent_dist.mode()
+    roll = torch.from_numpy(rng.random(n)).float()
+    no_text = roll < config.drop_text + config.drop_both
+    no_video = (roll >= config.drop_text) & (roll < config.drop_text + config.drop_both + config.drop_video)
+    texts = ["" if drop else text for drop, text in zip(no_text.tolist(), instructions)]
+    embeds = encode_text(tokenizer, text_encoder, texts)  # (n, L, C)
+    if video:
+        f = source.shape[2]
+        unfold = lambda x: x.unflatten(0, (n, f)).transpose(1, 2)  # (n, c, f, h, w)
+        x0, cond = unfold(x0), unfold(cond)
+        cond = cond * (~no_video).float().view(n, 1, 1, 1, 1)
+        embeds = embeds.repeat_interleave(f, dim=0)  # (n*f, L, C)
+    else:
+        cond = cond * (~no_video).float().view(n, 1, 1, 1)
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,))
+    noisy = scheduler.add_noise(x0, noise, t)  # per-sample timesteps broadcast over (c, [f,] h, w)
+    pred = unet(torch.cat([noisy, cond], dim=1), t, encoder_hidden_states=embeds).sample
+    return F.mse_loss(pred, x0)  # prediction_type "sample"
+
+
+def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")  # fmt: skip
+    pixels = (images + 1) / 2  # toy CLIP sees [0, 1] pixels, no normalisation
+    return clip(input_ids=tokens.input_ids, pixel_values=pixels, return_loss=True).loss
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(folder: Path, modules: dict, optimizer, step: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, module in modules.items():
+        weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(weights, folder / f"{name}.safetensors")
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")  # tensors and numbers only
+    (folder / "state.json").write_text(json.dumps({"step": step}))
+
+
+def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
+    for name, module in modules.items():
+        module.load_state_dict(load_file(folder / f"{name}.safetensors"))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    return json.loads((folder / "state.json").read_text())["step"]
+
+
+def save_final(config: TrainConfig, modules: dict, helpers: dict) -> Path:
+    """The finished model: a CLIP folder, or an InsV2VPipeline folder (2-D stage: the 2-D UNet inside)."""
+    final = Path(config.out_dir) / "final"
+    if config.stage == "clip":
+        modules["clip"].save_pretrained(final)
+        toy_tokenizer().save_pretrained(final)
+        return final
+
+    text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
+    if config.stage == "2d":
+        for name in ("unet", "text_encoder"):
+            modules[name].save_pretrained(final / name)
+        helpers["tokenizer"].save_pretrained(final / "tokenizer")
+        return final
+    from insv2v.pipeline import InsV2VPipeline
+
+    pipe = InsV2VPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
+                          unet=modules["unet"], scheduler=toy_sample_scheduler())  # fmt: skip
+    pipe.save_pretrained(final)
+    return final
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(config: TrainConfig) -> Path:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    accelerator = Accelerator()
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    torch.manual_seed(config.seed)
+    modules, helpers = build(config)
+    tokenizer = toy_tokenizer()
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    step = 0
+    if (out / "checkpoint" / "state.json").exists():
+        step = load_checkpoint(out / "checkpoint", modules, optimizer)
+        accelerator.print(f"resumed from step {step}")
+    names = list(modules)
+    prepared = accelerator.prepare(*modules.values(), optimizer)
+    modules, optimizer = dict(zip(names, prepared[:-1])), prepared[-1]
+    for module in modules.values():
+        module.train()
+    # Each process and each resumed run draws different samples.
+    rng = np.random.default_rng([config.seed, accelerator.process_index, step])
+    log = open(out / "log.jsonl", "a")
+    began, losses = time.perf_counter(), []
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        if config.stage == "clip":
+            source, _, _, captions = frame_pairs(rng, config.batch_size)
+            loss = clip_loss(modules["clip"], tokenizer, source.to(accelerator.device), captions)
+        else:
+            text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
+            if config.stage == "2d":
+                source, target, instructions, _ = frame_pairs(rng, config.batch_size)
+            else:
+                source, target, instructions = clip_pairs(rng, config.batch_size, config.frames)
+            loss = editing_loss(modules["unet"], helpers, text_encoder, source.to(accelerator.device),
+                                target.to(accelerator.device), instructions, config, rng)  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        if step % config.log_every == 0 or step == config.steps:
+            record = {"step": step, "loss": float(np.mean(losses)), "lr": learning_rate(step - 1, config),
+                      "seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            accelerator.print(record)
+            losses = []
+        if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
+            save_checkpoint(out / "checkpoint", {n: accelerator.unwrap_model(m) for n, m in modules.items()},
+                            optimizer, step)  # fmt: skip
+    accelerator.wait_for_everyone()
+    modules = {n: accelerator.unwrap_model(m).eval() for n, m in modules.items()}
+    return save_final(config, modules, helpers) if accelerator.is_main_process else out / "final"
