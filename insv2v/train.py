@@ -39,7 +39,7 @@ class TrainConfig:
     drop_text: float = 0.05  # condition dropout, for guidance (InstructPix2Pix: 5% each, 5% both)
     drop_video: float = 0.05
     drop_both: float = 0.05
-    clip_dir: str | None = None  # stage 2d: the trained CLIP whose text tower starts the text encoder
+    clip_dir: str | None = None  # stage 2d: a trained CLIP whose text tower starts the text encoder (else random)
     init_dir: str | None = None  # stage video: the trained 2-D pipeline folder
     seed: int = 0
     log_every: int = 25
@@ -93,11 +93,10 @@ def build(config: TrainConfig):
     vae = models.toy_autoencoder()
     scheduler = models.toy_train_scheduler()
     if config.stage == "2d":
-        if not config.clip_dir:
-            raise ValueError("stage 2d needs --clip (the trained CLIP folder)")
         from transformers import CLIPModel
 
-        text_encoder = models.text_encoder_from_clip(CLIPModel.from_pretrained(config.clip_dir))
+        clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
+        text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet
         return {"unet": models.toy_unet2d(), "text_encoder": text_encoder}, {
             "tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}  # fmt: skip
     if config.stage == "video":
