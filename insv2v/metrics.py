@@ -1,0 +1,173 @@
+"""Video-editing metrics: CLIP text alignment, frame consistency and direction, PickScore, warp error, seams, PSNR.
+
+Frames are (f, h, w, 3) uint8 RGB throughout. CLIP metrics take a `ClipScorer`, built from any CLIP source:
+an open_clip name (`open_clip:ViT-L-14/openai`), a transformers id or folder (the toy CLIP included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from insv2v.flow import optical_flow
+from insv2v.longvideo import warp
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ClipScorer:
+    """Unit-norm image and text embeddings from one CLIP model."""
+
+    encode_image_fn: object  # (n, 3, s, s) normalised pixels -> (n, d)
+    encode_text_fn: object  # list[str] -> (n, d)
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    logit_scale: float = 100.0
+
+    @torch.no_grad()
+    def images(self, frames: np.ndarray, batch: int = 32) -> torch.Tensor:
+        """(f, h, w, 3) uint8 -> (f, d) unit vectors."""
+        out = []
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        for i in range(0, len(frames), batch):
+            x = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).permute(0, 3, 1, 2).float() / 255
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+            out.append(F.normalize(self.encode_image_fn((x.clamp(0, 1) - mean) / std).float(), dim=-1))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self.encode_text_fn(texts).float(), dim=-1)
+
+
+@lru_cache(maxsize=4)
+def load_clip(source: str) -> ClipScorer:
+    """A ClipScorer for `open_clip:ARCH/PRETRAINED`, or a transformers CLIPModel id or folder."""
+    if source.startswith("open_clip:"):
+        import open_clip
+
+        arch, _, pretrained = source.removeprefix("open_clip:").partition("/")
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
+        tokenizer = open_clip.get_tokenizer(arch)
+        model.eval()
+        size = model.visual.image_size
+        return ClipScorer(
+            model.encode_image,
+            lambda texts: model.encode_text(tokenizer(texts)),
+            size if isinstance(size, int) else size[0],
+            OPENAI_MEAN,
+            OPENAI_STD,
+            float(model.logit_scale.exp()),
+        )
+    from transformers import AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(source).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    processor = Path(source) / "preprocessor_config.json"
+    if Path(source).is_dir() and not processor.exists():  # the toy CLIP: raw [0, 1] pixels at its own size
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    else:
+        mean, std = OPENAI_MEAN, OPENAI_STD
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        return model.get_text_features(**tokens)
+
+    def features(output) -> torch.Tensor:  # transformers 5 may wrap features in an output object
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+    return ClipScorer(
+        lambda x: features(model.get_image_features(pixel_values=x)),
+        lambda texts: features(encode_text(texts)),
+        model.config.vision_config.image_size,
+        mean,
+        std,
+        float(model.logit_scale.exp()),
+    )
+
+
+def clip_text_alignment(scorer: ClipScorer, frames: np.ndarray, caption: str) -> float:
+    """Mean cosine similarity of each frame with the caption of the edited video."""
+    return float((scorer.images(frames) @ scorer.texts([caption]).T).mean())
+
+
+def clip_frame_consistency(scorer: ClipScorer, frames: np.ndarray) -> float:
+    """Mean cosine similarity of consecutive frames' image embeddings (1 for a still video)."""
+    if len(frames) < 2:
+        return 1.0
+    e = scorer.images(frames)
+    return float((e[1:] * e[:-1]).sum(-1).mean())
+
+
+def clip_directional_similarity(
+    scorer: ClipScorer, source: np.ndarray, edited: np.ndarray, source_caption: str, edited_caption: str
+) -> float:
+    """Cosine between the image change and the caption change, per frame, averaged (Gal et al. 2022)."""
+    image_delta = scorer.images(edited) - scorer.images(source)  # (f, d)
+    text = scorer.texts([source_caption, edited_caption])
+    text_delta = text[1] - text[0]
+    return float(F.cosine_similarity(image_delta, text_delta[None], dim=-1).mean())
+
+
+def pick_score(scorer: ClipScorer, frames: np.ndarray, prompt: str) -> float:
+    """PickScore (Kirstain et al. 2023): logit_scale * cosine, averaged over frames.
+
+    Meaningful with the PickScore model (`yuvalkirstain/PickScore_v1`); with another CLIP it is a scaled CLIP score.
+    """
+    return scorer.logit_scale * clip_text_alignment(scorer, frames, prompt)
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(frame.mean(axis=-1).astype(np.uint8))
+
+
+def pair_warp_errors(frames: np.ndarray, flow_frames: np.ndarray | None = None) -> np.ndarray:
+    """Per consecutive pair (f-1,): MSE between frame t+1 and frame t warped onto it, over pixels both see.
+
+    Flow comes from `flow_frames` (e.g. the input video, so an edit is judged by the input's motion) or from
+    `frames` themselves. Values in [0, 1] pixel units squared.
+    """
+    guide = frames if flow_frames is None else flow_frames
+    errors = np.zeros(max(len(frames) - 1, 0))
+    for t in range(len(frames) - 1):
+        flow = optical_flow(_gray(guide[t + 1]), _gray(guide[t]))  # frame t+1 -> t: where each pixel came from
+        prev = torch.from_numpy(frames[t]).permute(2, 0, 1)[None].float() / 255  # (1, 3, h, w)
+        warped, weight = warp(prev, torch.from_numpy(flow).permute(2, 0, 1)[None])
+        nxt = torch.from_numpy(frames[t + 1]).permute(2, 0, 1)[None].float() / 255
+        mask = (weight > 0.999).float()
+        errors[t] = float((((warped - nxt) ** 2) * mask).sum() / (3 * mask.sum()).clamp(min=1))
+    return errors
+
+
+def warp_error(frames: np.ndarray, flow_frames: np.ndarray | None = None) -> float:
+    """Motion-aware MSE: mean flow-warp error between consecutive frames (0 for a still video)."""
+    errors = pair_warp_errors(frames, flow_frames)
+    return float(errors.mean()) if len(errors) else 0.0
+
+
+def seam_score(frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | None = None) -> float:
+    """Warp error across clip boundaries (frame s-1 -> s for each seam s) divided by the error elsewhere.
+
+    1 means a boundary is as smooth as any other pair of frames; LVSC should bring it down towards 1.
+    """
+    errors = pair_warp_errors(frames, flow_frames)
+    at = np.array([s - 1 for s in seams if 0 < s < len(frames)], dtype=int)
+    if len(at) == 0:
+        return 1.0
+    rest = np.delete(errors, at)
+    return float(errors[at].mean() / max(rest.mean() if len(rest) else errors.mean(), 1e-8))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between two uint8 videos."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
