@@ -66,7 +66,7 @@ def load_clip(source: str) -> ClipScorer:
             size if isinstance(size, int) else size[0],
             OPENAI_MEAN,
             OPENAI_STD,
-            float(model.logit_scale.exp()),
+            float(model.logit_scale.exp().item()),
         )
     from transformers import AutoTokenizer, CLIPModel
 
@@ -91,7 +91,7 @@ def load_clip(source: str) -> ClipScorer:
         model.config.vision_config.image_size,
         mean,
         std,
-        float(model.logit_scale.exp()),
+        float(model.logit_scale.exp().item()),
     )
 
 
@@ -164,7 +164,10 @@ def seam_score(frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | N
     if len(at) == 0:
         return 1.0
     rest = np.delete(errors, at)
-    return float(errors[at].mean() / max(rest.mean() if len(rest) else errors.mean(), 1e-8))
+    baseline = rest.mean() if len(rest) else errors.mean()
+    if baseline < 1e-8:  # a still video: seams are as smooth as the rest if they are still too
+        return 1.0 if errors[at].mean() < 1e-8 else float("inf")
+    return float(errors[at].mean() / baseline)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -87,7 +87,7 @@ def _signed_distance(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.
         return np.hypot(dx, dy) - r
     if kind == "square":
         return np.maximum(np.abs(dx), np.abs(dy)) - r * 0.85
-    if kind == "triangle":  # pointing up, equilateral-ish
+    if kind == "triangle":  # apex at the bottom of the frame (image rows grow downwards)
         return np.maximum(np.abs(dx) * 0.866 + dy * 0.5, -dy) - r * 0.5
     if kind == "cross":
         arm = r * 0.35
@@ -144,17 +144,16 @@ def render(scene: Scene, num_frames: int, first: int = 0) -> np.ndarray:
     for shape, mask in zip(scene.shapes, masks):
         colour = np.array(SHAPE_COLOURS[shape.colour], np.float32)
         video = video * (1 - mask[..., None]) + colour * mask[..., None]
-    if scene.style == "negative":
-        video = 255 - video
-    elif scene.style == "sketch":
+    if scene.style == "sketch":
         video = _sketch(video, masks)
-    return np.clip(np.round(video), 0, 255).astype(np.uint8)
+    video = np.clip(np.round(video), 0, 255).astype(np.uint8)
+    return 255 - video if scene.style == "negative" else video  # exactly the photo negative
 
 
 def _sketch(video: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Pencil drawing: paper white, shapes as dark outlines, background texture as faint grey."""
     gray = video.mean(axis=-1, keepdims=True)
-    paper = 235 + 0.08 * (gray - gray.mean())
+    paper = 235 + 0.08 * (gray - gray.mean(axis=(1, 2, 3), keepdims=True))  # per frame: chunks render alike
     covered = masks.max(axis=0)  # (f, h, w)
     edge = np.zeros_like(covered)
     edge[:, 1:-1, 1:-1] = np.maximum(
