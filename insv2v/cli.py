@@ -3,6 +3,7 @@
     insv2v edit INPUT.mp4 "make it snowy" -o OUT.mp4 --model DIR_OR_HUB_ID
     insv2v edit --recipe OUT.json -o AGAIN.mp4          # reproduce an earlier edit exactly
     insv2v tiny OUT_DIR                                  # a tiny random pipeline for smoke runs
+    insv2v convert insv2v.pth OUT_DIR                    # a reference checkpoint -> a pipeline folder
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from insv2v.editing import EditRecipe
 
 DEFAULTS = EditRecipe(input="", instruction="")
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _positive_int(text: str) -> int:
@@ -89,6 +91,37 @@ def edit(args: argparse.Namespace) -> None:
     )
 
 
+def convert(args: argparse.Namespace) -> None:
+    import torch
+
+    from insv2v.models.reference import convert_reference_checkpoint
+
+    convert_reference_checkpoint(
+        args.checkpoint,
+        args.out_dir,
+        unet_config=args.unet_config,
+        vae_config=args.vae_config,
+        text_encoder_config=args.text_encoder_config,
+        torch_dtype=getattr(torch, args.dtype),
+    )
+    print(f"wrote {args.out_dir}; edit with it: insv2v edit INPUT.mp4 \"make it snowy\" -o OUT.mp4 --model {args.out_dir}")
+
+
+def _add_convert_parser(commands) -> None:
+    p = commands.add_parser(
+        "convert",
+        help="convert a reference InsV2V checkpoint (.pth, .ckpt, .safetensors) to a pipeline folder",
+        description="Convert a checkpoint in the reference code's format (keys unet.*, vae.*, text_model.transformer.*) "
+        "to a diffusers pipeline folder (safetensors). The configs default to the full-size reference model.",
+    )
+    p.add_argument("checkpoint", help="the reference checkpoint; no code in it is unpickled")
+    p.add_argument("out_dir", help="folder to write (model_index.json, one subfolder per component)")
+    p.add_argument("--unet-config", help="JSON of the UNetMotionModel config, for a checkpoint of another size")
+    p.add_argument("--vae-config", help="JSON of the AutoencoderKL config")
+    p.add_argument("--text-encoder-config", help="JSON of the CLIPTextModel config")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="precision of the saved weights (float32)")
+
+
 def tiny(args: argparse.Namespace) -> None:
     from insv2v.testing.tiny import main as save_tiny
 
@@ -99,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="insv2v", description="InsV2V Studio: edit videos from text instructions.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_edit_parser(commands)
+    _add_convert_parser(commands)
     t = commands.add_parser("tiny", help="save a tiny random pipeline (tests, smoke runs)")
     t.add_argument("out_dir")
     t.add_argument("--seed", type=int, default=0)
@@ -111,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        {"edit": edit, "tiny": tiny}[args.command](args)
+        {"edit": edit, "tiny": tiny, "convert": convert}[args.command](args)
     except (VideoError, ModelLoadError, ValueError, InterruptedError) as err:
         print(f"insv2v: error: {err}", file=sys.stderr)
         return 2

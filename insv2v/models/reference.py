@@ -1,0 +1,398 @@
+"""Convert an InsV2V checkpoint in the reference code's format to a diffusers pipeline folder.
+
+The reference implementation (github amazon-science/instruct-video-to-video) saves one state dict:
+
+    unet.*                    its UNet3DConditionModel: diffusers 2-D names plus AnimateDiff motion modules
+    vae.*                     the SD KL-f8 autoencoder in the LDM (CompVis) layout
+    text_model.transformer.*  a transformers CLIPTextModel (openai/clip-vit-large-patch14)
+
+often behind DeepSpeed's `_forward_module.` prefix. `convert_reference_checkpoint` maps each part to its diffusers
+or transformers class, checks every key and shape, and sets the UNet's `norm_mode="reference"` (see
+insv2v.models.unet). Tensors are read without unpickling code (safetensors, or `torch.load(weights_only=True)`).
+`to_reference_state_dict` is the inverse, for parity checks and benchmarks against the reference code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from insv2v.models.unet import InsV2VUNetMotionModel
+
+# The reference model's components as diffusers/transformers configs (configs/instruct_v2v_inference.yaml there).
+REFERENCE_UNET_CONFIG = {
+    "sample_size": 64,
+    "in_channels": 8,  # noisy latent + source-frame latent
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlockMotion",) * 3 + ("DownBlockMotion",),
+    "up_block_types": ("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * 3,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "cross_attention_dim": 768,
+    "num_attention_heads": 8,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "motion_num_attention_heads": 8,
+    "motion_max_seq_length": 32,
+    "use_motion_mid_block": False,
+    "norm_mode": "reference",
+}
+REFERENCE_VAE_CONFIG = {  # SD 1.x KL-f8
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+REFERENCE_TEXT_ENCODER_CONFIG = {  # openai/clip-vit-large-patch14, text tower
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "projection_dim": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+}
+PREFIXES = {"unet": "unet.", "vae": "vae.", "text_encoder": "text_model.transformer."}
+DEEPSPEED_PREFIX = "_forward_module."
+IGNORED_KEYS = re.compile(r".*embeddings\.position_ids$")  # a buffer older transformers saved; rebuilt on load
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted; the message says why and what to do."""
+
+
+def reference_scheduler() -> DDPMScheduler:
+    """The reference sampler's scheduler: DDPM, scaled-linear betas 0.00085-0.012 over 1000 steps."""
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False
+    )
+
+
+# ------------------------------------------------------------------------------------------------ reading tensors
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors, .pth, .ckpt, .pt or .bin file, with no code unpickled.
+
+    Unwraps Lightning's "state_dict" and DeepSpeed's "module" entries and strips `_forward_module.` prefixes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"checkpoint {path} does not exist or is not a file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise ConversionError(f"cannot read {path}: {err}") from err
+            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        except pickle.UnpicklingError as err:
+            raise ConversionError(
+                f"{path} holds pickled Python objects besides tensors, and loading it would run code from the file; "
+                "re-save only its state dict (torch.save(state_dict, ...)) or convert it to .safetensors first. "
+                f"({str(err).splitlines()[0]})"
+            ) from err
+    for wrapper in ("state_dict", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConversionError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return {k.removeprefix(DEEPSPEED_PREFIX): v for k, v in state.items()}
+
+
+def split_reference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """{"unet": ..., "vae": ..., "text_encoder": ...} with the prefixes removed; refuses other architectures."""
+    parts = {name: {} for name in PREFIXES}
+    unknown = []
+    for key, value in state.items():
+        for name, prefix in PREFIXES.items():
+            if key.startswith(prefix):
+                parts[name][key[len(prefix) :]] = value
+                break
+        else:
+            unknown.append(key)
+    if not parts["unet"]:
+        hint = ""
+        if any(k.startswith("model.diffusion_model.") for k in state):
+            hint = " It looks like a Stable Diffusion / LDM checkpoint (keys 'model.diffusion_model.*')."
+        elif any(k.startswith(("down_blocks.", "conv_in.")) for k in state):
+            hint = " It looks like a bare diffusers UNet state dict."
+        raise ConversionError(
+            f"not an InsV2V reference checkpoint: no 'unet.*' keys among its {len(state)} tensors.{hint}"
+        )
+    if not any("motion_modules" in k for k in parts["unet"]):
+        raise ConversionError(
+            "not an InsV2V video checkpoint: its UNet has no motion modules ('unet.*motion_modules*'); "
+            "an image (InstructPix2Pix) UNet can be inflated with --model compose:... instead"
+        )
+    missing = [PREFIXES[name] + "*" for name, part in parts.items() if not part]
+    if missing or unknown:
+        raise ConversionError(
+            "checkpoint layout differs from the reference's"
+            + (f"; missing parts: {', '.join(missing)}" if missing else "")
+            + (f"; unexpected keys ({len(unknown)}): {_examples(unknown)}" if unknown else "")
+        )
+    return parts
+
+
+# ------------------------------------------------------------------------------------------------ key mappings
+
+_MOTION_RULES = [  # reference motion module -> diffusers AnimateDiffTransformer3D
+    (r"(motion_modules\.\d+\.)temporal_transformer\.", r"\1"),
+    (r"(transformer_blocks\.\d+\.)attention_blocks\.0\.pos_encoder\.", r"\1pos_embed."),
+    (r"(transformer_blocks\.\d+\.)attention_blocks\.0\.", r"\1attn1."),
+    (r"(transformer_blocks\.\d+\.)attention_blocks\.1\.", r"\1attn2."),
+    (r"(transformer_blocks\.\d+\.)norms\.0\.", r"\1norm1."),
+    (r"(transformer_blocks\.\d+\.)norms\.1\.", r"\1norm2."),
+    (r"(transformer_blocks\.\d+\.)ff_norm\.", r"\1norm3."),
+]
+_MOTION_RULES_BACK = [
+    (r"(motion_modules\.\d+\.)", r"\1temporal_transformer."),
+    (r"(transformer_blocks\.\d+\.)attn1\.", r"\1attention_blocks.0."),
+    (r"(transformer_blocks\.\d+\.)attn2\.", r"\1attention_blocks.1."),
+    (r"(transformer_blocks\.\d+\.)norm1\.", r"\1norms.0."),
+    (r"(transformer_blocks\.\d+\.)norm2\.", r"\1norms.1."),
+    (r"(transformer_blocks\.\d+\.)norm3\.", r"\1ff_norm."),
+    (r"(transformer_blocks\.\d+\.)pos_embed\.", r"\1attention_blocks.0.pos_encoder."),
+]
+
+
+def _apply(rules, key: str) -> str:
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def unet_from_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Reference UNet3DConditionModel keys -> UNetMotionModel keys. 2-D layers share diffusers names already.
+
+    The reference keeps a positional-encoding table per temporal attention, diffusers one per transformer block:
+    the second table must equal the first and is dropped.
+    """
+    out = {}
+    for key, value in state.items():
+        if "motion_modules" not in key:
+            out[key] = value
+        elif key.endswith("attention_blocks.1.pos_encoder.pe"):
+            first = state.get(key.replace("attention_blocks.1.", "attention_blocks.0."))
+            if first is None or not torch.equal(first, value):
+                raise ConversionError(f"{key} differs from the first attention's table; diffusers shares one")
+        else:
+            out[_apply(_MOTION_RULES, key)] = value
+    return out
+
+
+def unet_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of `unet_from_reference`."""
+    out = {}
+    for key, value in state.items():
+        if "motion_modules" not in key:
+            out[key] = value
+            continue
+        new = _apply(_MOTION_RULES_BACK, key)
+        out[new] = value
+        if new.endswith("attention_blocks.0.pos_encoder.pe"):
+            out[new.replace("attention_blocks.0.", "attention_blocks.1.")] = value
+    return out
+
+
+def _vae_rules(num_blocks: int) -> list[tuple[str, str]]:
+    """LDM autoencoder key patterns -> diffusers AutoencoderKL; the decoder's LDM `up` list runs in reverse."""
+    rules = [
+        (r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out."),
+        (r"^(encoder|decoder)\.mid\.block_1\.", r"\1.mid_block.resnets.0."),
+        (r"^(encoder|decoder)\.mid\.block_2\.", r"\1.mid_block.resnets.1."),
+        (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.mid_block.attentions.0.group_norm."),
+        (r"^(encoder|decoder)\.mid\.attn_1\.(q|k|v)\.", r"\1.mid_block.attentions.0.to_\2."),
+        (r"^(encoder|decoder)\.mid\.attn_1\.proj_out\.", r"\1.mid_block.attentions.0.to_out.0."),
+        (r"^encoder\.down\.(\d+)\.block\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2."),
+        (r"^encoder\.down\.(\d+)\.downsample\.", r"encoder.down_blocks.\1.downsamplers.0."),
+        (r"\.nin_shortcut\.", r".conv_shortcut."),
+    ]
+    for i in range(num_blocks):
+        ldm = num_blocks - 1 - i
+        rules.append((rf"^decoder\.up\.{ldm}\.block\.(\d+)\.", rf"decoder.up_blocks.{i}.resnets.\1."))
+        rules.append((rf"^decoder\.up\.{ldm}\.upsample\.", rf"decoder.up_blocks.{i}.upsamplers.0."))
+    return rules
+
+
+def _vae_rules_back(num_blocks: int) -> list[tuple[str, str]]:
+    rules = [
+        (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
+        (r"^(encoder|decoder)\.mid_block\.resnets\.0\.", r"\1.mid.block_1."),
+        (r"^(encoder|decoder)\.mid_block\.resnets\.1\.", r"\1.mid.block_2."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.group_norm\.", r"\1.mid.attn_1.norm."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_(q|k|v)\.", r"\1.mid.attn_1.\2."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_out\.0\.", r"\1.mid.attn_1.proj_out."),
+        (r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2."),
+        (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample."),
+        (r"\.conv_shortcut\.", r".nin_shortcut."),
+    ]
+    for i in range(num_blocks):
+        ldm = num_blocks - 1 - i
+        rules.append((rf"^decoder\.up_blocks\.{i}\.resnets\.(\d+)\.", rf"decoder.up.{ldm}.block.\1."))
+        rules.append((rf"^decoder\.up_blocks\.{i}\.upsamplers\.0\.", rf"decoder.up.{ldm}.upsample."))
+    return rules
+
+
+def _is_attention_weight(key: str) -> bool:
+    return ".mid.attn_1." in key or ".mid_block.attentions." in key
+
+
+def vae_from_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, torch.Tensor]:
+    """LDM autoencoder -> diffusers AutoencoderKL; mid-block attention 1x1 convs become linear layers."""
+    out = {}
+    for key, value in state.items():
+        new = _apply(_vae_rules(num_blocks), key)
+        if _is_attention_weight(new) and new.endswith("weight") and value.ndim == 4:
+            value = value[:, :, 0, 0]  # (c, c, 1, 1) conv -> (c, c) linear
+        out[new] = value
+    return out
+
+
+def vae_to_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        new = _apply(_vae_rules_back(num_blocks), key)
+        if _is_attention_weight(new) and new.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]
+        out[new] = value
+    return out
+
+
+def text_encoder_from_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reference wraps a CLIPTextModel unchanged; only its `position_ids` buffer (older transformers) goes."""
+    return {k: v for k, v in state.items() if not IGNORED_KEYS.match(k)}
+
+
+def to_reference_state_dict(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
+    """The reference checkpoint layout of a pipeline's components (the inverse of the conversion)."""
+    state = {}
+    unet_state = unet_to_reference(unet.state_dict())
+    vae_state = vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels))
+    for name, part in [("unet", unet_state), ("vae", vae_state), ("text_encoder", text_encoder.state_dict())]:
+        state.update({PREFIXES[name] + k: v for k, v in part.items()})
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+
+
+def _examples(keys, n: int = 5) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], part: str, dtype: torch.dtype) -> None:
+    """Load every parameter and persistent buffer of `model` from `state`, or say precisely what does not fit."""
+    expected = model.state_dict()
+    missing = expected.keys() - state.keys()
+    unexpected = state.keys() - expected.keys()
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} (model: {tuple(expected[k].shape)})"
+        for k in sorted(expected.keys() & state.keys())
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        option = {"unet": "--unet-config", "vae": "--vae-config", "text_encoder": "--text-encoder-config"}[part]
+        raise ConversionError(
+            f"the checkpoint's {part} does not match the {part} config"
+            + (f"; missing keys ({len(missing)}): {_examples(missing)}" if missing else "")
+            + (f"; unexpected keys ({len(unexpected)}): {_examples(unexpected)}" if unexpected else "")
+            + (f"; shape mismatches ({len(mismatched)}): {_examples(mismatched, 3)}" if mismatched else "")
+            + f". A checkpoint of another size converts with {option} CONFIG.json (its diffusers/transformers config)."
+        )
+    model.load_state_dict({k: v.to(dtype).contiguous() for k, v in state.items()}, strict=True, assign=True)
+
+
+def _read_config(config: dict | str | os.PathLike | None, default: dict) -> dict:
+    if config is None:
+        return dict(default)
+    if isinstance(config, dict):
+        return dict(config)
+    try:
+        return json.loads(Path(config).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConversionError(f"cannot read config {config}: {err}") from err
+
+
+def build_components(
+    unet_config: dict | str | os.PathLike | None = None,
+    vae_config: dict | str | os.PathLike | None = None,
+    text_encoder_config: dict | str | os.PathLike | None = None,
+    empty: bool = False,
+) -> dict:
+    """Reference-shaped unet (norm_mode "reference"), vae, text encoder, tokenizer and scheduler.
+
+    With `empty` the parameters are left unallocated (meta), to be filled by loading a state dict.
+    Configs default to the full-size reference model; each may be a dict or a JSON file.
+    """
+    from accelerate import init_empty_weights
+
+    from insv2v.clip_tokenizer import clip_tokenizer
+
+    unet_cfg = {**_read_config(unet_config, REFERENCE_UNET_CONFIG), "norm_mode": "reference"}
+    vae_cfg = _read_config(vae_config, REFERENCE_VAE_CONFIG)
+    text_cfg = _read_config(text_encoder_config, REFERENCE_TEXT_ENCODER_CONFIG)
+    text_cfg = text_cfg.get("text_config", text_cfg)  # a whole CLIPConfig works too
+    with init_empty_weights() if empty else torch.device("cpu"):
+        unet = InsV2VUNetMotionModel.from_config(unet_cfg)
+        vae = AutoencoderKL.from_config(vae_cfg)
+        text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(text_cfg))
+    return {
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": clip_tokenizer(),
+        "unet": unet.eval(),
+        "scheduler": reference_scheduler(),
+    }
+
+
+def convert_reference_checkpoint(
+    checkpoint: str | os.PathLike | dict[str, torch.Tensor],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    unet_config: dict | str | os.PathLike | None = None,
+    vae_config: dict | str | os.PathLike | None = None,
+    text_encoder_config: dict | str | os.PathLike | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+):
+    """Reference checkpoint (file or state dict) -> InsV2VPipeline, saved as safetensors to `out_dir` if given.
+
+    Raises ConversionError, naming missing, unexpected and mis-shaped keys, for anything that does not fit.
+    """
+    from insv2v.pipeline import InsV2VPipeline
+
+    state = checkpoint if isinstance(checkpoint, dict) else load_state_dict(checkpoint)
+    parts = split_reference_state_dict({k.removeprefix(DEEPSPEED_PREFIX): v for k, v in state.items()})
+    components = build_components(unet_config, vae_config, text_encoder_config, empty=True)
+    num_vae_blocks = len(components["vae"].config.block_out_channels)
+    _load_into(components["unet"], unet_from_reference(parts["unet"]), "unet", torch_dtype)
+    _load_into(components["vae"], vae_from_ldm(parts["vae"], num_vae_blocks), "vae", torch_dtype)
+    _load_into(components["text_encoder"], text_encoder_from_reference(parts["text_encoder"]), "text_encoder", torch_dtype)
+    pipe = InsV2VPipeline(**components)
+    if out_dir is not None:
+        pipe.save_pretrained(out_dir, safe_serialization=True)
+    return pipe

@@ -1,0 +1,258 @@
+"""Converting the reference checkpoint: parity with the reference code, file formats, refusals, round trip.
+
+Parity is checked against outputs the reference implementation produced on a tiny random checkpoint
+(fixtures/reference_parity.safetensors, written by tools/make_reference_fixture.py); with
+$INSV2V_REFERENCE_REPO naming a checkout of the reference code, the reference also runs live.
+"""
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, UNetMotionModel
+from reference_parity import load_fixture, seeded_checkpoint, write_configs
+from safetensors.torch import save_file
+
+from insv2v import InsV2VPipeline
+from insv2v.cli import main
+from insv2v.models import InsV2VUNetMotionModel
+from insv2v.models.reference import (
+    ConversionError,
+    convert_reference_checkpoint,
+    load_state_dict,
+    to_reference_state_dict,
+)
+
+REFERENCE_REPO = os.environ.get("INSV2V_REFERENCE_REPO")
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return load_fixture()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(fixture):
+    _, meta = fixture
+    return seeded_checkpoint(meta["spec"], meta["seed"])
+
+
+def configs(meta) -> dict:
+    return {name: meta[name] for name in ("unet_config", "vae_config", "text_encoder_config")}
+
+
+@pytest.fixture(scope="module")
+def converted(fixture, checkpoint):
+    _, meta = fixture
+    pipe = convert_reference_checkpoint(checkpoint, **configs(meta))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def unet_output(unet, tensors) -> torch.Tensor:
+    sample = tensors["unet.sample"]  # (b, c, f, h, w)
+    text = tensors["unet.encoder_hidden_states"].repeat_interleave(sample.shape[2], dim=0)  # (b*f, L, C)
+    return unet(sample, tensors["unet.timestep"], encoder_hidden_states=text).sample
+
+
+def lvsc_edit(pipe, tensors, meta) -> torch.Tensor:
+    """The recorded edit on our pipeline: same noise, source latents and prompts, the reference's DDIM."""
+    ddim = InsV2VPipeline(**{**pipe.components, "scheduler": DDIMScheduler.from_config(meta["ddim"])})
+    ddim.set_progress_bar_config(disable=True)
+    edit = meta["edit"]
+    return ddim(
+        video_latents=tensors["edit.video_latents"],
+        latents=tensors["edit.latents"],
+        prompt_embeds=tensors["edit.prompt_embeds"],
+        negative_prompt_embeds=tensors["edit.negative_prompt_embeds"],
+        num_inference_steps=edit["steps"],
+        guidance_scale=edit["text_cfg"],
+        video_guidance_scale=edit["video_cfg"],
+        frames_per_clip=edit["frames_per_clip"],
+        ref_frames=edit["ref_frames"],
+        lvsc_fraction=edit["lvsc_fraction"],
+        output_type="latent",
+    ).frames
+
+
+def test_norm_modes_take_statistics_over_the_clip_or_the_frame():
+    from insv2v.models.unet import ClipGroupNorm, FrameGroupNorm, _FrameCount
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 8, affine=True)
+    torch.nn.init.normal_(norm.weight)
+    clip = torch.randn(2, 8, 3, 5, 6) * torch.arange(1, 4).view(1, 1, 3, 1, 1)  # (b, c, f, h, w), frames differ
+    frames = clip.transpose(1, 2).reshape(6, 8, 5, 6)  # (b*f, c, h, w)
+    count = _FrameCount()
+    count.value = 3
+    joint = ClipGroupNorm(norm, count)
+    joint.load_state_dict(norm.state_dict())
+    per_frame = FrameGroupNorm(norm)
+    per_frame.load_state_dict(norm.state_dict())
+    # Over the clip: GroupNorm of the 5-D tensor, as the reference's resnets see it.
+    torch.testing.assert_close(joint(frames), norm(clip).transpose(1, 2).reshape(6, 8, 5, 6))
+    # Per frame: GroupNorm of each frame, as the reference's motion modules see it.
+    torch.testing.assert_close(per_frame(clip), norm(frames).view(2, 3, 8, 5, 6).transpose(1, 2))
+    assert (joint(frames) - norm(frames)).abs().max() > 0.1
+
+
+def test_default_norm_mode_is_stock_diffusers(fixture):
+    _, meta = fixture
+    torch.manual_seed(0)
+    stock = UNetMotionModel.from_config(meta["unet_config"]).eval()
+    ours = InsV2VUNetMotionModel.from_config(meta["unet_config"]).eval()
+    assert ours.config.norm_mode == "diffusers"
+    ours.load_state_dict(stock.state_dict())
+    x, text = torch.randn(1, 8, 3, 4, 6), torch.randn(3, 7, 32)
+    with torch.no_grad():
+        assert torch.equal(ours(x, 10, encoder_hidden_states=text).sample, stock(x, 10, encoder_hidden_states=text).sample)
+    with pytest.raises(ValueError, match="`norm_mode` must be one of"):
+        InsV2VUNetMotionModel.from_config({**meta["unet_config"], "norm_mode": "frames"})
+
+
+def test_converted_unet_matches_the_reference_unet(fixture, converted):
+    tensors, _ = fixture
+    assert converted.unet.config.norm_mode == "reference"
+    torch.testing.assert_close(unet_output(converted.unet, tensors), tensors["unet.expected"], atol=1e-4, rtol=0)
+
+
+def test_stock_diffusers_norms_do_not_reproduce_the_reference(fixture, converted):
+    """The GroupNorm trap (DESIGN.md): the same weights with diffusers' norm layout are far off."""
+    tensors, _ = fixture
+    stock = InsV2VUNetMotionModel.from_config({**converted.unet.config, "norm_mode": "diffusers"}).eval()
+    stock.load_state_dict(converted.unet.state_dict())
+    assert (unet_output(stock, tensors) - tensors["unet.expected"]).abs().max() > 0.05
+
+
+def test_lvsc_edit_matches_the_reference_sampler(fixture, converted):
+    tensors, meta = fixture
+    latents = lvsc_edit(converted, tensors, meta)  # 8 frames: clips 0-4, 2-6, 4-8
+    assert latents.shape == tensors["edit.expected"].shape == (1, 4, 8, 4, 6)
+    torch.testing.assert_close(latents, tensors["edit.expected"], atol=1e-3, rtol=0)
+
+
+@torch.no_grad()
+def test_converted_vae_matches_the_reference_autoencoder(fixture, converted):
+    tensors, _ = fixture
+    mean = converted.vae.encode(tensors["vae.image"]).latent_dist.mode()
+    torch.testing.assert_close(mean, tensors["vae.expected_mean"], atol=1e-5, rtol=0)
+    decoded = converted.vae.decode(tensors["vae.latents"]).sample
+    torch.testing.assert_close(decoded, tensors["vae.expected_decoded"], atol=1e-5, rtol=0)
+
+
+def test_cli_convert_then_load_save_load_is_bit_exact(tmp_path, fixture, checkpoint, converted, capsys):
+    _, meta = fixture
+    source = tmp_path / "insv2v.pth"  # as DeepSpeed saves it
+    torch.save({f"_forward_module.{k}": v for k, v in checkpoint.items()}, source)
+    paths = write_configs(tmp_path / "configs")
+    out = tmp_path / "converted"
+    argv = ["convert", str(source), str(out), "--unet-config", str(paths["unet"]),
+            "--vae-config", str(paths["vae"]), "--text-encoder-config", str(paths["text_encoder"])]  # fmt: skip
+    assert main(argv) == 0
+    assert f"--model {out}" in capsys.readouterr().out
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list(out.rglob("*.bin"))
+
+    loaded = InsV2VPipeline.from_pretrained(out)
+    assert type(loaded.unet) is InsV2VUNetMotionModel and loaded.unet.config.norm_mode == "reference"
+    loaded.save_pretrained(tmp_path / "again")
+    again = InsV2VPipeline.from_pretrained(tmp_path / "again")
+    for name in ("unet", "vae", "text_encoder"):
+        states = [getattr(p, name).state_dict() for p in (converted, loaded, again)]
+        assert states[0].keys() == states[1].keys() == states[2].keys()
+        for key, value in states[0].items():
+            assert all(torch.equal(value, s[key]) and value.dtype == s[key].dtype for s in states[1:]), key
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.unet.config) == public(again.unet.config) == public(converted.unet.config)
+    tensors, _ = fixture
+    torch.testing.assert_close(unet_output(again.unet.eval(), tensors), tensors["unet.expected"], atol=1e-4, rtol=0)
+
+
+def test_export_to_reference_layout_is_the_inverse(checkpoint, converted):
+    exported = to_reference_state_dict(converted.unet, converted.vae, converted.text_encoder)
+    expected = {k: v for k, v in checkpoint.items() if not k.endswith("position_ids")}
+    assert exported.keys() == expected.keys()
+    assert all(torch.equal(exported[k], v) for k, v in expected.items())
+
+
+class NotATensor:
+    pass
+
+
+@pytest.mark.parametrize("form", ["safetensors", "lightning", "deepspeed_module"])
+def test_checkpoint_files_of_each_form_load_the_same_tensors(tmp_path, checkpoint, form):
+    part = {k: v for k, v in checkpoint.items() if k.startswith("vae.")}
+    if form == "safetensors":
+        path = tmp_path / "model.safetensors"
+        save_file(part, path)
+    else:
+        path = tmp_path / "model.ckpt"
+        wrapper = "state_dict" if form == "lightning" else "module"
+        torch.save({wrapper: {f"_forward_module.{k}": v for k, v in part.items()}, "epoch": 3}, path)
+    loaded = load_state_dict(path)
+    assert loaded.keys() == part.keys() and all(torch.equal(loaded[k], v) for k, v in part.items())
+
+
+def test_checkpoints_with_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"unet.x": torch.zeros(1)}, "callback": NotATensor()}, path)
+    with pytest.raises(ConversionError, match="pickled Python objects"):
+        load_state_dict(path)
+
+
+def _without(state, word):
+    return {k: v for k, v in state.items() if word not in k}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda s: {"model.diffusion_model." + k[5:]: v for k, v in s.items()}, "Stable Diffusion / LDM checkpoint"),
+        (lambda s: _without(s, "motion_modules"), "no motion modules"),
+        (lambda s: _without(s, "vae."), "missing parts: vae.*"),
+        (lambda s: {**s, "ema.unet.conv_in.weight": torch.zeros(1)}, "unexpected keys (1): ema.unet.conv_in.weight"),
+        (
+            lambda s: {**_without(s, "unet.conv_out.bias"), "unet.extra.weight": torch.zeros(1)},
+            "missing keys (1): conv_out.bias; unexpected keys (1): extra.weight",
+        ),
+        (lambda s: {**s, "unet.conv_in.weight": torch.zeros(32, 4, 3, 3)}, "conv_in.weight (32, 4, 3, 3) (model: (32, 8, 3, 3))"),
+    ],
+    ids=["sd", "image-unet", "no-vae", "unknown-prefix", "missing-unexpected", "shape"],
+)
+def test_other_architectures_are_refused_with_the_keys_named(fixture, checkpoint, change, words):
+    _, meta = fixture
+    with pytest.raises(ConversionError) as err:
+        convert_reference_checkpoint(change(checkpoint), **configs(meta))
+    assert words in str(err.value)
+
+
+def test_default_configs_describe_the_full_size_model(checkpoint, tmp_path, capsys):
+    """A tiny checkpoint against the (full-size) defaults: refused, pointing at --unet-config."""
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in checkpoint.items()}, path)
+    assert main(["convert", str(path), str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("insv2v: error: the checkpoint's unet does not match")
+    assert "conv_in.weight (32, 8, 3, 3) (model: (320, 8, 3, 3))" in message and "--unet-config" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not REFERENCE_REPO, reason="set INSV2V_REFERENCE_REPO to a checkout of the reference code")
+def test_the_live_reference_code_agrees(fixture, checkpoint, converted):
+    """Re-run the reference: it still produces the recorded outputs, and matches us on fresh inputs too."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    tool = importlib.import_module("make_reference_fixture")
+    ref = tool.import_reference(REFERENCE_REPO)
+    tensors, meta = fixture
+    assert tool.checkpoint_spec(ref) == meta["spec"]
+    recorded = tool.reference_outputs(ref, checkpoint, {k: v for k, v in tensors.items() if "expected" not in k})
+    for key, value in recorded.items():  # the sampler amplifies float rounding (thread count, BLAS) ~1e-4
+        torch.testing.assert_close(value, tensors[key], atol=1e-3 if key.startswith("edit") else 1e-5, rtol=0)
+    fresh = tool.make_inputs(seed=1)
+    live = {**fresh, **tool.reference_outputs(ref, checkpoint, fresh)}
+    torch.testing.assert_close(unet_output(converted.unet, live), live["unet.expected"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(lvsc_edit(converted, live, meta), live["edit.expected"], atol=1e-3, rtol=0)
