@@ -31,8 +31,13 @@ def _add_edit_parser(commands) -> None:
     p.add_argument("instruction", nargs="?", help='what to change, e.g. "make it snowy"')
     p.add_argument("-o", "--output", required=True, help="output .mp4 (keeps fps and audio) or .gif")
     p.add_argument("--recipe", help="recipe JSON of an earlier edit: its settings become the defaults")
-    p.add_argument("--model", help="pipeline folder or hub id (default: $INSV2V_MODEL)")
+    p.add_argument(
+        "--model",
+        help="pipeline folder, hub id, or compose:IMAGE_MODEL+MOTION_ADAPTER, e.g. "
+        "compose:timbrooks/instruct-pix2pix+guoyww/animatediff-motion-adapter-v1-5 (default: $INSV2V_MODEL)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--dtype", choices=DTYPES, help="weights' precision (default: float16 on CUDA, else float32)")
     g = p.add_argument_group("guidance")
     g.add_argument("--text-cfg", type=float, help=f"text guidance; raise if the edit is too weak ({DEFAULTS.text_cfg})")
     g.add_argument("--video-cfg", type=float, help=f"video guidance; raise if the result strays ({DEFAULTS.video_cfg})")
@@ -75,13 +80,16 @@ def _recipe_from_args(args: argparse.Namespace) -> EditRecipe:
 
 
 def edit(args: argparse.Namespace) -> None:
+    import torch
+
     from insv2v.editing import run_edit
     from insv2v.loading import load_pipeline
     from insv2v.video import probe
 
+    dtype = getattr(torch, args.dtype) if args.dtype else None
     recipe = _recipe_from_args(args)
     probe(recipe.input)  # a bad input fails here, before the model loads
-    pipe = load_pipeline(recipe.model, device=args.device)
+    pipe = load_pipeline(recipe.model, device=args.device, dtype=dtype)
     recipe = dataclasses.replace(recipe, model=recipe.model or pipe.name_or_path)
     result = run_edit(recipe, args.output, pipe, side_by_side_view=args.side_by_side)
     print(

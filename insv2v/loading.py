@@ -1,7 +1,19 @@
-"""Where pipelines come from: a local folder or a hub id, loaded once per process and cached."""
+"""Where pipelines come from, loaded once per process and cached. A model source is one of:
+
+    DIR                          a pipeline folder (model_index.json), e.g. one written by `insv2v convert`
+    OWNER/NAME                   a Hugging Face Hub repo holding such a folder
+    compose:IMAGE+MOTION         an InstructPix2Pix image model (folder or hub id, diffusers layout) inflated to
+                                 video with an AnimateDiff motion adapter (folder or hub id), e.g.
+                                 compose:timbrooks/instruct-pix2pix+guoyww/animatediff-motion-adapter-v1-5
+
+A composition is how InsV2V starts training: the motion modules' outputs are zeroed, so until motion modules
+are trained it edits each frame as InstructPix2Pix would. Downloads go through huggingface_hub (its cache and
+progress bars); offline, a missing model fails with the command that fetches it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +23,8 @@ import torch
 from insv2v.pipeline import InsV2VPipeline
 
 MODEL_ENV = "INSV2V_MODEL"  # default model source when none is named
+COMPOSE_PREFIX = "compose:"
+CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".pt", ".bin", ".safetensors")
 
 
 class ModelLoadError(RuntimeError):
@@ -38,22 +52,112 @@ def resolve_source(source: str | None) -> str:
     return source
 
 
-def _load(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeline:
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(source: str, what: str, err: Exception) -> ModelLoadError:
+    """The error for a hub model that could not be had, saying what to download and where it goes."""
+    from huggingface_hub import constants
+
+    reason = "the hub cannot be reached (HF_HUB_OFFLINE=1)" if _offline() else f"the hub did not provide it ({err})"
+    return ModelLoadError(
+        f"could not load {what} {source!r}: it is not a local folder, not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}), and {reason}. Download it where there is network with "
+        f"`hf download {source}` (it lands in that cache; set HF_HOME to move it), or "
+        f"`hf download {source} --local-dir DIR` and name DIR instead (older huggingface_hub: `huggingface-cli download`)"
+    )
+
+
+def _from_pretrained(cls, source: str, what: str, **kwargs):
+    """`cls.from_pretrained(source)` with missing local folders and unreachable hub ids explained."""
     path = Path(source).expanduser()
     if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise ModelLoadError(f"{source} is not a pipeline folder (no model_index.json in it)")
-        pipe = InsV2VPipeline.from_pretrained(path, torch_dtype=dtype)
-    else:
-        try:
-            pipe = InsV2VPipeline.from_pretrained(source, torch_dtype=dtype)
-        except (OSError, ValueError) as err:  # offline, unknown id, gated repo: all surface as OSError here
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        return cls.from_pretrained(path, **kwargs)
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelLoadError(f"{what} {source!r} does not exist")
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:  # offline, unknown id, gated repo: all surface as OSError here
+        raise _unavailable(source, what, err) from err
+
+
+def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix in CHECKPOINT_SUFFIXES:
             raise ModelLoadError(
-                f"could not load model {source!r}: it is not a local folder, and the hub "
-                + ("cannot be reached (HF_HUB_OFFLINE=1)" if offline else "did not provide it")
-                + f"; download it with `huggingface-cli download {source} --local-dir DIR` and pass --model DIR"
-            ) from err
+                f"{source} is a checkpoint file: convert it once with `insv2v convert {source} DIR`, then use --model DIR"
+            )
+        raise ModelLoadError(f"{source} is a file, not a pipeline folder")
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ModelLoadError(f"{source} is not a pipeline folder (no model_index.json in it)")
+        kind = json.loads(index.read_text()).get("_class_name")
+        if kind != InsV2VPipeline.__name__:
+            raise ModelLoadError(
+                f"{source} holds a {kind}, not an InsV2V pipeline; an InstructPix2Pix image model becomes a video "
+                f"model with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER (e.g. guoyww/animatediff-motion-adapter-v1-5)"
+            )
+    return _from_pretrained(InsV2VPipeline, source, "model", torch_dtype=dtype)
+
+
+def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype = torch.float32) -> InsV2VPipeline:
+    """InstructPix2Pix parts (unet, vae, text encoder, tokenizer, scheduler config) + an AnimateDiff motion adapter
+    -> an InsV2V pipeline with zero-initialised motion outputs, sampling with DDPM as the reference does."""
+    from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from insv2v.models import inflate_unet
+    from insv2v.models.inflate import MOTION_MAX_FRAMES
+
+    part = lambda cls, name: _from_pretrained(cls, image_model, "image model", subfolder=name)  # noqa: E731
+    unet2d = part(UNet2DConditionModel, "unet")
+    if unet2d.config.in_channels != 8:
+        raise ModelLoadError(
+            f"image model {image_model!r} has a UNet with {unet2d.config.in_channels} input channels; InsV2V needs an "
+            "InstructPix2Pix UNet (8: noisy latent + source latent), e.g. timbrooks/instruct-pix2pix"
+        )
+    adapter = _with_positions(_from_pretrained(MotionAdapter, motion_adapter, "motion adapter"), MOTION_MAX_FRAMES)
+    components = {
+        "unet": inflate_unet(unet2d, adapter, zero_init=True),
+        "vae": part(AutoencoderKL, "vae"),
+        "text_encoder": part(CLIPTextModel, "text_encoder"),
+        "tokenizer": part(CLIPTokenizer, "tokenizer"),
+        "scheduler": part(DDPMScheduler, "scheduler"),  # the image model's betas, sampled with DDPM
+    }
+    for name in ("unet", "vae", "text_encoder"):
+        components[name].eval()
+        if dtype != torch.float32:
+            components[name].to(dtype)
+    return InsV2VPipeline(**components)
+
+
+def _with_positions(adapter, max_frames: int):
+    """The adapter with sinusoidal position tables for `max_frames` frames (AnimateDiff v1 adapters have 24; InsV2V
+    uses 32). The tables are fixed sinusoids, so the longer one starts with the shorter one."""
+    from diffusers import MotionAdapter
+
+    if adapter.config.motion_max_seq_length >= max_frames:
+        return adapter
+    longer = MotionAdapter.from_config({**adapter.config, "motion_max_seq_length": max_frames})
+    state = {k: v for k, v in adapter.state_dict().items() if not k.endswith("pos_embed.pe")}
+    missing, unexpected = longer.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("pos_embed.pe") for k in missing), (missing, unexpected)
+    return longer
+
+
+def _load(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeline:
+    if source.startswith(COMPOSE_PREFIX):
+        image_model, plus, motion_adapter = source[len(COMPOSE_PREFIX) :].partition("+")
+        if not plus or not image_model or not motion_adapter:
+            raise ModelLoadError(f"a composition is {COMPOSE_PREFIX}IMAGE_MODEL+MOTION_ADAPTER, got {source!r}")
+        pipe = compose_pipeline(image_model, motion_adapter, dtype)
+    else:
+        pipe = _load_folder_or_hub(source, dtype)
     return pipe.to(device)
 
 
@@ -65,7 +169,7 @@ def _cached(source: str, device: str, dtype: torch.dtype) -> InsV2VPipeline:
 def load_pipeline(
     source: str | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> InsV2VPipeline:
-    """The pipeline at `source` (folder or hub id) on `device`, loaded once per process and then shared."""
+    """The pipeline at `source` (see the module docstring) on `device`, loaded once per process and then shared."""
     source = resolve_source(source)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)

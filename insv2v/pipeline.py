@@ -93,6 +93,14 @@ class InsV2VPipeline(DiffusionPipeline):
     def max_frames_per_clip(self) -> int:
         return self.unet.config.motion_max_seq_length
 
+    def enable_vae_tiling(self) -> None:
+        """Encode and decode each frame in overlapping tiles: less memory at high resolution, faint seams possible."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        """Encode and decode whole frames again (the default)."""
+        self.vae.disable_tiling()
+
     # ---------------------------------------------------------------- helpers (each one step of __call__)
 
     def check_inputs(

@@ -1,0 +1,149 @@
+"""Model sources: a composition of public parts (tiny random stand-ins saved to local folders), clear errors;
+and the memory options of a loaded pipeline."""
+
+import json
+import os
+
+import pytest
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerAncestralDiscreteScheduler,
+    MotionAdapter,
+    UNet2DConditionModel,
+    UNetMotionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from insv2v import InsV2VPipeline
+from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+from insv2v.loading import ModelLoadError, load_pipeline
+from insv2v.testing.tiny import tiny_pipeline
+
+OFFLINE = os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def save_image_model(folder, in_channels=8):
+    """A tiny InstructPix2Pix stand-in in the hub layout: one subfolder per component."""
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=8, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+    ).save_pretrained(folder / "unet")  # fmt: skip
+    AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+    ).save_pretrained(folder / "vae")  # fmt: skip
+    text = CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=4, max_position_embeddings=77)  # fmt: skip
+    CLIPTextModel(text).save_pretrained(folder / "text_encoder")
+    clip_tokenizer().save_pretrained(folder / "tokenizer")
+    # InstructPix2Pix ships an Euler ancestral scheduler; the composition keeps its betas and samples with DDPM.
+    EulerAncestralDiscreteScheduler(beta_start=0.001, beta_end=0.02, beta_schedule="scaled_linear").save_pretrained(
+        folder / "scheduler"
+    )
+    return folder
+
+
+def save_motion_adapter(folder):
+    """A tiny AnimateDiff v1-style adapter: 24 positions, non-zero outputs."""
+    torch.manual_seed(1)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=8,
+                            motion_norm_num_groups=32, motion_max_seq_length=24, use_motion_mid_block=False)  # fmt: skip
+    adapter.save_pretrained(folder)
+    return adapter
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parts")
+    image_model = save_image_model(root / "ip2p")
+    adapter = save_motion_adapter(root / "adapter")
+    return image_model, root / "adapter", adapter
+
+
+def test_composition_of_local_parts_is_inflated_with_zeroed_motion_outputs(parts):
+    image_model, adapter_dir, adapter = parts
+    source = f"compose:{image_model}+{adapter_dir}"
+    pipe = load_pipeline(source, device="cpu")
+    assert load_pipeline(source, device="cpu") is pipe  # loaded once per process
+    assert isinstance(pipe, InsV2VPipeline) and type(pipe.unet) is UNetMotionModel
+    assert pipe.max_frames_per_clip == 32  # positions extended from the adapter's 24
+    assert isinstance(pipe.scheduler, DDPMScheduler) and pipe.scheduler.config.beta_end == 0.02
+    unet = pipe.unet.state_dict()  # MotionAdapter keys are the video UNet's keys of the same layers
+    motion = {k: v for k, v in adapter.state_dict().items() if not k.endswith("pos_embed.pe")}
+    assert motion and all(k in unet for k in motion)
+    for key, value in motion.items():
+        assert torch.equal(unet[key], torch.zeros_like(value) if "proj_out" in key else value), key
+
+    # Zeroed motion outputs: the video model is the image model, frame by frame.
+    unet2d = UNet2DConditionModel.from_pretrained(image_model, subfolder="unet").eval()
+    x, text = torch.randn(1, 8, 3, 8, 8), torch.randn(1, 77, 32)  # (b, c, f, h, w)
+    with torch.no_grad():
+        video = pipe.unet(x, 10, encoder_hidden_states=text.repeat_interleave(3, 0)).sample
+        frames = unet2d(x[0].permute(1, 0, 2, 3), 10, encoder_hidden_states=text.repeat(3, 1, 1)).sample
+    torch.testing.assert_close(video[0].permute(1, 0, 2, 3), frames, atol=1e-5, rtol=0)
+
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(torch.rand(3, 3, 16, 16), "make it snowy", num_inference_steps=1, frames_per_clip=3,
+                  ref_frames=1).frames
+    assert frames.shape == (3, 16, 16, 3)
+
+
+def test_composition_needs_an_instruct_pix2pix_unet(tmp_path, parts):
+    _, adapter_dir, _ = parts
+    image_model = save_image_model(tmp_path / "sd", in_channels=4)
+    with pytest.raises(ModelLoadError, match="4 input channels; InsV2V needs an InstructPix2Pix UNet"):
+        load_pipeline(f"compose:{image_model}+{adapter_dir}", device="cpu")
+
+
+@pytest.mark.parametrize("source", ["compose:only-one-part", "compose:+guoyww/animatediff-motion-adapter-v1-5"])
+def test_composition_syntax_errors_show_the_form(source):
+    with pytest.raises(ModelLoadError, match=r"compose:IMAGE_MODEL\+MOTION_ADAPTER"):
+        load_pipeline(source, device="cpu")
+
+
+@pytest.mark.skipif(not OFFLINE, reason="only runs offline (HF_HUB_OFFLINE=1), so that it never downloads")
+@pytest.mark.parametrize("source, what", [("someone/not-cached", "model"), ("compose:{image}+someone/no-adapter", "motion adapter")])
+def test_offline_hub_ids_say_what_to_download_and_where(parts, source, what):
+    from huggingface_hub import constants
+
+    image_model, _, _ = parts
+    with pytest.raises(ModelLoadError) as err:
+        load_pipeline(source.format(image=image_model), device="cpu")
+    message = str(err.value)
+    name = source.rsplit("+", 1)[-1]
+    assert f"could not load {what} {name!r}" in message and "HF_HUB_OFFLINE=1" in message
+    assert f"`hf download {name}`" in message and constants.HF_HUB_CACHE in message
+
+
+def test_a_checkpoint_file_is_converted_first(tmp_path):
+    path = tmp_path / "insv2v.pth"
+    path.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=f"convert it once with `insv2v convert {path} DIR`"):
+        load_pipeline(str(path), device="cpu")
+
+
+def test_an_image_pipeline_folder_points_to_composition(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionInstructPix2PixPipeline"}))
+    with pytest.raises(ModelLoadError, match=f"holds a StableDiffusionInstructPix2PixPipeline.*compose:{tmp_path}\\+"):
+        load_pipeline(str(tmp_path), device="cpu")
+
+
+def test_a_missing_local_folder_is_named(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_pipeline(str(tmp_path / "nowhere" / "model"), device="cpu")
+
+
+def test_vae_tiling_can_be_switched_off_again():
+    pipe = tiny_pipeline()
+    pipe.vae.tile_sample_min_size, pipe.vae.tile_latent_min_size = 32, 4  # tiles smaller than the frames
+    video = torch.rand(2, 3, 48, 64)  # (f, 3, h, w)
+    base = pipe.encode_video(video)
+    pipe.enable_vae_tiling()
+    tiled = pipe.encode_video(video)
+    assert tiled.shape == base.shape and not torch.equal(tiled, base)
+    pipe.disable_vae_tiling()
+    assert torch.equal(pipe.encode_video(video), base)
