@@ -4,6 +4,9 @@
     insv2v edit --recipe OUT.json -o AGAIN.mp4          # reproduce an earlier edit exactly
     insv2v tiny OUT_DIR                                  # a tiny random pipeline for smoke runs
     insv2v convert insv2v.pth OUT_DIR                    # a reference checkpoint -> a pipeline folder
+    insv2v toyworld make OUT_DIR --n 16 --split heldout  # toy-world triplets as files
+    insv2v train clip|2d|video RUN_DIR                   # train the toy models (resumes a started run)
+    insv2v eval --toyworld --out results.json            # the toy-world table of the paper's claims
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from insv2v.editing import EditRecipe
 
@@ -136,11 +140,79 @@ def tiny(args: argparse.Namespace) -> None:
     save_tiny([args.out_dir, "--seed", str(args.seed)])
 
 
+def _add_toyworld_parsers(commands) -> None:
+    p = commands.add_parser("toyworld", help="the procedural toy world").add_subparsers(dest="action", required=True)
+    make = p.add_parser("make", help="write triplets: NNNN/input.mp4, NNNN/target.mp4, NNNN/meta.json")
+    make.add_argument("out_dir")
+    make.add_argument("--n", type=_positive_int, default=16, help="number of triplets (16)")
+    make.add_argument("--seed", type=int, default=0, help="offset into the split (0)")
+    make.add_argument("--split", choices=["train", "heldout"], default="train")
+    make.add_argument("--frames", type=_positive_int, default=16, help="frames per video (16)")
+
+    t = commands.add_parser("train", help="train on the toy world: the CLIP, the 2-D editor, its motion modules")
+    t.add_argument("stage", choices=["clip", "2d", "video"])
+    t.add_argument("out_dir", help="run folder (checkpoint, log.jsonl, final/); an existing run resumes")
+    t.add_argument("--steps", type=_positive_int, default=3000)
+    t.add_argument("--batch-size", type=_positive_int, default=32, help="frames (clip, 2d) or clips (video)")
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--frames", type=_positive_int, default=8, help="frames per clip in the video stage (8)")
+    t.add_argument("--clip", dest="clip_dir", help="2d: trained CLIP folder whose text tower starts the encoder")
+    t.add_argument("--init", dest="init_dir", help="video: the 2-D stage's final folder")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=200)
+    t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    t.add_argument("--seed", type=int, default=0)
+
+    e = commands.add_parser("eval", help="measure an editor on the held-out toy world")
+    e.add_argument("--toyworld", action="store_true", required=True, help="the toy-world table")
+    e.add_argument("--model", help="pipeline folder (default: the shipped toy editor)")
+    e.add_argument("--clip", help="CLIP folder for CLIP metrics (default: the shipped toy CLIP)")
+    e.add_argument("--n", type=_positive_int, default=40, help="held-out triplets per measurement (40)")
+    e.add_argument("--steps", type=_positive_int, default=20)
+    e.add_argument("--out", help="also write the results as JSON here")
+
+
+def toyworld(args: argparse.Namespace) -> None:
+    from insv2v.toyworld.dataset import write_triplets
+
+    folders = write_triplets(args.out_dir, args.n, args.seed, args.split, args.frames)
+    print(f"wrote {len(folders)} {args.split} triplets to {args.out_dir}")
+
+
+def train(args: argparse.Namespace) -> None:
+    from insv2v.train import TrainConfig, train as run
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    final = run(TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None}))
+    print(f"saved {final}")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from insv2v.loading import load_pipeline
+    from insv2v.toyworld import TOY_CLIP, TOY_EDITOR
+    from insv2v.toyworld.evaluate import evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
+
+    pipe = load_pipeline(args.model or str(TOY_EDITOR), device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    results = {
+        "edits": evaluate_edits(pipe, n=args.n, num_inference_steps=args.steps),
+        "temporal": evaluate_temporal(
+            pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), num_inference_steps=args.steps
+        ),
+        "long": evaluate_long(pipe, n=max(2, args.n // 8), num_inference_steps=args.steps),
+    }
+    print(markdown_table(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="insv2v", description="InsV2V Studio: edit videos from text instructions.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_edit_parser(commands)
     _add_convert_parser(commands)
+    _add_toyworld_parsers(commands)
     t = commands.add_parser("tiny", help="save a tiny random pipeline (tests, smoke runs)")
     t.add_argument("out_dir")
     t.add_argument("--seed", type=int, default=0)
@@ -153,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        {"edit": edit, "tiny": tiny, "convert": convert}[args.command](args)
+        commands = {"edit": edit, "tiny": tiny, "convert": convert, "toyworld": toyworld, "train": train, "eval": evaluate}
+        commands[args.command](args)
     except (VideoError, ModelLoadError, ValueError, InterruptedError) as err:
         print(f"insv2v: error: {err}", file=sys.stderr)
         return 2

@@ -128,3 +128,12 @@ def test_missing_model_folder_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert edit(good, "make it snowy", "-o", tmp_path / "o.mp4", "--model", "someone/not-downloaded") == 2
     err = capsys.readouterr().err
     assert "could not load model 'someone/not-downloaded'" in err and "huggingface-cli download" in err
+
+
+def test_toyworld_make_and_train_commands(tmp_path, capsys):
+    assert main(["toyworld", "make", str(tmp_path / "tw"), "--n", "2", "--frames", "4", "--split", "heldout"]) == 0
+    assert sorted(p.name for p in (tmp_path / "tw" / "0000").iterdir()) == ["input.mp4", "meta.json", "target.mp4"]
+    assert main(["train", "clip", str(tmp_path / "clip"), "--steps", "1", "--batch-size", "2"]) == 0
+    assert (tmp_path / "clip" / "final" / "model.safetensors").is_file()
+    assert main(["toyworld", "make", str(tmp_path / "x"), "--n", "1", "--frames", "1000"]) == 2
+    assert "frames must be in [1, 256]" in capsys.readouterr().err
