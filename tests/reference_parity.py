@@ -91,7 +91,7 @@ def seeded_checkpoint(spec: dict[str, list[int]], seed: int) -> dict[str, torch.
 def load_fixture(path: Path = FIXTURE) -> tuple[dict[str, torch.Tensor], dict]:
     """The fixture's tensors and its metadata (JSON values decoded)."""
     with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is not a dict)
         meta = {k: json.loads(v) for k, v in f.metadata().items()}
     return tensors, meta
 
@@ -100,7 +100,11 @@ def write_configs(folder: Path) -> dict[str, Path]:
     """The tiny configs as JSON files, as `insv2v convert --unet-config ...` takes them."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, config in [("unet", TINY_UNET_CONFIG), ("vae", TINY_VAE_CONFIG), ("text_encoder", TINY_TEXT_ENCODER_CONFIG)]:
+    for name, config in [
+        ("unet", TINY_UNET_CONFIG),
+        ("vae", TINY_VAE_CONFIG),
+        ("text_encoder", TINY_TEXT_ENCODER_CONFIG),
+    ]:
         paths[name] = folder / f"{name}.json"
         paths[name].write_text(json.dumps(config))
     return paths

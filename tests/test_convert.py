@@ -109,7 +109,9 @@ def test_default_norm_mode_is_stock_diffusers(fixture):
     ours.load_state_dict(stock.state_dict())
     x, text = torch.randn(1, 8, 3, 4, 6), torch.randn(3, 7, 32)
     with torch.no_grad():
-        assert torch.equal(ours(x, 10, encoder_hidden_states=text).sample, stock(x, 10, encoder_hidden_states=text).sample)
+        assert torch.equal(
+            ours(x, 10, encoder_hidden_states=text).sample, stock(x, 10, encoder_hidden_states=text).sample
+        )
     with pytest.raises(ValueError, match="`norm_mode` must be one of"):
         InsV2VUNetMotionModel.from_config({**meta["unet_config"], "norm_mode": "frames"})
 
@@ -145,7 +147,6 @@ def test_converted_vae_matches_the_reference_autoencoder(fixture, converted):
 
 
 def test_cli_convert_then_load_save_load_is_bit_exact(tmp_path, fixture, checkpoint, converted, capsys):
-    _, meta = fixture
     source = tmp_path / "insv2v.pth"  # as DeepSpeed saves it
     torch.save({f"_forward_module.{k}": v for k, v in checkpoint.items()}, source)
     paths = write_configs(tmp_path / "configs")
@@ -166,7 +167,7 @@ def test_cli_convert_then_load_save_load_is_bit_exact(tmp_path, fixture, checkpo
         assert states[0].keys() == states[1].keys() == states[2].keys()
         for key, value in states[0].items():
             assert all(torch.equal(value, s[key]) and value.dtype == s[key].dtype for s in states[1:]), key
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
     assert public(loaded.unet.config) == public(again.unet.config) == public(converted.unet.config)
     tensors, _ = fixture
     torch.testing.assert_close(unet_output(again.unet.eval(), tensors), tensors["unet.expected"], atol=1e-4, rtol=0)
@@ -219,7 +220,10 @@ def _without(state, word):
             lambda s: {**_without(s, "unet.conv_out.bias"), "unet.extra.weight": torch.zeros(1)},
             "missing keys (1): conv_out.bias; unexpected keys (1): extra.weight",
         ),
-        (lambda s: {**s, "unet.conv_in.weight": torch.zeros(32, 4, 3, 3)}, "conv_in.weight (32, 4, 3, 3) (model: (32, 8, 3, 3))"),
+        (
+            lambda s: {**s, "unet.conv_in.weight": torch.zeros(32, 4, 3, 3)},
+            "conv_in.weight (32, 4, 3, 3) (model: (32, 8, 3, 3))",
+        ),
     ],
     ids=["sd", "image-unet", "no-vae", "unknown-prefix", "missing-unexpected", "shape"],
 )

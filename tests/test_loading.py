@@ -87,8 +87,9 @@ def test_composition_of_local_parts_is_inflated_with_zeroed_motion_outputs(parts
     torch.testing.assert_close(video[0].permute(1, 0, 2, 3), frames, atol=1e-5, rtol=0)
 
     pipe.set_progress_bar_config(disable=True)
-    frames = pipe(torch.rand(3, 3, 16, 16), "make it snowy", num_inference_steps=1, frames_per_clip=3,
-                  ref_frames=1).frames
+    frames = pipe(
+        torch.rand(3, 3, 16, 16), "make it snowy", num_inference_steps=1, frames_per_clip=3, ref_frames=1
+    ).frames
     assert frames.shape == (3, 16, 16, 3)
 
 
@@ -106,7 +107,9 @@ def test_composition_syntax_errors_show_the_form(source):
 
 
 @pytest.mark.skipif(not OFFLINE, reason="only runs offline (HF_HUB_OFFLINE=1), so that it never downloads")
-@pytest.mark.parametrize("source, what", [("someone/not-cached", "model"), ("compose:{image}+someone/no-adapter", "motion adapter")])
+@pytest.mark.parametrize(
+    "source, what", [("someone/not-cached", "model"), ("compose:{image}+someone/no-adapter", "motion adapter")]
+)
 def test_offline_hub_ids_say_what_to_download_and_where(parts, source, what):
     from huggingface_hub import constants
 

@@ -391,7 +391,9 @@ def convert_reference_checkpoint(
     num_vae_blocks = len(components["vae"].config.block_out_channels)
     _load_into(components["unet"], unet_from_reference(parts["unet"]), "unet", torch_dtype)
     _load_into(components["vae"], vae_from_ldm(parts["vae"], num_vae_blocks), "vae", torch_dtype)
-    _load_into(components["text_encoder"], text_encoder_from_reference(parts["text_encoder"]), "text_encoder", torch_dtype)
+    _load_into(
+        components["text_encoder"], text_encoder_from_reference(parts["text_encoder"]), "text_encoder", torch_dtype
+    )
     pipe = InsV2VPipeline(**components)
     if out_dir is not None:
         pipe.save_pretrained(out_dir, safe_serialization=True)
