@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from reference_parity import (  # noqa: E402  (tests/reference_parity.py)
+from reference_parity import (
     FIXTURE,
     TINY_TEXT_ENCODER_CONFIG,
     TINY_UNET_CONFIG,
@@ -134,7 +134,8 @@ def reference_edit(ref, unet, noise, source, text, uncond, settings: dict) -> to
     """A long-video edit the way the reference's LOVEU-TGVE script samples it (first clip, then each later clip
     with its shared frames' noise and source latents carried over and LVSC against the clip before).
     Tensors are (b, f, c, h, w) as the reference sampler takes them; returns the final latents of all frames."""
-    sampler = ref.InferenceIP2PVideo(unet, scheduler="ddim", num_ddim_steps=settings["steps"])
+    scheduler = settings.get("scheduler", "ddim")  # "ddim" (deterministic) or "ddpm" (the reference's default)
+    sampler = ref.InferenceIP2PVideo(unet, scheduler=scheduler, num_ddim_steps=settings["steps"])
     cfg = {"text_cond": text, "text_uncond": uncond, "text_cfg": settings["text_cfg"], "img_cfg": settings["video_cfg"]}
     size, shared, total = settings["frames_per_clip"], settings["ref_frames"], noise.shape[1]
     clip = sampler(latent=noise[:, :size], img_cond=source[:, :size], **cfg)["latent"]
@@ -173,7 +174,10 @@ def checkpoint_spec(ref) -> dict[str, list[int]]:
     spec.update({f"vae.{k}": list(v.shape) for k, v in vae.state_dict().items()})
     spec.update({f"text_model.transformer.{k}": list(v.shape) for k, v in text.state_dict().items()})
     # Older transformers saved this buffer and so does the reference checkpoint; converters must drop it.
-    spec["text_model.transformer.text_model.embeddings.position_ids"] = [1, TINY_TEXT_ENCODER_CONFIG["max_position_embeddings"]]
+    spec["text_model.transformer.text_model.embeddings.position_ids"] = [
+        1,
+        TINY_TEXT_ENCODER_CONFIG["max_position_embeddings"],
+    ]
     return spec
 
 
@@ -196,13 +200,15 @@ def make_inputs(seed: int = SEED) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def reference_outputs(ref, checkpoint: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def reference_outputs(
+    ref, checkpoint: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     unet, vae = reference_models(ref, checkpoint)
     out = {}
     out["unet.expected"] = unet(
         inputs["unet.sample"], inputs["unet.timestep"], encoder_hidden_states=inputs["unet.encoder_hidden_states"]
     ).sample
-    to_ref = lambda x: x.permute(0, 2, 1, 3, 4)  # (b, c, f, h, w) <-> (b, f, c, h, w)  # noqa: E731
+    to_ref = lambda x: x.permute(0, 2, 1, 3, 4)  # (b, c, f, h, w) <-> (b, f, c, h, w)
     latents = reference_edit(
         ref, unet, to_ref(inputs["edit.latents"]), to_ref(inputs["edit.video_latents"]),
         inputs["edit.prompt_embeds"], inputs["edit.negative_prompt_embeds"], EDIT,
@@ -236,7 +242,9 @@ def main(argv: list[str] | None = None) -> None:
         "text_encoder_config": TINY_TEXT_ENCODER_CONFIG,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, args.out, metadata={k: json.dumps(v) for k, v in meta.items()})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, args.out, metadata={k: json.dumps(v) for k, v in meta.items()}
+    )
     print(f"wrote {args.out}: {len(spec)} checkpoint keys, {len(tensors)} tensors")
 
 
