@@ -201,7 +201,20 @@ def test_checkpoint_files_of_each_form_load_the_same_tensors(tmp_path, checkpoin
 def test_checkpoints_with_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": {"unet.x": torch.zeros(1)}, "callback": NotATensor()}, path)
-    with pytest.raises(ConversionError, match="pickled Python objects"):
+    with pytest.raises(ConversionError, match=r"pickled Python objects besides tensors.*Unsupported global"):
+        load_state_dict(path)
+
+
+@pytest.mark.parametrize(
+    "name, content", [("cut.pth", None), ("junk.pth", b"not a checkpoint"), ("junk.safetensors", b"xx")]
+)
+def test_damaged_files_are_named(tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:  # a checkpoint cut short
+        torch.save({"vae.x": torch.ones(100)}, path)
+        content = path.read_bytes()[:100]
+    path.write_bytes(content)
+    with pytest.raises(ConversionError, match=f"{name}"):
         load_state_dict(path)
 
 

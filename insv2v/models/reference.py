@@ -100,26 +100,46 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except Exception as err:  # safetensors raises its own SafetensorError for damaged files
+            raise ConversionError(f"cannot read {path}: {err}") from err
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise ConversionError(f"cannot read {path}: {err}") from err
-            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+            state = _torch_load(path)
         except pickle.UnpicklingError as err:
             raise ConversionError(
-                f"{path} holds pickled Python objects besides tensors, and loading it would run code from the file; "
-                "re-save only its state dict (torch.save(state_dict, ...)) or convert it to .safetensors first. "
-                f"({str(err).splitlines()[0]})"
+                f"{path} cannot be read as tensors alone: it holds pickled Python objects besides tensors (loading "
+                "them would run code from the file), or it is not a PyTorch checkpoint. Re-save only its state dict "
+                f"(torch.save(state_dict, ...)) or convert it to .safetensors. {_unpickler_reason(err)}"
             ) from err
+        except (RuntimeError, EOFError, OSError) as err:
+            raise ConversionError(f"cannot read {path}: {str(err) or type(err).__name__} (truncated?)") from err
     for wrapper in ("state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return {k.removeprefix(DEEPSPEED_PREFIX): v for k, v in state.items()}
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The line of torch's weights-only error that names what was refused, e.g. "Unsupported global: ..."."""
+    for line in str(err).splitlines():
+        reason = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if reason.startswith("Unsupported"):
+            return f"({reason.split(' was not')[0]})"
+    return ""
+
+
+def _torch_load(path: Path):
+    """`torch.load` of tensors only, memory-mapped when the file format allows it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
 
 
 def split_reference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
