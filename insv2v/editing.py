@@ -20,7 +20,7 @@ import torch
 
 import insv2v
 from insv2v.pipeline import InsV2VPipeline
-from insv2v.video import VideoWriter, read_video, side_by_side, write_gif
+from insv2v.video import Clip, VideoWriter, read_video, side_by_side, write_gif
 
 OUTPUT_SUFFIXES = (".mp4", ".gif")
 
@@ -97,6 +97,42 @@ class EditResult:
     width: int
     height: int
     seconds: float
+    frames: np.ndarray | None = None  # (f, h, w, 3) uint8 edited frames, with keep_frames=True
+    source_frames: np.ndarray | None = None  # (f, h, w, 3) uint8 input frames as edited, with keep_frames=True
+
+
+def _sampling(recipe: EditRecipe, resolution: int) -> tuple:
+    """The settings that decide which input frames an edit sees, and at what size."""
+    return (str(Path(recipe.input).resolve()), recipe.start, recipe.max_frames, recipe.stride, recipe.fps, resolution)
+
+
+@dataclass
+class Source:
+    """An input decoded for an edit and, once encoded, its latents: what edits differing only in guidance,
+    steps or seed share (a CFG sweep decodes and encodes once)."""
+
+    clip: Clip
+    sampling: tuple  # _sampling() of the recipe it was read for
+    latents: torch.Tensor | None = None  # (1, c, f, h, w) once `encode` has run
+
+    @classmethod
+    def read(cls, recipe: EditRecipe, pipe: InsV2VPipeline) -> "Source":
+        resolution = recipe.resolution or pipe.default_resolution
+        clip = read_video(
+            recipe.input,
+            start=recipe.start,
+            max_frames=recipe.max_frames,
+            stride=recipe.stride,
+            fps=recipe.fps,
+            resolution=resolution,
+            multiple=pipe.vae_scale_factor,
+        )
+        return cls(clip, _sampling(recipe, resolution))
+
+    def encode(self, pipe: InsV2VPipeline) -> "Source":
+        """Encode the frames once; edits of this source without motion compensation then skip encoding."""
+        self.latents = pipe.encode_video(self.clip.frames)
+        return self
 
 
 def sidecar_paths(output: Path) -> tuple[Path, Path]:
@@ -144,10 +180,14 @@ def run_edit(
     *,
     side_by_side_view: bool = False,
     callback_on_step_end=None,
+    source: Source | None = None,
+    keep_frames: bool = False,
 ) -> EditResult:
     """Edit `recipe.input` into `output` (.mp4 keeps fps and audio; .gif loops), with its recipe beside it.
 
     Nothing is replaced unless the whole edit succeeds: outputs are written to temporary files first.
+    `source` (from `Source.read` with the same input and sampling) reuses decoded frames and, without motion
+    compensation, encoded latents; `keep_frames` returns the edited and input frames in the result.
     """
     began = time.perf_counter()
     output = Path(output)
@@ -160,16 +200,12 @@ def run_edit(
     recipe = dataclasses.replace(recipe, seed=recipe.seed if recipe.seed is not None else random.randrange(2**31))
     resolution = recipe.resolution or pipe.default_resolution
 
-    # Decode, sample and resize the input; the pipeline checks every other setting before heavy work.
-    clip = read_video(
-        recipe.input,
-        start=recipe.start,
-        max_frames=recipe.max_frames,
-        stride=recipe.stride,
-        fps=recipe.fps,
-        resolution=resolution,
-        multiple=pipe.vae_scale_factor,
-    )
+    # Decode, sample and resize the input (or reuse it); the pipeline checks every other setting before heavy work.
+    if source is None:
+        source = Source.read(recipe, pipe)
+    elif source.sampling != _sampling(recipe, resolution):
+        raise ValueError(f"`source` was read with {source.sampling}, the recipe asks for {_sampling(recipe, resolution)}")
+    clip = source.clip
     frames = clip.frames  # (f, h, w, 3) uint8
     output.parent.mkdir(parents=True, exist_ok=True)
     recipe_path, sbs_path = sidecar_paths(output)
@@ -178,14 +214,22 @@ def run_edit(
     if side_by_side_view:
         sinks.append(_Sink(sbs_path, clip.fps, audio, frames))
 
+    kept: list[np.ndarray] = []
+
     def on_frames(first: int, edited: np.ndarray) -> None:
         for sink in sinks:
             sink.write(first, edited)
+        if keep_frames:
+            kept.append(edited)
+
+    # Encoded latents, where the source has them, stand in for the frames (motion compensation needs the pixels).
+    use_latents = source.latents is not None and not recipe.mc
+    video_input = {"video_latents": source.latents} if use_latents else {"video": frames}
 
     ok = False
     try:
         pipe(
-            video=frames,
+            **video_input,
             prompt=recipe.instruction,
             negative_prompt=recipe.negative_prompt or None,
             num_inference_steps=recipe.steps,
@@ -228,4 +272,6 @@ def run_edit(
         width=frames.shape[2],
         height=frames.shape[1],
         seconds=time.perf_counter() - began,
+        frames=np.concatenate(kept) if keep_frames else None,
+        source_frames=frames if keep_frames else None,
     )

@@ -130,16 +130,27 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame.mean(axis=-1).astype(np.uint8))
 
 
-def pair_warp_errors(frames: np.ndarray, flow_frames: np.ndarray | None = None) -> np.ndarray:
+def consecutive_flows(frames: np.ndarray) -> list[np.ndarray]:
+    """Optical flow (h, w, 2) from each frame t+1 back to frame t: where each pixel came from."""
+    return [optical_flow(_gray(frames[t + 1]), _gray(frames[t])) for t in range(len(frames) - 1)]
+
+
+def pair_warp_errors(
+    frames: np.ndarray, flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None
+) -> np.ndarray:
     """Per consecutive pair (f-1,): MSE between frame t+1 and frame t warped onto it, over pixels both see.
 
     Flow comes from `flow_frames` (e.g. the input video, so an edit is judged by the input's motion) or from
-    `frames` themselves. Values in [0, 1] pixel units squared.
+    `frames` themselves; or pass `flows = consecutive_flows(flow_frames)` computed once, to score many edits of
+    one input. Values in [0, 1] pixel units squared.
     """
     guide = frames if flow_frames is None else flow_frames
+    if flows is not None and len(flows) != max(len(frames) - 1, 0):
+        raise ValueError(f"`flows` must hold one flow per consecutive pair ({len(frames) - 1}), got {len(flows)}")
     errors = np.zeros(max(len(frames) - 1, 0))
     for t in range(len(frames) - 1):
-        flow = optical_flow(_gray(guide[t + 1]), _gray(guide[t]))  # frame t+1 -> t: where each pixel came from
+        # frame t+1 -> t: where each pixel came from
+        flow = flows[t] if flows is not None else optical_flow(_gray(guide[t + 1]), _gray(guide[t]))
         prev = torch.from_numpy(frames[t]).permute(2, 0, 1)[None].float() / 255  # (1, 3, h, w)
         warped, weight = warp(prev, torch.from_numpy(flow).permute(2, 0, 1)[None])
         nxt = torch.from_numpy(frames[t + 1]).permute(2, 0, 1)[None].float() / 255
@@ -148,9 +159,9 @@ def pair_warp_errors(frames: np.ndarray, flow_frames: np.ndarray | None = None) 
     return errors
 
 
-def warp_error(frames: np.ndarray, flow_frames: np.ndarray | None = None) -> float:
+def warp_error(frames: np.ndarray, flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None) -> float:
     """Motion-aware MSE: mean flow-warp error between consecutive frames (0 for a still video)."""
-    errors = pair_warp_errors(frames, flow_frames)
+    errors = pair_warp_errors(frames, flow_frames, flows)
     return float(errors.mean()) if len(errors) else 0.0
 
 
@@ -174,3 +185,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB between two uint8 videos."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+# Scores shown beside an edit, and whether higher (+1) or lower (-1) is better.
+EDIT_SCORES = {"clip_text": 1, "clip_consistency": 1, "warp_error": -1}
+
+
+def edit_scores(
+    edited: np.ndarray,
+    source: np.ndarray,
+    text: str,
+    scorer: ClipScorer | None = None,
+    flows: list[np.ndarray] | None = None,
+) -> dict[str, float]:
+    """EDIT_SCORES of one edit: CLIP text alignment with `text` and frame consistency (only with a `scorer`),
+    and warp error along the input's motion (`flows = consecutive_flows(source)`, computed here if not given)."""
+    scores = {}
+    if scorer is not None:
+        scores["clip_text"] = clip_text_alignment(scorer, edited, text)
+        scores["clip_consistency"] = clip_frame_consistency(scorer, edited)
+    scores["warp_error"] = warp_error(edited, source, flows)
+    return scores
