@@ -36,7 +36,7 @@ TINY_UNET_CONFIG = {
 TINY_VAE_CONFIG = {
     "down_block_types": ["DownEncoderBlock2D"] * 2,
     "up_block_types": ["UpDecoderBlock2D"] * 2,
-    "block_out_channels": [32, 32],  # LDM's autoencoder always uses 32 groups
+    "block_out_channels": [32, 64],  # LDM's autoencoder always uses 32 groups; 32 -> 64 has a shortcut conv
     "layers_per_block": 1,
     "latent_channels": 4,
     "norm_num_groups": 32,
