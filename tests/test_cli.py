@@ -127,7 +127,7 @@ def test_missing_model_folder_is_a_clear_error(tmp_path, capsys, monkeypatch):
     good = make_video(tmp_path / "good.mp4", num_frames=10)
     assert edit(good, "make it snowy", "-o", tmp_path / "o.mp4", "--model", "someone/not-downloaded") == 2
     err = capsys.readouterr().err
-    assert "could not load model 'someone/not-downloaded'" in err and "huggingface-cli download" in err
+    assert "could not load model 'someone/not-downloaded'" in err and "hf download someone/not-downloaded" in err
 
 
 def test_toyworld_make_and_train_commands(tmp_path, capsys):
