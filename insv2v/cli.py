@@ -38,7 +38,8 @@ def _add_edit_parser(commands) -> None:
     p.add_argument(
         "--model",
         help="pipeline folder, hub id, or compose:IMAGE_MODEL+MOTION_ADAPTER, e.g. "
-        "compose:timbrooks/instruct-pix2pix+guoyww/animatediff-motion-adapter-v1-5 (default: $INSV2V_MODEL)",
+        "compose:timbrooks/instruct-pix2pix+guoyww/animatediff-motion-adapter-v1-5 "
+        "(default: $INSV2V_MODEL, else the bundled toy editor)",
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--dtype", choices=DTYPES, help="weights' precision (default: float16 on CUDA, else float32)")

@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 
 from insv2v.pipeline import InsV2VPipeline
+from insv2v.toyworld import TOY_EDITOR
 
 MODEL_ENV = "INSV2V_MODEL"  # default model source when none is named
+BUNDLED_MODEL = TOY_EDITOR  # the default when no model is named, once the toy editor is shipped
 COMPOSE_PREFIX = "compose:"
 CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".pt", ".bin", ".safetensors")
 
@@ -44,11 +46,21 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def default_source(source: str | None = None) -> str | None:
+    """The model to use: `source`, else $INSV2V_MODEL, else the bundled toy editor if it is shipped, else None."""
+    if source or os.environ.get(MODEL_ENV):
+        return source or os.environ[MODEL_ENV]
+    return str(BUNDLED_MODEL) if (BUNDLED_MODEL / "model_index.json").is_file() else None
+
+
 def resolve_source(source: str | None) -> str:
-    """The model source to load: the argument, else $INSV2V_MODEL."""
-    source = source or os.environ.get(MODEL_ENV)
+    """The model source to load: the argument, else $INSV2V_MODEL, else the bundled toy editor."""
+    source = default_source(source)
     if not source:
-        raise ModelLoadError(f"no model given: pass --model (a pipeline folder or hub id) or set {MODEL_ENV}")
+        raise ModelLoadError(
+            f"no model given: pass --model (a pipeline folder or hub id), set {MODEL_ENV}, or ship the toy editor "
+            f"at {BUNDLED_MODEL.parent.name}/{BUNDLED_MODEL.name}"
+        )
     return source
 
 
