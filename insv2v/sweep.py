@@ -143,7 +143,7 @@ def run_sweep(
     text_cfgs, video_cfgs = [float(v) for v in text_cfgs], [float(v) for v in video_cfgs]
     check_grid(text_cfgs, video_cfgs)
     if not recipe.instruction or not recipe.instruction.strip():
-        raise ValueError("the instruction is empty: say what to change, e.g. \"make it snowy\"")
+        raise ValueError('the instruction is empty: say what to change, e.g. "make it snowy"')
     recipe = dataclasses.replace(recipe, seed=recipe.seed if recipe.seed is not None else random.randrange(2**31))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,9 @@ def test_shared_source_gives_the_same_edit_and_encodes_once(pipe, clip, tmp_path
     plain = run_edit(recipe(clip), tmp_path / "plain.mp4", pipe, keep_frames=True)
     calls = count_encodes(pipe, monkeypatch)
     source = Source.read(recipe(clip), pipe).encode(pipe)
-    again = [run_edit(recipe(clip), tmp_path / f"again{i}.mp4", pipe, source=source, keep_frames=True) for i in range(2)]
+    again = [
+        run_edit(recipe(clip), tmp_path / f"again{i}.mp4", pipe, source=source, keep_frames=True) for i in range(2)
+    ]
     assert len(calls) == 1 and source.latents.shape == (1, 4, 6, 8, 12)
     for result in again:
         np.testing.assert_array_equal(result.frames, plain.frames)
@@ -88,7 +90,7 @@ def test_best_rows_and_exports(tmp_path):
     np.testing.assert_allclose(result.grid("clip_text"), [[1, 3], [2, 6]])
     with pytest.raises(ValueError, match="score must be one of"):
         result.best("psnr")
-    rows = list(csv.DictReader(open(result.write_csv(tmp_path / "s.csv"))))
+    rows = list(csv.DictReader(result.write_csv(tmp_path / "s.csv").read_text().splitlines()))
     assert len(rows) == 4 and rows[3]["clip_text"] == "6.0" and rows[3]["output"] == "2.0_3.0.mp4"
     data = json.loads(result.write_json(tmp_path / "s.json").read_text())
     assert data["recipe"]["input"] == "clip.mp4" and len(data["cells"]) == 4  # no server path in the export

@@ -1,0 +1,38 @@
+"""InsV2V Studio demo: `python app.py` (the bundled toy model, CPU, offline) or `python app.py --model DIR_OR_HUB_ID`.
+
+Layout and wiring only; the tabs live in insv2v/ui/, the model work behind insv2v.editing and insv2v.sweep.
+Host and port: --host/--port, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860.
+"""
+
+import argparse
+import os
+
+from insv2v.ui import build_demo, launch_kwargs
+from insv2v.ui.serving import AppConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="pipeline folder or hub id (default: $INSV2V_MODEL, else assets/toy-editor)")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--preload", action="store_true", help="load the model before serving, not on first use")
+    args = parser.parse_args(argv)
+
+    config = AppConfig.from_env(args.model, **({"device": args.device} if args.device else {}))
+    demo = build_demo(config)
+    if args.preload:
+        from insv2v.ui.serving import get_pipeline
+
+        get_pipeline(config)
+    demo.launch(
+        server_name=args.host or os.environ.get("GRADIO_SERVER_NAME"),
+        server_port=args.port
+        or (int(os.environ["GRADIO_SERVER_PORT"]) if os.environ.get("GRADIO_SERVER_PORT") else None),
+        **launch_kwargs(config),
+    )
+
+
+if __name__ == "__main__":
+    main()

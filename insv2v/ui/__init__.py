@@ -1,0 +1,75 @@
+"""The Gradio demo: one module per tab, assembled by `build_demo`.
+
+Add a tab by writing `insv2v/ui/NAME_tab.py` with `build(studio)` and listing it in TABS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from insv2v.ui.serving import AppConfig, Jobs, OutputCache
+
+TITLE = "InsV2V Studio"
+INTRO = (
+    "Edit a video from a plain instruction with one diffusion model, no per-video tuning (InsV2V, ICLR 2024). "
+    "**Edit**: one video, every setting. **CFG Sweep**: a grid of text x video guidance scales on one video."
+)
+
+
+@dataclass
+class Studio:
+    """What the tabs share: the settings, the output cache and the running jobs."""
+
+    config: AppConfig
+    cache: OutputCache
+    jobs: Jobs
+
+
+def _tabs():
+    from insv2v.ui import edit_tab, sweep_tab
+
+    return [("Edit", edit_tab), ("CFG Sweep", sweep_tab)]
+
+
+def prepare_environment(config: AppConfig) -> None:
+    """Keep Gradio's own copies of uploads and outputs under the app's cache directory, so nothing else is served."""
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(config.cache_dir / "gradio"))
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(config.cache_dir / "examples"))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: nothing phones home
+
+
+def build_demo(config: AppConfig | None = None):
+    """The app's gr.Blocks, queue configured; call `.launch(**launch_kwargs(config))` on it."""
+    import gradio as gr
+
+    config = config or AppConfig.from_env()
+    prepare_environment(config)
+    studio = Studio(
+        config,
+        OutputCache(config.cache_dir, config.cache_max_mb * 2**20, config.cache_max_age_s),
+        Jobs(),
+    )
+    hour = 3600
+    with gr.Blocks(title=TITLE, delete_cache=(hour, int(config.cache_max_age_s)), analytics_enabled=False) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}\n\nModel: `{config.model_name}`")
+        for name, module in _tabs():
+            with gr.Tab(name, id=name.lower().replace(" ", "-")):
+                module.build(studio)
+    demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
+    demo.studio = studio
+    return demo
+
+
+def launch_kwargs(config: AppConfig) -> dict:
+    """Arguments of `demo.launch`: upload limit, and the cache directory as the only extra served path.
+    Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT unless given."""
+    import gradio as gr
+
+    system = ["ui-sans-serif", "system-ui", "sans-serif"]  # no web fonts: the page works offline
+    return dict(
+        theme=gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"]),
+        max_file_size=f"{config.max_upload_mb:g}mb",
+        allowed_paths=[str(config.cache_dir)],
+        show_error=True,
+    )

@@ -1,0 +1,276 @@
+"""What every tab shares: the app's settings, the lazily loaded pipeline, upload checks, the output cache, progress
+with cancel, and the ZeroGPU decorator. No layout here."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from insv2v.loading import BUNDLED_MODEL, default_source
+from insv2v.toyworld import ASSETS, TOY_CLIP
+from insv2v.video import VideoError, VideoInfo, probe
+
+EXAMPLES = ASSETS / "examples"  # example clips and their instructions (examples.json)
+CLIP_ENV = "INSV2V_CLIP"
+
+
+def _env(name: str, cast, default):
+    value = os.environ.get(name)
+    return cast(value) if value not in (None, "") else default
+
+
+def app_clip_source() -> str | None:
+    """The CLIP behind the CLIP metrics: $INSV2V_CLIP, else the bundled toy CLIP if present, else none."""
+    if os.environ.get(CLIP_ENV):
+        return os.environ[CLIP_ENV]
+    return str(TOY_CLIP) if (TOY_CLIP / "config.json").is_file() else None
+
+
+CPU_STEPS = 10  # the Steps slider starts here without a GPU, so that a first edit comes back quickly
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+NO_MODEL = (
+    "InsV2V Studio has no model to serve: pass --model DIR_OR_HUB_ID, set INSV2V_MODEL, or put the toy editor "
+    f"pipeline folder at {BUNDLED_MODEL.parent.name}/{BUNDLED_MODEL.name}/ (a tiny random one for a smoke test: "
+    "python -m insv2v.testing.tiny DIR, then INSV2V_MODEL=DIR)"
+)
+
+
+@dataclass
+class AppConfig:
+    """Every setting of the app; `from_env` reads each from INSV2V_<NAME> when set."""
+
+    model: str  # pipeline folder or hub id
+    device: str | None = None  # None: the best available
+    clip: str | None = None  # CLIP source for the CLIP metrics; None: warp error only
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")) / "insv2v-app")
+    max_upload_mb: float = 50.0  # larger uploads are refused by the server
+    max_seconds: float = 60.0  # longer inputs are refused: trim them first
+    max_frames: int = 64  # frames per edit at most; longer selections are cut to this
+    queue_size: int = 16  # requests waiting beyond this are turned away
+    cache_max_mb: float = 2048.0  # outputs beyond this, oldest first, are deleted
+    cache_max_age_s: float = 6 * 3600.0  # outputs older than this are deleted
+    cache_examples: bool = True  # cache example results (lazily, on first use)
+    gpu_seconds: int = 120  # ZeroGPU time asked for per heavy request
+    default_steps: int = 20  # the Steps slider's starting value
+
+    @classmethod
+    def from_env(cls, model: str | None = None, **overrides) -> "AppConfig":
+        source = default_source(model)
+        if source is None:
+            raise SystemExit(NO_MODEL)
+        env = dict(
+            device=_env("INSV2V_DEVICE", str, None),
+            clip=app_clip_source(),
+            cache_dir=_env("INSV2V_CACHE_DIR", Path, None),
+            max_upload_mb=_env("INSV2V_MAX_UPLOAD_MB", float, None),
+            max_seconds=_env("INSV2V_MAX_SECONDS", float, None),
+            max_frames=_env("INSV2V_MAX_FRAMES", int, None),
+            queue_size=_env("INSV2V_QUEUE_SIZE", int, None),
+            cache_max_mb=_env("INSV2V_CACHE_MAX_MB", float, None),
+            cache_examples=_env("INSV2V_CACHE_EXAMPLES", lambda v: v.lower() not in ("0", "false", "no"), None),
+            default_steps=_env("INSV2V_STEPS", int, None) or (None if _has_gpu() else CPU_STEPS),
+        )
+        settings = {k: v for k, v in env.items() if v is not None}
+        return cls(model=source, **{**settings, **overrides})
+
+    @property
+    def model_name(self) -> str:
+        """The model as shown to users and written in recipes: a folder's name, or the hub id."""
+        path = Path(self.model)
+        return path.name if path.is_dir() else self.model
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model, loaded on first use and shared by every request
+
+
+def get_pipeline(config: AppConfig):
+    """The pipeline of `config.model`, loaded once per process (insv2v.loading caches it per source)."""
+    from insv2v.loading import load_pipeline
+
+    pipe = load_pipeline(config.model, device=config.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def get_scorer(config: AppConfig):
+    """The CLIP scorer for the metrics, or None when no CLIP is configured."""
+    if config.clip is None:
+        return None
+    from insv2v.metrics import load_clip
+
+    return load_clip(config.clip)
+
+
+def gpu(duration: int):
+    """`spaces.GPU(duration=...)` on a ZeroGPU Space (the `spaces` package is installed there); else a no-op."""
+    try:
+        import spaces
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs and messages
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s:'\"`]+)+[/\\]([^/\\\s:'\"`]+)")
+
+
+def user_message(err: BaseException | str) -> str:
+    """An error for the page: server paths shortened to file names."""
+    return _PATH.sub(r"\1", str(err))
+
+
+def check_upload(path: str | None, config: AppConfig) -> VideoInfo:
+    """Refuse a missing, oversized, unreadable or too long upload with a message that says what to do."""
+    if not path:
+        raise ValueError("upload a video first (or pick an example below)")
+    name = Path(path).name
+    size_mb = os.path.getsize(path) / 2**20
+    if size_mb > config.max_upload_mb:
+        raise ValueError(f"{name} is {size_mb:.0f} MB; this server takes videos up to {config.max_upload_mb:g} MB")
+    try:
+        info = probe(path)
+    except VideoError as err:
+        reason = user_message(err).removeprefix(f"{name}: ")
+        raise ValueError(f"{name} cannot be read as a video: {reason}") from None
+    if info.duration > config.max_seconds + 1e-3:
+        raise ValueError(
+            f"{name} is {info.duration:.1f} s long; this server edits videos up to {config.max_seconds:g} s. "
+            "Trim it first, or choose a start and length within the first part."
+        )
+    return info
+
+
+def describe(info: VideoInfo) -> str:
+    audio = ", with audio" if info.has_audio else ""
+    return f"{Path(info.path).name}: {info.width}x{info.height}, {info.fps:g} fps, {info.duration:.1f} s{audio}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs: one folder per request under the cache directory, deleted by age and total size
+
+
+class OutputCache:
+    """Request folders under `root`; `clean` deletes those older than `max_age_s`, then the oldest while the
+    total exceeds `max_bytes`. Everything the app serves lives under `root`."""
+
+    def __init__(self, root: Path, max_bytes: float, max_age_s: float):
+        self.root, self.max_bytes, self.max_age_s = Path(root), max_bytes, max_age_s
+        self.jobs = self.root / "jobs"
+        self.jobs.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def new_job(self, kind: str) -> Path:
+        self.clean()
+        folder = self.jobs / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    @staticmethod
+    def _size(folder: Path) -> int:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    def clean(self, now: float | None = None) -> list[Path]:
+        """Delete expired and excess request folders; returns what was deleted."""
+        now = time.time() if now is None else now
+        with self._lock:
+            folders = sorted((f for f in self.jobs.iterdir() if f.is_dir()), key=lambda f: f.stat().st_mtime)
+            sizes = {f: self._size(f) for f in folders}
+            total, deleted = sum(sizes.values()), []
+            for folder in folders:
+                if now - folder.stat().st_mtime > self.max_age_s or total > self.max_bytes:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    total -= sizes[folder]
+                    deleted.append(folder)
+            return deleted
+
+    def add_input(self, job: Path, upload: str) -> Path:
+        """The upload, linked (or copied) into the request folder, so the recipe beside the output names it."""
+        target = job / Path(upload).name
+        try:
+            os.link(upload, target)
+        except OSError:
+            shutil.copyfile(upload, target)
+        return target
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Progress and cancel
+
+
+class Job:
+    """A heavy request's progress over `total` denoising steps, reported with an ETA, and its cancel flag.
+
+    Its `callback` is the pipeline's `callback_on_step_end`; a cancelled job interrupts the pipeline at the next step.
+    """
+
+    def __init__(self, total: int, report=None, label: str = ""):
+        self.total, self.report, self.label = max(total, 1), report, label
+        self.done = 0
+        self.began = time.perf_counter()
+        self.cancelled = False
+
+    def eta(self) -> float | None:
+        if self.done == 0:
+            return None
+        return (time.perf_counter() - self.began) / self.done * (self.total - self.done)
+
+    def message(self, detail: str = "") -> str:
+        eta = self.eta()
+        parts = [self.label, detail, f"step {self.done}/{self.total}", f"ETA {eta:.0f} s" if eta is not None else ""]
+        return " · ".join(p for p in parts if p)
+
+    def update(self, detail: str = "") -> None:
+        if self.report is not None:
+            self.report((self.done, self.total), desc=self.message(detail), unit="steps")
+
+    def callback(self, detail_fn=None):
+        def on_step_end(pipe, step, timestep, tensors):
+            self.done += 1
+            if self.cancelled:
+                pipe._interrupt = True
+            self.update(detail_fn(step) if detail_fn else "")
+            return {}
+
+        return on_step_end
+
+
+class Jobs:
+    """The running job of each browser session, so that its Cancel button can reach it."""
+
+    def __init__(self):
+        self._running: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str | None, job: Job) -> Job:
+        with self._lock:
+            self._running[session or ""] = job
+        return job
+
+    def finish(self, session: str | None, job: Job) -> None:
+        with self._lock:
+            if self._running.get(session or "") is job:
+                del self._running[session or ""]
+
+    def cancel(self, session: str | None) -> bool:
+        with self._lock:
+            job = self._running.get(session or "")
+        if job is not None:
+            job.cancelled = True
+        return job is not None

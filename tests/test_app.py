@@ -1,0 +1,291 @@
+"""The demo app through Gradio's API (gradio_client) on a tiny random pipeline, and its serving parts alone."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_server import free_port, serve
+from media import make_video
+
+from insv2v import loading
+from insv2v.editing import EditRecipe, run_edit
+from insv2v.loading import default_source
+from insv2v.testing.tiny import tiny_pipeline
+from insv2v.ui.edit_tab import SETTINGS, load_recipe
+from insv2v.ui.serving import AppConfig, Job, Jobs, OutputCache, gpu, user_message
+from insv2v.ui.sweep_tab import heatmap
+from insv2v.video import probe
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(steps=1, frames_per_clip=4, ref_frames=1, randomize_seed=False)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("media")
+    good = make_video(tmp / "clip.mp4", num_frames=10, size=(96, 64), audio_burst=0.1)
+    text = tmp / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    truncated = tmp / "truncated.mp4"
+    truncated.write_bytes(Path(good).read_bytes()[:1500])
+    long = make_video(tmp / "long.mp4", num_frames=150, fps=30, size=(32, 32))  # 5 s: over the 4 s limit
+    return {"good": good, "not a video": str(text), "truncated": str(truncated), "too long": long}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with serve(tmp_path_factory.mktemp("app")) as (url, demo):
+        yield url, demo
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app[0], verbose=False)
+
+
+def edit(client, video, instruction="make it snowy", api_name="/edit", **settings):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(video), instruction, **{**FAST, **settings}, api_name=api_name)
+
+
+def test_edit_endpoint_returns_video_side_by_side_recipe_and_metrics(client, media):
+    output, sbs, recipe_path, metrics, seed, status = edit(client, media["good"], seed=5, length=6)
+    info = probe(output)
+    assert (info.num_frames, info.width, info.height, info.fps, info.has_audio) == (6, 96, 64, 30.0, True)
+    assert (probe(sbs).width, probe(sbs).height) == (192, 64)
+    recipe = json.loads(Path(recipe_path).read_text())
+    assert recipe["seed"] == 5 == seed and recipe["max_frames"] == 6 and recipe["input"] == "clip.mp4"
+    assert recipe["model"] == "tiny"  # a name, never a server path
+    assert set(metrics) == {"warp_error"} and metrics["warp_error"] >= 0
+    assert status.startswith("Edited 6 frames (96x64, 30 fps)") and "seed 5" in status
+
+
+def test_preview_is_the_first_clip_only(client, media):
+    output, *_, status = edit(client, media["good"], api_name="/preview", length=10)
+    assert probe(output).num_frames == 4 and status.startswith("Preview 4 frames")
+
+
+def test_sweep_endpoint_2x2(client, media):
+    from gradio_client import handle_file
+
+    gallery, heat, table, files, status = client.predict(  # the gr.State output is not part of the API
+        handle_file(media["good"]), "make it snowy", text_cfgs="5, 9", video_cfgs="1, 1.5", length=6,
+        seed=1, **FAST, api_name="/sweep",
+    )  # fmt: skip
+    cells = gallery["value"] if isinstance(gallery, dict) else gallery
+    assert len(cells) == 4 and sum("★ best" in c["caption"] for c in cells) == 1
+    assert [row[:2] for row in table["data"]] == [[5, 1], [5, 1.5], [9, 1], [9, 1.5]]
+    csv_path, json_path = sorted(files, key=lambda p: Path(p).suffix)
+    assert Path(csv_path).read_text().splitlines()[0].startswith("text_cfg,video_cfg,warp_error")
+    exported = json.loads(Path(json_path).read_text())
+    assert exported["recipe"]["seed"] == 1 and len(exported["cells"]) == 4 and exported["num_frames"] == 6
+    assert Path(heat).suffix == ".png" and status.startswith("4 cells of 6 frames")
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("not a video", "notes.mp4 cannot be read as a video"),
+        ("truncated", "truncated.mp4 cannot be read as a video"),
+        ("too long", "long.mp4 is 5.0 s long; this server edits videos up to 4 s"),
+    ],
+)
+def test_bad_upload_gets_a_clear_message_and_the_server_keeps_serving(client, media, case, words):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=words) as err:
+        edit(client, media[case])
+    assert "/" not in str(err.value)  # no server paths in messages
+    output, *_ = edit(client, media["good"], length=2)
+    assert probe(output).num_frames == 2
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        (dict(frames_per_clip=4, ref_frames=4), "ref_frames must be in [0, frames_per_clip), got 4 with 4"),
+        (dict(text_cfg=100), "Value 100 is greater than maximum value 20"),
+        (dict(video_cfg=-1), "Value -1 is less than minimum value 1"),
+        (dict(instruction="  "), "the instruction is empty"),
+        (dict(start=30), "start 30s is beyond the end of the video"),
+    ],
+)
+def test_bad_settings_get_a_clear_message(client, media, settings, words):
+    from gradio_client.exceptions import AppError
+
+    instruction = settings.pop("instruction", "make it snowy")
+    with pytest.raises(AppError) as err:
+        edit(client, media["good"], instruction, **settings)
+    assert words in str(err.value)
+
+
+def test_bad_sweep_grid(client, media):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="text CFG values must be numbers"):
+        client.predict(handle_file(media["good"]), "make it snowy", text_cfgs="5, lots", api_name="/sweep")
+
+
+def test_only_the_cache_is_served(app):
+    url, _demo = app
+    for path in ("/etc/passwd", str(REPO / "README.md"), str(REPO / "app.py")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=10)
+        assert err.value.code in (403, 404)
+
+
+def test_oversized_upload_is_refused(app, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    big = make_video(tmp_path / "big.mp4", num_frames=60, size=(640, 480), draw=noise)  # over the 2 MB limit
+    assert os.path.getsize(big) > 2 * 2**20
+    with pytest.raises((AppError, ValueError, Exception), match="(?i)size|large|limit|MB"):
+        Client(app[0], verbose=False).predict(handle_file(big), "make it snowy", api_name="/edit")
+
+
+def noise(i, width, height):
+    return np.random.default_rng(i).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Serving parts alone
+
+
+def test_output_cache_deletes_by_age_then_size(tmp_path):
+    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100)
+    jobs = []
+    for i in range(4):
+        job = cache.jobs / f"job{i}"
+        job.mkdir()
+        (job / "out.mp4").write_bytes(b"x" * 1000)
+        os.utime(job, (1000 + i, 1000 + i))
+        jobs.append(job)
+    deleted = cache.clean(now=1101.8)  # jobs 0 and 1 are older than 100 s; 2 and 3 fit in 2500 bytes
+    assert deleted == jobs[:2] and all(j.exists() for j in jobs[2:])
+    (jobs[3] / "more.mp4").write_bytes(b"x" * 1000)
+    assert cache.clean(now=1101.9) == [jobs[2]]  # too big: the oldest goes
+    os.utime(jobs[3], (1003, 1003))
+    assert cache.new_job("edit").parent == cache.jobs and not jobs[3].exists()  # a new request cleans first
+
+
+def test_user_message_drops_server_paths():
+    text = "/tmp/gradio/abc123/notes.mp4: could not be opened (C:\\x\\y.mp4)"
+    assert user_message(text) == "notes.mp4: could not be opened (y.mp4)"
+
+
+def test_default_model_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("INSV2V_MODEL", raising=False)
+    monkeypatch.setattr(loading, "BUNDLED_MODEL", tmp_path / "toy-editor")
+    assert default_source("given") == "given"
+    assert default_source() is None
+    with pytest.raises(SystemExit, match="no model to serve: pass --model"):
+        AppConfig.from_env()
+    (tmp_path / "toy-editor").mkdir()
+    (tmp_path / "toy-editor" / "model_index.json").write_text("{}")
+    assert default_source() == str(tmp_path / "toy-editor")
+    assert loading.resolve_source(None) == str(tmp_path / "toy-editor")  # the CLI's default too
+    monkeypatch.setenv("INSV2V_MODEL", "someone/model")
+    assert default_source() == "someone/model"
+    monkeypatch.setenv("INSV2V_MAX_SECONDS", "12")
+    assert AppConfig.from_env().max_seconds == 12.0
+
+
+def test_gpu_decorator_uses_spaces_when_present(monkeypatch):
+    def fn():
+        return 1
+
+    monkeypatch.setitem(sys.modules, "spaces", None)  # absent
+    assert gpu(60)(fn) is fn
+    calls = []
+    fake = types.SimpleNamespace(GPU=lambda duration: calls.append(duration) or (lambda f: ("wrapped", f)))
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert gpu(60)(fn) == ("wrapped", fn) and calls == [60]
+
+
+def test_job_reports_progress_with_eta_and_cancels(tmp_path):
+    pipe = tiny_pipeline()
+    clip = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
+    reports = []
+    job = Job(total=4, report=lambda p, desc, unit: reports.append((p, desc)), label="edit")
+    recipe = EditRecipe(input=clip, instruction="make it snowy", steps=2, seed=0, frames_per_clip=4, ref_frames=1)
+    run_edit(recipe, tmp_path / "a.mp4", pipe, callback_on_step_end=job.callback(lambda s: f"clip {s // 2 + 1}/2"))
+    assert [p for p, _ in reports] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert reports[2][1].startswith("edit · clip 2/2 · step 3/4 · ETA ")
+    jobs = Jobs()
+    job = jobs.start("session", Job(total=4))
+    assert jobs.cancel("session") and not jobs.cancel("other")
+    with pytest.raises(InterruptedError):
+        run_edit(recipe, tmp_path / "b.mp4", pipe, callback_on_step_end=job.callback())
+    assert job.done == 1 and not (tmp_path / "b.mp4").exists()
+
+
+def test_recipe_loads_back_into_the_controls(tmp_path):
+    path = tmp_path / "r.json"
+    recipe = EditRecipe(input="/srv/x.mp4", instruction="make it snowy", text_cfg=9, seed=4, max_frames=8, mc=True)
+    recipe.save(path, meta={})
+    values = load_recipe(str(path))
+    assert values[0] == "make it snowy"
+    settings = dict(zip(SETTINGS, values[1:]))
+    assert settings["text_cfg"] == 9 and settings["seed"] == 4 and not settings["randomize_seed"]
+    assert settings["length"] == 8 and settings["mc"] is True and settings["resolution"] == 0
+    path.write_text('{"text_cfg": 3, "evil": 1}')
+    with pytest.raises(Exception, match="unknown settings: evil"):
+        load_recipe(str(path))
+
+
+def test_heatmap_outlines_the_best_cell():
+    values = np.array([[0.1, 0.2], [0.3, np.nan]])
+    image = np.asarray(heatmap([5, 7.5], [1.0, 1.2], values, "clip_text", best=(1, 0)))
+    assert image.shape == (56 + 2 * 84 + 8, 84 + 2 * 84 + 8, 3)
+    assert tuple(image[56 + 84 + 1, 84 + 1]) == (230, 30, 30)  # the outline's corner
+
+
+def run_app(args, env, timeout=60):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), *args], env={**os.environ, **env}, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_app_without_a_model_says_what_to_do():
+    if (REPO / "assets" / "toy-editor" / "model_index.json").is_file():
+        pytest.skip("the toy editor is bundled: there is always a model")
+    proc = run_app([], {"INSV2V_MODEL": ""})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "no model to serve: pass --model DIR_OR_HUB_ID, set INSV2V_MODEL" in out
+
+
+def test_python_app_py_honours_gradio_server_port(tmp_path):
+    from insv2v.testing.tiny import main as save_tiny
+
+    save_tiny([str(tmp_path / "tiny")])
+    port = free_port()
+    env = {"INSV2V_MODEL": str(tmp_path / "tiny"), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "INSV2V_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    proc = run_app([], env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.5)
+        assert "InsV2V Studio" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,79 @@
+"""The demo app end to end in headless Chromium (Playwright driving Debian's chromium): upload a clip, edit it,
+refuse a bad upload, run a 2x2 CFG sweep. Set INSV2V_SCREENSHOTS=DIR to also save the screenshots in README."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from app_server import serve
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run"]  # fmt: skip
+EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "toy_background_7.mp4"
+TIMEOUT_MS = 120_000  # generous: CI machines are small and shared
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serve(tmp_path_factory.mktemp("app")) as (url, _demo), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.get_by_text("InsV2V Studio").first.wait_for()
+        yield page
+        browser.close()
+
+
+def screenshot(page, name: str) -> None:
+    folder = os.environ.get("INSV2V_SCREENSHOTS")
+    if folder:
+        from PIL import Image
+
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=True)
+        image = Image.open(path).convert("RGB")
+        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)
+        image.quantize(colors=96).save(path, optimize=True)  # a small PNG for the README
+
+
+def test_edit_tab_edits_an_uploaded_clip(page):
+    page.locator("#edit-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#edit-input-info").get_by_text("64x64, 8 fps, 3.0 s").wait_for()
+    page.locator("#edit-instruction textarea").fill("replace the beach with an ocean")
+    page.locator("#edit-run").click()
+    page.locator("#edit-status").get_by_text("Edited 12 frames (64x64, 8 fps)").wait_for()
+    assert page.locator("#edit-output video").get_attribute("src")
+    assert page.locator("#edit-side-by-side video").get_attribute("src")
+    page.locator("#edit-metrics").get_by_text("warp_error").wait_for()
+    page.locator("#edit-recipe [aria-label='toy_background_7_edited.json']").wait_for()
+    screenshot(page, "edit-tab.png")
+
+
+def test_edit_tab_refuses_a_file_that_is_not_a_video(page, tmp_path):
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("this is not a video\n" * 50)
+    page.reload()
+    page.locator("#edit-input input[type=file]").set_input_files(str(notes))
+    page.get_by_text("notes.mp4 cannot be read as a video").first.wait_for()
+
+
+def test_sweep_tab_runs_a_2x2_grid(page):
+    page.reload()  # a fresh page, without the error of the test before
+    page.get_by_role("tab", name="CFG Sweep").click()
+    page.locator("#sweep-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#sweep-instruction textarea").fill("replace the beach with an ocean")
+    page.locator("#sweep-text-cfgs textarea").fill("5, 9")
+    page.locator("#sweep-video-cfgs textarea").fill("1, 1.5")
+    page.locator("#sweep-run").click()
+    page.locator("#sweep-status").get_by_text("4 cells of 12 frames").wait_for()
+    assert page.locator("#sweep-grid").get_by_text("★ best").count() >= 1
+    assert page.locator("#sweep-heatmap img").get_attribute("src")
+    page.locator("#sweep-files [aria-label='sweep.csv']").wait_for()
+    screenshot(page, "sweep-tab.png")
