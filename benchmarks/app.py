@@ -75,13 +75,17 @@ def main() -> None:
         edit = edit_tab.make_handler(studio, preview=False)
         sweep = sweep_tab.make_handler(studio)
         instruction = "replace the beach with an ocean"
-        edit(str(EXAMPLE), instruction, **settings, progress=no_progress)  # warm-up
-        edits = []
-        for _ in range(args.repeat):
-            began = time.perf_counter()
-            edit(str(EXAMPLE), instruction, **settings, progress=no_progress)
-            edits.append(time.perf_counter() - began)
-        edit_s = sorted(edits)[len(edits) // 2]
+
+        def time_edits(n: int) -> list[float]:
+            times = []
+            for _ in range(n):
+                began = time.perf_counter()
+                edit(str(EXAMPLE), instruction, **settings, progress=no_progress)
+                times.append(time.perf_counter() - began)
+            return times
+
+        time_edits(1)  # warm-up
+        edits = time_edits(args.repeat)
 
         began = time.perf_counter()
         recipe = EditRecipe(input=str(EXAMPLE), instruction=instruction, max_frames=args.length)
@@ -92,6 +96,8 @@ def main() -> None:
         began = time.perf_counter()
         sweep(str(EXAMPLE), instruction, "5, 7.5, 10", "1.0, 1.2, 1.5", **settings, progress=no_progress)
         sweep_s = time.perf_counter() - began
+        edits += time_edits(args.repeat)  # before and after the sweep, so that a change in load shows
+        edit_s = sorted(edits)[len(edits) // 2]
 
     report = {
         "model": config.model_name,

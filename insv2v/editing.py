@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import insv2v
-from insv2v.pipeline import InsV2VPipeline
+from insv2v.pipeline import InsV2VPipeline, SamplingCache
 from insv2v.video import Clip, VideoWriter, read_video, side_by_side, write_gif
 
 OUTPUT_SUFFIXES = (".mp4", ".gif")
@@ -108,12 +108,13 @@ def _sampling(recipe: EditRecipe, resolution: int) -> tuple:
 
 @dataclass
 class Source:
-    """An input decoded for an edit and, once encoded, its latents: what edits differing only in guidance,
-    steps or seed share (a CFG sweep decodes and encodes once)."""
+    """An input decoded for an edit and, once encoded, its latents: what edits of it share. Edits that differ
+    only in guidance scales (a CFG sweep) also share each clip's first step and the MC flows, through `cache`."""
 
     clip: Clip
     sampling: tuple  # _sampling() of the recipe it was read for
     latents: torch.Tensor | None = None  # (1, c, f, h, w) once `encode` has run
+    cache: SamplingCache = dataclasses.field(default_factory=SamplingCache)
 
     @classmethod
     def read(cls, recipe: EditRecipe, pipe: InsV2VPipeline) -> "Source":
@@ -204,7 +205,8 @@ def run_edit(
     if source is None:
         source = Source.read(recipe, pipe)
     elif source.sampling != _sampling(recipe, resolution):
-        raise ValueError(f"`source` was read with {source.sampling}, the recipe asks for {_sampling(recipe, resolution)}")
+        wanted = _sampling(recipe, resolution)
+        raise ValueError(f"`source` was read with {source.sampling}, the recipe asks for {wanted}")
     clip = source.clip
     frames = clip.frames  # (f, h, w, 3) uint8
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +244,7 @@ def run_edit(
             generator=torch.Generator("cpu").manual_seed(recipe.seed),
             output_type="latent",
             on_frames=on_frames,
+            cache=source.cache,
             callback_on_step_end=callback_on_step_end,
         )
         ok = not pipe.interrupt

@@ -7,7 +7,7 @@ and each clip's new frames are decoded as soon as they are final.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -40,6 +40,38 @@ class InsV2VPipelineOutput(BaseOutput):
     or latents (1, c, f, h, w) for "latent". Only finished frames are returned after an interrupt."""
 
     frames: np.ndarray | torch.Tensor | list[PIL.Image.Image]
+
+
+@dataclass
+class SamplingCache:
+    """What calls on one video differing only in guidance scales, LVSC fraction or MC can share (a CFG sweep).
+
+    Each clip's first step sees the same noise, source latents, prompts and timestep in every such call, so its
+    three UNet branches are computed once; motion-compensation flows depend only on the input frames. Pass one
+    instance as `cache=` to each call. An entry is reused only if its inputs are equal to the current ones.
+    """
+
+    first_steps: dict = field(default_factory=dict)  # (start, stop, t) -> (x_in, source, embeds, branches)
+    flows: dict = field(default_factory=dict)  # (start, stop, latent size) -> (frames, flows)
+    hits: int = 0  # reuses, for tests and benchmarks
+
+    def first_step(self, key, x_in, source, embeds, compute):
+        entry = self.first_steps.get(key)
+        if entry is not None and all(torch.equal(a, b) for a, b in zip(entry[:3], (x_in, source, embeds))):
+            self.hits += 1
+            return entry[3]
+        branches = compute()
+        self.first_steps[key] = (x_in, source, embeds, branches)
+        return branches
+
+    def motion_flows(self, key, frames: np.ndarray, compute):
+        entry = self.flows.get(key)
+        if entry is not None and entry[0].shape == frames.shape and np.array_equal(entry[0], frames):
+            self.hits += 1
+            return entry[1]
+        flows = compute()
+        self.flows[key] = (frames, flows)
+        return flows
 
 
 def vae_scale_factor(vae) -> int:
@@ -244,16 +276,19 @@ class InsV2VPipeline(DiffusionPipeline):
     def _alpha_bar(self, t: torch.Tensor, device) -> torch.Tensor:
         return self.scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
 
-    def _predict(self, x_in, source, empty_source, embeds, t, video_scale, text_scale):
-        """The guided model output for one clip: three UNet branches in one batch (InsV2V eq. 2)."""
+    def _branches(self, x_in, source, empty_source, embeds, t) -> tuple[torch.Tensor, ...]:
+        """The three UNet branches for one clip in one batch: (no video, no text), (video), (video, text)."""
         frames = x_in.shape[2]
         sample = torch.cat([x_in] * 3)  # (3, c, f, h, w)
         cond = torch.cat([empty_source, source, source])  # (3, c, f, h, w): no video, video, video
         unet_in = torch.cat([sample, cond], dim=1).to(self.unet.dtype)  # (3, 2c, f, h, w)
         text = embeds.repeat_interleave(frames, dim=0)  # (3*f, L, C): UNetMotionModel wants per-frame text
         out = self.unet(unet_in, t, encoder_hidden_states=text).sample.float()  # (3, c, f, h, w)
-        e0, e_video, e_video_text = out.chunk(3)
-        return dual_guidance(e0, e_video, e_video_text, video_scale, text_scale)
+        return out.chunk(3)  # each (1, c, f, h, w)
+
+    def _predict(self, x_in, source, empty_source, embeds, t, video_scale, text_scale):
+        """The guided model output for one clip: three UNet branches in one batch (InsV2V eq. 2)."""
+        return dual_guidance(*self._branches(x_in, source, empty_source, embeds, t), video_scale, text_scale)
 
     def _lvsc(self, model_output, x_in, latent_ref, t, flows):
         """LVSC on a model output of any parameterisation, through the equivalent noise prediction."""
@@ -285,6 +320,7 @@ class InsV2VPipeline(DiffusionPipeline):
         negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "np",
         return_dict: bool = True,
+        cache: SamplingCache | None = None,
         encode_chunk_size: int = 16,
         decode_chunk_size: int = 16,
         on_frames: FramesCallback | None = None,
@@ -306,6 +342,8 @@ class InsV2VPipeline(DiffusionPipeline):
             on_frames: called as `on_frames(first_index, frames)` with each clip's finished frames as
                 (n, h, w, 3) uint8; with `output_type="latent"` that is the only decoding, so a long video
                 streams to a writer with memory independent of its length.
+            cache: a SamplingCache shared by calls on the same video, prompts, seed, steps and clip plan that differ
+                only in guidance scales, LVSC fraction or MC: each clip's first step and MC flows run once.
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict` after every step;
                 step counts over all clips. Set `pipe._interrupt = True` in it to stop after this clip step.
         """
@@ -349,6 +387,7 @@ class InsV2VPipeline(DiffusionPipeline):
                     span, k, noise, video_latents, result, embeds, frames, num_inference_steps,
                     guidance_scale, video_guidance_scale, lvsc_fraction, motion_compensation,
                     generator, progress, callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
+                    cache,
                 )  # fmt: skip
                 if clip is None:  # interrupted
                     break
@@ -388,7 +427,7 @@ class InsV2VPipeline(DiffusionPipeline):
     def _sample_clip(
         self, span: ClipSpan, k: int, noise, video_latents, result, embeds, frames, num_inference_steps,
         guidance_scale, video_guidance_scale, lvsc_fraction, motion_compensation,
-        generator, progress, callback_on_step_end, callback_inputs, prompt_embeds,
+        generator, progress, callback_on_step_end, callback_inputs, prompt_embeds, cache=None,
     ) -> torch.Tensor | None:  # fmt: skip
         """Denoise one clip; returns its final latents (1, c, F, h, w), or None when interrupted."""
         window = slice(span.start, span.stop)
@@ -400,7 +439,13 @@ class InsV2VPipeline(DiffusionPipeline):
             new = list(range(span.start + span.num_ref, span.stop))
             refs = list(range(span.start, span.start + span.num_ref))
             latent_size = (source.shape[4], source.shape[3])
-            flows = reference_flows(frames, new, refs, latent_size).to(source.device)  # (n, R, 2, h, w)
+            compute = lambda: reference_flows(frames, new, refs, latent_size)  # noqa: E731
+            if cache is not None:
+                key = (span.start, span.stop, latent_size)
+                flows = cache.motion_flows(key, frames[span.start : span.stop], compute)
+            else:
+                flows = compute()
+            flows = flows.to(source.device)  # (n, R, 2, h, w)
 
         self.scheduler.set_timesteps(num_inference_steps, device=source.device)  # also resets multistep state
         timesteps = self.scheduler.timesteps
@@ -410,7 +455,14 @@ class InsV2VPipeline(DiffusionPipeline):
             if self.interrupt:
                 return None
             x_in = self.scheduler.scale_model_input(x, t)
-            model_output = self._predict(x_in, source, empty_source, embeds, t, video_guidance_scale, guidance_scale)
+            if i == 0 and cache is not None:  # the same in every call sharing the cache
+                branches = cache.first_step(
+                    (span.start, span.stop, int(t)), x_in, source, embeds,
+                    lambda: self._branches(x_in, source, empty_source, embeds, t),
+                )  # fmt: skip
+            else:
+                branches = self._branches(x_in, source, empty_source, embeds, t)
+            model_output = dual_guidance(*branches, video_guidance_scale, guidance_scale)
             if i < corrected_steps:
                 model_output = self._lvsc(model_output, x_in, latent_ref, t, flows)
             x = self.scheduler.step(model_output, t, x, generator=generator, return_dict=False)[0]

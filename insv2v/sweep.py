@@ -1,8 +1,10 @@
 """A guidance sweep: one input, one instruction, one seed, a grid of text CFG x video CFG values.
 
 The input is decoded and encoded once and its optical flow (for the warp error) computed once; every cell
-reuses them, so a cell costs only its sampling, decoding, writing and scoring. With motion compensation on,
-each cell passes the pixel frames again (the pipeline computes MC flows from them) and encodes them again.
+reuses them, and each clip's first denoising step, which does not depend on the guidance scales, runs once for
+the whole grid. A cell costs its remaining steps, decoding, writing and scoring. With motion compensation on,
+each cell passes the pixel frames again (the pipeline computes MC flows from them, once, through the same cache)
+and so encodes them again.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from media import make_video
 
 from insv2v.editing import EditRecipe, Source, run_edit
@@ -119,3 +120,40 @@ def test_edit_scores_with_cached_flows_equal_fresh_ones():
     assert fresh == cached and set(fresh) == {"warp_error"}
     with pytest.raises(ValueError, match="one flow per consecutive pair"):
         edit_scores(edited, source, "x", flows=consecutive_flows(source)[:1])
+
+
+def test_sampling_cache_runs_each_clips_first_step_once_and_changes_nothing(pipe):
+    from insv2v.pipeline import SamplingCache
+
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (6, 32, 48, 3), dtype=np.uint8)
+    calls = []
+    original = pipe._branches
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    def run(cache=None, seed=0, **kwargs):
+        settings = dict(num_inference_steps=3, frames_per_clip=4, ref_frames=1, output_type="latent", **kwargs)
+        generator = torch.Generator().manual_seed(seed)
+        return pipe(video, "make it snowy", generator=generator, cache=cache, **settings).frames
+
+    cache = SamplingCache()
+    pipe._branches = counted
+    try:
+        first = run(cache, guidance_scale=5.0)
+        assert len(calls) == 2 * 3 and cache.hits == 0  # two clips, three steps
+        calls.clear()
+        second = run(cache, guidance_scale=9.0, video_guidance_scale=1.5)
+        assert len(calls) == 2 * 2 and cache.hits == 2  # each clip's first step came from the cache
+        other_seed = run(cache, seed=1, guidance_scale=9.0)  # different noise: nothing reused
+        assert cache.hits == 2
+        with_mc = [run(cache, guidance_scale=g, motion_compensation=True) for g in (5.0, 9.0)]
+        assert cache.hits == 2 + 2 + 1  # the second MC call reuses first steps and the flows of clip 2
+    finally:
+        pipe._branches = original
+    torch.testing.assert_close(first, run(guidance_scale=5.0), rtol=0, atol=0)
+    torch.testing.assert_close(second, run(guidance_scale=9.0, video_guidance_scale=1.5), rtol=0, atol=0)
+    torch.testing.assert_close(other_seed, run(seed=1, guidance_scale=9.0), rtol=0, atol=0)
+    torch.testing.assert_close(with_mc[1], run(guidance_scale=9.0, motion_compensation=True), rtol=0, atol=0)
