@@ -56,6 +56,21 @@ def test_edit_tab_edits_an_uploaded_clip(page):
     screenshot(page, "edit-tab.png")
 
 
+def test_edit_can_be_cancelled_and_the_next_one_runs(page):
+    page.get_by_text("Sampling").click()
+    page.locator("#edit-steps input[type=number]").fill("50")
+    page.locator("#edit-steps input[type=number]").press("Enter")
+    page.locator("#edit-run").click()
+    page.get_by_text("edit · clip 1/1 · step").first.wait_for()  # progress with clip, step and ETA
+    page.get_by_text("ETA").first.wait_for()
+    page.locator("#edit-cancel").click()
+    page.get_by_text("Cancelling: the edit stops after its current step.").first.wait_for()
+    page.locator("#edit-steps input[type=number]").fill("1")
+    page.locator("#edit-steps input[type=number]").press("Enter")
+    page.locator("#edit-preview").click()
+    page.locator("#edit-status").get_by_text("Preview 12 frames").wait_for()
+
+
 def test_edit_tab_refuses_a_file_that_is_not_a_video(page, tmp_path):
     notes = tmp_path / "notes.mp4"
     notes.write_text("this is not a video\n" * 50)

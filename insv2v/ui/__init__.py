@@ -5,6 +5,7 @@ Add a tab by writing `insv2v/ui/NAME_tab.py` with `build(studio)` and listing it
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -35,7 +36,8 @@ def _tabs():
 def prepare_environment(config: AppConfig) -> None:
     """Keep Gradio's own copies of uploads and outputs under the app's cache directory, so nothing else is served."""
     os.environ.setdefault("GRADIO_TEMP_DIR", str(config.cache_dir / "gradio"))
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(config.cache_dir / "examples"))
+    model_key = hashlib.sha1(config.model.encode()).hexdigest()[:12]  # another model: other cached examples
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(config.cache_dir / "examples" / model_key))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: nothing phones home
 
 

@@ -198,7 +198,7 @@ def build(studio) -> None:
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1)
                     randomize_seed = gr.Checkbox(True, label="Randomise seed")
-                steps = gr.Slider(1, 50, config.default_steps, step=1, label="Steps")
+                steps = gr.Slider(1, 50, config.default_steps, step=1, label="Steps", elem_id="edit-steps")
                 resolution = gr.Slider(
                     0, 1024, 0, step=8, label="Resolution", info="Short side in pixels; 0 = the model's native size"
                 )
@@ -242,9 +242,7 @@ def build(studio) -> None:
         if studio.jobs.cancel(request.session_hash if request else None):
             gr.Info("Cancelling: the edit stops after its current step.")
 
-    cancel_button.click(
-        cancel, None, None, cancels=[preview_event, run_event, submit_event], api_name=False, queue=False
-    )
+    cancel_button.click(cancel, None, None, cancels=[preview_event, run_event, submit_event], api_name=False)
     video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False)
     load_button.upload(load_recipe, load_button, [instruction, *settings], api_name=False)
 

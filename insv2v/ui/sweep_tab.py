@@ -246,5 +246,5 @@ def build(studio) -> None:
         if studio.jobs.cancel(request.session_hash if request else None):
             gr.Info("Cancelling: the sweep stops after its current step.")
 
-    cancel_button.click(cancel, None, None, cancels=[event], api_name=False, queue=False)
+    cancel_button.click(cancel, None, None, cancels=[event], api_name=False)
     score.change(rescore, [state, score], [heat, status], api_name=False)
