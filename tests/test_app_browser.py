@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from app_server import serve
+from media import make_video
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -71,12 +72,52 @@ def test_edit_can_be_cancelled_and_the_next_one_runs(page):
     page.locator("#edit-status").get_by_text("Preview 12 frames").wait_for()
 
 
-def test_edit_tab_refuses_a_file_that_is_not_a_video(page, tmp_path):
-    notes = tmp_path / "notes.mp4"
-    notes.write_text("this is not a video\n" * 50)
+def bad_upload(case: str, tmp: Path) -> Path:
+    if case == "not a video":
+        (tmp / "notes.mp4").write_text("this is not a video\n" * 50)
+        return tmp / "notes.mp4"
+    if case == "truncated":
+        (tmp / "truncated.mp4").write_bytes(EXAMPLE.read_bytes()[:1500])
+        return tmp / "truncated.mp4"
+    return Path(make_video(tmp / "long.mp4", num_frames=150, fps=30, size=(32, 32)))  # 5 s, over the 4 s limit
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("not a video", "notes.mp4 cannot be read as a video"),
+        ("truncated", "truncated.mp4 cannot be read as a video"),
+        ("too long", "long.mp4 is 5.0 s long; this server edits videos up to 4 s"),
+    ],
+)
+def test_edit_tab_explains_a_bad_upload(page, tmp_path, case, words):
     page.reload()
-    page.locator("#edit-input input[type=file]").set_input_files(str(notes))
-    page.get_by_text("notes.mp4 cannot be read as a video").first.wait_for()
+    page.locator("#edit-input input[type=file]").set_input_files(str(bad_upload(case, tmp_path)))
+    page.get_by_text(words).first.wait_for()
+
+
+def test_edit_tab_explains_bad_settings_and_keeps_serving(page):
+    page.reload()
+    page.locator("#edit-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#edit-instruction textarea").fill("replace the beach with an ocean")
+    page.get_by_text("Long video (LVSC) and motion compensation").click()
+    for control, value in (("#edit-frames-per-clip", "4"), ("#edit-ref-frames", "4")):
+        page.locator(f"{control} input[type=number]").fill(value)
+        page.locator(f"{control} input[type=number]").press("Enter")
+    page.locator("#edit-run").click()
+    page.get_by_text("Reference frames must be in [0, Frames per clip), got 4 with 4").first.wait_for()
+    page.locator("#edit-ref-frames input[type=number]").fill("1")
+    page.locator("#edit-ref-frames input[type=number]").press("Enter")
+    page.locator("#edit-run").click()
+    page.locator("#edit-status").get_by_text("Edited 12 frames").wait_for()
+
+
+def test_edit_tab_refuses_an_oversized_upload(page, tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * (3 * 2**20))  # over the 2 MB limit of the test server
+    page.reload()
+    page.locator("#edit-input input[type=file]").set_input_files(str(big))
+    page.get_by_text("exceed the maximum allowed size of 2.0 Mb").first.wait_for()
 
 
 def test_sweep_tab_runs_a_2x2_grid(page):

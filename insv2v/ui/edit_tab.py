@@ -204,10 +204,13 @@ def build(studio) -> None:
                 )
             with gr.Accordion("Long video (LVSC) and motion compensation", open=False):
                 lvsc = gr.Checkbox(True, label="LVSC: correct each clip towards the clip before")
-                frames_per_clip = gr.Slider(2, 32, DEFAULTS.frames_per_clip, step=1, label="Frames per clip")
+                frames_per_clip = gr.Slider(
+                    2, 32, DEFAULTS.frames_per_clip, step=1, label="Frames per clip", elem_id="edit-frames-per-clip"
+                )
                 ref_frames = gr.Slider(
                     0, 16, DEFAULTS.ref_frames, step=1, label="Reference frames",
                     info="Frames each clip shares with the one before; fewer than frames per clip",
+                    elem_id="edit-ref-frames",
                 )  # fmt: skip
                 lvsc_fraction = gr.Slider(
                     0.0, 1.0, DEFAULTS.lvsc_fraction, step=0.05, label="Correction fraction",

@@ -129,11 +129,22 @@ def gpu(duration: int):
 
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s:'\"`]+)+[/\\]([^/\\\s:'\"`]+)")
+# Pipeline argument names as the page labels them, so that an error names the control to change.
+CONTROLS = {
+    "guidance_scale": "Text CFG",
+    "video_guidance_scale": "Video CFG",
+    "num_inference_steps": "Steps",
+    "frames_per_clip": "Frames per clip",
+    "ref_frames": "Reference frames",
+    "lvsc_fraction": "Correction fraction",
+    "negative_prompt": "Negative prompt",
+}
+_CONTROL = re.compile(r"`?\b(" + "|".join(sorted(CONTROLS, key=len, reverse=True)) + r")\b`?")
 
 
 def user_message(err: BaseException | str) -> str:
-    """An error for the page: server paths shortened to file names."""
-    return _PATH.sub(r"\1", str(err))
+    """An error for the page: server paths shortened to file names, pipeline arguments named as the controls."""
+    return _CONTROL.sub(lambda m: CONTROLS[m.group(1)], _PATH.sub(r"\1", str(err)))
 
 
 def check_upload(path: str | None, config: AppConfig) -> VideoInfo:
