@@ -58,18 +58,25 @@ def test_edit_tab_edits_an_uploaded_clip(page):
 
 
 def test_edit_can_be_cancelled_and_the_next_one_runs(page):
+    page.reload()
+    page.locator("#edit-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#edit-instruction textarea").fill("replace the beach with an ocean")
     page.get_by_text("Sampling").click()
-    page.locator("#edit-steps input[type=number]").fill("50")
-    page.locator("#edit-steps input[type=number]").press("Enter")
+    page.get_by_text("Long video (LVSC) and motion compensation").click()
+    # 11 clips of 2 frames x 50 steps: long enough to cancel on any machine
+    for control, value in (("#edit-steps", "50"), ("#edit-frames-per-clip", "2"), ("#edit-ref-frames", "1")):
+        page.locator(f"{control} input[type=number]").fill(value)
+        page.locator(f"{control} input[type=number]").press("Enter")
     page.locator("#edit-run").click()
-    page.get_by_text("edit · clip 1/1 · step").first.wait_for()  # progress with clip, step and ETA
+    page.get_by_text("edit · clip 1/11 · step").first.wait_for()  # progress with clip, step and ETA
     page.get_by_text("ETA").first.wait_for()
     page.locator("#edit-cancel").click()
     page.get_by_text("Cancelling: the edit stops after its current step.").first.wait_for()
+    assert "Edited" not in page.locator("#edit-status").inner_text()
     page.locator("#edit-steps input[type=number]").fill("1")
     page.locator("#edit-steps input[type=number]").press("Enter")
     page.locator("#edit-preview").click()
-    page.locator("#edit-status").get_by_text("Preview 12 frames").wait_for()
+    page.locator("#edit-status").get_by_text("Preview 2 frames").wait_for()
 
 
 def bad_upload(case: str, tmp: Path) -> Path:
