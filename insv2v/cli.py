@@ -159,6 +159,7 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--frames", type=_positive_int, default=8, help="frames per clip in the video stage (8)")
     t.add_argument("--clip", dest="clip_dir", help="2d: trained CLIP folder whose text tower starts the encoder")
     t.add_argument("--init", dest="init_dir", help="video: the 2-D stage's final folder")
+    t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=200)
     t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     t.add_argument("--seed", type=int, default=0)

@@ -26,6 +26,8 @@ from safetensors.torch import load_file, save_file
 from insv2v.toyworld.models import toy_sample_scheduler, toy_tokenizer
 from insv2v.toyworld.world import TRAIN_SEEDS, sample_triplet
 
+EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
+
 
 @dataclass
 class TrainConfig:
@@ -39,6 +41,7 @@ class TrainConfig:
     drop_text: float = 0.05  # condition dropout, for guidance (InstructPix2Pix: 5% each, 5% both)
     drop_video: float = 0.05
     drop_both: float = 0.05
+    edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     clip_dir: str | None = None  # stage 2d: a trained CLIP whose text tower starts the text encoder (else random)
     init_dir: str | None = None  # stage video: the trained 2-D pipeline folder
     seed: int = 0
@@ -130,7 +133,7 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     n = source.shape[0]
     fold = (lambda x: x.transpose(1, 2).flatten(0, 1)) if video else (lambda x: x)  # (n*f, 3, h, w)
     x0 = vae.encode(fold(target)).latent_dist.mode() * vae.config.scaling_factor
-    cond = vae.encode(fold(source)).latent_dist.mode()
+    cond = source_latents = vae.encode(fold(source)).latent_dist.mode()
     roll = torch.from_numpy(rng.random(n)).float()
     no_text = roll < config.drop_text + config.drop_both
     no_video = (roll >= config.drop_text) & (roll < config.drop_text + config.drop_both + config.drop_video)
@@ -139,7 +142,7 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     if video:
         f = source.shape[2]
         unfold = lambda x: x.unflatten(0, (n, f)).transpose(1, 2)  # (n, c, f, h, w)
-        x0, cond = unfold(x0), unfold(cond)
+        x0, cond, source_latents = unfold(x0), unfold(cond), unfold(source_latents)
         cond = cond * (~no_video).float().view(n, 1, 1, 1, 1)
         embeds = embeds.repeat_interleave(f, dim=0)  # (n*f, L, C)
     else:
@@ -148,7 +151,10 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,))
     noisy = scheduler.add_noise(x0, noise, t)  # per-sample timesteps broadcast over (c, [f,] h, w)
     pred = unet(torch.cat([noisy, cond], dim=1), t, encoder_hidden_states=embeds).sample
-    return F.mse_loss(pred, x0)  # prediction_type "sample"
+    # A recoloured shape is a few percent of the pixels; weighting what the edit changes makes the model learn
+    # the edit instead of only the copy (x0 and the unscaled source share one space: a lossless pixel fold).
+    changed = ((x0 / vae.config.scaling_factor - source_latents).abs() > EDIT_THRESHOLD).float()
+    return (F.mse_loss(pred, x0, reduction="none") * (1 + config.edit_weight * changed)).mean()  # "sample" prediction
 
 
 def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> torch.Tensor:

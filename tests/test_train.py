@@ -11,7 +11,7 @@ from insv2v import InsV2VPipeline
 from insv2v.toyworld.dataset import split_seeds, write_triplets
 from insv2v.toyworld.evaluate import EDIT_KINDS, edit_correct
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
-from insv2v.train import TrainConfig, learning_rate, train
+from insv2v.train import EDIT_THRESHOLD, TrainConfig, build, editing_loss, frame_pairs, learning_rate, train
 from insv2v.video import probe, read_video
 
 
@@ -43,6 +43,26 @@ def test_learning_rate_schedule():
     assert learning_rate(0, config) == pytest.approx(1e-4)
     assert learning_rate(9, config) == pytest.approx(1e-3)
     assert learning_rate(99, config) == pytest.approx(1e-4, rel=0.01)
+
+
+def test_editing_loss_weights_what_the_edit_changes():
+    """A UNet that is off by 1 everywhere: the loss is 1 + edit_weight x the share of values the edit changed."""
+    _, helpers = build(TrainConfig("2d", "unused"))
+    rng = np.random.default_rng(0)
+    source, target, instructions, _ = frame_pairs(rng, 4)
+    changed = ((target - source).abs() > EDIT_THRESHOLD).float().mean().item()
+    assert 0.01 < changed < 0.9
+
+    class OffByOne(torch.nn.Module):
+        def forward(self, sample, t, encoder_hidden_states):
+            target_latents = helpers["vae"].encode(target).latent_dist.mode()
+            return type("Out", (), {"sample": target_latents + 1})()
+
+    text_encoder = lambda ids: (torch.zeros(len(ids), ids.shape[1], 64),)  # noqa: E731
+    for weight in (0.0, 4.0):
+        config = TrainConfig("2d", "unused", edit_weight=weight)
+        loss = editing_loss(OffByOne(), helpers, text_encoder, source, target, instructions, config, rng)
+        assert loss.item() == pytest.approx(1 + weight * changed, rel=1e-5)
 
 
 def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
