@@ -179,29 +179,31 @@ def split_reference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, dict
 
 # ------------------------------------------------------------------------------------------------ key mappings
 
-_MOTION_RULES = [  # reference motion module -> diffusers AnimateDiffTransformer3D
-    (r"(motion_modules\.\d+\.)temporal_transformer\.", r"\1"),
-    (r"(transformer_blocks\.\d+\.)attention_blocks\.0\.pos_encoder\.", r"\1pos_embed."),
-    (r"(transformer_blocks\.\d+\.)attention_blocks\.0\.", r"\1attn1."),
-    (r"(transformer_blocks\.\d+\.)attention_blocks\.1\.", r"\1attn2."),
-    (r"(transformer_blocks\.\d+\.)norms\.0\.", r"\1norm1."),
-    (r"(transformer_blocks\.\d+\.)norms\.1\.", r"\1norm2."),
-    (r"(transformer_blocks\.\d+\.)ff_norm\.", r"\1norm3."),
+# Each mapping is one table of (reference name, diffusers name) templates, read in either direction. A template
+# matches part of a key; {p} stands for encoder|decoder, {n} and {m} for numbers, {q} for one of q, k, v.
+# Rules apply in order forward and in reverse order backward, so a later rule may rewrite an earlier one's output.
+_MOTION_NAMES = [  # reference motion module <-> diffusers AnimateDiffTransformer3D
+    ("motion_modules.{n}.temporal_transformer.", "motion_modules.{n}."),
+    ("transformer_blocks.{n}.attention_blocks.0.pos_encoder.", "transformer_blocks.{n}.pos_embed."),
+    ("transformer_blocks.{n}.attention_blocks.0.", "transformer_blocks.{n}.attn1."),
+    ("transformer_blocks.{n}.attention_blocks.1.", "transformer_blocks.{n}.attn2."),
+    ("transformer_blocks.{n}.norms.0.", "transformer_blocks.{n}.norm1."),
+    ("transformer_blocks.{n}.norms.1.", "transformer_blocks.{n}.norm2."),
+    ("transformer_blocks.{n}.ff_norm.", "transformer_blocks.{n}.norm3."),
 ]
-_MOTION_RULES_BACK = [
-    (r"(motion_modules\.\d+\.)", r"\1temporal_transformer."),
-    (r"(transformer_blocks\.\d+\.)attn1\.", r"\1attention_blocks.0."),
-    (r"(transformer_blocks\.\d+\.)attn2\.", r"\1attention_blocks.1."),
-    (r"(transformer_blocks\.\d+\.)norm1\.", r"\1norms.0."),
-    (r"(transformer_blocks\.\d+\.)norm2\.", r"\1norms.1."),
-    (r"(transformer_blocks\.\d+\.)norm3\.", r"\1ff_norm."),
-    (r"(transformer_blocks\.\d+\.)pos_embed\.", r"\1attention_blocks.0.pos_encoder."),
-]
+_PLACEHOLDERS = {"p": "encoder|decoder", "n": r"\d+", "m": r"\d+", "q": "q|k|v"}
 
 
-def _apply(rules, key: str) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
+def _pattern(template: str) -> str:
+    parts = re.split(r"\{(\w)\}", template)  # literal, placeholder, literal, ...
+    return "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
+                   for i, part in enumerate(parts))  # fmt: skip
+
+
+def _rename(names: list[tuple[str, str]], key: str, backward: bool = False) -> str:
+    for ref, ours in reversed(names) if backward else names:
+        source, target = (ours, ref) if backward else (ref, ours)
+        key = re.sub(_pattern(source), re.sub(r"\{(\w)\}", r"\\g<\1>", target), key)
     return key
 
 
@@ -220,7 +222,7 @@ def unet_from_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             if first is None or not torch.equal(first, value):
                 raise ConversionError(f"{key} differs from the first attention's table; diffusers shares one")
         else:
-            out[_apply(_MOTION_RULES, key)] = value
+            out[_rename(_MOTION_NAMES, key)] = value
     return out
 
 
@@ -231,50 +233,31 @@ def unet_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         if "motion_modules" not in key:
             out[key] = value
             continue
-        new = _apply(_MOTION_RULES_BACK, key)
+        new = _rename(_MOTION_NAMES, key, backward=True)
         out[new] = value
         if new.endswith("attention_blocks.0.pos_encoder.pe"):
             out[new.replace("attention_blocks.0.", "attention_blocks.1.")] = value
     return out
 
 
-def _vae_rules(num_blocks: int) -> list[tuple[str, str]]:
-    """LDM autoencoder key patterns -> diffusers AutoencoderKL; the decoder's LDM `up` list runs in reverse."""
-    rules = [
-        (r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out."),
-        (r"^(encoder|decoder)\.mid\.block_1\.", r"\1.mid_block.resnets.0."),
-        (r"^(encoder|decoder)\.mid\.block_2\.", r"\1.mid_block.resnets.1."),
-        (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.mid_block.attentions.0.group_norm."),
-        (r"^(encoder|decoder)\.mid\.attn_1\.(q|k|v)\.", r"\1.mid_block.attentions.0.to_\2."),
-        (r"^(encoder|decoder)\.mid\.attn_1\.proj_out\.", r"\1.mid_block.attentions.0.to_out.0."),
-        (r"^encoder\.down\.(\d+)\.block\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2."),
-        (r"^encoder\.down\.(\d+)\.downsample\.", r"encoder.down_blocks.\1.downsamplers.0."),
-        (r"\.nin_shortcut\.", r".conv_shortcut."),
+def _vae_names(num_blocks: int) -> list[tuple[str, str]]:
+    """LDM autoencoder <-> diffusers AutoencoderKL names; the decoder's LDM `up` list runs in reverse."""
+    names = [
+        ("{p}.norm_out.", "{p}.conv_norm_out."),
+        ("{p}.mid.block_1.", "{p}.mid_block.resnets.0."),
+        ("{p}.mid.block_2.", "{p}.mid_block.resnets.1."),
+        ("{p}.mid.attn_1.norm.", "{p}.mid_block.attentions.0.group_norm."),
+        ("{p}.mid.attn_1.{q}.", "{p}.mid_block.attentions.0.to_{q}."),
+        ("{p}.mid.attn_1.proj_out.", "{p}.mid_block.attentions.0.to_out.0."),
+        ("encoder.down.{n}.block.{m}.", "encoder.down_blocks.{n}.resnets.{m}."),
+        ("encoder.down.{n}.downsample.", "encoder.down_blocks.{n}.downsamplers.0."),
+        (".nin_shortcut.", ".conv_shortcut."),
     ]
     for i in range(num_blocks):
         ldm = num_blocks - 1 - i
-        rules.append((rf"^decoder\.up\.{ldm}\.block\.(\d+)\.", rf"decoder.up_blocks.{i}.resnets.\1."))
-        rules.append((rf"^decoder\.up\.{ldm}\.upsample\.", rf"decoder.up_blocks.{i}.upsamplers.0."))
-    return rules
-
-
-def _vae_rules_back(num_blocks: int) -> list[tuple[str, str]]:
-    rules = [
-        (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
-        (r"^(encoder|decoder)\.mid_block\.resnets\.0\.", r"\1.mid.block_1."),
-        (r"^(encoder|decoder)\.mid_block\.resnets\.1\.", r"\1.mid.block_2."),
-        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.group_norm\.", r"\1.mid.attn_1.norm."),
-        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_(q|k|v)\.", r"\1.mid.attn_1.\2."),
-        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_out\.0\.", r"\1.mid.attn_1.proj_out."),
-        (r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2."),
-        (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample."),
-        (r"\.conv_shortcut\.", r".nin_shortcut."),
-    ]
-    for i in range(num_blocks):
-        ldm = num_blocks - 1 - i
-        rules.append((rf"^decoder\.up_blocks\.{i}\.resnets\.(\d+)\.", rf"decoder.up.{ldm}.block.\1."))
-        rules.append((rf"^decoder\.up_blocks\.{i}\.upsamplers\.0\.", rf"decoder.up.{ldm}.upsample."))
-    return rules
+        names.append((f"decoder.up.{ldm}.block.{{m}}.", f"decoder.up_blocks.{i}.resnets.{{m}}."))
+        names.append((f"decoder.up.{ldm}.upsample.", f"decoder.up_blocks.{i}.upsamplers.0."))
+    return names
 
 
 def _is_attention_weight(key: str) -> bool:
@@ -285,7 +268,7 @@ def vae_from_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, t
     """LDM autoencoder -> diffusers AutoencoderKL; mid-block attention 1x1 convs become linear layers."""
     out = {}
     for key, value in state.items():
-        new = _apply(_vae_rules(num_blocks), key)
+        new = _rename(_vae_names(num_blocks), key)
         if _is_attention_weight(new) and new.endswith("weight") and value.ndim == 4:
             value = value[:, :, 0, 0]  # (c, c, 1, 1) conv -> (c, c) linear
         out[new] = value
@@ -295,7 +278,7 @@ def vae_from_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, t
 def vae_to_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        new = _apply(_vae_rules_back(num_blocks), key)
+        new = _rename(_vae_names(num_blocks), key, backward=True)
         if _is_attention_weight(new) and new.endswith("weight") and value.ndim == 2:
             value = value[:, :, None, None]
         out[new] = value
