@@ -88,6 +88,27 @@ def video_to_uint8(video: VideoInput) -> np.ndarray:
     return np.ascontiguousarray(video)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every clip of one call shares: the whole video's tensors and the call's settings."""
+
+    video_latents: torch.Tensor  # (1, c, f, h, w) source latents
+    noise: torch.Tensor  # (1, c, f, h, w) initial noise
+    result: torch.Tensor  # (1, c, f, h, w) final latents, filled clip by clip
+    embeds: torch.Tensor  # (3, L, C) the three guidance branches' text embeddings
+    prompt_embeds: torch.Tensor
+    frames: np.ndarray | None  # (f, h, w, 3) uint8 source frames, for motion compensation
+    num_inference_steps: int
+    guidance_scale: float
+    video_guidance_scale: float
+    lvsc_fraction: float
+    motion_compensation: bool
+    generator: torch.Generator | None
+    cache: SamplingCache | None
+    callback_on_step_end: Callable | None
+    callback_inputs: tuple[str, ...]
+
+
 class InsV2VPipeline(DiffusionPipeline):
     r"""Edit a video from a text instruction ("make it snowy") with a video InstructPix2Pix model.
 
@@ -379,16 +400,16 @@ class InsV2VPipeline(DiffusionPipeline):
         result = torch.zeros_like(noise)  # final latents, filled clip by clip
 
         # 6. Sample clip by clip
+        run = _Run(
+            video_latents, noise, result, embeds, prompt_embeds, frames, num_inference_steps, guidance_scale,
+            video_guidance_scale, lvsc_fraction, motion_compensation, generator, cache, callback_on_step_end,
+            tuple(callback_on_step_end_tensor_inputs),
+        )  # fmt: skip
         decoded = []
         done = 0  # frames finished
         with self.progress_bar(total=len(spans) * num_inference_steps) as progress:
             for k, span in enumerate(spans):
-                clip = self._sample_clip(
-                    span, k, noise, video_latents, result, embeds, frames, num_inference_steps,
-                    guidance_scale, video_guidance_scale, lvsc_fraction, motion_compensation,
-                    generator, progress, callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
-                    cache,
-                )  # fmt: skip
+                clip = self._sample_clip(span, k, run, progress)
                 if clip is None:  # interrupted
                     break
                 # 7. Keep the new frames; reference frames keep what the earlier clip made
@@ -424,52 +445,49 @@ class InsV2VPipeline(DiffusionPipeline):
     def _video_size_px(self, video_latents: torch.Tensor) -> tuple[int, int]:
         return video_latents.shape[3] * self.vae_scale_factor, video_latents.shape[4] * self.vae_scale_factor
 
-    def _sample_clip(
-        self, span: ClipSpan, k: int, noise, video_latents, result, embeds, frames, num_inference_steps,
-        guidance_scale, video_guidance_scale, lvsc_fraction, motion_compensation,
-        generator, progress, callback_on_step_end, callback_inputs, prompt_embeds, cache=None,
-    ) -> torch.Tensor | None:  # fmt: skip
+    def _sample_clip(self, span: ClipSpan, k: int, run: _Run, progress) -> torch.Tensor | None:
         """Denoise one clip; returns its final latents (1, c, F, h, w), or None when interrupted."""
         window = slice(span.start, span.stop)
-        source = video_latents[:, :, window]  # (1, c, F, h, w)
+        source = run.video_latents[:, :, window]  # (1, c, F, h, w)
         empty_source = torch.zeros_like(source)
-        latent_ref = result[:, :, span.start : span.start + span.num_ref]  # (1, c, R, h, w)
+        latent_ref = run.result[:, :, span.start : span.start + span.num_ref]  # (1, c, R, h, w)
         flows = None
-        if motion_compensation and span.num_ref > 0:
+        if run.motion_compensation and span.num_ref > 0:
             new = list(range(span.start + span.num_ref, span.stop))
             refs = list(range(span.start, span.start + span.num_ref))
             latent_size = (source.shape[4], source.shape[3])
-            compute = lambda: reference_flows(frames, new, refs, latent_size)  # noqa: E731
-            if cache is not None:
+            compute = lambda: reference_flows(run.frames, new, refs, latent_size)  # noqa: E731
+            if run.cache is not None:
                 key = (span.start, span.stop, latent_size)
-                flows = cache.motion_flows(key, frames[span.start : span.stop], compute)
+                flows = run.cache.motion_flows(key, run.frames[span.start : span.stop], compute)
             else:
                 flows = compute()
             flows = flows.to(source.device)  # (n, R, 2, h, w)
 
-        self.scheduler.set_timesteps(num_inference_steps, device=source.device)  # also resets multistep state
+        self.scheduler.set_timesteps(run.num_inference_steps, device=source.device)  # also resets multistep state
         timesteps = self.scheduler.timesteps
-        corrected_steps = lvsc_fraction * len(timesteps) if span.num_ref > 0 else 0  # steps i < this
-        x = noise[:, :, window] * self.scheduler.init_noise_sigma  # (1, c, F, h, w)
+        corrected_steps = run.lvsc_fraction * len(timesteps) if span.num_ref > 0 else 0  # steps i < this
+        x = run.noise[:, :, window] * self.scheduler.init_noise_sigma  # (1, c, F, h, w)
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 return None
             x_in = self.scheduler.scale_model_input(x, t)
-            if i == 0 and cache is not None:  # the same in every call sharing the cache
-                branches = cache.first_step(
-                    (span.start, span.stop, int(t)), x_in, source, embeds,
-                    lambda: self._branches(x_in, source, empty_source, embeds, t),
+            if i == 0 and run.cache is not None:  # the same in every call sharing the cache
+                branches = run.cache.first_step(
+                    (span.start, span.stop, int(t)), x_in, source, run.embeds,
+                    lambda: self._branches(x_in, source, empty_source, run.embeds, t),
                 )  # fmt: skip
             else:
-                branches = self._branches(x_in, source, empty_source, embeds, t)
-            model_output = dual_guidance(*branches, video_guidance_scale, guidance_scale)
+                branches = self._branches(x_in, source, empty_source, run.embeds, t)
+            model_output = dual_guidance(*branches, run.video_guidance_scale, run.guidance_scale)
             if i < corrected_steps:
                 model_output = self._lvsc(model_output, x_in, latent_ref, t, flows)
-            x = self.scheduler.step(model_output, t, x, generator=generator, return_dict=False)[0]
+            x = self.scheduler.step(model_output, t, x, generator=run.generator, return_dict=False)[0]
 
-            if callback_on_step_end is not None:
-                names = {"latents": x, "prompt_embeds": prompt_embeds, "video_latents": video_latents}
-                outputs = callback_on_step_end(self, k * len(timesteps) + i, t, {n: names[n] for n in callback_inputs})
+            if run.callback_on_step_end is not None:
+                names = {"latents": x, "prompt_embeds": run.prompt_embeds, "video_latents": run.video_latents}
+                inputs = {n: names[n] for n in run.callback_inputs}
+                outputs = run.callback_on_step_end(self, k * len(timesteps) + i, t, inputs)
                 x = outputs.pop("latents", x)
             progress.update()
         return None if self.interrupt else x

@@ -18,13 +18,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(tmp: Path, **settings):
-    """Yields (url, demo) for an app on a tiny pipeline saved under `tmp`, its cache under `tmp/cache`."""
+def serve(tmp: Path, model: str | None = None, **settings):
+    """Yields (url, demo) for an app on `model` (default: a tiny pipeline saved under `tmp`), its cache under
+    `tmp/cache`."""
     from insv2v.ui import build_demo, launch_kwargs
     from insv2v.ui.serving import AppConfig
 
-    model = tmp / "tiny"
-    save_tiny([str(model)])
+    if model is None:
+        model = tmp / "tiny"
+        save_tiny([str(model)])
     defaults = dict(max_seconds=4.0, max_upload_mb=2.0, max_frames=12, cache_examples=False, default_steps=1)
     config = AppConfig(model=str(model), cache_dir=tmp / "cache", **{**defaults, **settings})
     with pytest.MonkeyPatch.context() as mp:

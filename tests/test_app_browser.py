@@ -1,5 +1,6 @@
 """The demo app end to end in headless Chromium (Playwright driving Debian's chromium): upload a clip, edit it,
-refuse a bad upload, run a 2x2 CFG sweep. Set INSV2V_SCREENSHOTS=DIR to also save the screenshots in README."""
+refuse a bad upload, run a 2x2 CFG sweep. Set INSV2V_SCREENSHOTS=DIR to also save the screenshots in README
+(then the app serves the shipped toy editor at 10 steps, so that they show real edits)."""
 
 import os
 import shutil
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 from app_server import serve
 from media import make_video
+
+from insv2v.toyworld import TOY_EDITOR
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,7 +24,10 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no chromiu
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     sync_api = pytest.importorskip("playwright.sync_api")
-    with serve(tmp_path_factory.mktemp("app")) as (url, _demo), sync_api.sync_playwright() as p:
+    settings = {}
+    if os.environ.get("INSV2V_SCREENSHOTS") and TOY_EDITOR.exists():
+        settings = {"model": str(TOY_EDITOR), "default_steps": 10}
+    with serve(tmp_path_factory.mktemp("app"), **settings) as (url, _demo), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
