@@ -115,8 +115,8 @@ def test_bad_upload_gets_a_clear_message_and_the_server_keeps_serving(client, me
     "settings, words",
     [
         (dict(frames_per_clip=4, ref_frames=4), "Reference frames must be in [0, Frames per clip), got 4 with 4"),
-        (dict(text_cfg=100), "Value 100 is greater than maximum value 20"),
-        (dict(video_cfg=-1), "Value -1 is less than minimum value 1"),
+        (dict(text_cfg=100), "Text CFG must be between 1 and 20; got 100."),
+        (dict(video_cfg=-1), "Video CFG must be between 1 and 3; got -1."),
         (dict(instruction="  "), "the instruction is empty"),
         (dict(start=30), "start 30s is beyond the end of the video"),
     ],

@@ -12,6 +12,7 @@ import gradio as gr
 from insv2v.editing import EditRecipe, run_edit
 from insv2v.longvideo import plan_clips
 from insv2v.metrics import edit_scores
+from insv2v.ui.controls import Slider
 from insv2v.ui.serving import EXAMPLES, Job, check_upload, get_pipeline, get_scorer, gpu, user_message
 
 DEFAULTS = EditRecipe(input="", instruction="")
@@ -188,8 +189,8 @@ def build(studio) -> None:
             video_info = gr.Markdown(elem_id="edit-input-info")
             instruction = gr.Textbox(label="Instruction", placeholder="make it snowy", elem_id="edit-instruction")
             negative_prompt = gr.Textbox("", label="Negative prompt", placeholder="optional: what to avoid")
-            text_cfg = gr.Slider(1.0, 20.0, DEFAULTS.text_cfg, step=0.5, label="Text CFG", info=TEXT_CFG_HELP)
-            video_cfg = gr.Slider(1.0, 3.0, DEFAULTS.video_cfg, step=0.05, label="Video CFG", info=VIDEO_CFG_HELP)
+            text_cfg = Slider(1.0, 20.0, DEFAULTS.text_cfg, step=0.5, label="Text CFG", info=TEXT_CFG_HELP)
+            video_cfg = Slider(1.0, 3.0, DEFAULTS.video_cfg, step=0.05, label="Video CFG", info=VIDEO_CFG_HELP)
             with gr.Row():
                 preview_button = gr.Button("Preview (first clip)", elem_id="edit-preview")
                 run_button = gr.Button("Edit video", variant="primary", elem_id="edit-run")
@@ -198,32 +199,32 @@ def build(studio) -> None:
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1)
                     randomize_seed = gr.Checkbox(True, label="Randomise seed")
-                steps = gr.Slider(1, 50, config.default_steps, step=1, label="Steps", elem_id="edit-steps")
-                resolution = gr.Slider(
+                steps = Slider(1, 50, config.default_steps, step=1, label="Steps", elem_id="edit-steps")
+                resolution = Slider(
                     0, 1024, 0, step=8, label="Resolution", info="Short side in pixels; 0 = the model's native size"
                 )
             with gr.Accordion("Long video (LVSC) and motion compensation", open=False):
                 lvsc = gr.Checkbox(True, label="LVSC: correct each clip towards the clip before")
-                frames_per_clip = gr.Slider(
+                frames_per_clip = Slider(
                     2, 32, DEFAULTS.frames_per_clip, step=1, label="Frames per clip", elem_id="edit-frames-per-clip"
                 )
-                ref_frames = gr.Slider(
+                ref_frames = Slider(
                     0, 16, DEFAULTS.ref_frames, step=1, label="Reference frames",
                     info="Frames each clip shares with the one before; fewer than frames per clip",
                     elem_id="edit-ref-frames",
                 )  # fmt: skip
-                lvsc_fraction = gr.Slider(
+                lvsc_fraction = Slider(
                     0.0, 1.0, DEFAULTS.lvsc_fraction, step=0.05, label="Correction fraction",
                     info="Share of the steps, from the noisiest, that get the correction",
                 )  # fmt: skip
                 mc = gr.Checkbox(False, label="MC: carry the correction along the input's optical flow")
             with gr.Accordion("Which frames", open=False):
                 start = gr.Number(0.0, label="Start (seconds)", minimum=0)
-                length = gr.Slider(
+                length = Slider(
                     0, config.max_frames, min(16, config.max_frames), step=1, label="Length (frames)",
                     info=f"0 = all, up to {config.max_frames}",
                 )  # fmt: skip
-                stride = gr.Slider(1, 8, 1, step=1, label="Frame stride", info="Keep every n-th frame")
+                stride = Slider(1, 8, 1, step=1, label="Frame stride", info="Keep every n-th frame")
             load_button = gr.UploadButton("Load recipe", file_types=[".json"], elem_id="edit-load-recipe")
         with gr.Column(scale=1):
             output = gr.Video(label="Edited video", elem_id="edit-output", buttons=["download"], height=280)

@@ -16,6 +16,7 @@ from insv2v.longvideo import plan_clips
 from insv2v.metrics import EDIT_SCORES
 from insv2v.sweep import check_grid, parse_scales, run_sweep
 from insv2v.ui.edit_tab import DEFAULTS, recipe_from_settings
+from insv2v.ui.controls import Slider
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
 
 SCORE_LABELS = {
@@ -217,16 +218,16 @@ def build(studio) -> None:
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1)
                     randomize_seed = gr.Checkbox(True, label="Randomise seed (drawn once for the whole grid)")
-                steps = gr.Slider(1, 50, config.default_steps, step=1, label="Steps")
-                resolution = gr.Slider(0, 1024, 0, step=8, label="Resolution", info="0 = the model's native size")
+                steps = Slider(1, 50, config.default_steps, step=1, label="Steps")
+                resolution = Slider(0, 1024, 0, step=8, label="Resolution", info="0 = the model's native size")
                 lvsc = gr.Checkbox(True, label="LVSC")
-                frames_per_clip = gr.Slider(2, 32, DEFAULTS.frames_per_clip, step=1, label="Frames per clip")
-                ref_frames = gr.Slider(0, 16, DEFAULTS.ref_frames, step=1, label="Reference frames")
-                lvsc_fraction = gr.Slider(0.0, 1.0, DEFAULTS.lvsc_fraction, step=0.05, label="Correction fraction")
+                frames_per_clip = Slider(2, 32, DEFAULTS.frames_per_clip, step=1, label="Frames per clip")
+                ref_frames = Slider(0, 16, DEFAULTS.ref_frames, step=1, label="Reference frames")
+                lvsc_fraction = Slider(0.0, 1.0, DEFAULTS.lvsc_fraction, step=0.05, label="Correction fraction")
                 mc = gr.Checkbox(False, label="MC (each cell then encodes the input again)")
                 start = gr.Number(0.0, label="Start (seconds)", minimum=0)
-                length = gr.Slider(0, config.max_frames, min(16, config.max_frames), step=1, label="Length (frames)")
-                stride = gr.Slider(1, 8, 1, step=1, label="Frame stride")
+                length = Slider(0, config.max_frames, min(16, config.max_frames), step=1, label="Length (frames)")
+                stride = Slider(1, 8, 1, step=1, label="Frame stride")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="sweep-status")
             gallery = gr.Gallery(label="Results (rows: text CFG, columns: video CFG)", columns=3, elem_id="sweep-grid")
