@@ -57,6 +57,8 @@ def vae_frame_flops(vae_config: dict, hw: tuple[int, int]) -> float:
     """FLOPs to encode and decode one frame of `hw` pixels, counted on the meta device."""
     from diffusers import AutoencoderKL
 
+    if "block_out_channels" not in vae_config:
+        return 0.0  # the toy world's pixel fold: a reshape, no multiply-adds
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(vae_config)
         factor = 2 ** (len(vae_config["block_out_channels"]) - 1)

@@ -78,7 +78,9 @@ def _edit(pipe: InsV2VPipeline, frames: np.ndarray, instruction: str, seed: int,
 
 def per_frame_model(pipe: InsV2VPipeline) -> InsV2VPipeline:
     """The same pipeline with its motion modules silenced: the 2-D model applied frame by frame."""
-    return InsV2VPipeline(**{**pipe.components, "unet": zero_motion_outputs(copy.deepcopy(pipe.unet))})
+    model = InsV2VPipeline(**{**pipe.components, "unet": zero_motion_outputs(copy.deepcopy(pipe.unet))})
+    model.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return model
 
 
 def evaluate_edits(pipe, n: int = 40, frames: int = 16, seed: int = 0, **kwargs) -> dict:
