@@ -238,15 +238,16 @@ def build(studio) -> None:
     inputs = [video, instruction, *settings]
     outputs = [output, side_by_side, recipe_file, metrics, seed, status]
     heavy = dict(concurrency_limit=1, concurrency_id="model", show_progress="full")
-    preview_event = preview_button.click(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
-    run_event = run_button.click(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
-    submit_event = instruction.submit(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)
+    preview_button.click(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
+    run_button.click(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
+    instruction.submit(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)
 
     def cancel(request: gr.Request):
         if studio.jobs.cancel(request.session_hash if request else None):
             gr.Info("Cancelling: the edit stops after its current step.")
 
-    cancel_button.click(cancel, None, None, cancels=[preview_event, run_event, submit_event], api_name=False)
+    # Cooperative only: Gradio's `cancels=` on a running event left the next heavy event of the session stuck.
+    cancel_button.click(cancel, None, None, api_name=False)
     video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False)
     load_button.upload(load_recipe, load_button, [instruction, *settings], api_name=False)
 

@@ -238,7 +238,7 @@ def build(studio) -> None:
 
     inputs = [video, instruction, text_cfgs, video_cfgs, score, negative_prompt, seed, randomize_seed, steps, lvsc,
               frames_per_clip, ref_frames, lvsc_fraction, mc, resolution, start, length, stride]  # fmt: skip
-    event = run_button.click(
+    run_button.click(
         make_handler(studio), inputs, [gallery, heat, table, files, state, status],
         api_name="sweep", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
@@ -247,5 +247,6 @@ def build(studio) -> None:
         if studio.jobs.cancel(request.session_hash if request else None):
             gr.Info("Cancelling: the sweep stops after its current step.")
 
-    cancel_button.click(cancel, None, None, cancels=[event], api_name=False)
+    # Cooperative only: Gradio's `cancels=` on a running event left the next heavy event of the session stuck.
+    cancel_button.click(cancel, None, None, api_name=False)
     score.change(rescore, [state, score], [heat, status], api_name=False)
