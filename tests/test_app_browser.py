@@ -1,6 +1,6 @@
 """The demo app end to end in headless Chromium (Playwright driving Debian's chromium): upload a clip, edit it,
-refuse a bad upload, run a 2x2 CFG sweep. Set INSV2V_SCREENSHOTS=DIR to also save the screenshots in README
-(then the app serves the shipped toy editor at 10 steps, so that they show real edits)."""
+refuse a bad upload, run a 2x2 CFG sweep, all on the shipped toy editor. Set INSV2V_SCREENSHOTS=DIR to also save
+the screenshots in README (then at 10 steps, so that they show real edits)."""
 
 import os
 import shutil
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no chromiu
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     sync_api = pytest.importorskip("playwright.sync_api")
-    settings = {}
-    if os.environ.get("INSV2V_SCREENSHOTS") and TOY_EDITOR.exists():
-        settings = {"model": str(TOY_EDITOR), "default_steps": 10}
+    settings = {"model": str(TOY_EDITOR)}  # the demo's own default model
+    if os.environ.get("INSV2V_SCREENSHOTS"):
+        settings["default_steps"] = 10  # real-looking edits in the pictures
     with serve(tmp_path_factory.mktemp("app"), **settings) as (url, _demo), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
