@@ -136,6 +136,12 @@ class Source:
         return self
 
 
+def check_instruction(instruction: str | None) -> None:
+    """Refuse an empty instruction before any work."""
+    if not (instruction or "").strip():
+        raise ValueError('the instruction is empty: say what to change, e.g. "make it snowy"')
+
+
 def sidecar_paths(output: Path) -> tuple[Path, Path]:
     """Where the recipe JSON and the side-by-side video of `output` go."""
     return output.with_suffix(".json"), output.with_name(output.stem + "_side_by_side" + output.suffix)
@@ -196,8 +202,7 @@ def run_edit(
         raise ValueError(f"output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name}")
     if output.resolve() == Path(recipe.input).resolve():
         raise ValueError(f"output {output} would overwrite the input")
-    if not recipe.instruction or not recipe.instruction.strip():
-        raise ValueError("the instruction is empty: say what to change, e.g. \"make it snowy\"")
+    check_instruction(recipe.instruction)
     recipe = dataclasses.replace(recipe, seed=recipe.seed if recipe.seed is not None else random.randrange(2**31))
     resolution = recipe.resolution or pipe.default_resolution
 

@@ -126,7 +126,9 @@ def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype =
     from insv2v.models import inflate_unet
     from insv2v.models.inflate import MOTION_MAX_FRAMES
 
-    part = lambda cls, name: _from_pretrained(cls, image_model, "image model", subfolder=name)
+    def part(cls, name: str):
+        return _from_pretrained(cls, image_model, "image model", subfolder=name)
+
     unet2d = part(UNet2DConditionModel, "unet")
     if unet2d.config.in_channels != 8:
         raise ModelLoadError(

@@ -144,13 +144,12 @@ def pair_warp_errors(
     `frames` themselves; or pass `flows = consecutive_flows(flow_frames)` computed once, to score many edits of
     one input. Values in [0, 1] pixel units squared.
     """
-    guide = frames if flow_frames is None else flow_frames
-    if flows is not None and len(flows) != max(len(frames) - 1, 0):
+    if flows is None:
+        flows = consecutive_flows((frames if flow_frames is None else flow_frames)[: len(frames)])
+    elif len(flows) != max(len(frames) - 1, 0):
         raise ValueError(f"`flows` must hold one flow per consecutive pair ({len(frames) - 1}), got {len(flows)}")
     errors = np.zeros(max(len(frames) - 1, 0))
-    for t in range(len(frames) - 1):
-        # frame t+1 -> t: where each pixel came from
-        flow = flows[t] if flows is not None else optical_flow(_gray(guide[t + 1]), _gray(guide[t]))
+    for t, flow in enumerate(flows):  # frame t+1 -> t: where each pixel came from
         prev = torch.from_numpy(frames[t]).permute(2, 0, 1)[None].float() / 255  # (1, 3, h, w)
         warped, weight = warp(prev, torch.from_numpy(flow).permute(2, 0, 1)[None])
         nxt = torch.from_numpy(frames[t + 1]).permute(2, 0, 1)[None].float() / 255
@@ -159,7 +158,9 @@ def pair_warp_errors(
     return errors
 
 
-def warp_error(frames: np.ndarray, flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None) -> float:
+def warp_error(
+    frames: np.ndarray, flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None
+) -> float:
     """Motion-aware MSE: mean flow-warp error between consecutive frames (0 for a still video)."""
     errors = pair_warp_errors(frames, flow_frames, flows)
     return float(errors.mean()) if len(errors) else 0.0

@@ -307,10 +307,6 @@ class InsV2VPipeline(DiffusionPipeline):
         out = self.unet(unet_in, t, encoder_hidden_states=text).sample.float()  # (3, c, f, h, w)
         return out.chunk(3)  # each (1, c, f, h, w)
 
-    def _predict(self, x_in, source, empty_source, embeds, t, video_scale, text_scale):
-        """The guided model output for one clip: three UNet branches in one batch (InsV2V eq. 2)."""
-        return dual_guidance(*self._branches(x_in, source, empty_source, embeds, t), video_scale, text_scale)
-
     def _lvsc(self, model_output, x_in, latent_ref, t, flows):
         """LVSC on a model output of any parameterisation, through the equivalent noise prediction."""
         a = self._alpha_bar(t, x_in.device)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insv2v.editing import EditRecipe, Source, run_edit
+from insv2v.editing import EditRecipe, Source, check_instruction, run_edit
 from insv2v.metrics import EDIT_SCORES, ClipScorer, consecutive_flows, edit_scores
 from insv2v.pipeline import TEXT_GUIDANCE_RANGE, VIDEO_GUIDANCE_RANGE, InsV2VPipeline
 
@@ -144,8 +144,7 @@ def run_sweep(
     began = time.perf_counter()
     text_cfgs, video_cfgs = [float(v) for v in text_cfgs], [float(v) for v in video_cfgs]
     check_grid(text_cfgs, video_cfgs)
-    if not recipe.instruction or not recipe.instruction.strip():
-        raise ValueError('the instruction is empty: say what to change, e.g. "make it snowy"')
+    check_instruction(recipe.instruction)
     recipe = dataclasses.replace(recipe, seed=recipe.seed if recipe.seed is not None else random.randrange(2**31))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def test_three_branches_in_one_batch_match_separate_calls(pipe):
     x = torch.randn(1, 4, 3, 4, 6)
     source = torch.randn(1, 4, 3, 4, 6)
     embeds = torch.randn(3, 77, 32)
-    guided = pipe._predict(x, source, torch.zeros_like(source), embeds, torch.tensor(500), 1.5, 7.5)
+    guided = dual_guidance(*pipe._branches(x, source, torch.zeros_like(source), embeds, torch.tensor(500)), 1.5, 7.5)
 
     def eps(cond, text):
         inp = torch.cat([x, cond], dim=1)

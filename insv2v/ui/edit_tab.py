@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from insv2v.editing import EditRecipe, run_edit
+from insv2v.editing import EditRecipe, check_instruction, run_edit
 from insv2v.longvideo import plan_clips
 from insv2v.metrics import edit_scores
 from insv2v.ui.controls import Slider
@@ -69,8 +69,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
     """Check, edit, score; returns (output, side by side, recipe file, metrics, seed, status)."""
     config = studio.config
     try:
-        if not (instruction or "").strip():
-            raise ValueError('the instruction is empty: say what to change, e.g. "make it snowy"')
+        check_instruction(instruction)
         info = check_upload(video, config)
         recipe, note = recipe_from_settings(studio, video, instruction, values, preview)
         job_dir = studio.cache.new_job("preview" if preview else "edit")

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from insv2v.editing import check_instruction
 from insv2v.longvideo import plan_clips
 from insv2v.metrics import EDIT_SCORES
 from insv2v.sweep import check_grid, parse_scales, run_sweep
-from insv2v.ui.edit_tab import DEFAULTS, recipe_from_settings
 from insv2v.ui.controls import Slider
+from insv2v.ui.edit_tab import DEFAULTS, SETTINGS, recipe_from_settings
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
 
 SCORE_LABELS = {
@@ -90,8 +91,7 @@ def present(data: dict, score: str) -> tuple[Image.Image, list, str]:
 def run(studio, video, instruction, text_values, video_values, score, values, session, progress) -> tuple:
     config = studio.config
     try:
-        if not (instruction or "").strip():
-            raise ValueError('the instruction is empty: say what to change, e.g. "make it snowy"')
+        check_instruction(instruction)
         text_cfgs, video_cfgs = parse_scales(text_values, "text CFG"), parse_scales(video_values, "video CFG")
         check_grid(text_cfgs, video_cfgs)
         info = check_upload(video, config)
@@ -171,12 +171,9 @@ def make_handler(studio):
         request: gr.Request = None,
         progress=gr.Progress(),
     ):
-        values = dict(
-            negative_prompt=negative_prompt, text_cfg=DEFAULTS.text_cfg, video_cfg=DEFAULTS.video_cfg, lvsc=lvsc,
-            frames_per_clip=frames_per_clip, ref_frames=ref_frames, lvsc_fraction=lvsc_fraction, mc=mc, seed=seed,
-            randomize_seed=randomize_seed, steps=steps, resolution=resolution, start=start, length=length,
-            stride=stride,
-        )  # fmt: skip
+        # The grid supplies the guidance scales; the recipe's own are placeholders.
+        values = {name: value for name, value in locals().items() if name in SETTINGS}
+        values.update(text_cfg=DEFAULTS.text_cfg, video_cfg=DEFAULTS.video_cfg)
         session = request.session_hash if request is not None else None
         return run(studio, video, instruction, text_cfgs, video_cfgs, score, values, session, progress)
 
