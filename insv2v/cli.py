@@ -170,6 +170,8 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--clip", help="CLIP folder for CLIP metrics (default: the shipped toy CLIP)")
     e.add_argument("--n", type=_positive_int, default=40, help="held-out triplets per measurement (40)")
     e.add_argument("--steps", type=_positive_int, default=20)
+    e.add_argument("--text-cfg", type=float, default=DEFAULTS.text_cfg, help=f"text guidance ({DEFAULTS.text_cfg})")
+    e.add_argument("--video-cfg", type=float, default=DEFAULTS.video_cfg, help=f"video guidance ({DEFAULTS.video_cfg})")
     e.add_argument("--out", help="also write the results as JSON here")
 
 
@@ -197,12 +199,13 @@ def evaluate(args: argparse.Namespace) -> None:
 
     pipe = load_pipeline(args.model or str(TOY_EDITOR), device="cpu")
     pipe.set_progress_bar_config(disable=True)
+    sampling = {"num_inference_steps": args.steps, "guidance_scale": args.text_cfg,
+                "video_guidance_scale": args.video_cfg}  # fmt: skip
     results = {
-        "edits": evaluate_edits(pipe, n=args.n, num_inference_steps=args.steps),
-        "temporal": evaluate_temporal(
-            pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), num_inference_steps=args.steps
-        ),
-        "long": evaluate_long(pipe, n=max(2, args.n // 8), num_inference_steps=args.steps),
+        "sampling": sampling,
+        "edits": evaluate_edits(pipe, n=args.n, **sampling),
+        "temporal": evaluate_temporal(pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), **sampling),
+        "long": evaluate_long(pipe, n=max(2, args.n // 8), **sampling),
     }
     print(markdown_table(results))
     if args.out:

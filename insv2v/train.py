@@ -126,14 +126,24 @@ def encode_text(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
     return text_encoder(tokens.input_ids)[0]  # (n, L, C)
 
 
+def fold_frames(x: torch.Tensor) -> torch.Tensor:
+    """(n, c, f, h, w) -> (n*f, c, h, w): frames as a batch of images."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+def unfold_frames(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of `fold_frames` for `n` clips."""
+    return x.unflatten(0, (n, -1)).transpose(1, 2)
+
+
 def editing_loss(unet, helpers, text_encoder, source, target, instructions, config, rng) -> torch.Tensor:
     """InstructPix2Pix loss with condition dropout; source/target (n, 3, h, w) or (n, 3, f, h, w) in [-1, 1]."""
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
     video = source.ndim == 5
     n = source.shape[0]
-    fold = (lambda x: x.transpose(1, 2).flatten(0, 1)) if video else (lambda x: x)  # (n*f, 3, h, w)
-    x0 = vae.encode(fold(target)).latent_dist.mode() * vae.config.scaling_factor
-    cond = source_latents = vae.encode(fold(source)).latent_dist.mode()
+    target_px, source_px = (fold_frames(target), fold_frames(source)) if video else (target, source)
+    x0 = vae.encode(target_px).latent_dist.mode() * vae.config.scaling_factor
+    cond = source_latents = vae.encode(source_px).latent_dist.mode()
     roll = torch.from_numpy(rng.random(n)).float()
     no_text = roll < config.drop_text + config.drop_both
     no_video = (roll >= config.drop_text) & (roll < config.drop_text + config.drop_both + config.drop_video)
@@ -141,8 +151,7 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     embeds = encode_text(tokenizer, text_encoder, texts)  # (n, L, C)
     if video:
         f = source.shape[2]
-        unfold = lambda x: x.unflatten(0, (n, f)).transpose(1, 2)  # (n, c, f, h, w)
-        x0, cond, source_latents = unfold(x0), unfold(cond), unfold(source_latents)
+        x0, cond, source_latents = (unfold_frames(x, n) for x in (x0, cond, source_latents))
         cond = cond * (~no_video).float().view(n, 1, 1, 1, 1)
         embeds = embeds.repeat_interleave(f, dim=0)  # (n*f, L, C)
     else:

@@ -137,3 +137,21 @@ def test_toyworld_make_and_train_commands(tmp_path, capsys):
     assert (tmp_path / "clip" / "final" / "model.safetensors").is_file()
     assert main(["toyworld", "make", str(tmp_path / "x"), "--n", "1", "--frames", "1000"]) == 2
     assert "frames must be in [1, 256]" in capsys.readouterr().err
+
+
+def test_eval_writes_every_row_at_the_sampling_asked_for(model, tmp_path, capsys):
+    from insv2v.metrics import psnr
+    from insv2v.toyworld.evaluate import EDIT_KINDS
+    from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
+
+    out = tmp_path / "results.json"
+    args = ["eval", "--toyworld", "--model", model, "--n", "4", "--steps", "1", "--text-cfg", "2.5", "--out", out]
+    assert main([str(a) for a in args]) == 0
+    results = json.loads(out.read_text())
+    assert results["sampling"] == {"num_inference_steps": 1, "guidance_scale": 2.5, "video_guidance_scale": 1.2}
+    assert sorted(results["edits"]["correct"]) == sorted(EDIT_KINDS)
+    pairs = [sample_triplet(HELDOUT_SEEDS.start + i, kind=EDIT_KINDS[i % 4]).render(16) for i in range(4)]
+    assert results["edits"]["psnr_identity"] == pytest.approx(np.mean([psnr(a, b) for a, b in pairs]))
+    assert list(results["temporal"]) == ["2-D per frame", "inflated"]
+    assert list(results["long"]) == ["LVSC off", "LVSC", "LVSC + MC"]
+    assert "| LVSC hides clip seams | LVSC + MC | seam score |" in capsys.readouterr().out

@@ -32,6 +32,11 @@ def _nearest(colour: np.ndarray, palette: dict[str, tuple]) -> str:
     return names[int(np.argmin(distances))]
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (0 when both are empty)."""
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
 def edit_correct(triplet: Triplet, output: np.ndarray) -> bool:
     """Did `output` (f, h, w, 3) uint8, frames 0.., make the edit the instruction asked for?
 
@@ -67,8 +72,7 @@ def edit_correct(triplet: Triplet, output: np.ndarray) -> bool:
     names = list(palette)
     tones = np.array([palette[n] for n in names], np.float64)  # (k, 3)
     ours[region] = np.argmin(((pixels[:, None] - tones[None]) ** 2).sum(-1), axis=1) == 0
-    iou = lambda a, b: (a & b).sum() / max((a | b).sum(), 1)  # noqa: E731
-    return iou(ours, new) > iou(ours, old)
+    return _iou(ours, new) > _iou(ours, old)
 
 
 def _edit(pipe: InsV2VPipeline, frames: np.ndarray, instruction: str, seed: int, **kwargs) -> np.ndarray:

@@ -61,6 +61,8 @@ def toy_unet2d() -> UNet2DConditionModel:
 
     Cross-attention sits at 8x8 and 4x4 only: at 16x16 it doubled the time of a step (256 tokens) while the
     text decides what to paint (colour, shape, background), which the coarse levels carry to the fine ones.
+    The 16x16 level has twice the channels of the 48 values it reproduces per position: at 48 the loss was
+    0.031 after 7000 steps, at 96 it is 0.027 after 5500, each step 1.2x slower (measured, 2 CPU cores).
     """
     channels = 3 * PATCH * PATCH
     return UNet2DConditionModel(
@@ -69,7 +71,7 @@ def toy_unet2d() -> UNet2DConditionModel:
         out_channels=channels,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(48, 96, 128),
+        block_out_channels=(96, 96, 128),
         layers_per_block=1,
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=16,  # heads of 16 channels
