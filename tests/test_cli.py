@@ -150,7 +150,7 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(model, tmp_path, capsys
     results = json.loads(out.read_text())
     assert results["sampling"] == {"num_inference_steps": 1, "guidance_scale": 2.5, "video_guidance_scale": 1.2}
     assert sorted(results["edits"]["correct"]) == sorted(EDIT_KINDS)
-    pairs = [sample_triplet(HELDOUT_SEEDS.start + i, kind=EDIT_KINDS[i % 4]).render(16) for i in range(4)]
+    pairs = [sample_triplet(HELDOUT_SEEDS.start + i, kind=EDIT_KINDS[i % len(EDIT_KINDS)]).render(16) for i in range(4)]
     assert results["edits"]["psnr_identity"] == pytest.approx(np.mean([psnr(a, b) for a, b in pairs]))
     assert list(results["temporal"]) == ["2-D per frame", "inflated"]
     assert list(results["long"]) == ["LVSC off", "LVSC", "LVSC + MC"]
