@@ -16,7 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from insv2v.editing import EditRecipe
+from insv2v.editing import EditRecipe, model_defaults
 
 DEFAULTS = EditRecipe(input="", instruction="")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -44,8 +44,8 @@ def _add_edit_parser(commands) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--dtype", choices=DTYPES, help="weights' precision (default: float16 on CUDA, else float32)")
     g = p.add_argument_group("guidance")
-    g.add_argument("--text-cfg", type=float, help=f"text guidance; raise if the edit is too weak ({DEFAULTS.text_cfg})")
-    g.add_argument("--video-cfg", type=float, help=f"video guidance; raise if the result strays ({DEFAULTS.video_cfg})")
+    g.add_argument("--text-cfg", type=float, help=f"text guidance; raise if the edit is too weak (the model's recommendation, else {DEFAULTS.text_cfg})")
+    g.add_argument("--video-cfg", type=float, help=f"video guidance; raise if the result strays (the model's recommendation, else {DEFAULTS.video_cfg})")
     g.add_argument("--negative-prompt", help="text of the unconditional branch (default: empty)")
     g.add_argument("--steps", type=_positive_int, help=f"denoising steps ({DEFAULTS.steps})")
     g.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the recipe)")
@@ -66,7 +66,12 @@ def _add_edit_parser(commands) -> None:
 
 
 def _recipe_from_args(args: argparse.Namespace) -> EditRecipe:
-    base = EditRecipe.load(args.recipe) if args.recipe else DEFAULTS
+    if args.recipe:
+        base = EditRecipe.load(args.recipe)
+    else:
+        from insv2v.loading import default_source
+
+        base = model_defaults(default_source(args.model))
     overrides = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(EditRecipe)
@@ -170,8 +175,8 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--clip", help="CLIP folder for CLIP metrics (default: the shipped toy CLIP)")
     e.add_argument("--n", type=_positive_int, default=40, help="held-out triplets per measurement (40)")
     e.add_argument("--steps", type=_positive_int, default=20)
-    e.add_argument("--text-cfg", type=float, default=DEFAULTS.text_cfg, help=f"text guidance ({DEFAULTS.text_cfg})")
-    e.add_argument("--video-cfg", type=float, default=DEFAULTS.video_cfg, help=f"video guidance ({DEFAULTS.video_cfg})")
+    e.add_argument("--text-cfg", type=float, help=f"text guidance (the model's recommendation, else {DEFAULTS.text_cfg})")
+    e.add_argument("--video-cfg", type=float, help=f"video guidance (the model's recommendation, else {DEFAULTS.video_cfg})")
     e.add_argument("--out", help="also write the results as JSON here")
 
 
@@ -197,10 +202,13 @@ def evaluate(args: argparse.Namespace) -> None:
     from insv2v.toyworld import TOY_CLIP, TOY_EDITOR
     from insv2v.toyworld.evaluate import evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
 
-    pipe = load_pipeline(args.model or str(TOY_EDITOR), device="cpu")
+    model = args.model or str(TOY_EDITOR)
+    pipe = load_pipeline(model, device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    sampling = {"num_inference_steps": args.steps, "guidance_scale": args.text_cfg,
-                "video_guidance_scale": args.video_cfg}  # fmt: skip
+    recommended = model_defaults(model)
+    text_cfg = recommended.text_cfg if args.text_cfg is None else args.text_cfg
+    video_cfg = recommended.video_cfg if args.video_cfg is None else args.video_cfg
+    sampling = {"num_inference_steps": args.steps, "guidance_scale": text_cfg, "video_guidance_scale": video_cfg}
     results = {
         "sampling": sampling,
         "edits": evaluate_edits(pipe, n=args.n, **sampling),

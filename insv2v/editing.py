@@ -86,6 +86,27 @@ class EditRecipe:
         Path(path).write_text(json.dumps({**data, "_meta": meta}, indent=2, default=str))
 
 
+MODEL_SAMPLING_FILE = "sampling.json"  # in a model folder: the guidance its card recommends, e.g. {"text_cfg": 4}
+MODEL_SAMPLING_KEYS = ("text_cfg", "video_cfg")
+
+
+def model_defaults(model: str | None) -> EditRecipe:
+    """EditRecipe's defaults, with the guidance scales a model folder recommends in MODEL_SAMPLING_FILE (the
+    toy editor: text CFG 4, where the real model's 7.5 saturates its colours). Hub ids and composed models,
+    and folders without the file, get the plain defaults."""
+    base = EditRecipe(input="", instruction="")
+    path = Path(model) / MODEL_SAMPLING_FILE if model else None
+    if path is None or not path.is_file():
+        return base
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    if not isinstance(data, dict) or set(data) - set(MODEL_SAMPLING_KEYS):
+        raise ValueError(f"{path} must be a JSON object with keys among {', '.join(MODEL_SAMPLING_KEYS)}")
+    return dataclasses.replace(base, **{k: float(v) for k, v in data.items()})
+
+
 @dataclass
 class EditResult:
     output: Path

@@ -304,3 +304,18 @@ def test_python_app_py_alone_serves_the_bundled_toy_editor(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_controls_start_at_the_models_recommended_guidance(tmp_path, monkeypatch):
+    from insv2v.testing.tiny import main as save_tiny
+    from insv2v.ui import build_demo
+
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "model"
+    save_tiny([str(folder)])
+    (folder / "sampling.json").write_text('{"text_cfg": 4}')
+    demo = build_demo(AppConfig(model=str(folder), cache_dir=tmp_path / "cache", cache_examples=False))
+    values = {getattr(block, "label", None): getattr(block, "value", None) for block in demo.blocks.values()}
+    assert (values["Text CFG"], values["Video CFG"]) == (4.0, 1.2)
+    assert values["Text CFG values (rows)"] == "1.5, 4, 6.5"  # the sweep's rows: the recommendation and 2.5 either side

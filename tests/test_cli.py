@@ -130,6 +130,23 @@ def test_missing_model_folder_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert "could not load model 'someone/not-downloaded'" in err and "hf download someone/not-downloaded" in err
 
 
+def test_model_recommended_guidance_is_the_default_and_flags_override_it(tmp_path, capsys):
+    """A model folder's sampling.json sets the default guidance; a flag wins; a malformed file is named."""
+    folder = tmp_path / "model"
+    save_tiny([str(folder)])
+    (folder / "sampling.json").write_text('{"text_cfg": 4}')
+    good = make_video(tmp_path / "good.mp4", num_frames=4)
+    assert edit(good, "make it snowy", "-o", tmp_path / "a.mp4", "--model", folder, *FAST) == 0
+    assert edit(good, "make it snowy", "-o", tmp_path / "b.mp4", "--model", folder, "--text-cfg", 6, *FAST) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert (a["text_cfg"], a["video_cfg"], b["text_cfg"]) == (4.0, 1.2, 6.0)
+
+    (folder / "sampling.json").write_text('{"text_cfg": 4, "cfg": 9}')
+    assert edit(good, "make it snowy", "-o", tmp_path / "c.mp4", "--model", folder, *FAST) == 2
+    assert "sampling.json must be a JSON object with keys among text_cfg, video_cfg" in capsys.readouterr().err
+    assert not (tmp_path / "c.mp4").exists()
+
+
 def test_toyworld_make_and_train_commands(tmp_path, capsys):
     assert main(["toyworld", "make", str(tmp_path / "tw"), "--n", "2", "--frames", "4", "--split", "heldout"]) == 0
     assert sorted(p.name for p in (tmp_path / "tw" / "0000").iterdir()) == ["input.mp4", "meta.json", "target.mp4"]

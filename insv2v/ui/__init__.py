@@ -9,6 +9,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from insv2v.editing import EditRecipe, model_defaults
 from insv2v.ui.serving import AppConfig, Jobs, OutputCache
 
 TITLE = "InsV2V Studio"
@@ -20,11 +21,13 @@ INTRO = (
 
 @dataclass
 class Studio:
-    """What the tabs share: the settings, the output cache and the running jobs."""
+    """What the tabs share: the settings, the output cache, the running jobs, and the controls' starting values
+    (EditRecipe's defaults with the model's recommended guidance)."""
 
     config: AppConfig
     cache: OutputCache
     jobs: Jobs
+    defaults: EditRecipe
 
 
 def _tabs():
@@ -51,6 +54,7 @@ def build_demo(config: AppConfig | None = None):
         config,
         OutputCache(config.cache_dir, config.cache_max_mb * 2**20, config.cache_max_age_s),
         Jobs(),
+        model_defaults(config.model),
     )
     hour = 3600
     with gr.Blocks(title=TITLE, delete_cache=(hour, int(config.cache_max_age_s)), analytics_enabled=False) as demo:

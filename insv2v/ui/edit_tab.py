@@ -121,8 +121,8 @@ def make_handler(studio, preview: bool):
         video: str,
         instruction: str,
         negative_prompt: str = "",
-        text_cfg: float = DEFAULTS.text_cfg,
-        video_cfg: float = DEFAULTS.video_cfg,
+        text_cfg: float = studio.defaults.text_cfg,
+        video_cfg: float = studio.defaults.video_cfg,
         lvsc: bool = True,
         frames_per_clip: int = DEFAULTS.frames_per_clip,
         ref_frames: int = DEFAULTS.ref_frames,
@@ -188,8 +188,8 @@ def build(studio) -> None:
             video_info = gr.Markdown(elem_id="edit-input-info")
             instruction = gr.Textbox(label="Instruction", placeholder="make it snowy", elem_id="edit-instruction")
             negative_prompt = gr.Textbox("", label="Negative prompt", placeholder="optional: what to avoid")
-            text_cfg = Slider(1.0, 20.0, DEFAULTS.text_cfg, step=0.5, label="Text CFG", info=TEXT_CFG_HELP)
-            video_cfg = Slider(1.0, 3.0, DEFAULTS.video_cfg, step=0.05, label="Video CFG", info=VIDEO_CFG_HELP)
+            text_cfg = Slider(1.0, 20.0, studio.defaults.text_cfg, step=0.5, label="Text CFG", info=TEXT_CFG_HELP)
+            video_cfg = Slider(1.0, 3.0, studio.defaults.video_cfg, step=0.05, label="Video CFG", info=VIDEO_CFG_HELP)
             with gr.Row():
                 preview_button = gr.Button("Preview (first clip)", elem_id="edit-preview")
                 run_button = gr.Button("Edit video", variant="primary", elem_id="edit-run")

@@ -147,12 +147,17 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
     )
 
 
+def text_grid(centre: float) -> str:
+    """The starting rows of the grid: the model's text CFG and 2.5 either side (7.5 -> "5, 7.5, 10")."""
+    return ", ".join(f"{value:g}" for value in (max(1.0, centre - 2.5), centre, centre + 2.5))
+
+
 def make_handler(studio):
     @gpu(studio.config.gpu_seconds * 4)
     def sweep(
         video: str,
         instruction: str,
-        text_cfgs: str = "5, 7.5, 10",
+        text_cfgs: str = text_grid(studio.defaults.text_cfg),
         video_cfgs: str = "1.0, 1.2, 1.5",
         score: str = "clip_text",
         negative_prompt: str = "",
@@ -197,7 +202,7 @@ def build(studio) -> None:
             instruction = gr.Textbox(label="Instruction", placeholder="make it snowy", elem_id="sweep-instruction")
             negative_prompt = gr.Textbox("", label="Negative prompt", placeholder="optional")
             text_cfgs = gr.Textbox(
-                "5, 7.5, 10", label="Text CFG values (rows)", elem_id="sweep-text-cfgs",
+                text_grid(studio.defaults.text_cfg), label="Text CFG values (rows)", elem_id="sweep-text-cfgs",
                 info="Comma-separated; raise when the edit is too weak",
             )  # fmt: skip
             video_cfgs = gr.Textbox(
