@@ -22,6 +22,11 @@ DEFAULTS = EditRecipe(input="", instruction="")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
+def _default_guidance(name: str) -> str:
+    """Help text for a guidance flag's default: a model folder's sampling.json, else EditRecipe's."""
+    return f"the model's sampling.json, else {getattr(DEFAULTS, name)}"
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -44,8 +49,10 @@ def _add_edit_parser(commands) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--dtype", choices=DTYPES, help="weights' precision (default: float16 on CUDA, else float32)")
     g = p.add_argument_group("guidance")
-    g.add_argument("--text-cfg", type=float, help=f"text guidance; raise if the edit is too weak (the model's recommendation, else {DEFAULTS.text_cfg})")
-    g.add_argument("--video-cfg", type=float, help=f"video guidance; raise if the result strays (the model's recommendation, else {DEFAULTS.video_cfg})")
+    text_help = f"text guidance; raise if the edit is too weak ({_default_guidance('text_cfg')})"
+    g.add_argument("--text-cfg", type=float, help=text_help)
+    video_help = f"video guidance; raise if the result strays ({_default_guidance('video_cfg')})"
+    g.add_argument("--video-cfg", type=float, help=video_help)
     g.add_argument("--negative-prompt", help="text of the unconditional branch (default: empty)")
     g.add_argument("--steps", type=_positive_int, help=f"denoising steps ({DEFAULTS.steps})")
     g.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the recipe)")
@@ -175,8 +182,8 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--clip", help="CLIP folder for CLIP metrics (default: the shipped toy CLIP)")
     e.add_argument("--n", type=_positive_int, default=40, help="held-out triplets per measurement (40)")
     e.add_argument("--steps", type=_positive_int, default=20)
-    e.add_argument("--text-cfg", type=float, help=f"text guidance (the model's recommendation, else {DEFAULTS.text_cfg})")
-    e.add_argument("--video-cfg", type=float, help=f"video guidance (the model's recommendation, else {DEFAULTS.video_cfg})")
+    e.add_argument("--text-cfg", type=float, help=f"text guidance ({_default_guidance('text_cfg')})")
+    e.add_argument("--video-cfg", type=float, help=f"video guidance ({_default_guidance('video_cfg')})")
     e.add_argument("--out", help="also write the results as JSON here")
 
 

@@ -156,16 +156,20 @@ def test_toyworld_make_and_train_commands(tmp_path, capsys):
     assert "frames must be in [1, 256]" in capsys.readouterr().err
 
 
-def test_eval_writes_every_row_at_the_sampling_asked_for(model, tmp_path, capsys):
+def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
+    """Text CFG from the flag, video CFG from the model's sampling.json."""
     from insv2v.metrics import psnr
     from insv2v.toyworld.evaluate import EDIT_KINDS
     from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
 
+    model = tmp_path / "model"
+    save_tiny([str(model)])
+    (model / "sampling.json").write_text('{"text_cfg": 4, "video_cfg": 1.5}')
     out = tmp_path / "results.json"
     args = ["eval", "--toyworld", "--model", model, "--n", "4", "--steps", "1", "--text-cfg", "2.5", "--out", out]
     assert main([str(a) for a in args]) == 0
     results = json.loads(out.read_text())
-    assert results["sampling"] == {"num_inference_steps": 1, "guidance_scale": 2.5, "video_guidance_scale": 1.2}
+    assert results["sampling"] == {"num_inference_steps": 1, "guidance_scale": 2.5, "video_guidance_scale": 1.5}
     assert sorted(results["edits"]["correct"]) == sorted(EDIT_KINDS)
     pairs = [sample_triplet(HELDOUT_SEEDS.start + i, kind=EDIT_KINDS[i % len(EDIT_KINDS)]).render(16) for i in range(4)]
     assert results["edits"]["psnr_identity"] == pytest.approx(np.mean([psnr(a, b) for a, b in pairs]))
