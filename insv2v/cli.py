@@ -34,6 +34,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _edit_mix(text: str) -> dict[str, float]:
+    """"shape=5,colour=2" -> {"shape": 5.0, "colour": 2.0}: relative frequencies of the toy world's edit kinds."""
+    from insv2v.toyworld.world import EDIT_MIX
+
+    mix = {}
+    for item in text.split(","):
+        kind, _, weight = item.partition("=")
+        if kind.strip() not in EDIT_MIX:
+            raise argparse.ArgumentTypeError(f"unknown edit kind {kind.strip()!r}; kinds: {', '.join(EDIT_MIX)}")
+        try:
+            mix[kind.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not KIND=WEIGHT") from None
+    if any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+        raise argparse.ArgumentTypeError(f"weights must be >= 0 and not all 0, got {text!r}")
+    return mix
+
+
 def _add_edit_parser(commands) -> None:
     p = commands.add_parser("edit", help="edit a video from a text instruction")
     p.add_argument("input", nargs="?", help="input video (any common format)")
@@ -170,7 +188,9 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--frames", type=_positive_int, default=8, help="frames per clip in the video stage (8)")
     t.add_argument("--clip", dest="clip_dir", help="2d: trained CLIP folder whose text tower starts the encoder")
-    t.add_argument("--init", dest="init_dir", help="video: the 2-D stage's final folder")
+    t.add_argument("--init", dest="init_dir", help="video: the 2-D stage's final folder; 2d: one to fine-tune")
+    t.add_argument("--edit-mix", type=_edit_mix, help="2d, video: how often each edit kind is drawn, e.g. "
+                   "shape=5,colour=2,background=2,style=1 (default: the world's 3,3,3,1)")  # fmt: skip
     t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=200)
     t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")

@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from insv2v.toyworld.models import toy_sample_scheduler, toy_tokenizer
-from insv2v.toyworld.world import TRAIN_SEEDS, sample_triplet
+from insv2v.toyworld.world import TRAIN_SEEDS, Triplet, sample_triplet
 
 EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
 
@@ -43,7 +43,8 @@ class TrainConfig:
     drop_both: float = 0.05
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     clip_dir: str | None = None  # stage 2d: a trained CLIP whose text tower starts the text encoder (else random)
-    init_dir: str | None = None  # stage video: the trained 2-D pipeline folder
+    init_dir: str | None = None  # stage video: the trained 2-D model folder; stage 2d: one to fine-tune (optional)
+    edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 200
@@ -58,11 +59,22 @@ def to_pixels(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def frame_pairs(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+def random_triplet(rng: np.random.Generator, edit_mix: dict[str, float] | None = None) -> Triplet:
+    """A random training triplet; `edit_mix` (kind -> relative frequency) picks its edit kind."""
+    kind = None
+    if edit_mix:
+        kinds, weights = zip(*edit_mix.items())
+        kind = str(rng.choice(kinds, p=np.array(weights) / sum(weights)))
+    return sample_triplet(int(rng.integers(TRAIN_SEEDS.stop)), kind=kind)
+
+
+def frame_pairs(
+    rng: np.random.Generator, n: int, edit_mix: dict[str, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """n (input frame, edited frame, instruction, input caption) at random times of random training triplets."""
     inputs, targets, instructions, captions = [], [], [], []
     for _ in range(n):
-        triplet = sample_triplet(int(rng.integers(TRAIN_SEEDS.stop)))
+        triplet = random_triplet(rng, edit_mix)
         a, b = triplet.render(1, first=int(rng.integers(32)))
         inputs.append(a)
         targets.append(b)
@@ -71,11 +83,13 @@ def frame_pairs(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.T
     return to_pixels(np.concatenate(inputs)), to_pixels(np.concatenate(targets)), instructions, captions
 
 
-def clip_pairs(rng: np.random.Generator, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def clip_pairs(
+    rng: np.random.Generator, n: int, frames: int, edit_mix: dict[str, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """n (input clip, edited clip, instruction), clips as (n, 3, f, h, w) in [-1, 1]."""
     inputs, targets, instructions = [], [], []
     for _ in range(n):
-        triplet = sample_triplet(int(rng.integers(TRAIN_SEEDS.stop)))
+        triplet = random_triplet(rng, edit_mix)
         a, b = triplet.render(frames, first=int(rng.integers(32)))
         inputs.append(to_pixels(a).transpose(0, 1))  # (3, f, h, w)
         targets.append(to_pixels(b).transpose(0, 1))
@@ -96,12 +110,17 @@ def build(config: TrainConfig):
     vae = models.toy_autoencoder()
     scheduler = models.toy_train_scheduler()
     if config.stage == "2d":
-        from transformers import CLIPModel
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPModel, CLIPTextModel
 
+        helpers = {"tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}
+        if config.init_dir:  # fine-tune a trained 2-D model
+            init = Path(config.init_dir)
+            unet = UNet2DConditionModel.from_pretrained(init / "unet")
+            return {"unet": unet, "text_encoder": CLIPTextModel.from_pretrained(init / "text_encoder")}, helpers
         clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
         text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet
-        return {"unet": models.toy_unet2d(), "text_encoder": text_encoder}, {
-            "tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}  # fmt: skip
+        return {"unet": models.toy_unet2d(), "text_encoder": text_encoder}, helpers
     if config.stage == "video":
         if not config.init_dir:
             raise ValueError("stage video needs --init (the trained 2-D model folder)")
@@ -259,9 +278,9 @@ def train(config: TrainConfig) -> Path:
         else:
             text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
             if config.stage == "2d":
-                source, target, instructions, _ = frame_pairs(rng, config.batch_size)
+                source, target, instructions, _ = frame_pairs(rng, config.batch_size, config.edit_mix)
             else:
-                source, target, instructions = clip_pairs(rng, config.batch_size, config.frames)
+                source, target, instructions = clip_pairs(rng, config.batch_size, config.frames, config.edit_mix)
             loss = editing_loss(modules["unet"], helpers, text_encoder, source.to(accelerator.device),
                                 target.to(accelerator.device), instructions, config, rng)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,16 @@ from insv2v import InsV2VPipeline
 from insv2v.toyworld.dataset import split_seeds, write_triplets
 from insv2v.toyworld.evaluate import EDIT_KINDS, edit_correct
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
-from insv2v.train import EDIT_THRESHOLD, TrainConfig, build, editing_loss, frame_pairs, learning_rate, train
+from insv2v.train import (
+    EDIT_THRESHOLD,
+    TrainConfig,
+    build,
+    editing_loss,
+    frame_pairs,
+    learning_rate,
+    random_triplet,
+    train,
+)
 from insv2v.video import probe, read_video
 
 
@@ -36,6 +45,14 @@ def test_write_triplets(tmp_path):
     assert np.abs(decoded.astype(int) - triplet.render(12)[1].astype(int)).mean() < 4  # H.264 at high quality
     with pytest.raises(ValueError, match="do not fit"):
         split_seeds("heldout", n=10, seed=len(HELDOUT_SEEDS))
+
+
+def test_edit_mix_draws_the_named_kinds_in_proportion():
+    rng = np.random.default_rng(0)
+    kinds = [random_triplet(rng, {"shape": 3, "colour": 1}).edit.kind for _ in range(400)]
+    assert set(kinds) == {"shape", "colour"}
+    assert kinds.count("shape") / len(kinds) == pytest.approx(0.75, abs=0.06)  # 4.4 standard deviations
+    assert {random_triplet(rng).edit.kind for _ in range(100)} == set(EDIT_KINDS)  # default: the world's mix
 
 
 def test_learning_rate_schedule():
@@ -78,6 +95,10 @@ def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
     moved = {k for k in first if k in start and not torch.equal(first[k], start[k])}
     assert moved == set()  # no 2-D weight moved...
     assert any("motion_modules" in k and "proj_out" in k and first[k].abs().max() > 0 for k in first)  # ...these did
+
+    # Fine-tuning a 2-D model starts from its weights, not from fresh ones.
+    tuned = build(TrainConfig("2d", "unused", init_dir=str(flat)))[0]["unet"].state_dict()
+    assert all(torch.equal(tuned[k], v) for k, v in load_file(flat / "unet" / "diffusion_pytorch_model.safetensors").items())
 
     # Resume: a second run with more steps continues from step 1 and appends to the same log.
     final = train(TrainConfig("video", str(video_dir), steps=2, frames=3, init_dir=str(flat), **small))

@@ -15,6 +15,7 @@ from insv2v.models import zero_motion_outputs
 from insv2v.pipeline import InsV2VPipeline
 from insv2v.toyworld.world import (
     BACKGROUNDS,
+    EDIT_MIX,
     HELDOUT_SEEDS,
     SHAPE_COLOURS,
     Triplet,
@@ -23,7 +24,7 @@ from insv2v.toyworld.world import (
     shape_masks,
 )
 
-EDIT_KINDS = ("background", "colour", "shape", "style")
+EDIT_KINDS = tuple(sorted(EDIT_MIX))  # background, colour, shape, style: the eval cycles through them
 
 
 def _nearest(colour: np.ndarray, palette: dict[str, tuple]) -> str:

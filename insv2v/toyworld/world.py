@@ -35,6 +35,7 @@ BACKGROUNDS = {  # base colour and texture colour: the texture makes camera moti
 SHAPES = ("circle", "square", "triangle", "cross")
 STYLES = ("sketch", "negative")
 MOTIONS = ("linear", "bouncing")
+EDIT_MIX = {"colour": 0.3, "background": 0.3, "shape": 0.3, "style": 0.1}  # how often each kind of edit is drawn
 LINEAR_HORIZON = 32  # frames a straight-moving shape is guaranteed to stay in view
 
 
@@ -276,7 +277,7 @@ def random_scene(rng: np.random.Generator, camera_motion: float = 0.5) -> Scene:
 
 def random_edit(rng: np.random.Generator, scene: Scene, kind: str | None = None) -> Edit:
     """An edit of `kind` (random if None) with one of its phrasings."""
-    kind = kind or str(rng.choice(["colour", "background", "shape", "style"], p=[0.3, 0.3, 0.3, 0.1]))
+    kind = kind or str(rng.choice(list(EDIT_MIX), p=list(EDIT_MIX.values())))
     if kind == "background":
         old = scene.background
         value = str(rng.choice([b for b in BACKGROUNDS if b != old]))
