@@ -200,7 +200,10 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--toyworld", action="store_true", required=True, help="the toy-world table")
     e.add_argument("--model", help="pipeline folder (default: the shipped toy editor)")
     e.add_argument("--clip", help="CLIP folder for CLIP metrics (default: the shipped toy CLIP)")
-    e.add_argument("--n", type=_positive_int, default=40, help="held-out triplets per measurement (40)")
+    e.add_argument("--edits", type=_positive_int, default=100, help="held-out edits for correctness and PSNR "
+                   "(100: 25 of each kind)")  # fmt: skip
+    e.add_argument("--n", type=_positive_int, default=40, help="videos: a quarter for the temporal rows, an eighth "
+                   "for the long-video rows (40)")  # fmt: skip
     e.add_argument("--steps", type=_positive_int, default=20)
     e.add_argument("--text-cfg", type=float, help=f"text guidance ({_default_guidance('text_cfg')})")
     e.add_argument("--video-cfg", type=float, help=f"video guidance ({_default_guidance('video_cfg')})")
@@ -238,7 +241,7 @@ def evaluate(args: argparse.Namespace) -> None:
     sampling = {"num_inference_steps": args.steps, "guidance_scale": text_cfg, "video_guidance_scale": video_cfg}
     results = {
         "sampling": sampling,
-        "edits": evaluate_edits(pipe, n=args.n, **sampling),
+        "edits": evaluate_edits(pipe, n=args.edits, **sampling),
         "temporal": evaluate_temporal(pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), **sampling),
         "long": evaluate_long(pipe, n=max(2, args.n // 8), **sampling),
     }

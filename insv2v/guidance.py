@@ -10,11 +10,32 @@ import torch
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
+def guidance_weights(video_scale: float, text_scale: float) -> tuple[float, float, float]:
+    """The weights of the branches (no video, no text), (video), (video, text) in `dual_guidance`."""
+    return 1 - video_scale, video_scale - text_scale, text_scale
+
+
 def dual_guidance(
-    e0: torch.Tensor, e_video: torch.Tensor, e_video_text: torch.Tensor, video_scale: float, text_scale: float
+    e0: torch.Tensor | None,
+    e_video: torch.Tensor | None,
+    e_video_text: torch.Tensor | None,
+    video_scale: float,
+    text_scale: float,
 ) -> torch.Tensor:
-    """`e0 + s_V (e_V - e0) + s_T (e_VT - e_V)` — InstructPix2Pix eq. 3; linear, so any parameterisation works."""
-    return e0 + video_scale * (e_video - e0) + text_scale * (e_video_text - e_video)
+    """`e0 + s_V (e_V - e0) + s_T (e_VT - e_V)` — InstructPix2Pix eq. 3; linear, so any parameterisation works.
+
+    Summed branch by branch (`guidance_weights`): a branch of weight 0 may be None, as it need not be computed —
+    at s_V = 1, the unconditional one (a third of the UNet's work).
+    """
+    weights = guidance_weights(video_scale, text_scale)
+    terms = [(w, e) for w, e in zip(weights, (e0, e_video, e_video_text)) if w != 0]  # never empty: weights sum to 1
+    if any(e is None for _, e in terms):
+        raise ValueError(f"a guidance branch of non-zero weight is missing (weights {weights})")
+    (w, e), *rest = terms
+    out = w * e
+    for w, e in rest:
+        out = out + w * e
+    return out
 
 
 def to_epsilon(model_output: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str):

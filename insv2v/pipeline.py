@@ -20,7 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from insv2v.flow import reference_flows
-from insv2v.guidance import dual_guidance, from_epsilon, to_epsilon
+from insv2v.guidance import dual_guidance, from_epsilon, guidance_weights, to_epsilon
 from insv2v.longvideo import ClipSpan, lvsc_correct, plan_clips
 from insv2v.toyworld.autoencoder import PixelUnshuffleAutoencoder  # imported so from_pretrained can load it
 
@@ -297,15 +297,19 @@ class InsV2VPipeline(DiffusionPipeline):
     def _alpha_bar(self, t: torch.Tensor, device) -> torch.Tensor:
         return self.scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
 
-    def _branches(self, x_in, source, empty_source, embeds, t) -> tuple[torch.Tensor, ...]:
-        """The three UNet branches for one clip in one batch: (no video, no text), (video), (video, text)."""
-        frames = x_in.shape[2]
-        sample = torch.cat([x_in] * 3)  # (3, c, f, h, w)
-        cond = torch.cat([empty_source, source, source])  # (3, c, f, h, w): no video, video, video
-        unet_in = torch.cat([sample, cond], dim=1).to(self.unet.dtype)  # (3, 2c, f, h, w)
-        text = embeds.repeat_interleave(frames, dim=0)  # (3*f, L, C): UNetMotionModel wants per-frame text
-        out = self.unet(unet_in, t, encoder_hidden_states=text).sample.float()  # (3, c, f, h, w)
-        return out.chunk(3)  # each (1, c, f, h, w)
+    def _branches(self, x_in, source, empty_source, embeds, t, wanted=(0, 1, 2)) -> tuple[torch.Tensor | None, ...]:
+        """The UNet branches (no video, no text), (video), (video, text) for one clip, those `wanted` in one batch;
+        the others are None."""
+        frames, n = x_in.shape[2], len(wanted)
+        sample = torch.cat([x_in] * n)  # (n, c, f, h, w)
+        cond = torch.cat([(empty_source, source, source)[i] for i in wanted])  # (n, c, f, h, w)
+        unet_in = torch.cat([sample, cond], dim=1).to(self.unet.dtype)  # (n, 2c, f, h, w)
+        text = embeds[list(wanted)].repeat_interleave(frames, dim=0)  # (n*f, L, C): per-frame text for the UNet
+        out = self.unet(unet_in, t, encoder_hidden_states=text).sample.float().chunk(n)  # each (1, c, f, h, w)
+        branches = [None, None, None]
+        for i, branch in zip(wanted, out):
+            branches[i] = branch
+        return tuple(branches)
 
     def _lvsc(self, model_output, x_in, latent_ref, t, flows):
         """LVSC on a model output of any parameterisation, through the equivalent noise prediction."""
@@ -463,18 +467,20 @@ class InsV2VPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(run.num_inference_steps, device=source.device)  # also resets multistep state
         timesteps = self.scheduler.timesteps
         corrected_steps = run.lvsc_fraction * len(timesteps) if span.num_ref > 0 else 0  # steps i < this
+        weights = guidance_weights(run.video_guidance_scale, run.guidance_scale)
+        wanted = tuple(i for i, w in enumerate(weights) if w != 0)  # e.g. video CFG 1: no unconditional branch
         x = run.noise[:, :, window] * self.scheduler.init_noise_sigma  # (1, c, F, h, w)
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 return None
             x_in = self.scheduler.scale_model_input(x, t)
-            if i == 0 and run.cache is not None:  # the same in every call sharing the cache
+            if i == 0 and run.cache is not None:  # the same in every call sharing the cache: all three branches
                 branches = run.cache.first_step(
                     (span.start, span.stop, int(t)), x_in, source, run.embeds,
                     lambda: self._branches(x_in, source, empty_source, run.embeds, t),
                 )  # fmt: skip
             else:
-                branches = self._branches(x_in, source, empty_source, run.embeds, t)
+                branches = self._branches(x_in, source, empty_source, run.embeds, t, wanted)
             model_output = dual_guidance(*branches, run.video_guidance_scale, run.guidance_scale)
             if i < corrected_steps:
                 model_output = self._lvsc(model_output, x_in, latent_ref, t, flows)

@@ -166,13 +166,16 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     save_tiny([str(model)])
     (model / "sampling.json").write_text('{"text_cfg": 4, "video_cfg": 1.5}')
     out = tmp_path / "results.json"
-    args = ["eval", "--toyworld", "--model", model, "--n", "4", "--steps", "1", "--text-cfg", "2.5", "--out", out]
+    args = ["eval", "--toyworld", "--model", model, "--edits", "5", "--n", "4", "--steps", "1", "--text-cfg", "2.5",
+            "--out", out]  # fmt: skip
     assert main([str(a) for a in args]) == 0
     results = json.loads(out.read_text())
     assert results["sampling"] == {"num_inference_steps": 1, "guidance_scale": 2.5, "video_guidance_scale": 1.5}
-    assert sorted(results["edits"]["correct"]) == sorted(EDIT_KINDS)
-    pairs = [sample_triplet(HELDOUT_SEEDS.start + i, kind=EDIT_KINDS[i % len(EDIT_KINDS)]).render(16) for i in range(4)]
+    assert results["edits"]["count"] == {"background": 2, "colour": 1, "shape": 1, "style": 1}
+    pairs = [sample_triplet(HELDOUT_SEEDS.start + i, kind=EDIT_KINDS[i % len(EDIT_KINDS)]).render(16) for i in range(5)]
     assert results["edits"]["psnr_identity"] == pytest.approx(np.mean([psnr(a, b) for a, b in pairs]))
     assert list(results["temporal"]) == ["2-D per frame", "inflated"]
     assert list(results["long"]) == ["LVSC off", "LVSC", "LVSC + MC"]
-    assert "| LVSC hides clip seams | LVSC + MC | seam score |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| LVSC hides clip seams | LVSC + MC | seam score |" in table
+    assert "| edits follow the instruction | background | correct |" in table and "% of 2 |" in table

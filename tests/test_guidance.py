@@ -4,7 +4,14 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from insv2v.guidance import PREDICTION_TYPES, dual_guidance, from_epsilon, predicted_x0, to_epsilon
+from insv2v.guidance import (
+    PREDICTION_TYPES,
+    dual_guidance,
+    from_epsilon,
+    guidance_weights,
+    predicted_x0,
+    to_epsilon,
+)
 
 
 def _rand(*shape, seed=0):
@@ -54,6 +61,15 @@ def test_dual_guidance_zero_text_scale_is_video_only_guidance(branches):
 def test_dual_guidance_zero_scales_return_unconditional(branches):
     e0, ev, evt = branches
     torch.testing.assert_close(dual_guidance(e0, ev, evt, 0.0, 0.0), e0, rtol=0, atol=1e-12)
+
+
+def test_dual_guidance_needs_only_the_branches_of_non_zero_weight(branches):
+    e0, ev, evt = branches
+    assert guidance_weights(1.0, 7.5) == (0.0, -6.5, 7.5)
+    torch.testing.assert_close(dual_guidance(None, ev, evt, 1.0, 7.5), dual_guidance(e0, ev, evt, 1.0, 7.5), rtol=0, atol=0)
+    torch.testing.assert_close(dual_guidance(None, ev, evt, 1.0, 7.5), ev + 7.5 * (evt - ev), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="non-zero weight is missing"):
+        dual_guidance(None, ev, evt, 1.2, 7.5)
 
 
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)

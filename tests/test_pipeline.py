@@ -108,6 +108,25 @@ def test_three_branches_in_one_batch_match_separate_calls(pipe):
     torch.testing.assert_close(guided, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_video_guidance_1_skips_the_unconditional_branch_and_changes_nothing(pipe, monkeypatch):
+    """At video CFG 1 the unconditional branch has weight 0: the UNet runs on 2 branches, not 3, same result."""
+    batches = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    settings = dict(num_inference_steps=3, frames_per_clip=4, ref_frames=1, output_type="latent",
+                    guidance_scale=5.0, video_guidance_scale=1.0)  # fmt: skip
+    try:
+        fast = pipe(video(), "make it snowy", generator=torch.Generator().manual_seed(0), **settings).frames
+        assert batches == [2] * 3 * 2  # two clips, three steps
+        full = pipe._branches
+        monkeypatch.setattr(pipe, "_branches", lambda *args: full(*args[:5]))  # all three, as before
+        batches.clear()
+        every = pipe(video(), "make it snowy", generator=torch.Generator().manual_seed(0), **settings).frames
+        assert batches == [3] * 3 * 2
+    finally:
+        hook.remove()
+    torch.testing.assert_close(fast, every, rtol=1e-4, atol=1e-4)  # float rounding of another batch size
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_reference_frames_reproduce_the_earlier_clip(pipe, prediction_type):
     """With LVSC on every step and deterministic DDIM ending at alpha=1, the predicted x0 of the reference

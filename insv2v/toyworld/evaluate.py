@@ -100,6 +100,7 @@ def evaluate_edits(pipe, n: int = 40, frames: int = 16, seed: int = 0, **kwargs)
         identity.append(psnr(source, target))
     return {
         "correct": {k: float(np.mean(v)) for k, v in sorted(correct.items())},
+        "count": {k: len(v) for k, v in sorted(correct.items())},
         "psnr": float(np.mean(ours)),
         "psnr_identity": float(np.mean(identity)),
     }
@@ -152,7 +153,7 @@ def markdown_table(results: dict) -> str:
     lines = ["| claim | setting | measure | value |", "|---|---|---|---|"]
     edits = results["edits"]
     for kind, value in edits["correct"].items():
-        lines.append(f"| edits follow the instruction | {kind} | correct | {value:.0%} |")
+        lines.append(f"| edits follow the instruction | {kind} | correct | {value:.0%} of {edits['count'][kind]} |")
     lines.append(f"| edits match ground truth | all | PSNR (dB) | {edits['psnr']:.2f} |")
     lines.append(f"| | input returned unchanged | PSNR (dB) | {edits['psnr_identity']:.2f} |")
     for name, row in results["temporal"].items():
