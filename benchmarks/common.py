@@ -43,7 +43,7 @@ def count_flops(fn) -> float:
 
 
 def unet_call_flops(unet_config: dict, frames: int, latent_hw: tuple[int, int], text_dim: int, batch: int = 3) -> float:
-    """FLOPs of one guided UNet call (three branches in one batch) on a clip, counted on the meta device."""
+    """FLOPs of one guided UNet call (`batch` guidance branches at once) on a clip, counted on the meta device."""
     from insv2v.models.unet import InsV2VUNetMotionModel
 
     with torch.device("meta"):

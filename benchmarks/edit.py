@@ -51,15 +51,18 @@ def peak_rss_mb() -> float:
 
 def edit_flops(pipe, frames: int, height: int, width: int, recipe) -> float:
     """Model FLOPs of one edit: every guided UNet call of every clip, plus VAE encode and decode of every frame."""
+    from insv2v.guidance import guidance_weights
     from insv2v.longvideo import plan_clips
 
+    branches = sum(w != 0 for w in guidance_weights(recipe.video_cfg, recipe.text_cfg))
     s = pipe.vae_scale_factor
     unet_config, text_dim = dict(pipe.unet.config), pipe.text_encoder.config.hidden_size
     per_length = {}
     total = 0.0
     for span in plan_clips(frames, recipe.frames_per_clip, recipe.ref_frames):
         if span.length not in per_length:
-            per_length[span.length] = unet_call_flops(unet_config, span.length, (height // s, width // s), text_dim)
+            per_length[span.length] = unet_call_flops(unet_config, span.length, (height // s, width // s), text_dim,
+                                                      batch=branches)  # fmt: skip
         total += per_length[span.length] * recipe.steps
     return total + frames * vae_frame_flops(dict(pipe.vae.config), (height, width))
 
@@ -86,14 +89,17 @@ def load(args: argparse.Namespace, device: torch.device):
 
 
 def run_once(args: argparse.Namespace) -> dict:
-    from insv2v.editing import EditRecipe, run_edit
+    from insv2v.editing import EditRecipe, model_defaults, run_edit
 
     device = torch.device(args.device)
     pipe = load(args, device)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "input.mp4"
         synthetic_clip(source, args.frames, args.width, args.height)
+        guidance = model_defaults(args.model)  # the model's recommended CFG, as `insv2v edit` uses
         recipe = EditRecipe(
+            text_cfg=guidance.text_cfg,
+            video_cfg=guidance.video_cfg,
             input=str(source),
             instruction="make it snowy",
             steps=args.steps,
@@ -122,6 +128,8 @@ def run_once(args: argparse.Namespace) -> dict:
         "frames": args.frames,
         "size": f"{result.width}x{result.height}",
         "steps": args.steps,
+        "text_cfg": recipe.text_cfg,
+        "video_cfg": recipe.video_cfg,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seconds": round(seconds, 3),

@@ -4,6 +4,7 @@ was trained for on held-out scenes (at the demo's CPU setting of 10 steps)."""
 import numpy as np
 import pytest
 
+from insv2v.editing import model_defaults
 from insv2v.loading import default_source, load_pipeline
 from insv2v.toyworld import TOY_EDITOR
 from insv2v.toyworld.evaluate import edit_correct
@@ -37,11 +38,13 @@ def test_shipped_editor_has_the_toy_architecture(editor):
 def test_shipped_editor_follows_held_out_instructions(editor, kind):
     import torch
 
+    recommended = model_defaults(str(TOY_EDITOR))
     results = []
     for i in range(6):
         triplet = sample_triplet(HELDOUT_SEEDS.start + 777 + i, kind=kind)
         source, _ = triplet.render(4)
         generator = torch.Generator().manual_seed(i)
-        out = editor(source, triplet.edit.instruction, num_inference_steps=10, generator=generator).frames
+        out = editor(source, triplet.edit.instruction, num_inference_steps=10, generator=generator,
+                     guidance_scale=recommended.text_cfg, video_guidance_scale=recommended.video_cfg).frames
         results.append(edit_correct(triplet, (out * 255).round().astype(np.uint8)))
     assert sum(results) >= 5, results
