@@ -17,7 +17,7 @@ from insv2v.ui.serving import EXAMPLES, Job, check_upload, get_pipeline, get_sco
 
 DEFAULTS = EditRecipe(input="", instruction="")
 TEXT_CFG_HELP = "Edit too weak? Raise text CFG. Too strong or noisy? Lower it."
-VIDEO_CFG_HELP = "Result too far from the input? Raise video CFG (useful 1.1-1.8). Edit too timid? Lower it."
+VIDEO_CFG_HELP = "Result too far from the input? Raise video CFG (1-1.8; 1 is fastest). Edit too timid? Lower it."
 
 # The settings in the order the controls, the handler and the API take them.
 SETTINGS = (
