@@ -14,6 +14,7 @@ whole edit (decode, encode, sample, decode, write); FLOPs count the UNet calls a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -51,10 +52,10 @@ def peak_rss_mb() -> float:
 
 def edit_flops(pipe, frames: int, height: int, width: int, recipe) -> float:
     """Model FLOPs of one edit: every guided UNet call of every clip, plus VAE encode and decode of every frame."""
-    from insv2v.guidance import guidance_weights
+    from insv2v.guidance import needed_branches
     from insv2v.longvideo import plan_clips
 
-    branches = sum(w != 0 for w in guidance_weights(recipe.video_cfg, recipe.text_cfg))
+    branches = len(needed_branches(recipe.video_cfg, recipe.text_cfg))
     s = pipe.vae_scale_factor
     unet_config, text_dim = dict(pipe.unet.config), pipe.text_encoder.config.hidden_size
     per_length = {}
@@ -89,17 +90,15 @@ def load(args: argparse.Namespace, device: torch.device):
 
 
 def run_once(args: argparse.Namespace) -> dict:
-    from insv2v.editing import EditRecipe, model_defaults, run_edit
+    from insv2v.editing import model_defaults, run_edit
 
     device = torch.device(args.device)
     pipe = load(args, device)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "input.mp4"
         synthetic_clip(source, args.frames, args.width, args.height)
-        guidance = model_defaults(args.model)  # the model's recommended CFG, as `insv2v edit` uses
-        recipe = EditRecipe(
-            text_cfg=guidance.text_cfg,
-            video_cfg=guidance.video_cfg,
+        recipe = dataclasses.replace(
+            model_defaults(args.model),  # with the model's recommended guidance, as `insv2v edit` uses
             input=str(source),
             instruction="make it snowy",
             steps=args.steps,
@@ -108,8 +107,8 @@ def run_once(args: argparse.Namespace) -> dict:
             mc=args.mc,
         )
         for _ in range(args.warmup):  # first calls pay for kernel selection (and compilation with --compile)
-            run_edit(EditRecipe(**{**recipe.to_json(), "steps": 1, "max_frames": min(args.frames, 16)}),
-                     Path(tmp) / "warmup.mp4", pipe)  # fmt: skip
+            warmup = dataclasses.replace(recipe, steps=1, max_frames=min(args.frames, 16))
+            run_edit(warmup, Path(tmp) / "warmup.mp4", pipe)
         times = []
         for _ in range(args.repeats):
             if device.type == "cuda":

@@ -15,6 +15,11 @@ def guidance_weights(video_scale: float, text_scale: float) -> tuple[float, floa
     return 1 - video_scale, video_scale - text_scale, text_scale
 
 
+def needed_branches(video_scale: float, text_scale: float) -> tuple[int, ...]:
+    """Indices of the branches `dual_guidance` needs: those of non-zero weight (at s_V = 1, not the first)."""
+    return tuple(i for i, w in enumerate(guidance_weights(video_scale, text_scale)) if w != 0)
+
+
 def dual_guidance(
     e0: torch.Tensor | None,
     e_video: torch.Tensor | None,

@@ -20,7 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from insv2v.flow import reference_flows
-from insv2v.guidance import dual_guidance, from_epsilon, guidance_weights, to_epsilon
+from insv2v.guidance import dual_guidance, from_epsilon, needed_branches, to_epsilon
 from insv2v.longvideo import ClipSpan, lvsc_correct, plan_clips
 from insv2v.toyworld.autoencoder import PixelUnshuffleAutoencoder  # imported so from_pretrained can load it
 
@@ -467,8 +467,7 @@ class InsV2VPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(run.num_inference_steps, device=source.device)  # also resets multistep state
         timesteps = self.scheduler.timesteps
         corrected_steps = run.lvsc_fraction * len(timesteps) if span.num_ref > 0 else 0  # steps i < this
-        weights = guidance_weights(run.video_guidance_scale, run.guidance_scale)
-        wanted = tuple(i for i, w in enumerate(weights) if w != 0)  # e.g. video CFG 1: no unconditional branch
+        wanted = needed_branches(run.video_guidance_scale, run.guidance_scale)  # video CFG 1: no unconditional one
         x = run.noise[:, :, window] * self.scheduler.init_noise_sigma  # (1, c, F, h, w)
         for i, t in enumerate(timesteps):
             if self.interrupt:

@@ -9,6 +9,7 @@ from insv2v.guidance import (
     dual_guidance,
     from_epsilon,
     guidance_weights,
+    needed_branches,
     predicted_x0,
     to_epsilon,
 )
@@ -66,8 +67,10 @@ def test_dual_guidance_zero_scales_return_unconditional(branches):
 def test_dual_guidance_needs_only_the_branches_of_non_zero_weight(branches):
     e0, ev, evt = branches
     assert guidance_weights(1.0, 7.5) == (0.0, -6.5, 7.5)
-    torch.testing.assert_close(dual_guidance(None, ev, evt, 1.0, 7.5), dual_guidance(e0, ev, evt, 1.0, 7.5), rtol=0, atol=0)
-    torch.testing.assert_close(dual_guidance(None, ev, evt, 1.0, 7.5), ev + 7.5 * (evt - ev), rtol=0, atol=1e-12)
+    assert needed_branches(1.0, 7.5) == (1, 2) and needed_branches(1.2, 7.5) == (0, 1, 2)
+    skipped = dual_guidance(None, ev, evt, 1.0, 7.5)
+    torch.testing.assert_close(skipped, dual_guidance(e0, ev, evt, 1.0, 7.5), rtol=0, atol=0)
+    torch.testing.assert_close(skipped, ev + 7.5 * (evt - ev), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="non-zero weight is missing"):
         dual_guidance(None, ev, evt, 1.2, 7.5)
 
