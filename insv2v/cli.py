@@ -229,7 +229,7 @@ def evaluate(args: argparse.Namespace) -> None:
     import json
 
     from insv2v.loading import load_pipeline
-    from insv2v.toyworld import TOY_CLIP, TOY_EDITOR
+    from insv2v.assets import TOY_CLIP, TOY_EDITOR
     from insv2v.toyworld.evaluate import evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
 
     model = args.model or str(TOY_EDITOR)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from insv2v.pipeline import InsV2VPipeline
-from insv2v.toyworld import TOY_EDITOR
+from insv2v.assets import TOY_EDITOR
 
 MODEL_ENV = "INSV2V_MODEL"  # default model source when none is named
 BUNDLED_MODEL = TOY_EDITOR  # the default when no model is named, once the toy editor is shipped

@@ -22,7 +22,10 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from insv2v.flow import reference_flows
 from insv2v.guidance import dual_guidance, from_epsilon, needed_branches, to_epsilon
 from insv2v.longvideo import ClipSpan, lvsc_correct, plan_clips
-from insv2v.toyworld.autoencoder import PixelUnshuffleAutoencoder  # imported so from_pretrained can load it
+# Every component class a saved pipeline folder may name must be imported here, so that `from_pretrained` finds
+# it after `from insv2v import InsV2VPipeline` alone (diffusers never imports a module a folder names).
+from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.models.unet import InsV2VUNetMotionModel  # noqa: F401
 
 # Accepted ranges of the user-facing settings: wide enough for any sweep, narrow enough to catch typos.
 TEXT_GUIDANCE_RANGE = (0.0, 30.0)

@@ -10,7 +10,7 @@ import pytest
 from app_server import serve
 from media import make_video
 
-from insv2v.toyworld import TOY_EDITOR
+from insv2v.assets import TOY_EDITOR
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -6,7 +6,7 @@ import pytest
 
 from insv2v.editing import model_defaults
 from insv2v.loading import default_source, load_pipeline
-from insv2v.toyworld import TOY_EDITOR
+from insv2v.assets import TOY_EDITOR
 from insv2v.toyworld.evaluate import edit_correct
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from insv2v.toyworld import world as W
-from insv2v.toyworld.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.toyworld.world import (
     BACKGROUNDS,
     HELDOUT_SEEDS,

@@ -6,7 +6,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPConfig, CLIPModel, CLIPTextModel
 
 from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
-from insv2v.toyworld.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.toyworld.world import SIZE
 
 PATCH = 4  # pixels folded into channels: 64x64x3 -> 16x16x48

@@ -13,7 +13,8 @@ from insv2v.editing import EditRecipe, check_instruction, run_edit
 from insv2v.longvideo import plan_clips
 from insv2v.metrics import edit_scores
 from insv2v.ui.controls import Slider
-from insv2v.ui.serving import EXAMPLES, Job, check_upload, get_pipeline, get_scorer, gpu, user_message
+from insv2v.assets import EXAMPLES
+from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
 
 DEFAULTS = EditRecipe(input="", instruction="")
 TEXT_CFG_HELP = "Edit too weak? Raise text CFG. Too strong or noisy? Lower it."

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from insv2v.loading import BUNDLED_MODEL, default_source
-from insv2v.toyworld import ASSETS, TOY_CLIP
+from insv2v.assets import EXAMPLES, TOY_CLIP
 from insv2v.video import VideoError, VideoInfo, probe
 
-EXAMPLES = ASSETS / "examples"  # example clips and their instructions (examples.json)
 CLIP_ENV = "INSV2V_CLIP"
 
 
