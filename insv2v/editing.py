@@ -19,7 +19,16 @@ import numpy as np
 import torch
 
 import insv2v
-from insv2v.pipeline import InsV2VPipeline, SamplingCache
+from insv2v.pipeline import (
+    DEFAULT_FRAMES_PER_CLIP,
+    DEFAULT_LVSC_FRACTION,
+    DEFAULT_REF_FRAMES,
+    DEFAULT_STEPS,
+    DEFAULT_TEXT_GUIDANCE,
+    DEFAULT_VIDEO_GUIDANCE,
+    InsV2VPipeline,
+    SamplingCache,
+)
 from insv2v.video import Clip, VideoWriter, read_video, side_by_side, write_gif
 
 OUTPUT_SUFFIXES = (".mp4", ".gif")
@@ -33,14 +42,14 @@ class EditRecipe:
     instruction: str
     negative_prompt: str = ""
     model: str | None = None
-    text_cfg: float = 7.5  # raise when the edit is too weak
-    video_cfg: float = 1.2  # raise when the result strays too far from the input
-    steps: int = 20
-    seed: int | None = None  # None: drawn at random, then recorded
-    frames_per_clip: int = 16
-    ref_frames: int = 4
+    text_cfg: float = DEFAULT_TEXT_GUIDANCE  # raise when the edit is too weak
+    video_cfg: float = DEFAULT_VIDEO_GUIDANCE  # raise when the result strays too far from the input
+    steps: int = DEFAULT_STEPS
+    seed: int | None = None  # None: drawn at random by `with_seed`, then recorded
+    frames_per_clip: int = DEFAULT_FRAMES_PER_CLIP
+    ref_frames: int = DEFAULT_REF_FRAMES
     lvsc: bool = True
-    lvsc_fraction: float = 0.5
+    lvsc_fraction: float = DEFAULT_LVSC_FRACTION
     mc: bool = False
     start: float = 0.0  # seconds
     max_frames: int | None = None
@@ -50,6 +59,10 @@ class EditRecipe:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+    def with_seed(self) -> "EditRecipe":
+        """This recipe, its seed drawn at random if it has none, so that the output can be reproduced."""
+        return self if self.seed is not None else dataclasses.replace(self, seed=random.randrange(2**31))
 
     @classmethod
     def from_json(cls, data: dict) -> "EditRecipe":
@@ -129,13 +142,11 @@ def _sampling(recipe: EditRecipe, resolution: int) -> tuple:
 
 @dataclass
 class Source:
-    """An input decoded for an edit and, once encoded, its latents: what edits of it share. Edits that differ
-    only in guidance scales (a CFG sweep) also share each clip's first step and the MC flows, through `cache`."""
+    """An input decoded for an edit and, once encoded, its latents: what edits of it share."""
 
     clip: Clip
     sampling: tuple  # _sampling() of the recipe it was read for
     latents: torch.Tensor | None = None  # (1, c, f, h, w) once `encode` has run
-    cache: SamplingCache = dataclasses.field(default_factory=SamplingCache)
 
     @classmethod
     def read(cls, recipe: EditRecipe, pipe: InsV2VPipeline) -> "Source":
@@ -209,13 +220,15 @@ def run_edit(
     side_by_side_view: bool = False,
     callback_on_step_end=None,
     source: Source | None = None,
+    cache: SamplingCache | None = None,
     keep_frames: bool = False,
 ) -> EditResult:
     """Edit `recipe.input` into `output` (.mp4 keeps fps and audio; .gif loops), with its recipe beside it.
 
     Nothing is replaced unless the whole edit succeeds: outputs are written to temporary files first.
     `source` (from `Source.read` with the same input and sampling) reuses decoded frames and, without motion
-    compensation, encoded latents; `keep_frames` returns the edited and input frames in the result.
+    compensation, encoded latents. `cache` is for edits of one source that differ only in guidance (a sweep): they
+    share each clip's first step and the MC flows. `keep_frames` returns the edited and input frames in the result.
     """
     began = time.perf_counter()
     output = Path(output)
@@ -224,7 +237,7 @@ def run_edit(
     if output.resolve() == Path(recipe.input).resolve():
         raise ValueError(f"output {output} would overwrite the input")
     check_instruction(recipe.instruction)
-    recipe = dataclasses.replace(recipe, seed=recipe.seed if recipe.seed is not None else random.randrange(2**31))
+    recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution
 
     # Decode, sample and resize the input (or reuse it); the pipeline checks every other setting before heavy work.
@@ -270,7 +283,7 @@ def run_edit(
             generator=torch.Generator("cpu").manual_seed(recipe.seed),
             output_type="latent",
             on_frames=on_frames,
-            cache=source.cache,
+            cache=cache,
             callback_on_step_end=callback_on_step_end,
         )
         ok = not pipe.interrupt

@@ -1,4 +1,4 @@
-"""Optical flow between input frames for motion compensation (OpenCV DIS: no weights to download)."""
+"""Optical flow between input frames (OpenCV DIS: no weights to download), and warping along it."""
 
 from __future__ import annotations
 
@@ -48,3 +48,31 @@ def reference_flows(
         for i, r in enumerate(refs):
             out[j, i] = resize_flow(optical_flow(gray[n], gray[r]), latent_size)
     return torch.from_numpy(out).permute(0, 1, 4, 2, 3)  # (n, r, 2, h, w)
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward-warp `x` (n, c, h, w) by `flow` (n, 2, h, w): out[p] = x[p + flow[p]], flow in pixels (dx, dy).
+
+    Bilinear, zero outside the image (grid_sample's "zeros" padding, align_corners=True), computed as an explicit
+    gather of the four neighbours so that integer flows are exact in any dtype. Returns the warped tensor and
+    the warped all-ones image (n, 1, h, w): 1 inside, fractional at borders, 0 outside.
+    """
+    n, c, h, w = x.shape
+    dtype = torch.promote_types(x.dtype, torch.float32)  # positions and weights never in half precision
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=dtype), torch.arange(w, device=x.device, dtype=dtype), indexing="ij"
+    )
+    px = xs + flow[:, 0].to(dtype)  # (n, h, w)
+    py = ys + flow[:, 1].to(dtype)
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = px - x0, py - y0
+    values = x.reshape(n, c, h * w)
+    out = torch.zeros(n, c, h, w, device=x.device, dtype=dtype)
+    weight = torch.zeros(n, 1, h, w, device=x.device, dtype=dtype)
+    for dy, dx, corner in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        corner = corner * ((xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1))  # (n, h, w)
+        index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().reshape(n, 1, h * w).expand(n, c, h * w)
+        out += values.gather(2, index).reshape(n, c, h, w).to(dtype) * corner[:, None]
+        weight += corner[:, None]
+    return out.to(x.dtype), weight.to(x.dtype)

@@ -27,6 +27,14 @@ from insv2v.longvideo import ClipSpan, lvsc_correct, plan_clips
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.models.unet import InsV2VUNetMotionModel  # noqa: F401
 
+# Sampling defaults of the reference implementation (docs/DESIGN.md); EditRecipe starts from the same values.
+DEFAULT_STEPS = 20
+DEFAULT_TEXT_GUIDANCE = 7.5
+DEFAULT_VIDEO_GUIDANCE = 1.2
+DEFAULT_FRAMES_PER_CLIP = 16
+DEFAULT_REF_FRAMES = 4
+DEFAULT_LVSC_FRACTION = 0.5
+
 # Accepted ranges of the user-facing settings: wide enough for any sweep, narrow enough to catch typos.
 TEXT_GUIDANCE_RANGE = (0.0, 30.0)
 VIDEO_GUIDANCE_RANGE = (0.0, 10.0)
@@ -331,12 +339,12 @@ class InsV2VPipeline(DiffusionPipeline):
         negative_prompt: str | None = None,
         *,
         video_latents: torch.Tensor | None = None,
-        num_inference_steps: int = 20,
-        guidance_scale: float = 7.5,
-        video_guidance_scale: float = 1.2,
-        frames_per_clip: int = 16,
-        ref_frames: int = 4,
-        lvsc_fraction: float = 0.5,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_TEXT_GUIDANCE,
+        video_guidance_scale: float = DEFAULT_VIDEO_GUIDANCE,
+        frames_per_clip: int = DEFAULT_FRAMES_PER_CLIP,
+        ref_frames: int = DEFAULT_REF_FRAMES,
+        lvsc_fraction: float = DEFAULT_LVSC_FRACTION,
         motion_compensation: bool = False,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 
 from insv2v.editing import EditRecipe, Source, check_instruction, run_edit
 from insv2v.metrics import EDIT_SCORES, ClipScorer, consecutive_flows, edit_scores
-from insv2v.pipeline import TEXT_GUIDANCE_RANGE, VIDEO_GUIDANCE_RANGE, InsV2VPipeline
+from insv2v.pipeline import TEXT_GUIDANCE_RANGE, VIDEO_GUIDANCE_RANGE, InsV2VPipeline, SamplingCache
 
 MAX_CELLS = 49  # a 7x7 grid at most
 
@@ -145,7 +144,7 @@ def run_sweep(
     text_cfgs, video_cfgs = [float(v) for v in text_cfgs], [float(v) for v in video_cfgs]
     check_grid(text_cfgs, video_cfgs)
     check_instruction(recipe.instruction)
-    recipe = dataclasses.replace(recipe, seed=recipe.seed if recipe.seed is not None else random.randrange(2**31))
+    recipe = recipe.with_seed()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -154,6 +153,7 @@ def run_sweep(
     if not recipe.mc:
         source.encode(pipe)
     flows = consecutive_flows(source.clip.frames)
+    cache = SamplingCache()  # each clip's first step and the MC flows, computed for the first cell
     shared_seconds = time.perf_counter() - began
 
     # 2. One edit per cell, reusing all of it
@@ -163,8 +163,9 @@ def run_sweep(
         cell_recipe = dataclasses.replace(recipe, text_cfg=text_cfg, video_cfg=video_cfg)
         output = out_dir / f"text{text_cfg:g}_video{video_cfg:g}.mp4"
         result = run_edit(
-            cell_recipe, output, pipe, source=source, keep_frames=True, callback_on_step_end=callback_on_step_end
-        )
+            cell_recipe, output, pipe, source=source, cache=cache, keep_frames=True,
+            callback_on_step_end=callback_on_step_end,
+        )  # fmt: skip
         scores = edit_scores(result.frames, result.source_frames, recipe.instruction, scorer, flows)
         cell = SweepCell(text_cfg, video_cfg, output, scores, time.perf_counter() - cell_began)
         cells.append(cell)

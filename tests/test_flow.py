@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from insv2v.flow import FLOW_MAX_SIDE, optical_flow, reference_flows
-from insv2v.longvideo import warp
+from insv2v.flow import warp
 
 
 def _texture(h, w, sigma, seed=0, channels=1):

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from insv2v.longvideo import ClipSpan, lvsc_correct, lvsc_delta, motion_compensated_delta, plan_clips, warp
+from insv2v.flow import warp
+from insv2v.longvideo import ClipSpan, lvsc_correct, lvsc_delta, motion_compensated_delta, plan_clips
 
 
 def _rand(*shape, seed=0, dtype=torch.float32):

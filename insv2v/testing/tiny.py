@@ -8,19 +8,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 from insv2v.models import inflate_unet
+from insv2v.models.reference import reference_scheduler
 from insv2v.pipeline import InsV2VPipeline
-
-
-def tiny_scheduler() -> DDPMScheduler:
-    """InsV2V's sampling scheduler: DDPM, scaled-linear betas 0.00085-0.012 over 1000 steps."""
-    return DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False
-    )
 
 
 def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
@@ -72,7 +66,7 @@ def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
         "text_encoder": text_encoder.eval(),
         "tokenizer": clip_tokenizer(),
         "unet": unet.eval(),
-        "scheduler": tiny_scheduler(),
+        "scheduler": reference_scheduler(),
     }
 
 
