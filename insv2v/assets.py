@@ -1,7 +1,7 @@
 """Where the shipped assets live: the toy editor, the toy CLIP and the example clips.
 
 In a source checkout (or an editable install) they sit in the repository's `assets/` folder; a wheel carries the
-same folder as package data in `insv2v/assets/` (see pyproject.toml), so the defaults work however the package
+same folder as package data in `insv2v/_assets/` (see pyproject.toml), so the defaults work however the package
 was installed.
 """
 
@@ -13,7 +13,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def _assets_dir() -> Path:
-    installed = _PACKAGE / "assets"  # a wheel: package data
+    installed = _PACKAGE / "_assets"  # a wheel: package data
     return installed if installed.is_dir() else _PACKAGE.parent / "assets"  # a checkout
 
 
