@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -21,10 +22,12 @@ def test_every_package_of_the_tree_is_listed_for_the_wheel():
 
 @pytest.mark.slow
 def test_a_non_editable_install_edits_with_the_shipped_toy_editor(tmp_path):
-    target, work = tmp_path / "site", tmp_path / "elsewhere"
+    target, work, source = tmp_path / "site", tmp_path / "elsewhere", tmp_path / "source"
     work.mkdir()
+    # Build from a clean copy: setuptools reuses an in-tree build/ folder, which may hold files deleted since.
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(REPO)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
         check=True,
         capture_output=True,
     )

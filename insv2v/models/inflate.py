@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
-# InsV2V's motion modules: 8 heads, positions up to 32 frames, none in the mid block (DESIGN.md).
+# InsV2V's motion modules: 8 heads, positions up to 32 frames, none in the mid block (docs/DESIGN.md).
 MOTION_HEADS = 8
 MOTION_MAX_FRAMES = 32
 

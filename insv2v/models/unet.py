@@ -4,7 +4,7 @@ diffusers' `UNetMotionModel` normalises resnets (and `conv_norm_out`) frame by f
 all frames of a clip jointly. The InsV2V reference implementation does the opposite in both places: its resnets
 see (b, c, f, h, w) tensors, so their GroupNorm statistics span every frame of the clip, while its motion modules
 normalise (b*f, c, h, w) frames one at a time. Weights trained one way give outputs ~0.3 off when run the other
-way (DESIGN.md), so the layout is part of the model: `norm_mode` in the config, saved and restored with it.
+way (docs/DESIGN.md), so the layout is part of the model: `norm_mode` in the config, saved and restored with it.
 
     norm_mode="diffusers"  stock UNetMotionModel behaviour (models inflated from diffusers parts)
     norm_mode="reference"  resnet and output norms over all frames jointly, motion-module norms per frame
