@@ -1,11 +1,13 @@
 """Converting the reference checkpoint: parity with the reference code, file formats, refusals, round trip.
 
 Parity is checked against outputs the reference implementation produced on a tiny random checkpoint
-(fixtures/reference_parity.safetensors, written by tools/make_reference_fixture.py); with
-$INSV2V_REFERENCE_REPO naming a checkout of the reference code, the reference also runs live.
+(fixtures/reference_parity.safetensors, written by tools/make_reference_fixture.py) in the key layout the reference
+saves (its text encoder in transformers 4's names); with $INSV2V_REFERENCE_REPO naming a checkout of the reference
+code, the reference also runs live.
 """
 
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -23,10 +25,12 @@ from insv2v.models.reference import (
     ConversionError,
     convert_reference_checkpoint,
     load_state_dict,
+    text_encoder_from_reference,
     to_reference_state_dict,
 )
 
 REFERENCE_REPO = os.environ.get("INSV2V_REFERENCE_REPO")
+TEXT = "text_model.transformer."  # the reference's prefix for its CLIPTextModel
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +46,12 @@ def checkpoint(fixture):
 
 def configs(meta) -> dict:
     return {name: meta[name] for name in ("unet_config", "vae_config", "text_encoder_config")}
+
+
+def flattened(state: dict) -> dict:
+    """The checkpoint with its text encoder in transformers 5's names (no inner `text_model.`, no position_ids)."""
+    inner = TEXT + "text_model."
+    return {k.replace(inner, TEXT): v for k, v in state.items() if not k.endswith("position_ids")}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +126,69 @@ def test_default_norm_mode_is_stock_diffusers(fixture):
         InsV2VUNetMotionModel.from_config({**meta["unet_config"], "norm_mode": "frames"})
 
 
+def test_the_fixture_is_in_the_layout_the_reference_saves(checkpoint, converted):
+    """transformers 4's CLIPTextModel names under text_model.transformer., with the position_ids buffer."""
+    text = [k for k in checkpoint if k.startswith(TEXT)]
+    assert len(text) == 37 and all(k.startswith(TEXT + "text_model.") for k in text)
+    assert TEXT + "text_model.embeddings.position_ids" in text
+    assert TEXT + "text_model.encoder.layers.1.self_attn.q_proj.weight" in text
+    assert converted.text_encoder_layout == "transformers-4"
+
+
+def test_both_text_encoder_layouts_convert_to_identical_weights(fixture, checkpoint, converted, caplog):
+    _, meta = fixture
+    with caplog.at_level(logging.INFO, logger="insv2v.models.reference"):
+        flat = convert_reference_checkpoint(flattened(checkpoint), **configs(meta))
+    assert flat.text_encoder_layout == "flattened" and "flattened layout" in caplog.text
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(converted, name).state_dict(), getattr(flat, name).state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(value, theirs[key]) for key, value in ours.items()), name
+    ids = torch.tensor([[49406, 320, 1125, 49407]])
+    with torch.no_grad():
+        assert torch.equal(converted.text_encoder(ids)[0], flat.text_encoder(ids)[0])
+
+
+def test_text_encoder_keys_map_to_either_installed_naming(checkpoint):
+    """Whichever naming the installed transformers' CLIPTextModel uses (4: inner text_model., 5: flattened)."""
+    reference = {k[len(TEXT) :]: v for k, v in checkpoint.items() if k.startswith(TEXT)}
+    flat = {k[len(TEXT) :]: v for k, v in flattened(checkpoint).items() if k.startswith(TEXT)}
+    names = {k.removeprefix("text_model."): k for k in reference if not k.endswith("position_ids")}
+    for state in (reference, flat):
+        assert text_encoder_from_reference(state, "flattened").keys() == names.keys()
+        assert text_encoder_from_reference(state, "transformers-4").keys() == set(names.values())
+    assert all(torch.equal(text_encoder_from_reference(reference, "flattened")[k], flat[k]) for k in names)
+
+
+def _renamed(state, old, new):
+    return {k.replace(old, new): v for k, v in state.items()}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (
+            lambda s: _renamed(s, TEXT + "text_model.final_layer_norm.", TEXT + "final_layer_norm."),
+            "mixes CLIPTextModel layouts; transformers-4 keys (35): text_model.transformer.text_model.embeddings",
+        ),
+        (
+            lambda s: {**s, TEXT + "embeddings.position_ids": torch.arange(77)[None]},
+            "flattened keys (1): text_model.transformer.embeddings.position_ids",
+        ),
+        (
+            lambda s: {**s, TEXT + "text_projection.weight": torch.zeros(32, 32)},
+            "not a CLIPTextModel in a known layout; unexpected keys (1): text_model.transformer.text_projection.weight",
+        ),
+    ],
+    ids=["mixed", "mixed-buffer", "unknown"],
+)
+def test_mixed_or_unknown_text_encoder_layouts_are_refused(fixture, checkpoint, change, words):
+    _, meta = fixture
+    with pytest.raises(ConversionError) as err:
+        convert_reference_checkpoint(change(checkpoint), **configs(meta))
+    assert words in str(err.value)
+
+
 def test_converted_unet_matches_the_reference_unet(fixture, converted):
     tensors, _ = fixture
     assert converted.unet.config.norm_mode == "reference"
@@ -174,11 +247,17 @@ def test_cli_convert_then_load_save_load_is_bit_exact(tmp_path, fixture, checkpo
     torch.testing.assert_close(unet_output(again.unet.eval(), tensors), tensors["unet.expected"], atol=1e-4, rtol=0)
 
 
-def test_export_to_reference_layout_is_the_inverse(checkpoint, converted):
+def test_export_to_reference_layout_is_the_inverse(fixture, checkpoint, converted):
+    """The export is the reference's layout, position_ids buffer included, and converts back bit-exactly."""
     exported = to_reference_state_dict(converted.unet, converted.vae, converted.text_encoder)
-    expected = {k: v for k, v in checkpoint.items() if not k.endswith("position_ids")}
-    assert exported.keys() == expected.keys()
-    assert all(torch.equal(exported[k], v) for k, v in expected.items())
+    assert exported.keys() == checkpoint.keys()
+    assert all(torch.equal(exported[k], v) and exported[k].dtype == v.dtype for k, v in checkpoint.items())
+    _, meta = fixture
+    again = convert_reference_checkpoint(exported, **configs(meta))
+    assert again.text_encoder_layout == "transformers-4"
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(converted, name).state_dict(), getattr(again, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(v, theirs[k]) for k, v in ours.items()), name
 
 
 class NotATensor:

@@ -5,8 +5,9 @@
 PATH is a checkout of github amazon-science/instruct-video-to-video (its Python files are enough; it needs
 `einops`; `pytorch_lightning` is stubbed when missing). Nothing from it is copied: it is imported from PATH.
 Writes tests/fixtures/reference_parity.safetensors with
-  - the reference checkpoint's key names and shapes (UNet3DConditionModel, LDM autoencoder, CLIP text model),
-    whose weights tests/reference_parity.seeded_checkpoint re-makes from a seed;
+  - the reference checkpoint's key names and shapes (UNet3DConditionModel, LDM autoencoder, CLIP text model in
+    transformers 4's names, text_model.transformer.text_model.*, as the reference saves it, whichever transformers
+    is installed), whose weights tests/reference_parity.seeded_checkpoint re-makes from a seed;
   - inputs and reference outputs of: one UNet call; a whole LVSC edit (3 clips, deterministic DDIM) by the
     reference sampler; the autoencoder's posterior mean and decoding.
 `tests/test_convert.py` checks the converted pipeline against them, and against the live reference code when
@@ -172,7 +173,10 @@ def checkpoint_spec(ref) -> dict[str, list[int]]:
     text = CLIPTextModel(CLIPTextConfig.from_dict(TINY_TEXT_ENCODER_CONFIG))
     spec = {f"unet.{k}": list(v.shape) for k, v in unet.state_dict().items()}
     spec.update({f"vae.{k}": list(v.shape) for k, v in vae.state_dict().items()})
-    spec.update({f"text_model.transformer.{k}": list(v.shape) for k, v in text.state_dict().items()})
+    # The reference wraps transformers 4's CLIPTextModel, whose names start with an inner `text_model.`;
+    # transformers 5 dropped it. Record the names the reference saves, whichever transformers is installed.
+    inner = "" if all(k.startswith("text_model.") for k in text.state_dict()) else "text_model."
+    spec.update({f"text_model.transformer.{inner}{k}": list(v.shape) for k, v in text.state_dict().items()})
     # Older transformers saved this buffer and so does the reference checkpoint; converters must drop it.
     spec["text_model.transformer.text_model.embeddings.position_ids"] = [
         1,

@@ -4,17 +4,21 @@ The reference implementation (github amazon-science/instruct-video-to-video) sav
 
     unet.*                    its UNet3DConditionModel: diffusers 2-D names plus AnimateDiff motion modules
     vae.*                     the SD KL-f8 autoencoder in the LDM (CompVis) layout
-    text_model.transformer.*  a transformers CLIPTextModel (openai/clip-vit-large-patch14)
+    text_model.transformer.*  a transformers CLIPTextModel (openai/clip-vit-large-patch14), saved by transformers 4:
+                              text_model.transformer.text_model.{embeddings,encoder,final_layer_norm}.*
 
 often behind DeepSpeed's `_forward_module.` prefix. `convert_reference_checkpoint` maps each part to its diffusers
 or transformers class, checks every key and shape, and sets the UNet's `norm_mode="reference"` (see
-insv2v.models.unet). Tensors are read without unpickling code (safetensors, or `torch.load(weights_only=True)`).
-`to_reference_state_dict` is the inverse, for parity checks and benchmarks against the reference code.
+insv2v.models.unet). The text encoder may also come in transformers 5's flattened names (no inner `text_model.`);
+either layout is mapped to the installed CLIPTextModel's. Tensors are read without unpickling code (safetensors, or
+`torch.load(weights_only=True)`). `to_reference_state_dict` is the inverse, for parity checks and benchmarks
+against the reference code.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -73,6 +77,15 @@ REFERENCE_TEXT_ENCODER_CONFIG = {  # openai/clip-vit-large-patch14, text tower
 PREFIXES = {"unet": "unet.", "vae": "vae.", "text_encoder": "text_model.transformer."}
 DEEPSPEED_PREFIX = "_forward_module."
 IGNORED_KEYS = re.compile(r".*embeddings\.position_ids$")  # a buffer older transformers saved; rebuilt on load
+# CLIPTextModel key namings: layout -> the prefix before CLIPTextTransformer's submodules (TEXT_ENCODER_ROOTS).
+TEXT_ENCODER_LAYOUTS = {
+    "transformers-4": "text_model.",  # transformers 4, as the reference saves it
+    "flattened": "",  # transformers 5
+}
+REFERENCE_TEXT_ENCODER_LAYOUT = "transformers-4"
+TEXT_ENCODER_ROOTS = ("embeddings.", "encoder.", "final_layer_norm.")
+
+logger = logging.getLogger(__name__)
 
 
 class ConversionError(ValueError):
@@ -285,9 +298,56 @@ def vae_to_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, tor
     return out
 
 
-def text_encoder_from_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The reference wraps a CLIPTextModel unchanged; only its `position_ids` buffer (older transformers) goes."""
-    return {k: v for k, v in state.items() if not IGNORED_KEYS.match(k)}
+def _text_key_layout(key: str) -> str | None:
+    """The layout (a TEXT_ENCODER_LAYOUTS name) whose naming `key` follows, or None."""
+    for layout, inner in TEXT_ENCODER_LAYOUTS.items():
+        if key.startswith(inner) and key[len(inner) :].startswith(TEXT_ENCODER_ROOTS):
+            return layout
+    return None
+
+
+def text_encoder_layout(keys, prefix: str = "") -> str:
+    """The CLIPTextModel naming all `keys` follow ("transformers-4" or "flattened"); `prefix` is for messages."""
+    found = {}
+    for key in keys:
+        found.setdefault(_text_key_layout(key), []).append(prefix + key)
+    if not found:
+        raise ConversionError(f"the checkpoint's text encoder ({prefix}*) has no keys")
+    if None in found:
+        raise ConversionError(
+            f"the checkpoint's text encoder is not a CLIPTextModel in a known layout; unexpected keys "
+            f"({len(found[None])}): {_examples(found[None])}. Expected {prefix}text_model.{{embeddings,encoder,"
+            f"final_layer_norm}}.* (transformers 4, as the reference saves it) or {prefix}{{embeddings,encoder,"
+            "final_layer_norm}.* (transformers 5)"
+        )
+    if len(found) > 1:
+        raise ConversionError(
+            "the checkpoint's text encoder mixes CLIPTextModel layouts; "
+            + "; ".join(f"{layout} keys ({len(found[layout])}): {_examples(found[layout], 3)}" for layout in found)
+            + ". Re-save it with one transformers version"
+        )
+    return next(iter(found))
+
+
+def _relayout(state: dict[str, torch.Tensor], source: str, target: str) -> dict[str, torch.Tensor]:
+    """Rename CLIPTextModel keys from one TEXT_ENCODER_LAYOUTS naming to another."""
+    old, new = TEXT_ENCODER_LAYOUTS[source], TEXT_ENCODER_LAYOUTS[target]
+    return {new + k[len(old) :]: v for k, v in state.items()}
+
+
+def text_encoder_from_reference(state: dict[str, torch.Tensor], target: str) -> dict[str, torch.Tensor]:
+    """CLIPTextModel keys in either layout -> `target`'s; the `position_ids` buffer older transformers saved goes."""
+    source = text_encoder_layout(state, PREFIXES["text_encoder"])
+    return _relayout({k: v for k, v in state.items() if not IGNORED_KEYS.match(k)}, source, target)
+
+
+def text_encoder_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CLIPTextModel keys in either layout -> the reference's (transformers 4 names and its `position_ids`)."""
+    out = _relayout(state, text_encoder_layout(state), REFERENCE_TEXT_ENCODER_LAYOUT)
+    embeddings = TEXT_ENCODER_LAYOUTS[REFERENCE_TEXT_ENCODER_LAYOUT] + "embeddings."
+    positions = out[embeddings + "position_embedding.weight"].shape[0]
+    out.setdefault(embeddings + "position_ids", torch.arange(positions).unsqueeze(0))
+    return out
 
 
 def to_reference_state_dict(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
@@ -295,7 +355,8 @@ def to_reference_state_dict(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
     state = {}
     unet_state = unet_to_reference(unet.state_dict())
     vae_state = vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels))
-    for name, part in [("unet", unet_state), ("vae", vae_state), ("text_encoder", text_encoder.state_dict())]:
+    text_state = text_encoder_to_reference(text_encoder.state_dict())
+    for name, part in [("unet", unet_state), ("vae", vae_state), ("text_encoder", text_state)]:
         state.update({PREFIXES[name] + k: v for k, v in part.items()})
     return state
 
@@ -384,20 +445,25 @@ def convert_reference_checkpoint(
 ):
     """Reference checkpoint (file or state dict) -> InsV2VPipeline, saved as safetensors to `out_dir` if given.
 
-    Raises ConversionError, naming missing, unexpected and mis-shaped keys, for anything that does not fit.
+    The text encoder layout found ("transformers-4", as the reference saves it, or "flattened") is logged and
+    recorded as the pipeline's `text_encoder_layout`. Raises ConversionError, naming missing, unexpected and
+    mis-shaped keys, for anything that does not fit.
     """
     from insv2v.pipeline import InsV2VPipeline
 
     state = checkpoint if isinstance(checkpoint, dict) else load_state_dict(checkpoint)
     parts = split_reference_state_dict({k.removeprefix(DEEPSPEED_PREFIX): v for k, v in state.items()})
+    layout = text_encoder_layout(parts["text_encoder"], PREFIXES["text_encoder"])
+    logger.info("text encoder keys in the %s layout", layout)
     components = build_components(unet_config, vae_config, text_encoder_config, empty=True)
     num_vae_blocks = len(components["vae"].config.block_out_channels)
     _load_into(components["unet"], unet_from_reference(parts["unet"]), "unet", torch_dtype)
     _load_into(components["vae"], vae_from_ldm(parts["vae"], num_vae_blocks), "vae", torch_dtype)
-    _load_into(
-        components["text_encoder"], text_encoder_from_reference(parts["text_encoder"]), "text_encoder", torch_dtype
-    )
+    target = text_encoder_layout(components["text_encoder"].state_dict())  # what the installed transformers names
+    text_state = text_encoder_from_reference(parts["text_encoder"], target)
+    _load_into(components["text_encoder"], text_state, "text_encoder", torch_dtype)
     pipe = InsV2VPipeline(**components)
+    pipe.text_encoder_layout = layout
     if out_dir is not None:
         pipe.save_pretrained(out_dir, safe_serialization=True)
     return pipe
