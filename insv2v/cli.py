@@ -139,7 +139,7 @@ def convert(args: argparse.Namespace) -> None:
 
     from insv2v.models.reference import convert_reference_checkpoint
 
-    convert_reference_checkpoint(
+    pipe = convert_reference_checkpoint(
         args.checkpoint,
         args.out_dir,
         unet_config=args.unet_config,
@@ -147,6 +147,7 @@ def convert(args: argparse.Namespace) -> None:
         text_encoder_config=args.text_encoder_config,
         torch_dtype=getattr(torch, args.dtype),
     )
+    print(f"text encoder keys: {pipe.text_encoder_layout} layout")
     print(f"wrote {args.out_dir}; edit with it: insv2v edit INPUT.mp4 \"make it snowy\" -o OUT.mp4 --model {args.out_dir}")
 
 

@@ -196,7 +196,7 @@ def test_converted_unet_matches_the_reference_unet(fixture, converted):
 
 
 def test_stock_diffusers_norms_do_not_reproduce_the_reference(fixture, converted):
-    """The GroupNorm trap (DESIGN.md): the same weights with diffusers' norm layout are far off."""
+    """The GroupNorm trap (docs/DESIGN.md): the same weights with diffusers' norm layout are far off."""
     tensors, _ = fixture
     stock = InsV2VUNetMotionModel.from_config({**converted.unet.config, "norm_mode": "diffusers"}).eval()
     stock.load_state_dict(converted.unet.state_dict())
@@ -228,7 +228,8 @@ def test_cli_convert_then_load_save_load_is_bit_exact(tmp_path, fixture, checkpo
     argv = ["convert", str(source), str(out), "--unet-config", str(paths["unet"]),
             "--vae-config", str(paths["vae"]), "--text-encoder-config", str(paths["text_encoder"])]  # fmt: skip
     assert main(argv) == 0
-    assert f"--model {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"--model {out}" in printed and "text encoder keys: transformers-4 layout" in printed
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert not list(out.rglob("*.bin"))
 
