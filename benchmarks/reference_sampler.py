@@ -100,8 +100,10 @@ def main() -> None:
     text = pipe.encode_prompt("make it snowy", device).to(dtype)  # (1, 77, C)
     empty = pipe.encode_prompt("", device).to(dtype)
     peak = peak_tflops(device, dtype, args.peak_tflops)
-    settings = {"frames_per_clip": FRAMES_PER_CLIP, "ref_frames": REF_FRAMES, "steps": args.steps,
-                "text_cfg": TEXT_CFG, "video_cfg": VIDEO_CFG, "lvsc_fraction": LVSC_FRACTION, "scheduler": "ddpm"}  # fmt: skip
+    settings = {
+        "frames_per_clip": FRAMES_PER_CLIP, "ref_frames": REF_FRAMES, "steps": args.steps,
+        "text_cfg": TEXT_CFG, "video_cfg": VIDEO_CFG, "lvsc_fraction": LVSC_FRACTION, "scheduler": "ddpm",
+    }  # fmt: skip
 
     def ours(noise, source):
         pipe(video_latents=source, latents=noise, prompt_embeds=text, negative_prompt_embeds=empty,
@@ -110,8 +112,8 @@ def main() -> None:
              output_type="latent", generator=torch.Generator(device).manual_seed(0))  # fmt: skip
 
     def reference(noise, source):
-        to_ref = lambda x: x.permute(0, 2, 1, 3, 4).to(dtype)  # (b, c, f, h, w) -> (b, f, c, h, w)
-        reference_edit(ref, theirs, to_ref(noise), to_ref(source), text, empty, settings)
+        noise, source = (x.permute(0, 2, 1, 3, 4).to(dtype) for x in (noise, source))  # (b, c, f, h, w) -> (b, f, ...)
+        reference_edit(ref, theirs, noise, source, text, empty, settings)
 
     # Warm up both (kernel selection) on a short clip.
     warm = torch.randn(1, 4, FRAMES_PER_CLIP, 64, 64, device=device)

@@ -1,12 +1,12 @@
 """The `insv2v` command.
 
-    insv2v edit INPUT.mp4 "make it snowy" -o OUT.mp4 --model DIR_OR_HUB_ID
-    insv2v edit --recipe OUT.json -o AGAIN.mp4          # reproduce an earlier edit exactly
-    insv2v tiny OUT_DIR                                  # a tiny random pipeline for smoke runs
-    insv2v convert insv2v.pth OUT_DIR                    # a reference checkpoint -> a pipeline folder
-    insv2v toyworld make OUT_DIR --n 16 --split heldout  # toy-world triplets as files
-    insv2v train clip|2d|video RUN_DIR                   # train the toy models (resumes a started run)
-    insv2v eval --toyworld --out results.json            # the toy-world table of the paper's claims
+insv2v edit INPUT.mp4 "make it snowy" -o OUT.mp4 --model DIR_OR_HUB_ID
+insv2v edit --recipe OUT.json -o AGAIN.mp4          # reproduce an earlier edit exactly
+insv2v tiny OUT_DIR                                  # a tiny random pipeline for smoke runs
+insv2v convert insv2v.pth OUT_DIR                    # a reference checkpoint -> a pipeline folder
+insv2v toyworld make OUT_DIR --n 16 --split heldout  # toy-world triplets as files
+insv2v train clip|2d|video RUN_DIR                   # train the toy models (resumes a started run)
+insv2v eval --toyworld --out results.json            # the toy-world table of the paper's claims
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _positive_int(text: str) -> int:
 
 
 def _edit_mix(text: str) -> dict[str, float]:
-    """"shape=5,colour=2" -> {"shape": 5.0, "colour": 2.0}: relative frequencies of the toy world's edit kinds."""
+    """ "shape=5,colour=2" -> {"shape": 5.0, "colour": 2.0}: relative frequencies of the toy world's edit kinds."""
     from insv2v.toyworld.world import EDIT_MIX
 
     mix = {}
@@ -98,9 +98,7 @@ def _recipe_from_args(args: argparse.Namespace) -> EditRecipe:
 
         base = model_defaults(default_source(args.model))
     overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(EditRecipe)
-        if getattr(args, f.name, None) is not None
+        f.name: getattr(args, f.name) for f in dataclasses.fields(EditRecipe) if getattr(args, f.name, None) is not None
     }
     if args.fps is not None:
         overrides["stride"] = 1
@@ -148,15 +146,18 @@ def convert(args: argparse.Namespace) -> None:
         torch_dtype=getattr(torch, args.dtype),
     )
     print(f"text encoder keys: {pipe.text_encoder_layout} layout")
-    print(f"wrote {args.out_dir}; edit with it: insv2v edit INPUT.mp4 \"make it snowy\" -o OUT.mp4 --model {args.out_dir}")
+    print(
+        f'wrote {args.out_dir}; edit with it: insv2v edit INPUT.mp4 "make it snowy" -o OUT.mp4 --model {args.out_dir}'
+    )
 
 
 def _add_convert_parser(commands) -> None:
     p = commands.add_parser(
         "convert",
         help="convert a reference InsV2V checkpoint (.pth, .ckpt, .safetensors) to a pipeline folder",
-        description="Convert a checkpoint in the reference code's format (keys unet.*, vae.*, text_model.transformer.*) "
-        "to a diffusers pipeline folder (safetensors). The configs default to the full-size reference model.",
+        description="Convert a checkpoint in the reference code's format (keys unet.*, vae.*, "
+        "text_model.transformer.*) to a diffusers pipeline folder (safetensors). "
+        "The configs default to the full-size reference model.",
     )
     p.add_argument("checkpoint", help="the reference checkpoint; no code in it is unpickled")
     p.add_argument("out_dir", help="folder to write (model_index.json, one subfolder per component)")
@@ -219,7 +220,8 @@ def toyworld(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from insv2v.train import TrainConfig, train as run
+    from insv2v.train import TrainConfig
+    from insv2v.train import train as run
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     final = run(TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None}))
@@ -229,8 +231,8 @@ def train(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from insv2v.loading import load_pipeline
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
+    from insv2v.loading import load_pipeline
     from insv2v.toyworld.evaluate import evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
 
     model = args.model or str(TOY_EDITOR)
@@ -269,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        commands = {"edit": edit, "tiny": tiny, "convert": convert, "toyworld": toyworld, "train": train, "eval": evaluate}
+        commands = {
+            "edit": edit,
+            "tiny": tiny,
+            "convert": convert,
+            "toyworld": toyworld,
+            "train": train,
+            "eval": evaluate,
+        }
         commands[args.command](args)
     except (VideoError, ModelLoadError, ValueError, InterruptedError) as err:
         print(f"insv2v: error: {err}", file=sys.stderr)

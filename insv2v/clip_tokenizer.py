@@ -17,7 +17,9 @@ CLIP_MAX_LENGTH = 77
 
 def _bytes_to_unicode() -> list[str]:
     """GPT-2/CLIP's reversible map of the 256 byte values to printable unicode characters, in id order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = [], 0
     for b in range(256):
         if b in printable:
@@ -33,7 +35,8 @@ def _bpe_merges() -> list[str]:
     import open_clip
 
     path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
     return lines[1 : CLIP_VOCAB_SIZE - 256 - 256 - 2 + 1]  # first line is a header
 
 

@@ -60,12 +60,12 @@ class EditRecipe:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
-    def with_seed(self) -> "EditRecipe":
+    def with_seed(self) -> EditRecipe:
         """This recipe, its seed drawn at random if it has none, so that the output can be reproduced."""
         return self if self.seed is not None else dataclasses.replace(self, seed=random.randrange(2**31))
 
     @classmethod
-    def from_json(cls, data: dict) -> "EditRecipe":
+    def from_json(cls, data: dict) -> EditRecipe:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names - {"_meta"})
         if unknown:
@@ -73,7 +73,7 @@ class EditRecipe:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
-    def load(cls, path: str | Path) -> "EditRecipe":
+    def load(cls, path: str | Path) -> EditRecipe:
         """Read a recipe; file paths in it are relative to the recipe's folder."""
         try:
             data = json.loads(Path(path).read_text())
@@ -149,7 +149,7 @@ class Source:
     latents: torch.Tensor | None = None  # (1, c, f, h, w) once `encode` has run
 
     @classmethod
-    def read(cls, recipe: EditRecipe, pipe: InsV2VPipeline) -> "Source":
+    def read(cls, recipe: EditRecipe, pipe: InsV2VPipeline) -> Source:
         resolution = recipe.resolution or pipe.default_resolution
         clip = read_video(
             recipe.input,
@@ -162,7 +162,7 @@ class Source:
         )
         return cls(clip, _sampling(recipe, resolution))
 
-    def encode(self, pipe: InsV2VPipeline) -> "Source":
+    def encode(self, pipe: InsV2VPipeline) -> Source:
         """Encode the frames once; edits of this source without motion compensation then skip encoding."""
         self.latents = pipe.encode_video(self.clip.frames)
         return self

@@ -31,9 +31,7 @@ def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out * np.array([size[0] / w, size[1] / h], dtype=np.float32)
 
 
-def reference_flows(
-    frames: np.ndarray, new: list[int], refs: list[int], latent_size: tuple[int, int]
-) -> torch.Tensor:
+def reference_flows(frames: np.ndarray, new: list[int], refs: list[int], latent_size: tuple[int, int]) -> torch.Tensor:
     """Flows from each new frame to each reference frame, at latent size (w, h).
 
     frames: (f, h, w, 3) uint8 input frames; `new` and `refs` index into them.

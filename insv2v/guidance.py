@@ -33,7 +33,8 @@ def dual_guidance(
     at s_V = 1, the unconditional one (a third of the UNet's work).
     """
     weights = guidance_weights(video_scale, text_scale)
-    terms = [(w, e) for w, e in zip(weights, (e0, e_video, e_video_text)) if w != 0]  # never empty: weights sum to 1
+    # Never empty: the weights sum to 1.
+    terms = [(w, e) for w, e in zip(weights, (e0, e_video, e_video_text), strict=True) if w != 0]
     if any(e is None for _, e in terms):
         raise ValueError(f"a guidance branch of non-zero weight is missing (weights {weights})")
     (w, e), *rest = terms

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from insv2v.pipeline import InsV2VPipeline
 from insv2v.assets import TOY_EDITOR
+from insv2v.pipeline import InsV2VPipeline
 
 MODEL_ENV = "INSV2V_MODEL"  # default model source when none is named
 BUNDLED_MODEL = TOY_EDITOR  # the default when no model is named, once the toy editor is shipped
@@ -79,7 +79,8 @@ def _unavailable(source: str, what: str, err: Exception) -> ModelLoadError:
         f"could not load {what} {source!r}: it is not a local folder, not in the Hugging Face cache "
         f"({constants.HF_HUB_CACHE}), and {reason}. Download it where there is network with "
         f"`hf download {source}` (it lands in that cache; set HF_HOME to move it), or "
-        f"`hf download {source} --local-dir DIR` and name DIR instead (older huggingface_hub: `huggingface-cli download`)"
+        f"`hf download {source} --local-dir DIR` and name DIR instead "
+        "(older huggingface_hub: `huggingface-cli download`)"
     )
 
 
@@ -101,7 +102,8 @@ def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
     if path.is_file():
         if path.suffix in CHECKPOINT_SUFFIXES:
             raise ModelLoadError(
-                f"{source} is a checkpoint file: convert it once with `insv2v convert {source} DIR`, then use --model DIR"
+                f"{source} is a checkpoint file: convert it once with `insv2v convert {source} DIR`, "
+                "then use --model DIR"
             )
         raise ModelLoadError(f"{source} is a file, not a pipeline folder")
     if path.is_dir():
@@ -112,7 +114,8 @@ def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
         if kind != InsV2VPipeline.__name__:
             raise ModelLoadError(
                 f"{source} holds a {kind}, not an InsV2V pipeline; an InstructPix2Pix image model becomes a video "
-                f"model with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER (e.g. guoyww/animatediff-motion-adapter-v1-5)"
+                f"model with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER "
+                "(e.g. guoyww/animatediff-motion-adapter-v1-5)"
             )
     return _from_pretrained(InsV2VPipeline, source, "model", torch_dtype=dtype)
 

@@ -92,8 +92,5 @@ def lvsc_correct(
     """
     r = latent_ref.shape[2]
     delta = lvsc_delta(eps[:, :, :r], sample[:, :, :r], latent_ref, alpha_bar)  # (b, c, r, h, w)
-    if flows is None:
-        delta_new = delta.mean(dim=2, keepdim=True)
-    else:
-        delta_new = motion_compensated_delta(delta, flows)
+    delta_new = delta.mean(dim=2, keepdim=True) if flows is None else motion_compensated_delta(delta, flows)
     return torch.cat([eps[:, :, :r] + delta, eps[:, :, r:] + delta_new], dim=2)

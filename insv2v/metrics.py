@@ -55,7 +55,7 @@ def load_clip(source: str) -> ClipScorer:
         import open_clip
 
         arch, _, pretrained = source.removeprefix("open_clip:").partition("/")
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
+        model = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)[0]
         tokenizer = open_clip.get_tokenizer(arch)
         model.eval()
         size = model.visual.image_size

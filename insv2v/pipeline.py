@@ -7,8 +7,9 @@ and each clip's new frames are decoded as soon as they are final.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import PIL.Image
@@ -22,6 +23,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from insv2v.flow import reference_flows
 from insv2v.guidance import dual_guidance, from_epsilon, needed_branches, to_epsilon
 from insv2v.longvideo import ClipSpan, lvsc_correct, plan_clips
+
 # Every component class a saved pipeline folder may name must be imported here, so that `from_pretrained` finds
 # it after `from insv2v import InsV2VPipeline` alone (diffusers never imports a module a folder names).
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
@@ -68,7 +70,7 @@ class SamplingCache:
 
     def first_step(self, key, x_in, source, embeds, compute):
         entry = self.first_steps.get(key)
-        if entry is not None and all(torch.equal(a, b) for a, b in zip(entry[:3], (x_in, source, embeds))):
+        if entry is not None and all(torch.equal(a, b) for a, b in zip(entry[:3], (x_in, source, embeds), strict=True)):
             self.hits += 1
             return entry[3]
         branches = compute()
@@ -128,7 +130,7 @@ class InsV2VPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "video_latents"]
+    _callback_tensor_inputs = ("latents", "prompt_embeds", "video_latents")
 
     def __init__(
         self,
@@ -196,11 +198,14 @@ class InsV2VPipeline(DiffusionPipeline):
             elif isinstance(video, np.ndarray):
                 if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or len(video) == 0:
                     raise ValueError(
-                        f"`video` as an array must be (frames, height, width, 3) uint8, got {video.shape} {video.dtype}."
+                        "`video` as an array must be (frames, height, width, 3) uint8, "
+                        f"got {video.shape} {video.dtype}."
                     )
             elif isinstance(video, torch.Tensor):
                 if video.ndim != 4 or video.shape[1] != 3 or len(video) == 0:
-                    raise ValueError(f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}.")
+                    raise ValueError(
+                        f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}."
+                    )
             else:
                 raise ValueError(f"`video` must be a uint8 array, a tensor or a list of PIL images, got {type(video)}.")
             height, width = self._video_size(video)
@@ -228,7 +233,9 @@ class InsV2VPipeline(DiffusionPipeline):
             if not low <= value <= high:
                 raise ValueError(f"`{name}` must be in [{low}, {high}], got {value}.")
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= MAX_STEPS:
-            raise ValueError(f"`num_inference_steps` must be an integer in [1, {MAX_STEPS}], got {num_inference_steps}.")
+            raise ValueError(
+                f"`num_inference_steps` must be an integer in [1, {MAX_STEPS}], got {num_inference_steps}."
+            )
         if not 2 <= frames_per_clip <= self.max_frames_per_clip:
             raise ValueError(
                 f"`frames_per_clip` must be in [2, {self.max_frames_per_clip}] for this model, got {frames_per_clip}."
@@ -249,7 +256,9 @@ class InsV2VPipeline(DiffusionPipeline):
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
-            raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}.")
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
+            )
 
     @staticmethod
     def _video_size(video: VideoInput) -> tuple[int, int]:
@@ -269,7 +278,11 @@ class InsV2VPipeline(DiffusionPipeline):
     def encode_prompt(self, prompt: str, device: torch.device) -> torch.Tensor:
         """CLIP last hidden state of `prompt`, padded to the tokenizer's max length: (1, L, C)."""
         tokens = self.tokenizer(
-            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            prompt,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
         )
         return self.text_encoder(tokens.input_ids.to(device))[0]
 
@@ -318,7 +331,7 @@ class InsV2VPipeline(DiffusionPipeline):
         text = embeds[list(wanted)].repeat_interleave(frames, dim=0)  # (n*f, L, C): per-frame text for the UNet
         out = self.unet(unet_in, t, encoder_hidden_states=text).sample.float().chunk(n)  # each (1, c, f, h, w)
         branches = [None, None, None]
-        for i, branch in zip(wanted, out):
+        for i, branch in zip(wanted, out, strict=True):
             branches[i] = branch
         return tuple(branches)
 
@@ -439,7 +452,9 @@ class InsV2VPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames_out = result[:, :, :done]
         else:
-            pixels = np.concatenate(decoded) if decoded else np.zeros((0, *self._video_size_px(video_latents), 3), np.uint8)
+            pixels = (
+                np.concatenate(decoded) if decoded else np.zeros((0, *self._video_size_px(video_latents), 3), np.uint8)
+            )
             if output_type == "np":
                 frames_out = pixels.astype(np.float32) / 255
             elif output_type == "pt":
@@ -487,7 +502,7 @@ class InsV2VPipeline(DiffusionPipeline):
             if i == 0 and run.cache is not None:  # the same in every call sharing the cache: all three branches
                 branches = run.cache.first_step(
                     (span.start, span.stop, int(t)), x_in, source, run.embeds,
-                    lambda: self._branches(x_in, source, empty_source, run.embeds, t),
+                    functools.partial(self._branches, x_in, source, empty_source, run.embeds, t),
                 )  # fmt: skip
             else:
                 branches = self._branches(x_in, source, empty_source, run.embeds, t, wanted)

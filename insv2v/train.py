@@ -63,7 +63,7 @@ def random_triplet(rng: np.random.Generator, edit_mix: dict[str, float] | None =
     """A random training triplet; `edit_mix` (kind -> relative frequency) picks its edit kind."""
     kind = None
     if edit_mix:
-        kinds, weights = zip(*edit_mix.items())
+        kinds, weights = zip(*edit_mix.items(), strict=True)
         kind = str(rng.choice(kinds, p=np.array(weights) / sum(weights)))
     return sample_triplet(int(rng.integers(TRAIN_SEEDS.stop)), kind=kind)
 
@@ -166,7 +166,7 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     roll = torch.from_numpy(rng.random(n)).float()
     no_text = roll < config.drop_text + config.drop_both
     no_video = (roll >= config.drop_text) & (roll < config.drop_text + config.drop_both + config.drop_video)
-    texts = ["" if drop else text for drop, text in zip(no_text.tolist(), instructions)]
+    texts = ["" if drop else text for drop, text in zip(no_text.tolist(), instructions, strict=True)]
     embeds = encode_text(tokenizer, text_encoder, texts)  # (n, L, C)
     if video:
         f = source.shape[2]
@@ -262,12 +262,11 @@ def train(config: TrainConfig) -> Path:
         accelerator.print(f"resumed from step {step}")
     names = list(modules)
     prepared = accelerator.prepare(*modules.values(), optimizer)
-    modules, optimizer = dict(zip(names, prepared[:-1])), prepared[-1]
+    modules, optimizer = dict(zip(names, prepared[:-1], strict=True)), prepared[-1]
     for module in modules.values():
         module.train()
     # Each process and each resumed run draws different samples.
     rng = np.random.default_rng([config.seed, accelerator.process_index, step])
-    log = open(out / "log.jsonl", "a")
     began, losses = time.perf_counter(), []
     while step < config.steps:
         for group in optimizer.param_groups:
@@ -292,8 +291,8 @@ def train(config: TrainConfig) -> Path:
         if step % config.log_every == 0 or step == config.steps:
             record = {"step": step, "loss": float(np.mean(losses)), "lr": learning_rate(step - 1, config),
                       "seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            with open(out / "log.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
             accelerator.print(record)
             losses = []
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):

@@ -24,7 +24,9 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """10 s at 30 fps with an audio track."""
-    return make_video(tmp_path_factory.mktemp("in") / "clip.mp4", num_frames=300, fps=30, size=(320, 240), audio_burst=2.0)
+    return make_video(
+        tmp_path_factory.mktemp("in") / "clip.mp4", num_frames=300, fps=30, size=(320, 240), audio_burst=2.0
+    )
 
 
 def edit(*args):

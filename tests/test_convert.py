@@ -242,7 +242,10 @@ def test_cli_convert_then_load_save_load_is_bit_exact(tmp_path, fixture, checkpo
         assert states[0].keys() == states[1].keys() == states[2].keys()
         for key, value in states[0].items():
             assert all(torch.equal(value, s[key]) and value.dtype == s[key].dtype for s in states[1:]), key
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
+
+    def public(config):
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+
     assert public(loaded.unet.config) == public(again.unet.config) == public(converted.unet.config)
     tensors, _ = fixture
     torch.testing.assert_close(unet_output(again.unet.eval(), tensors), tensors["unet.expected"], atol=1e-4, rtol=0)

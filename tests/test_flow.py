@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from insv2v.flow import FLOW_MAX_SIDE, optical_flow, reference_flows
-from insv2v.flow import warp
+from insv2v.flow import FLOW_MAX_SIDE, optical_flow, reference_flows, warp
 
 
 def _texture(h, w, sigma, seed=0, channels=1):

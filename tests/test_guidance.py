@@ -107,8 +107,9 @@ def test_to_epsilon_recovers_forward_noise_for_every_type():
 
 
 def test_v_prediction_matches_diffusers_ddpm():
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                              prediction_type="v_prediction")
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
+    )
     g = torch.Generator().manual_seed(11)
     x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
     t = torch.tensor([10, 500, 990])
@@ -121,8 +122,9 @@ def test_v_prediction_matches_diffusers_ddpm():
 
 def test_sample_prediction_matches_diffusers_ddpm_x0():
     """diffusers' DDPM step with prediction_type="sample" and our eps give the same predicted x0."""
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                              prediction_type="sample", clip_sample=False)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="sample", clip_sample=False
+    )
     scheduler.set_timesteps(20)
     t = scheduler.timesteps[5]
     g = torch.Generator().manual_seed(12)

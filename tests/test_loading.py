@@ -50,8 +50,10 @@ def save_image_model(folder, in_channels=8):
 def save_motion_adapter(folder):
     """A tiny AnimateDiff v1-style adapter: 24 positions, non-zero outputs."""
     torch.manual_seed(1)
-    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=8,
-                            motion_norm_num_groups=32, motion_max_seq_length=24, use_motion_mid_block=False)  # fmt: skip
+    adapter = MotionAdapter(
+        block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=8,
+        motion_norm_num_groups=32, motion_max_seq_length=24, use_motion_mid_block=False,
+    )  # fmt: skip
     adapter.save_pretrained(folder)
     return adapter
 

@@ -1,5 +1,6 @@
 """Clip planning, LVSC and motion compensation against independent ground truth written in the tests."""
 
+import itertools
 import math
 
 import pytest
@@ -22,8 +23,23 @@ def test_plan_clips_reference_example():
 
 @pytest.mark.parametrize(
     "num_frames,frames_per_clip,ref_frames",
-    [(1, 16, 4), (7, 16, 4), (16, 16, 4), (17, 16, 4), (28, 16, 4), (29, 16, 4), (32, 16, 4), (100, 16, 4),
-     (10, 4, 3), (10, 3, 0), (9, 3, 0), (5, 2, 1), (50, 8, 7), (1, 1, 0), (6, 1, 0)],
+    [
+        (1, 16, 4),
+        (7, 16, 4),
+        (16, 16, 4),
+        (17, 16, 4),
+        (28, 16, 4),
+        (29, 16, 4),
+        (32, 16, 4),
+        (100, 16, 4),
+        (10, 4, 3),
+        (10, 3, 0),
+        (9, 3, 0),
+        (5, 2, 1),
+        (50, 8, 7),
+        (1, 1, 0),
+        (6, 1, 0),
+    ],
 )
 def test_plan_clips_invariants(num_frames, frames_per_clip, ref_frames):
     spans = plan_clips(num_frames, frames_per_clip, ref_frames)
@@ -34,9 +50,9 @@ def test_plan_clips_invariants(num_frames, frames_per_clip, ref_frames):
     assert spans[-1].stop == num_frames
     for s in spans:
         assert s.length == min(frames_per_clip, num_frames) == s.stop - s.start
-        assert 0 <= s.start and s.stop <= num_frames
+        assert s.start >= 0 and s.stop <= num_frames
         assert 0 <= s.num_ref < s.length  # every clip generates at least one new frame
-    for prev, cur in zip(spans, spans[1:]):
+    for prev, cur in itertools.pairwise(spans):
         assert cur.num_ref == prev.stop - cur.start
         assert cur.num_ref >= ref_frames  # overlap at least R
         assert cur.start > prev.start
@@ -51,8 +67,13 @@ def test_plan_clips_invariants(num_frames, frames_per_clip, ref_frames):
 
 @pytest.mark.parametrize(
     "args,name",
-    [((32, 16, 16), "ref_frames"), ((32, 16, 20), "ref_frames"), ((32, 16, -1), "ref_frames"),
-     ((0, 16, 4), "num_frames"), ((-3, 16, 4), "num_frames")],
+    [
+        ((32, 16, 16), "ref_frames"),
+        ((32, 16, 20), "ref_frames"),
+        ((32, 16, -1), "ref_frames"),
+        ((0, 16, 4), "num_frames"),
+        ((-3, 16, 4), "num_frames"),
+    ],
 )
 def test_plan_clips_rejects_bad_arguments(args, name):
     with pytest.raises(ValueError, match=name):

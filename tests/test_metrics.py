@@ -27,7 +27,7 @@ def _translating(num_frames, shift=(2, 1), size=64, seed=0, margin=40):
     dx, dy = shift
     rows = [slice(margin + dy * t, margin + dy * t + size) for t in range(num_frames)]
     cols = [slice(margin + dx * t, margin + dx * t + size) for t in range(num_frames)]
-    return np.stack([base[r, c] for r, c in zip(rows, cols)])  # (f, size, size, 3)
+    return np.stack([base[r, c] for r, c in zip(rows, cols, strict=True)])  # (f, size, size, 3)
 
 
 def _noise(num_frames, size=64, seed=0):
@@ -227,7 +227,7 @@ def test_texts_are_batch_invariant_unit_vectors(scorer, reference):
     captions = ["a red circle moving right on a beach", "a pencil sketch of an orange cross bouncing on a desert"]
     together = scorer.texts(captions)  # padded to the longer caption
     torch.testing.assert_close(together.norm(dim=-1), torch.ones(2), rtol=0, atol=1e-5)
-    for row, text in zip(together, captions):
+    for row, text in zip(together, captions, strict=True):
         torch.testing.assert_close(row, scorer.texts([text])[0], rtol=0, atol=1e-5)
         torch.testing.assert_close(row, reference[1](text), rtol=0, atol=1e-5)
 

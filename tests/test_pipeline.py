@@ -55,7 +55,7 @@ def test_output_types_and_shapes(pipe):
     v = video(5)
     frames = run(pipe, v, frames_per_clip=4, ref_frames=1)
     assert frames.shape == (5, H, W, 3) and frames.dtype == np.float32
-    assert 0 <= frames.min() and frames.max() <= 1
+    assert frames.min() >= 0 and frames.max() <= 1
     latents = run(pipe, v, frames_per_clip=4, ref_frames=1, output_type="latent")
     assert latents.shape == (1, 4, 5, H // 8, W // 8)
     pt = run(pipe, v, frames_per_clip=4, ref_frames=1, output_type="pt")
@@ -230,5 +230,5 @@ def test_save_and_load_round_trip(tmp_path, pipe):
 def test_tiny_components_are_deterministic():
     a, b = tiny_components(seed=0), tiny_components(seed=0)
     for name in ("unet", "vae", "text_encoder"):
-        for (n, p), (_, q) in zip(a[name].state_dict().items(), b[name].state_dict().items()):
+        for (n, p), (_, q) in zip(a[name].state_dict().items(), b[name].state_dict().items(), strict=True):
             assert torch.equal(p, q), n

@@ -4,9 +4,9 @@ was trained for on held-out scenes (at the demo's CPU setting of 10 steps)."""
 import numpy as np
 import pytest
 
+from insv2v.assets import TOY_EDITOR
 from insv2v.editing import model_defaults
 from insv2v.loading import default_source, load_pipeline
-from insv2v.assets import TOY_EDITOR
 from insv2v.toyworld.evaluate import edit_correct
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
 
@@ -44,7 +44,13 @@ def test_shipped_editor_follows_held_out_instructions(editor, kind):
         triplet = sample_triplet(HELDOUT_SEEDS.start + 777 + i, kind=kind)
         source, _ = triplet.render(4)
         generator = torch.Generator().manual_seed(i)
-        out = editor(source, triplet.edit.instruction, num_inference_steps=10, generator=generator,
-                     guidance_scale=recommended.text_cfg, video_guidance_scale=recommended.video_cfg).frames
+        out = editor(
+            source,
+            triplet.edit.instruction,
+            num_inference_steps=10,
+            generator=generator,
+            guidance_scale=recommended.text_cfg,
+            video_guidance_scale=recommended.video_cfg,
+        ).frames
         results.append(edit_correct(triplet, (out * 255).round().astype(np.uint8)))
     assert sum(results) >= 5, results

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from insv2v.toyworld import world as W
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.toyworld import world as W
 from insv2v.toyworld.world import (
     BACKGROUNDS,
     HELDOUT_SEEDS,
@@ -63,7 +63,7 @@ def test_render_shape_and_dtype(seed):
 def test_same_seed_same_triplet_and_pixels():
     a, b = sample_triplet(1234), sample_triplet(1234)
     assert a == b
-    for x, y in zip(a.render(FRAMES), b.render(FRAMES)):
+    for x, y in zip(a.render(FRAMES), b.render(FRAMES), strict=True):
         np.testing.assert_array_equal(x, y)
     assert sample_triplet(1235) != a  # the seed matters
 
@@ -87,7 +87,7 @@ def test_sketch_window_equals_slice_of_longer_render():
 def test_shape_cores_have_their_colour_and_background_its_two_tones(seed):
     scene = sample_triplet(seed).scene
     video, masks = render(scene, FRAMES), shape_masks(scene, FRAMES)  # (f, h, w, 3), (n, f, h, w)
-    for shape, mask in zip(scene.shapes, masks):
+    for shape, mask in zip(scene.shapes, masks, strict=True):
         colour = np.array(SHAPE_COLOURS[shape.colour])
         full = mask == 1.0
         assert full.any()
@@ -297,7 +297,7 @@ def test_negative_style_is_exactly_255_minus_input():
 def test_style_edit_keeps_geometry():
     for triplet in _triplets("style", 8):
         assert triplet.edited == dataclasses.replace(triplet.scene, style=triplet.edit.value)
-        source, edited = triplet.render(2)
+        _, edited = triplet.render(2)
         if triplet.edit.value == "sketch":  # pencil on paper: grey
             assert (edited[..., 0] == edited[..., 1]).all() and (edited[..., 1] == edited[..., 2]).all()
             assert np.median(edited) > 200

@@ -98,7 +98,9 @@ def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
 
     # Fine-tuning a 2-D model starts from its weights, not from fresh ones.
     tuned = build(TrainConfig("2d", "unused", init_dir=str(flat)))[0]["unet"].state_dict()
-    assert all(torch.equal(tuned[k], v) for k, v in load_file(flat / "unet" / "diffusion_pytorch_model.safetensors").items())
+    assert all(
+        torch.equal(tuned[k], v) for k, v in load_file(flat / "unet" / "diffusion_pytorch_model.safetensors").items()
+    )
 
     # Resume: a second run with more steps continues from step 1 and appends to the same log.
     final = train(TrainConfig("video", str(video_dir), steps=2, frames=3, init_dir=str(flat), **small))

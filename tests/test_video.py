@@ -4,17 +4,35 @@ import os
 import shutil
 import tracemalloc
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from media import (
+    audio_track,
+    burst_time,
+    index_frame,
+    make_audio_only,
+    make_empty_avi,
+    make_video,
+    marker_frame,
+    read_index,
+)
 from PIL import Image
 
 from insv2v import video
-from insv2v.video import Clip, VideoError, VideoWriter, probe, read_video, side_by_side, target_size, write_gif
-from insv2v.video import write_video
-from media import audio_track, burst_time, index_frame, make_audio_only, make_empty_avi, make_video, marker_frame
-from media import read_index
+from insv2v.video import (
+    Clip,
+    VideoError,
+    VideoWriter,
+    probe,
+    read_video,
+    side_by_side,
+    target_size,
+    write_gif,
+    write_video,
+)
 
 VFR_TIMES = [0.0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.0, 1.3, 1.35, 1.8]
 
@@ -35,9 +53,9 @@ def files(tmp_path_factory):
         "audio_only": make_audio_only(d / "audio.m4a"),
         "no_frames": make_empty_avi(d / "no_frames.avi"),
     }
-    data = open(paths["src"], "rb").read()
+    data = Path(paths["src"]).read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) * 3 // 10])  # moov atom (at the end) is lost
-    data = open(paths["faststart"], "rb").read()
+    data = Path(paths["faststart"]).read_bytes()
     (d / "truncated_faststart.mp4").write_bytes(data[: len(data) * 6 // 10])  # moov first, frames cut
     (d / "text.mp4").write_text("not a video\n" * 50)
     (d / "notes.txt").write_text("not a video\n" * 50)
@@ -336,10 +354,9 @@ def test_write_other_containers(tmp_path, ext):
 def test_failed_write_keeps_existing_output(tmp_path):
     out = tmp_path / "out.mp4"
     out.write_bytes(b"previous result")
-    with pytest.raises(RuntimeError):
-        with VideoWriter(out, 30) as writer:
-            writer.write(np.zeros((3, 32, 32, 3), np.uint8))
-            raise RuntimeError("model crashed")
+    with pytest.raises(RuntimeError), VideoWriter(out, 30) as writer:
+        writer.write(np.zeros((3, 32, 32, 3), np.uint8))
+        raise RuntimeError("model crashed")
     with pytest.raises(VideoError, match="frames must be uint8"):
         write_video(out, np.zeros((3, 32, 32, 3), np.float32), 30)
     with pytest.raises(VideoError, match="frame size changed"):
@@ -348,7 +365,7 @@ def test_failed_write_keeps_existing_output(tmp_path):
         write_video(out, [], 30)
     with pytest.raises(VideoError, match="fps must be > 0"):
         write_video(out, np.zeros((1, 32, 32, 3), np.uint8), 0)
-    with pytest.raises(VideoError, match="output must end in .mp4"):
+    with pytest.raises(VideoError, match=r"output must end in \.mp4"):
         write_video(tmp_path / "out.avi", np.zeros((1, 32, 32, 3), np.uint8), 30)
     with pytest.raises(VideoError, match="file not found"):
         write_video(out, np.zeros((1, 32, 32, 3), np.uint8), 30, audio_from=tmp_path / "nope.mp4")

@@ -212,7 +212,10 @@ def reference_outputs(
     out["unet.expected"] = unet(
         inputs["unet.sample"], inputs["unet.timestep"], encoder_hidden_states=inputs["unet.encoder_hidden_states"]
     ).sample
-    to_ref = lambda x: x.permute(0, 2, 1, 3, 4)  # (b, c, f, h, w) <-> (b, f, c, h, w)
+
+    def to_ref(x):  # (b, c, f, h, w) <-> (b, f, c, h, w)
+        return x.permute(0, 2, 1, 3, 4)
+
     latents = reference_edit(
         ref, unet, to_ref(inputs["edit.latents"]), to_ref(inputs["edit.video_latents"]),
         inputs["edit.prompt_embeds"], inputs["edit.negative_prompt_embeds"], EDIT,

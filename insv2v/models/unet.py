@@ -64,7 +64,7 @@ class FrameGroupNorm(torch.nn.GroupNorm):
 def _signature_with_norm_mode(init):
     """Give `init` UNetMotionModel's signature plus `norm_mode`, so that diffusers' config machinery (which reads
     the signature) records every setting of the subclass and passes them all back on `from_pretrained`."""
-    params = [p for p in inspect.signature(UNetMotionModel.__init__).parameters.values()]
+    params = list(inspect.signature(UNetMotionModel.__init__).parameters.values())
     params.append(inspect.Parameter("norm_mode", inspect.Parameter.KEYWORD_ONLY, default="diffusers"))
     init.__signature__ = inspect.Signature(params)
     return init

@@ -1,6 +1,6 @@
 """A tiny random InsV2VPipeline: same classes and data flow as the real model, a few hundred kB of weights.
 
-    python -m insv2v.testing.tiny OUT_DIR     # saves one that `insv2v edit --model OUT_DIR` loads offline
+python -m insv2v.testing.tiny OUT_DIR     # saves one that `insv2v edit --model OUT_DIR` loads offline
 """
 
 from __future__ import annotations

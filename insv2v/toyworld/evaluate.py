@@ -57,7 +57,9 @@ def edit_correct(triplet: Triplet, output: np.ndarray) -> bool:
     if edit.kind == "background":
         uncovered = (before.max(axis=0) == 0) & (after.max(axis=0) == 0)
         errors = {
-            name: np.abs(out[uncovered] - render(dataclasses.replace(triplet.edited, background=name), f)[uncovered]).mean()
+            name: np.abs(
+                out[uncovered] - render(dataclasses.replace(triplet.edited, background=name), f)[uncovered]
+            ).mean()
             for name in BACKGROUNDS
         }
         return min(errors, key=errors.get) == edit.value
@@ -157,7 +159,9 @@ def markdown_table(results: dict) -> str:
     lines.append(f"| edits match ground truth | all | PSNR (dB) | {edits['psnr']:.2f} |")
     lines.append(f"| | input returned unchanged | PSNR (dB) | {edits['psnr_identity']:.2f} |")
     for name, row in results["temporal"].items():
-        lines.append(f"| inflation makes frames consistent | {name} | frame consistency | {row['frame_consistency']:.4f} |")
+        lines.append(
+            f"| inflation makes frames consistent | {name} | frame consistency | {row['frame_consistency']:.4f} |"
+        )
         lines.append(f"| | {name} | warp error | {row['warp_error']:.5f} |")
     for name, row in results["long"].items():
         lines.append(f"| LVSC hides clip seams | {name} | seam score | {row['seam_score']:.3f} |")

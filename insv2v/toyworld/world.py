@@ -142,7 +142,7 @@ def render(scene: Scene, num_frames: int, first: int = 0) -> np.ndarray:
     weight = tex[rows[:, :, None], cols[:, None, :]][..., None]  # (f, h, w, 1)
     video = base + (accent - base) * (weight > 0.5)  # two-tone blobs
     masks = shape_masks(scene, num_frames, first)
-    for shape, mask in zip(scene.shapes, masks):
+    for shape, mask in zip(scene.shapes, masks, strict=True):
         colour = np.array(SHAPE_COLOURS[shape.colour], np.float32)
         video = video * (1 - mask[..., None]) + colour * mask[..., None]
     if scene.style == "sketch":
@@ -253,7 +253,7 @@ def random_scene(rng: np.random.Generator, camera_motion: float = 0.5) -> Scene:
     kinds = rng.choice(SHAPES, size=n, replace=False)
     colours = rng.choice(list(SHAPE_COLOURS), size=n, replace=False)
     shapes = []
-    for kind, colour in zip(kinds, colours):
+    for kind, colour in zip(kinds, colours, strict=True):
         radius = float(rng.uniform(7, 11))
         motion = str(rng.choice(MOTIONS))
         speed = float(rng.uniform(0.5, 2.0) if motion == "bouncing" else rng.uniform(0.3, 0.9))
@@ -292,7 +292,9 @@ def random_edit(rng: np.random.Generator, scene: Scene, kind: str | None = None)
     choices = [c for c in (SHAPE_COLOURS if kind == "colour" else SHAPES) if c not in taken]
     value = str(rng.choice(choices))
     template = str(rng.choice(PHRASINGS[kind]))
-    return Edit(kind, target, value, template.format(kind=shape.kind, old=shape.colour, value=value, a_value=article(value)))
+    return Edit(
+        kind, target, value, template.format(kind=shape.kind, old=shape.colour, value=value, a_value=article(value))
+    )
 
 
 def sample_triplet(seed: int, kind: str | None = None) -> Triplet:
@@ -305,5 +307,5 @@ def sample_triplet(seed: int, kind: str | None = None) -> Triplet:
 
 
 # Splits are disjoint seed ranges: training draws from TRAIN_SEEDS, evaluation from HELDOUT_SEEDS.
-TRAIN_SEEDS = range(0, 10**9)
+TRAIN_SEEDS = range(10**9)
 HELDOUT_SEEDS = range(10**9, 10**9 + 10**6)
