@@ -33,6 +33,7 @@ def edit(*args):
     return main(["edit", *map(str, args)])
 
 
+@pytest.mark.slow  # a ten-second clip end to end
 def test_ten_second_clip_keeps_frame_count_fps_aspect_and_audio(model, clip, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     assert edit(clip, "make it snowy", "-o", out, "--model", model, "--side-by-side", "--seed", 7, *FAST) == 0
@@ -158,6 +159,7 @@ def test_toyworld_make_and_train_commands(tmp_path, capsys):
     assert "frames must be in [1, 256]" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the whole toy-world evaluation
 def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     """Text CFG from the flag, video CFG from the model's sampling.json."""
     from insv2v.metrics import psnr

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from reference_parity import load_fixture, seeded_checkpoint
 
 from insv2v.assets import TOY_EDITOR
@@ -41,6 +42,7 @@ def load_in_fresh_python(folder: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_converted_reference_checkpoint_loads_after_a_plain_import(tmp_path):
     _, meta = load_fixture()
     checkpoint = seeded_checkpoint(meta["spec"], meta["seed"])  # the layout the reference saves
@@ -53,6 +55,7 @@ def test_a_converted_reference_checkpoint_loads_after_a_plain_import(tmp_path):
     assert loaded["classes"]["vae"] == "AutoencoderKL" and loaded["classes"]["text_encoder"] == "CLIPTextModel"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_shipped_toy_editor_loads_after_a_plain_import():
     loaded = load_in_fresh_python(TOY_EDITOR)
     assert loaded["pipeline"] == "InsV2VPipeline"

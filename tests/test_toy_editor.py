@@ -34,6 +34,7 @@ def test_shipped_editor_has_the_toy_architecture(editor):
     assert editor.scheduler.config.prediction_type == "sample"
 
 
+@pytest.mark.slow  # 16-frame edits with the shipped editor
 @pytest.mark.parametrize("kind", ["background", "colour"])
 def test_shipped_editor_follows_held_out_instructions(editor, kind):
     import torch

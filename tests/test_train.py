@@ -82,6 +82,7 @@ def test_editing_loss_weights_what_the_edit_changes():
         assert loss.item() == pytest.approx(1 + weight * changed, rel=1e-5)
 
 
+@pytest.mark.slow  # trains three stages
 def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
     small = {"batch_size": 2, "log_every": 1, "checkpoint_every": 1, "warmup": 1}
     clip = train(TrainConfig("clip", str(tmp_path / "clip"), steps=2, **small))
