@@ -18,9 +18,11 @@ from media import make_video
 from insv2v import loading
 from insv2v.editing import EditRecipe, run_edit
 from insv2v.loading import default_source
-from insv2v.testing.tiny import tiny_pipeline
-from insv2v.ui.edit_tab import SETTINGS, load_recipe
+from insv2v.pipeline import InsV2VPipeline
+from insv2v.testing.tiny import tiny_components, tiny_pipeline
+from insv2v.ui.controls import Slider
 from insv2v.ui.serving import AppConfig, Job, Jobs, OutputCache, gpu, user_message
+from insv2v.ui.settings import load_recipe, model_max_frames
 from insv2v.ui.sweep_tab import heatmap
 from insv2v.video import probe
 
@@ -130,6 +132,62 @@ def test_bad_settings_get_a_clear_message(client, media, settings, words):
     assert words in str(err.value)
 
 
+def test_api_takes_every_setting_by_name_in_the_readme_order(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = {name: [p["parameter_name"] for p in endpoints[name]["parameters"]] for name in ("/edit", "/sweep")}
+    long_video = ["lvsc", "frames_per_clip", "ref_frames", "lvsc_fraction", "mc"]
+    frames = ["resolution", "start", "length", "stride"]
+    assert names["/edit"] == ["video", "instruction", "negative_prompt", "text_cfg", "video_cfg", *long_video,
+                              "seed", "randomize_seed", "steps", *frames]  # fmt: skip
+    assert names["/sweep"] == ["video", "instruction", "text_cfgs", "video_cfgs", "score", "negative_prompt", "seed",
+                               "randomize_seed", "steps", *long_video, *frames]  # fmt: skip
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in endpoints["/edit"]["parameters"]}
+    assert (defaults["steps"], defaults["length"], defaults["frames_per_clip"]) == (1, 12, 16)  # the controls' values
+
+
+def test_frames_per_clip_limit_comes_from_the_model(tmp_path):
+    """A model whose motion modules take 24 frames: both tabs' sliders stop at 24, read from its folder without
+    loading it, and 25 through the API is refused naming the slider."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    components = tiny_components()
+    unet = components["unet"]
+    components["unet"] = type(unet).from_config({**unet.config, "motion_max_seq_length": 24})
+    folder = tmp_path / "tiny24"
+    InsV2VPipeline(**components).save_pretrained(folder)
+    clip = make_video(tmp_path / "clip.mp4", num_frames=4, size=(32, 32))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loading, "_cached", lambda *args: pytest.fail("the model was loaded"))
+        with serve(tmp_path, model=str(folder)) as (url, demo):
+            maximum = {b.elem_id: b.maximum for b in demo.blocks.values() if isinstance(b, Slider)}
+            for tab in ("edit", "sweep"):  # reference frames: fewer than frames per clip
+                assert (maximum[f"{tab}-frames-per-clip"], maximum[f"{tab}-ref-frames"]) == (24, 23)
+            with pytest.raises(AppError) as err:
+                Client(url, verbose=False).predict(
+                    handle_file(clip), "make it snowy", frames_per_clip=25, api_name="/edit"
+                )
+            assert "Frames per clip must be between 2 and 24; got 25." in str(err.value)
+    assert loading.load_pipeline(str(folder), device="cpu").max_frames_per_clip == 24  # the pipeline agrees
+
+
+def test_frames_per_clip_limit_of_hub_ids_and_compositions(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # empty: nothing read without a download
+    assert model_max_frames("someone/model") == 32  # the pipeline's own check refuses more at the first request
+    assert model_max_frames("compose:someone/ip2p+someone/adapter") == 32  # compositions take at least 32
+    snapshot = tmp_path / "hub" / "models--someone--model" / "snapshots" / "abc"
+    (snapshot / "unet").mkdir(parents=True)
+    (snapshot / "unet" / "config.json").write_text('{"motion_max_seq_length": 24}')
+    (tmp_path / "hub" / "models--someone--model" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--model" / "refs" / "main").write_text("abc")
+    assert model_max_frames("someone/model") == 24  # a hub id already in the cache
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "config.json").write_text('{"motion_max_seq_length": 48}')
+    assert model_max_frames(f"compose:someone/ip2p+{tmp_path / 'adapter'}") == 48
+
+
 def test_bad_sweep_grid(client, media):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -237,9 +295,8 @@ def test_recipe_loads_back_into_the_controls(tmp_path):
     path = tmp_path / "r.json"
     recipe = EditRecipe(input="/srv/x.mp4", instruction="make it snowy", text_cfg=9, seed=4, max_frames=8, mc=True)
     recipe.save(path, meta={})
-    values = load_recipe(str(path))
-    assert values[0] == "make it snowy"
-    settings = dict(zip(SETTINGS, values[1:]))
+    settings = load_recipe(str(path))
+    assert settings["instruction"] == "make it snowy" and "input" not in settings and "model" not in settings
     assert settings["text_cfg"] == 9 and settings["seed"] == 4 and not settings["randomize_seed"]
     assert settings["length"] == 8 and settings["mc"] is True and settings["resolution"] == 0
     path.write_text('{"text_cfg": 3, "evil": 1}')

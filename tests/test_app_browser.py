@@ -85,6 +85,22 @@ def test_edit_can_be_cancelled_and_the_next_one_runs(page):
     page.locator("#edit-status").get_by_text("Preview 2 frames").wait_for()
 
 
+def test_load_recipe_fills_the_controls(page, tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"input": "x.mp4", "instruction": "make it snowy", "text_cfg": 9, "steps": 3, "seed": 4}')
+    page.reload()
+    page.get_by_text("Sampling").click()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#edit-load-recipe").click()
+    chooser.value.set_files(str(recipe))
+    for control, value in (("#edit-text-cfg", "9"), ("#edit-steps", "3"), ("#edit-seed", "4")):
+        page.wait_for_function(
+            "([c, v]) => document.querySelector(c + ' input[type=number]')?.value === v", arg=[control, value]
+        )
+    assert page.locator("#edit-instruction textarea").input_value() == "make it snowy"
+    assert not page.locator("#edit-randomize-seed input[type=checkbox]").is_checked()
+
+
 def bad_upload(case: str, tmp: Path) -> Path:
     if case == "not a video":
         (tmp / "notes.mp4").write_text("this is not a video\n" * 50)

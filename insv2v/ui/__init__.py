@@ -1,6 +1,7 @@
 """The Gradio demo: one module per tab, assembled by `build_demo`.
 
-Add a tab by writing `insv2v/ui/NAME_tab.py` with `build(studio)` and listing it in TABS.
+Add a tab by writing `insv2v/ui/NAME_tab.py` with `build(studio)` and listing it in `_tabs`; its edit settings
+(controls, defaults, limits, the recipe they make) come from insv2v/ui/settings.py. No tab imports another.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ INTRO = (
 
 @dataclass
 class Studio:
-    """What the tabs share: the settings, the output cache, the running jobs, and the controls' starting values
-    (EditRecipe's defaults with the model's recommended guidance)."""
+    """What the tabs share: the app's settings, the output cache, the running jobs, the edit's starting values
+    (EditRecipe's defaults with the model's recommended guidance) and the edit settings' table (settings.py:
+    each control, default and limit) built from them."""
 
     config: AppConfig
     cache: OutputCache
     jobs: Jobs
     defaults: EditRecipe
+    settings: dict  # name -> settings.Setting, in the Edit endpoint's order
 
 
 def _tabs():
@@ -48,13 +51,17 @@ def build_demo(config: AppConfig | None = None):
     """The app's gr.Blocks, queue configured; call `.launch(**launch_kwargs(config))` on it."""
     import gradio as gr
 
+    from insv2v.ui.settings import settings_table
+
     config = config or AppConfig.from_env()
     prepare_environment(config)
+    defaults = model_defaults(config.model)
     studio = Studio(
         config,
         OutputCache(config.cache_dir, config.cache_max_mb * 2**20, config.cache_max_age_s),
         Jobs(),
-        model_defaults(config.model),
+        defaults,
+        settings_table(config, defaults),
     )
     hour = 3600
     with gr.Blocks(title=TITLE, delete_cache=(hour, int(config.cache_max_age_s)), analytics_enabled=False) as demo:

@@ -1,6 +1,7 @@
 """The Edit tab: one video, one instruction, every setting; a quick preview (first clip) or the full edit.
 
-The work sits behind `edit()`, also served as Gradio API endpoints `edit` and `preview`.
+The work sits behind `edit()`, also served as Gradio API endpoints `edit` and `preview`; the settings' controls,
+defaults and limits come from settings.py.
 """
 
 import dataclasses
@@ -9,22 +10,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from insv2v.editing import EditRecipe, check_instruction, run_edit
+from insv2v.assets import EXAMPLES
+from insv2v.editing import check_instruction, run_edit
 from insv2v.longvideo import plan_clips
 from insv2v.metrics import edit_scores
-from insv2v.ui.controls import Slider
-from insv2v.assets import EXAMPLES
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
-
-DEFAULTS = EditRecipe(input="", instruction="")
-TEXT_CFG_HELP = "Edit too weak? Raise text CFG. Too strong or noisy? Lower it."
-VIDEO_CFG_HELP = "Result too far from the input? Raise video CFG (1-1.8; 1 is fastest). Edit too timid? Lower it."
-
-# The settings in the order the controls, the handler and the API take them.
-SETTINGS = (
-    "negative_prompt", "text_cfg", "video_cfg", "lvsc", "frames_per_clip", "ref_frames", "lvsc_fraction", "mc",
-    "seed", "randomize_seed", "steps", "resolution", "start", "length", "stride",
-)  # fmt: skip
+from insv2v.ui.settings import Controls, load_recipe, recipe_from_settings
 
 
 def examples() -> list[list[str]]:
@@ -33,37 +24,6 @@ def examples() -> list[list[str]]:
     if not index.is_file():
         return []
     return [[str(EXAMPLES / e["file"]), e["instruction"]] for e in json.loads(index.read_text())]
-
-
-def recipe_from_settings(studio, video: str, instruction: str, values: dict, preview: bool) -> tuple[EditRecipe, str]:
-    """The recipe the controls describe, with the server's frame limit applied; and a note when it cut frames."""
-    config = studio.config
-    length = int(values["length"] or 0)
-    max_frames = min(length or config.max_frames, config.max_frames)
-    note = f"cut to {config.max_frames} frames, this server's limit" if length > config.max_frames else ""
-    if preview:
-        max_frames = min(max_frames, int(values["frames_per_clip"]))
-    seed = None if values["randomize_seed"] else int(values["seed"] or 0)
-    recipe = EditRecipe(
-        input=video,
-        instruction=(instruction or "").strip(),
-        negative_prompt=values["negative_prompt"] or "",
-        model=config.model_name,
-        text_cfg=float(values["text_cfg"]),
-        video_cfg=float(values["video_cfg"]),
-        steps=int(values["steps"]),
-        seed=seed,
-        frames_per_clip=int(values["frames_per_clip"]),
-        ref_frames=int(values["ref_frames"]),
-        lvsc=bool(values["lvsc"]),
-        lvsc_fraction=float(values["lvsc_fraction"]),
-        mc=bool(values["mc"]),
-        start=float(values["start"] or 0),
-        max_frames=max_frames,
-        stride=int(values["stride"]),
-        resolution=int(values["resolution"]) or None,
-    )
-    return recipe, note
 
 
 def run(studio, video, instruction, values: dict, preview: bool, session: str | None, progress) -> tuple:
@@ -117,56 +77,15 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
 
 
 def make_handler(studio, preview: bool):
+    """The handler of the Edit (or Preview) button and API endpoint; the settings come by name (settings.py)."""
+
     @gpu(studio.config.gpu_seconds)
-    def edit(
-        video: str,
-        instruction: str,
-        negative_prompt: str = "",
-        text_cfg: float = studio.defaults.text_cfg,
-        video_cfg: float = studio.defaults.video_cfg,
-        lvsc: bool = True,
-        frames_per_clip: int = DEFAULTS.frames_per_clip,
-        ref_frames: int = DEFAULTS.ref_frames,
-        lvsc_fraction: float = DEFAULTS.lvsc_fraction,
-        mc: bool = False,
-        seed: int = 0,
-        randomize_seed: bool = True,
-        steps: int = 20,
-        resolution: int = 0,
-        start: float = 0.0,
-        length: int = 16,
-        stride: int = 1,
-        request: gr.Request = None,
-        progress=gr.Progress(),
-    ):
-        values = {name: value for name, value in locals().items() if name in SETTINGS}
+    def edit(video: str, instruction: str, request: gr.Request = None, progress=gr.Progress(), **settings):
         session = request.session_hash if request is not None else None
-        return run(studio, video, instruction, values, preview, session, progress)
+        return run(studio, video, instruction, settings, preview, session, progress)
 
     edit.__name__ = "preview" if preview else "edit"
     return edit
-
-
-def load_recipe(path: str | None) -> list:
-    """Settings from a recipe JSON (the input and model named in it are ignored: they are server-side paths)."""
-    if not path:
-        return [gr.update()] * len(SETTINGS)
-    try:
-        data = json.loads(Path(path).read_text())
-        if not isinstance(data, dict):
-            raise ValueError("it is not a JSON object")
-        recipe = EditRecipe.from_json({"input": "", "instruction": "", **data})
-    except (OSError, ValueError, TypeError) as err:
-        raise gr.Error(f"cannot load this recipe: {user_message(err)}") from None
-    values = {
-        **{f: getattr(recipe, f) for f in SETTINGS if hasattr(recipe, f)},
-        "negative_prompt": recipe.negative_prompt,
-        "seed": recipe.seed or 0,
-        "randomize_seed": recipe.seed is None,
-        "resolution": recipe.resolution or 0,
-        "length": recipe.max_frames or 0,
-    }
-    return [recipe.instruction or gr.update()] + [values[name] for name in SETTINGS]
 
 
 def describe_upload(studio, video: str | None) -> str:
@@ -188,43 +107,26 @@ def build(studio) -> None:
             video = gr.Video(label="Input video", sources=["upload"], height=280, elem_id="edit-input")
             video_info = gr.Markdown(elem_id="edit-input-info")
             instruction = gr.Textbox(label="Instruction", placeholder="make it snowy", elem_id="edit-instruction")
-            negative_prompt = gr.Textbox("", label="Negative prompt", placeholder="optional: what to avoid")
-            text_cfg = Slider(1.0, 20.0, studio.defaults.text_cfg, step=0.5, label="Text CFG", info=TEXT_CFG_HELP)
-            video_cfg = Slider(1.0, 3.0, studio.defaults.video_cfg, step=0.05, label="Video CFG", info=VIDEO_CFG_HELP)
+            controls = Controls(studio.settings, "edit")
+            controls.add("negative_prompt")
+            controls.add("text_cfg")
+            controls.add("video_cfg")
             with gr.Row():
                 preview_button = gr.Button("Preview (first clip)", elem_id="edit-preview")
                 run_button = gr.Button("Edit video", variant="primary", elem_id="edit-run")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="edit-cancel")
             with gr.Accordion("Sampling", open=False):
                 with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1)
-                    randomize_seed = gr.Checkbox(True, label="Randomise seed")
-                steps = Slider(1, 50, config.default_steps, step=1, label="Steps", elem_id="edit-steps")
-                resolution = Slider(
-                    0, 1024, 0, step=8, label="Resolution", info="Short side in pixels; 0 = the model's native size"
-                )
+                    controls.add("seed")
+                    controls.add("randomize_seed")
+                controls.add("steps")
+                controls.add("resolution")
             with gr.Accordion("Long video (LVSC) and motion compensation", open=False):
-                lvsc = gr.Checkbox(True, label="LVSC: correct each clip towards the clip before")
-                frames_per_clip = Slider(
-                    2, 32, DEFAULTS.frames_per_clip, step=1, label="Frames per clip", elem_id="edit-frames-per-clip"
-                )
-                ref_frames = Slider(
-                    0, 16, DEFAULTS.ref_frames, step=1, label="Reference frames",
-                    info="Frames each clip shares with the one before; fewer than frames per clip",
-                    elem_id="edit-ref-frames",
-                )  # fmt: skip
-                lvsc_fraction = Slider(
-                    0.0, 1.0, DEFAULTS.lvsc_fraction, step=0.05, label="Correction fraction",
-                    info="Share of the steps, from the noisiest, that get the correction",
-                )  # fmt: skip
-                mc = gr.Checkbox(False, label="MC: carry the correction along the input's optical flow")
+                for name in ("lvsc", "frames_per_clip", "ref_frames", "lvsc_fraction", "mc"):
+                    controls.add(name)
             with gr.Accordion("Which frames", open=False):
-                start = gr.Number(0.0, label="Start (seconds)", minimum=0)
-                length = Slider(
-                    0, config.max_frames, min(16, config.max_frames), step=1, label="Length (frames)",
-                    info=f"0 = all, up to {config.max_frames}",
-                )  # fmt: skip
-                stride = Slider(1, 8, 1, step=1, label="Frame stride", info="Keep every n-th frame")
+                for name in ("start", "length", "stride"):
+                    controls.add(name)
             load_button = gr.UploadButton("Load recipe", file_types=[".json"], elem_id="edit-load-recipe")
         with gr.Column(scale=1):
             output = gr.Video(label="Edited video", elem_id="edit-output", buttons=["download"], height=280)
@@ -233,11 +135,12 @@ def build(studio) -> None:
             status = gr.Markdown(elem_id="edit-status")
             recipe_file = gr.File(label="Recipe (JSON): download, or load back with Load recipe", elem_id="edit-recipe")
 
-    settings = [negative_prompt, text_cfg, video_cfg, lvsc, frames_per_clip, ref_frames, lvsc_fraction, mc,
-                seed, randomize_seed, steps, resolution, start, length, stride]  # fmt: skip
-    inputs = [video, instruction, *settings]
-    outputs = [output, side_by_side, recipe_file, metrics, seed, status]
-    heavy = dict(concurrency_limit=1, concurrency_id="model", show_progress="full")
+    names = list(studio.settings)  # every setting, in the table's order: the API's (README)
+    settings = controls.inputs(names)
+    inputs = [video, instruction]
+    outputs = [output, side_by_side, recipe_file, metrics, controls["seed"], status]
+    # The settings go by name: the API names each parameter after its setting (its default: the control's value).
+    heavy = dict(inputs_kwargs=settings, concurrency_limit=1, concurrency_id="model", show_progress="full")
     preview_button.click(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
     run_button.click(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
     instruction.submit(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)
@@ -249,16 +152,19 @@ def build(studio) -> None:
     # Cooperative only: Gradio's `cancels=` on a running event left the next heavy event of the session stuck.
     cancel_button.click(cancel, None, None, api_name=False)
     video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False)
-    load_button.upload(load_recipe, load_button, [instruction, *settings], api_name=False)
+
+    def fill(path: str | None) -> list:
+        values = load_recipe(path)
+        return [values.get(name, gr.update()) for name in ["instruction", *names]]
+
+    load_button.upload(fill, load_button, [instruction, *settings.values()], api_name=False)
 
     if examples():
         handler = make_handler(studio, False)
 
         def edit_example(video: str, instruction: str, request: gr.Request = None):
             """An example with the default settings and seed 0, so that its cached result is reproducible."""
-            return handler(
-                video, instruction, seed=0, randomize_seed=False, steps=config.default_steps, request=request
-            )
+            return handler(video, instruction, seed=0, randomize_seed=False, request=request)
 
         gr.Examples(
             examples(),

@@ -16,9 +16,13 @@ from insv2v.editing import check_instruction
 from insv2v.longvideo import plan_clips
 from insv2v.metrics import EDIT_SCORES
 from insv2v.sweep import check_grid, parse_scales, run_sweep
-from insv2v.ui.controls import Slider
-from insv2v.ui.edit_tab import DEFAULTS, SETTINGS, recipe_from_settings
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
+from insv2v.ui.settings import Controls, recipe_from_settings
+
+# The settings the sweep shows, in the order its API takes them (README); the grid supplies the guidance scales.
+SETTINGS = ("negative_prompt", "seed", "randomize_seed", "steps", "lvsc", "frames_per_clip", "ref_frames",
+            "lvsc_fraction", "mc", "resolution", "start", "length", "stride")  # fmt: skip
+VIDEO_GRID = "1.0, 1.2, 1.5"
 
 SCORE_LABELS = {
     "clip_text": "CLIP text alignment",
@@ -128,7 +132,7 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
     data = {
         "text_cfgs": result.text_cfgs,
         "video_cfgs": result.video_cfgs,
-        "cells": [{**row, "path": str(cell.output)} for row, cell in zip(result.rows(), result.cells)],
+        "cells": [{**row, "path": str(cell.output)} for row, cell in zip(result.rows(), result.cells, strict=True)],
     }
     image, gallery, summary = present(data, score)
     table = pd.DataFrame(result.rows()).drop(columns="output").round(5)
@@ -153,34 +157,22 @@ def text_grid(centre: float) -> str:
 
 
 def make_handler(studio):
+    """The handler of the Run sweep button and API endpoint; the settings come by name (settings.py)."""
+
     @gpu(studio.config.gpu_seconds * 4)
     def sweep(
         video: str,
         instruction: str,
         text_cfgs: str = text_grid(studio.defaults.text_cfg),
-        video_cfgs: str = "1.0, 1.2, 1.5",
+        video_cfgs: str = VIDEO_GRID,
         score: str = "clip_text",
-        negative_prompt: str = "",
-        seed: int = 0,
-        randomize_seed: bool = True,
-        steps: int = 20,
-        lvsc: bool = True,
-        frames_per_clip: int = DEFAULTS.frames_per_clip,
-        ref_frames: int = DEFAULTS.ref_frames,
-        lvsc_fraction: float = DEFAULTS.lvsc_fraction,
-        mc: bool = False,
-        resolution: int = 0,
-        start: float = 0.0,
-        length: int = 16,
-        stride: int = 1,
         request: gr.Request = None,
         progress=gr.Progress(),
+        **settings,
     ):
-        # The grid supplies the guidance scales; the recipe's own are placeholders.
-        values = {name: value for name, value in locals().items() if name in SETTINGS}
-        values.update(text_cfg=DEFAULTS.text_cfg, video_cfg=DEFAULTS.video_cfg)
+        # The recipe's own guidance scales are left at their defaults: placeholders, as the grid supplies them.
         session = request.session_hash if request is not None else None
-        return run(studio, video, instruction, text_cfgs, video_cfgs, score, values, session, progress)
+        return run(studio, video, instruction, text_cfgs, video_cfgs, score, settings, session, progress)
 
     return sweep
 
@@ -200,13 +192,14 @@ def build(studio) -> None:
         with gr.Column(scale=1):
             video = gr.Video(label="Input video", sources=["upload"], height=280, elem_id="sweep-input")
             instruction = gr.Textbox(label="Instruction", placeholder="make it snowy", elem_id="sweep-instruction")
-            negative_prompt = gr.Textbox("", label="Negative prompt", placeholder="optional")
+            controls = Controls(studio.settings, "sweep")
+            controls.add("negative_prompt", placeholder="optional")
             text_cfgs = gr.Textbox(
                 text_grid(studio.defaults.text_cfg), label="Text CFG values (rows)", elem_id="sweep-text-cfgs",
                 info="Comma-separated; raise when the edit is too weak",
             )  # fmt: skip
             video_cfgs = gr.Textbox(
-                "1.0, 1.2, 1.5", label="Video CFG values (columns)", elem_id="sweep-video-cfgs",
+                VIDEO_GRID, label="Video CFG values (columns)", elem_id="sweep-video-cfgs",
                 info="Comma-separated; raise when the result strays from the input",
             )  # fmt: skip
             score = gr.Dropdown(
@@ -218,18 +211,13 @@ def build(studio) -> None:
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="sweep-cancel")
             with gr.Accordion("Settings shared by every cell", open=False):
                 with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1)
-                    randomize_seed = gr.Checkbox(True, label="Randomise seed (drawn once for the whole grid)")
-                steps = Slider(1, 50, config.default_steps, step=1, label="Steps")
-                resolution = Slider(0, 1024, 0, step=8, label="Resolution", info="0 = the model's native size")
-                lvsc = gr.Checkbox(True, label="LVSC")
-                frames_per_clip = Slider(2, 32, DEFAULTS.frames_per_clip, step=1, label="Frames per clip")
-                ref_frames = Slider(0, 16, DEFAULTS.ref_frames, step=1, label="Reference frames")
-                lvsc_fraction = Slider(0.0, 1.0, DEFAULTS.lvsc_fraction, step=0.05, label="Correction fraction")
-                mc = gr.Checkbox(False, label="MC (each cell then encodes the input again)")
-                start = gr.Number(0.0, label="Start (seconds)", minimum=0)
-                length = Slider(0, config.max_frames, min(16, config.max_frames), step=1, label="Length (frames)")
-                stride = Slider(1, 8, 1, step=1, label="Frame stride")
+                    controls.add("seed")
+                    controls.add("randomize_seed", label="Randomise seed (drawn once for the whole grid)")
+                for name in ("steps", "resolution", "lvsc", "frames_per_clip", "ref_frames", "lvsc_fraction"):
+                    controls.add(name)
+                controls.add("mc", label="MC (each cell then encodes the input again)")
+                for name in ("start", "length", "stride"):
+                    controls.add(name)
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="sweep-status")
             gallery = gr.Gallery(label="Results (rows: text CFG, columns: video CFG)", columns=3, elem_id="sweep-grid")
@@ -238,10 +226,9 @@ def build(studio) -> None:
             files = gr.File(label="Export (CSV, JSON)", file_count="multiple", elem_id="sweep-files")
             state = gr.State()
 
-    inputs = [video, instruction, text_cfgs, video_cfgs, score, negative_prompt, seed, randomize_seed, steps, lvsc,
-              frames_per_clip, ref_frames, lvsc_fraction, mc, resolution, start, length, stride]  # fmt: skip
     run_button.click(
-        make_handler(studio), inputs, [gallery, heat, table, files, state, status],
+        make_handler(studio), [video, instruction, text_cfgs, video_cfgs, score],
+        [gallery, heat, table, files, state, status], inputs_kwargs=controls.inputs(SETTINGS),
         api_name="sweep", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
 
