@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from insv2v.assets import TOY_CLIP
 from insv2v.loading import BUNDLED_MODEL, default_source
-from insv2v.assets import EXAMPLES, TOY_CLIP
 from insv2v.video import VideoError, VideoInfo, probe
 
 CLIP_ENV = "INSV2V_CLIP"
@@ -66,7 +66,7 @@ class AppConfig:
     default_steps: int = 20  # the Steps slider's starting value
 
     @classmethod
-    def from_env(cls, model: str | None = None, **overrides) -> "AppConfig":
+    def from_env(cls, model: str | None = None, **overrides) -> AppConfig:
         source = default_source(model)
         if source is None:
             raise SystemExit(NO_MODEL)
