@@ -22,19 +22,28 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no chromiu
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def browser(tmp_path_factory):
+    """One server and one browser for the module; (browser, url)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     settings = {"model": str(TOY_EDITOR)}  # the demo's own default model
     if os.environ.get("INSV2V_SCREENSHOTS"):
         settings["default_steps"] = 10  # real-looking edits in the pictures
     with serve(tmp_path_factory.mktemp("app"), **settings) as (url, _demo), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        page.get_by_text("InsV2V Studio").first.wait_for()
-        yield page
+        yield browser, url
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page (a new Gradio session, every control at its default) for each test, so none sees another's."""
+    browser, url = browser
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.get_by_text("InsV2V Studio").first.wait_for()
+    yield page
+    page.close()
 
 
 def screenshot(page, name: str) -> None:
