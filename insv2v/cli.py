@@ -209,6 +209,26 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--steps", type=_positive_int, default=20)
     e.add_argument("--text-cfg", type=float, help=f"text guidance ({_default_guidance('text_cfg')})")
     e.add_argument("--video-cfg", type=float, help=f"video guidance ({_default_guidance('video_cfg')})")
+    e.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="offset into the held-out split, as for toyworld make: "
+        "disjoint offsets give disjoint samples (0: the sample the toy editor's settings were tuned on)",
+    )
+    e.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("edits", "temporal", "long"),
+        default=["edits", "temporal", "long"],
+        help="which rows to measure (all)",
+    )
+    e.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="RESULTS.json",
+        help="pool earlier --out files of disjoint samples into one table instead of measuring",
+    )
     e.add_argument("--out", help="also write the results as JSON here")
 
 
@@ -233,8 +253,17 @@ def evaluate(args: argparse.Namespace) -> None:
 
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
     from insv2v.loading import load_pipeline
-    from insv2v.toyworld.evaluate import evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
+    from insv2v.toyworld.evaluate import combine, evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
 
+    if args.combine:
+        try:
+            results = combine([json.loads(Path(path).read_text()) for path in args.combine])
+        except (OSError, json.JSONDecodeError, KeyError) as err:
+            raise ValueError(f"cannot combine {', '.join(args.combine)}: {err}") from err
+        print(markdown_table(results))
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+        return
     model = args.model or str(TOY_EDITOR)
     pipe = load_pipeline(model, device="cpu")
     pipe.set_progress_bar_config(disable=True)
@@ -242,12 +271,14 @@ def evaluate(args: argparse.Namespace) -> None:
     text_cfg = recommended.text_cfg if args.text_cfg is None else args.text_cfg
     video_cfg = recommended.video_cfg if args.video_cfg is None else args.video_cfg
     sampling = {"num_inference_steps": args.steps, "guidance_scale": text_cfg, "video_guidance_scale": video_cfg}
-    results = {
-        "sampling": sampling,
-        "edits": evaluate_edits(pipe, n=args.edits, **sampling),
-        "temporal": evaluate_temporal(pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), **sampling),
-        "long": evaluate_long(pipe, n=max(2, args.n // 8), **sampling),
+    parts = {
+        "edits": lambda: evaluate_edits(pipe, n=args.edits, seed=args.seed, **sampling),
+        "temporal": lambda: evaluate_temporal(
+            pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), seed=args.seed, **sampling
+        ),
+        "long": lambda: evaluate_long(pipe, n=max(2, args.n // 8), seed=args.seed, **sampling),
     }
+    results = {"sampling": sampling, "seed": args.seed, **{name: parts[name]() for name in args.parts}}
     print(markdown_table(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections import defaultdict
+import json
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ import torch
 from insv2v.metrics import clip_frame_consistency, load_clip, psnr, seam_score, warp_error
 from insv2v.models import zero_motion_outputs
 from insv2v.pipeline import InsV2VPipeline
+from insv2v.stats import bootstrap_interval, wilson_interval
 from insv2v.toyworld.world import (
     BACKGROUNDS,
     EDIT_MIX,
@@ -90,26 +91,41 @@ def per_frame_model(pipe: InsV2VPipeline) -> InsV2VPipeline:
     return model
 
 
-def evaluate_edits(pipe, n: int = 40, frames: int = 16, seed: int = 0, **kwargs) -> dict:
-    """Correctness per edit kind and PSNR against ground truth (vs returning the input unchanged)."""
-    correct, ours, identity = defaultdict(list), [], []
+def _describe(triplet: Triplet) -> dict:
+    """What an edit's outcome may depend on, for diagnosing failures: the edited shape, the scene, the motion."""
+    scene, edit = triplet.scene, triplet.edit
+    row = {"background": scene.background, "pan": list(scene.pan), "shapes": len(scene.shapes)}
+    if edit.target is not None:
+        shape = scene.shapes[edit.target]
+        row.update(shape=shape.kind, colour=shape.colour, radius=shape.radius, motion=shape.motion,
+                   speed=float(np.hypot(shape.vx, shape.vy)), front=edit.target == len(scene.shapes) - 1)  # fmt: skip
+    return row
+
+
+def evaluate_edits(pipe, n: int = 100, frames: int = 16, seed: int = 0, **kwargs) -> dict:
+    """One record per held-out edit (the kinds in turn): correct or not, PSNR against the exact target and of the
+    input returned unchanged, and what the scene was. `seed` is the offset into the held-out split, as for
+    `insv2v toyworld make --split heldout --seed`; disjoint offsets give disjoint samples."""
+    records = []
     for i in range(n):
         triplet = sample_triplet(HELDOUT_SEEDS.start + seed + i, kind=EDIT_KINDS[i % len(EDIT_KINDS)])
         source, target = triplet.render(frames)
         output = _edit(pipe, source, triplet.edit.instruction, seed + i, **kwargs)
-        correct[triplet.edit.kind].append(edit_correct(triplet, output))
-        ours.append(psnr(output, target))
-        identity.append(psnr(source, target))
-    return {
-        "correct": {k: float(np.mean(v)) for k, v in sorted(correct.items())},
-        "count": {k: len(v) for k, v in sorted(correct.items())},
-        "psnr": float(np.mean(ours)),
-        "psnr_identity": float(np.mean(identity)),
-    }
+        records.append({
+            "seed": seed + i,
+            "kind": triplet.edit.kind,
+            "value": triplet.edit.value,
+            "instruction": triplet.edit.instruction,
+            "correct": bool(edit_correct(triplet, output)),
+            "psnr": psnr(output, target),
+            "psnr_identity": psnr(source, target),
+            **_describe(triplet),
+        })  # fmt: skip
+    return {"records": records}
 
 
 def evaluate_temporal(pipe, clip_source: str, n: int = 12, frames: int = 16, seed: int = 0, **kwargs) -> dict:
-    """Frame consistency (toy CLIP) and warp error along the input's motion: per-frame 2-D vs inflated model."""
+    """Frame consistency (toy CLIP) and warp error along the input's motion, per video: per-frame 2-D vs inflated."""
     scorer = load_clip(clip_source)
     rows = {}
     for name, model in (("2-D per frame", per_frame_model(pipe)), ("inflated", pipe)):
@@ -120,13 +136,17 @@ def evaluate_temporal(pipe, clip_source: str, n: int = 12, frames: int = 16, see
             output = _edit(model, source, triplet.edit.instruction, seed + i, **kwargs)
             consistency.append(clip_frame_consistency(scorer, output))
             warp.append(warp_error(output, flow_frames=source))
-        rows[name] = {"frame_consistency": float(np.mean(consistency)), "warp_error": float(np.mean(warp))}
+        rows[name] = {"frame_consistency": consistency, "warp_error": warp}
     return rows
+
+
+# Long-video scenes come from this far into the held-out split past the sample's offset, away from its edits.
+LONG_OFFSET = 10_000
 
 
 def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16, ref_frames: int = 4,
                   seed: int = 0, **kwargs) -> dict:  # fmt: skip
-    """Seam score and warp error on long clips with camera motion: LVSC off, on, and with motion compensation."""
+    """Seam score and warp error per long clip with camera motion: LVSC off, on, and with motion compensation."""
     from insv2v.longvideo import plan_clips
 
     seams = [s.start + s.num_ref for s in plan_clips(frames, frames_per_clip, ref_frames)[1:]]
@@ -139,31 +159,87 @@ def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16,
     for name, extra in settings.items():
         seam, warp = [], []
         for i in range(n):
-            triplet = sample_triplet(HELDOUT_SEEDS.start + 10_000 + seed + i)
+            triplet = sample_triplet(HELDOUT_SEEDS.start + LONG_OFFSET + seed + i)
             pan = triplet.scene.pan if triplet.scene.pan != (0.0, 0.0) else (1.0, 0.0)  # always a moving camera
             source = render(dataclasses.replace(triplet.scene, pan=pan), frames)
             output = _edit(pipe, source, triplet.edit.instruction, seed + i, frames_per_clip=frames_per_clip,
                            ref_frames=ref_frames, **extra, **kwargs)  # fmt: skip
             seam.append(seam_score(output, seams, flow_frames=source))
             warp.append(warp_error(output, flow_frames=source))
-        rows[name] = {"seam_score": float(np.mean(seam)), "warp_error": float(np.mean(warp))}
+        rows[name] = {"seam_score": seam, "warp_error": warp}
     return rows
 
 
+def combine(results: list[dict]) -> dict:
+    """Several evaluations (disjoint samples, same sampling) as one: their records and per-video values pooled."""
+    if len({json.dumps(r["sampling"], sort_keys=True) for r in results}) > 1:
+        raise ValueError("the results were measured with different sampling settings; pool like with like")
+    parts = [sorted(set(r) & {"edits", "temporal", "long"}) for r in results]
+    if any(p != parts[0] for p in parts):
+        raise ValueError(f"the results hold different rows ({parts}); pool like with like")
+    seeds = [record["seed"] for r in results for record in r.get("edits", {}).get("records", [])]
+    offsets = [r.get("seed") for r in results]
+    if len(set(seeds)) < len(seeds) or len(set(offsets)) < len(offsets):
+        raise ValueError(f"the samples overlap (offsets {offsets}): pooling them would count edits twice")
+    pooled = {"sampling": results[0]["sampling"], "seeds": [r.get("seed") for r in results]}
+    if "edits" in results[0]:
+        pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
+    for part in ("temporal", "long"):
+        if part not in results[0]:
+            continue
+        pooled[part] = {
+            name: {measure: [v for r in results for v in r[part][name][measure]] for measure in row}
+            for name, row in results[0][part].items()
+        }
+    return pooled
+
+
+def summarise_edits(records: list[dict]) -> dict:
+    """Per edit kind: correct count, rate and its Wilson 95% interval; PSNR and its gain over returning the input,
+    with bootstrap 95% intervals; and the same over all edits."""
+    kinds = {}
+    for kind in [*sorted({r["kind"] for r in records}), "all"]:
+        rows = [r for r in records if kind in ("all", r["kind"])]
+        k, n = sum(r["correct"] for r in rows), len(rows)
+        gains = [r["psnr"] - r["psnr_identity"] for r in rows]
+        kinds[kind] = {
+            "correct": k, "count": n, "rate": k / n, "rate_ci": wilson_interval(k, n),
+            "psnr": float(np.mean([r["psnr"] for r in rows])), "psnr_ci": bootstrap_interval([r["psnr"] for r in rows]),
+            "psnr_identity": float(np.mean([r["psnr_identity"] for r in rows])),
+            "gain": float(np.mean(gains)), "gain_ci": bootstrap_interval(gains),
+        }  # fmt: skip
+    return kinds
+
+
+def _mean_ci(values: list[float], digits: int) -> str:
+    low, high = bootstrap_interval(values)
+    return f"{np.mean(values):.{digits}f} ({low:.{digits}f}-{high:.{digits}f}, n={len(values)})"
+
+
 def markdown_table(results: dict) -> str:
-    """The evaluation results as the README's table."""
+    """The evaluation results as the README's table: each value with its count and 95% interval."""
     lines = ["| claim | setting | measure | value |", "|---|---|---|---|"]
-    edits = results["edits"]
-    for kind, value in edits["correct"].items():
-        lines.append(f"| edits follow the instruction | {kind} | correct | {value:.0%} of {edits['count'][kind]} |")
-    lines.append(f"| edits match ground truth | all | PSNR (dB) | {edits['psnr']:.2f} |")
-    lines.append(f"| | input returned unchanged | PSNR (dB) | {edits['psnr_identity']:.2f} |")
-    for name, row in results["temporal"].items():
-        lines.append(
-            f"| inflation makes frames consistent | {name} | frame consistency | {row['frame_consistency']:.4f} |"
-        )
-        lines.append(f"| | {name} | warp error | {row['warp_error']:.5f} |")
-    for name, row in results["long"].items():
-        lines.append(f"| LVSC hides clip seams | {name} | seam score | {row['seam_score']:.3f} |")
-        lines.append(f"| | {name} | warp error | {row['warp_error']:.5f} |")
+    summary = summarise_edits(results["edits"]["records"]) if "edits" in results else {}
+    for kind, row in summary.items():
+        if kind == "all":
+            continue
+        low, high = row["rate_ci"]
+        value = f"{row['rate']:.0%} of {row['count']} ({low:.0%}-{high:.0%})"
+        lines.append(f"| edits follow the instruction | {kind} | correct | {value} |")
+    for kind, row in summary.items():
+        low, high = row["gain_ci"]
+        value = f"{row['gain']:+.2f} ({low:+.2f} to {high:+.2f}, n={row['count']})"
+        lines.append(f"| edits match ground truth | {kind} | PSNR gain over the input (dB) | {value} |")
+    if summary:
+        everything = summary["all"]
+        low, high = everything["psnr_ci"]
+        lines.append(f"| | all | PSNR (dB) | {everything['psnr']:.2f} ({low:.2f}-{high:.2f}) |")
+        lines.append(f"| | input returned unchanged | PSNR (dB) | {everything['psnr_identity']:.2f} |")
+    for name, row in results.get("temporal", {}).items():
+        consistency = _mean_ci(row["frame_consistency"], 4)
+        lines.append(f"| inflation makes frames consistent | {name} | frame consistency | {consistency} |")
+        lines.append(f"| | {name} | warp error | {_mean_ci(row['warp_error'], 5)} |")
+    for name, row in results.get("long", {}).items():
+        lines.append(f"| LVSC hides clip seams | {name} | seam score | {_mean_ci(row['seam_score'], 3)} |")
+        lines.append(f"| | {name} | warp error | {_mean_ci(row['warp_error'], 5)} |")
     return "\n".join(lines)
