@@ -328,6 +328,7 @@ def open_page(proc, url: str, timeout: float = 120) -> str:
             time.sleep(0.5)
 
 
+@pytest.mark.slow  # app.py in a subprocess
 def test_python_app_py_honours_gradio_server_port(tmp_path):
     from insv2v.testing.tiny import main as save_tiny
 
@@ -343,6 +344,7 @@ def test_python_app_py_honours_gradio_server_port(tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # app.py in a subprocess
 def test_python_app_py_alone_serves_the_bundled_toy_editor(tmp_path):
     """A fresh checkout: no model named anywhere, and `python app.py` edits with the shipped toy editor."""
     from gradio_client import Client

@@ -18,7 +18,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "toy_background_7.mp4"
 TIMEOUT_MS = 120_000  # generous: CI machines are small and shared
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no chromium (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.slow,  # a browser driving the served app
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no chromium (apt-get install chromium)"),
+]
 
 
 @pytest.fixture(scope="module")
