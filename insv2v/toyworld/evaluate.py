@@ -181,7 +181,7 @@ def combine(results: list[dict]) -> dict:
     offsets = [r.get("seed") for r in results]
     if len(set(seeds)) < len(seeds) or len(set(offsets)) < len(offsets):
         raise ValueError(f"the samples overlap (offsets {offsets}): pooling them would count edits twice")
-    pooled = {"sampling": results[0]["sampling"], "seeds": [r.get("seed") for r in results]}
+    pooled = {"sampling": results[0]["sampling"], "seeds": offsets}
     if "edits" in results[0]:
         pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
     for part in ("temporal", "long"):
