@@ -5,8 +5,10 @@ insv2v edit --recipe OUT.json -o AGAIN.mp4          # reproduce an earlier edit 
 insv2v tiny OUT_DIR                                  # a tiny random pipeline for smoke runs
 insv2v convert insv2v.pth OUT_DIR                    # a reference checkpoint -> a pipeline folder
 insv2v toyworld make OUT_DIR --n 16 --split heldout  # toy-world triplets as files
-insv2v train clip|2d|video RUN_DIR                   # train the toy models (resumes a started run)
+insv2v train clip|2d|video|t2i|t2v RUN_DIR           # train the toy models (resumes a started run)
 insv2v eval --toyworld --out results.json            # the toy-world table of the paper's claims
+insv2v generate "CAPTION" -o OUT.mp4                 # a video from text (the data engine's text-to-video model)
+insv2v synth generate|filter|export ...              # the synthetic paired-video data engine (insv2v/synth/cli.py)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from insv2v.editing import EditRecipe, model_defaults
+from insv2v.synth import cli as synth_cli
 
 DEFAULTS = EditRecipe(input="", instruction="")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -182,15 +185,18 @@ def _add_toyworld_parsers(commands) -> None:
     make.add_argument("--split", choices=["train", "heldout"], default="train")
     make.add_argument("--frames", type=_positive_int, default=16, help="frames per video (16)")
 
-    t = commands.add_parser("train", help="train on the toy world: the CLIP, the 2-D editor, its motion modules")
-    t.add_argument("stage", choices=["clip", "2d", "video"])
+    t = commands.add_parser("train", help="train on the toy world: the CLIP, the 2-D editor, its motion modules, "
+                            "the text-to-image and text-to-video models of the data engine")  # fmt: skip
+    t.add_argument("stage", choices=["clip", "2d", "video", "t2i", "t2v"])
     t.add_argument("out_dir", help="run folder (checkpoint, log.jsonl, final/); an existing run resumes")
     t.add_argument("--steps", type=_positive_int, default=3000)
     t.add_argument("--batch-size", type=_positive_int, default=32, help="frames (clip, 2d) or clips (video)")
     t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--frames", type=_positive_int, default=8, help="frames per clip in the video stage (8)")
-    t.add_argument("--clip", dest="clip_dir", help="2d: trained CLIP folder whose text tower starts the encoder")
-    t.add_argument("--init", dest="init_dir", help="video: the 2-D stage's final folder; 2d: one to fine-tune")
+    t.add_argument("--frames", type=_positive_int, default=8, help="frames per clip in stages video, t2v (8)")
+    t.add_argument("--clip", dest="clip_dir", help="2d, t2i: trained CLIP folder whose text tower starts the encoder")
+    t.add_argument("--init", dest="init_dir", help="video (t2v): the 2d (t2i) stage's final folder; 2d: one to "
+                   "fine-tune")  # fmt: skip
+    t.add_argument("--shape-weight", type=float, help="t2i, t2v: extra loss weight on the shapes' pixels (4)")
     t.add_argument("--edit-mix", type=_edit_mix, help="2d, video: how often each edit kind is drawn, e.g. "
                    "shape=5,colour=2,background=2,style=1 (default: the world's 3,3,3,1)")  # fmt: skip
     t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4)")
@@ -293,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser("tiny", help="save a tiny random pipeline (tests, smoke runs)")
     t.add_argument("out_dir")
     t.add_argument("--seed", type=int, default=0)
+    synth_cli.add_parsers(commands)
     return parser
 
 
@@ -309,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             "toyworld": toyworld,
             "train": train,
             "eval": evaluate,
+            "generate": synth_cli.generate_video,
+            "synth": synth_cli.synth,
         }
         commands[args.command](args)
     except (VideoError, ModelLoadError, ValueError, InterruptedError) as err:

@@ -84,7 +84,7 @@ def _unavailable(source: str, what: str, err: Exception) -> ModelLoadError:
     )
 
 
-def _from_pretrained(cls, source: str, what: str, **kwargs):
+def from_pretrained_explained(cls, source: str, what: str, **kwargs):
     """`cls.from_pretrained(source)` with missing local folders and unreachable hub ids explained."""
     path = Path(source).expanduser()
     if path.exists():
@@ -117,7 +117,7 @@ def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
                 f"model with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER "
                 "(e.g. guoyww/animatediff-motion-adapter-v1-5)"
             )
-    return _from_pretrained(InsV2VPipeline, source, "model", torch_dtype=dtype)
+    return from_pretrained_explained(InsV2VPipeline, source, "model", torch_dtype=dtype)
 
 
 def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype = torch.float32) -> InsV2VPipeline:
@@ -130,7 +130,7 @@ def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype =
     from insv2v.models.inflate import MOTION_MAX_FRAMES
 
     def part(cls, name: str):
-        return _from_pretrained(cls, image_model, "image model", subfolder=name)
+        return from_pretrained_explained(cls, image_model, "image model", subfolder=name)
 
     unet2d = part(UNet2DConditionModel, "unet")
     if unet2d.config.in_channels != 8:
@@ -138,7 +138,7 @@ def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype =
             f"image model {image_model!r} has a UNet with {unet2d.config.in_channels} input channels; InsV2V needs an "
             "InstructPix2Pix UNet (8: noisy latent + source latent), e.g. timbrooks/instruct-pix2pix"
         )
-    adapter = _with_positions(_from_pretrained(MotionAdapter, motion_adapter, "motion adapter"), MOTION_MAX_FRAMES)
+    adapter = _with_positions(from_pretrained_explained(MotionAdapter, motion_adapter, "motion adapter"), MOTION_MAX_FRAMES)
     components = {
         "unet": inflate_unet(unet2d, adapter, zero_init=True),
         "vae": part(AutoencoderKL, "vae"),

@@ -94,9 +94,26 @@ def load_clip(source: str) -> ClipScorer:
     )
 
 
+def text_similarity(images: torch.Tensor, text: torch.Tensor) -> float:
+    """Mean cosine of unit image embeddings (f, d) with one unit text embedding (d,)."""
+    return float((images @ text).mean())
+
+
+def image_similarity(images_0: torch.Tensor, images_1: torch.Tensor) -> float:
+    """Mean cosine of paired unit image embeddings, frame by frame: (f, d) x (f, d)."""
+    return float((images_0 * images_1).sum(-1).mean())
+
+
+def direction_similarity(
+    images_0: torch.Tensor, images_1: torch.Tensor, text_0: torch.Tensor, text_1: torch.Tensor
+) -> float:
+    """Cosine between each frame's image change and the caption change, averaged (Gal et al. 2022)."""
+    return float(F.cosine_similarity(images_1 - images_0, (text_1 - text_0)[None], dim=-1).mean())
+
+
 def clip_text_alignment(scorer: ClipScorer, frames: np.ndarray, caption: str) -> float:
     """Mean cosine similarity of each frame with the caption of the edited video."""
-    return float((scorer.images(frames) @ scorer.texts([caption]).T).mean())
+    return text_similarity(scorer.images(frames), scorer.texts([caption])[0])
 
 
 def clip_frame_consistency(scorer: ClipScorer, frames: np.ndarray) -> float:
@@ -104,17 +121,15 @@ def clip_frame_consistency(scorer: ClipScorer, frames: np.ndarray) -> float:
     if len(frames) < 2:
         return 1.0
     e = scorer.images(frames)
-    return float((e[1:] * e[:-1]).sum(-1).mean())
+    return image_similarity(e[1:], e[:-1])
 
 
 def clip_directional_similarity(
     scorer: ClipScorer, source: np.ndarray, edited: np.ndarray, source_caption: str, edited_caption: str
 ) -> float:
     """Cosine between the image change and the caption change, per frame, averaged (Gal et al. 2022)."""
-    image_delta = scorer.images(edited) - scorer.images(source)  # (f, d)
     text = scorer.texts([source_caption, edited_caption])
-    text_delta = text[1] - text[0]
-    return float(F.cosine_similarity(image_delta, text_delta[None], dim=-1).mean())
+    return direction_similarity(scorer.images(source), scorer.images(edited), text[0], text[1])
 
 
 def pick_score(scorer: ClipScorer, frames: np.ndarray, prompt: str) -> float:

@@ -3,6 +3,8 @@
     insv2v train clip  runs/clip                         # 1. a small CLIP on frames and captions
     insv2v train 2d    runs/2d    --clip runs/clip       # 2. InstructPix2Pix 2-D UNet on frame pairs
     insv2v train video runs/video --init runs/2d         # 3. inflate, train only the motion modules on clips
+    insv2v train t2i   runs/t2i   --clip runs/clip       # a text-to-image model of the same family (the engine's)
+    insv2v train t2v   runs/t2v   --init runs/t2i        # inflated, only its motion modules trained: text-to-video
 
 Every run checkpoints to OUT_DIR/checkpoint (safetensors weights, optimizer state loaded with weights_only)
 and resumes from it when started again with the same OUT_DIR. The finished model is saved in OUT_DIR/final.
@@ -24,14 +26,15 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from insv2v.toyworld.models import toy_sample_scheduler, toy_tokenizer
-from insv2v.toyworld.world import TRAIN_SEEDS, Triplet, sample_triplet
+from insv2v.toyworld.world import STYLES, TRAIN_SEEDS, Triplet, caption, random_scene, render, sample_triplet, shape_masks
 
 EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
+STYLE_SHARE = 0.2  # t2i, t2v: share of scenes drawn in a style, so that a style edit's output caption can be drawn
 
 
 @dataclass
 class TrainConfig:
-    stage: str  # "clip", "2d" or "video"
+    stage: str  # "clip", "2d", "video" (the editor), "t2i" or "t2v" (the data engine's generators)
     out_dir: str
     steps: int = 3000  # optimizer steps
     batch_size: int = 32  # frames (clip, 2d) or clips (video) per step
@@ -40,10 +43,11 @@ class TrainConfig:
     frames: int = 8  # frames per clip in the video stage
     drop_text: float = 0.05  # condition dropout, for guidance (InstructPix2Pix: 5% each, 5% both)
     drop_video: float = 0.05
-    drop_both: float = 0.05
+    drop_both: float = 0.05  # (t2i, t2v: only drop_text + drop_both applies: the caption is dropped)
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
-    clip_dir: str | None = None  # stage 2d: a trained CLIP whose text tower starts the text encoder (else random)
-    init_dir: str | None = None  # stage video: the trained 2-D model folder; stage 2d: one to fine-tune (optional)
+    shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
+    clip_dir: str | None = None  # stages 2d, t2i: a trained CLIP whose text tower starts the text encoder (else random)
+    init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder; stage 2d: one to fine-tune (optional)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     seed: int = 0
     log_every: int = 25
@@ -97,6 +101,21 @@ def clip_pairs(
     return torch.stack(inputs), torch.stack(targets), instructions
 
 
+def captioned_clips(rng: np.random.Generator, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """n (clip, shape coverage, caption) of random training scenes: clips (n, 3, f, h, w) in [-1, 1], coverage
+    (n, 1, f, h, w) in [0, 1]; a share of the scenes in a style ("a pencil sketch of ...")."""
+    clips, coverage, captions = [], [], []
+    for _ in range(n):
+        scene = random_scene(np.random.default_rng(int(rng.integers(TRAIN_SEEDS.stop))))
+        if rng.random() < STYLE_SHARE:
+            scene = dataclasses.replace(scene, style=str(rng.choice(STYLES)))
+        first = int(rng.integers(32))
+        clips.append(to_pixels(render(scene, frames, first)).transpose(0, 1))  # (3, f, h, w)
+        coverage.append(torch.from_numpy(shape_masks(scene, frames, first).max(axis=0))[None])  # (1, f, h, w)
+        captions.append(caption(scene))
+    return torch.stack(clips), torch.stack(coverage), captions
+
+
 # ---------------------------------------------------------------- the models of each stage
 
 
@@ -106,14 +125,14 @@ def build(config: TrainConfig):
 
     if config.stage == "clip":
         return {"clip": models.toy_clip()}, {}
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPModel, CLIPTextModel
+
     tokenizer = models.toy_tokenizer()
     vae = models.toy_autoencoder()
     scheduler = models.toy_train_scheduler()
+    helpers = {"tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}
     if config.stage == "2d":
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPModel, CLIPTextModel
-
-        helpers = {"tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}
         if config.init_dir:  # fine-tune a trained 2-D model
             init = Path(config.init_dir)
             unet = UNet2DConditionModel.from_pretrained(init / "unet")
@@ -121,12 +140,9 @@ def build(config: TrainConfig):
         clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
         text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet
         return {"unet": models.toy_unet2d(), "text_encoder": text_encoder}, helpers
-    if config.stage == "video":
+    if config.stage in ("video", "t2v"):
         if not config.init_dir:
-            raise ValueError("stage video needs --init (the trained 2-D model folder)")
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextModel
-
+            raise ValueError(f"stage {config.stage} needs --init (the trained 2-D model folder)")
         from insv2v.models import inflate_unet
 
         unet = inflate_unet(UNet2DConditionModel.from_pretrained(Path(config.init_dir) / "unet"))
@@ -134,9 +150,12 @@ def build(config: TrainConfig):
         unet.requires_grad_(False)
         for name, param in unet.named_parameters():
             param.requires_grad_("motion_modules" in name)  # only the motion modules learn (InsV2V sec. 3.2)
-        return {"unet": unet}, {"tokenizer": tokenizer, "vae": vae, "scheduler": scheduler,
-                                "text_encoder": text_encoder}  # fmt: skip
-    raise ValueError(f"stage must be clip, 2d or video, got {config.stage!r}")
+        return {"unet": unet}, {**helpers, "text_encoder": text_encoder}
+    if config.stage == "t2i":
+        clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
+        text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet, as in stage 2d
+        return {"unet": models.toy_unet2d(source_conditioned=False), "text_encoder": text_encoder}, helpers
+    raise ValueError(f"stage must be clip, 2d, video, t2i or t2v, got {config.stage!r}")
 
 
 def encode_text(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
@@ -185,6 +204,30 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     return (F.mse_loss(pred, x0, reduction="none") * (1 + config.edit_weight * changed)).mean()  # "sample" prediction
 
 
+def generation_loss(unet, helpers, text_encoder, clips, coverage, captions, config, rng) -> torch.Tensor:
+    """Text-to-image/video loss with caption dropout; clips (n, 3, f, h, w) in [-1, 1], coverage (n, 1, f, h, w).
+
+    A 2-D UNet sees the frames as a batch of images; a video UNet sees whole clips.
+    """
+    vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
+    n, f = clips.shape[0], clips.shape[2]
+    x0 = vae.encode(fold_frames(clips)).latent_dist.mode() * vae.config.scaling_factor  # (n*f, c, h, w)
+    dropped = rng.random(n) < config.drop_text + config.drop_both
+    embeds = encode_text(tokenizer, text_encoder, ["" if d else c for d, c in zip(dropped, captions, strict=True)])
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,))
+    noisy = scheduler.add_noise(x0, noise, t.repeat_interleave(f))  # one timestep per clip
+    if config.stage == "t2i":
+        pred = unet(noisy, t.repeat_interleave(f), encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
+    else:  # UNetMotionModel: (n, c, f, h, w) with per-frame text
+        pred = unet(unfold_frames(noisy, n), t, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
+        pred = fold_frames(pred)
+    # The shapes carry what a caption says beyond the background; they are a few percent of the pixels.
+    weight = 1 + config.shape_weight * F.pixel_unshuffle(fold_frames(coverage), vae.config.patch_size)
+    weight = weight.mean(dim=1, keepdim=True)  # (n*f, 1, h, w): the coverage of each folded 4x4 patch
+    return (F.mse_loss(pred, x0, reduction="none") * weight).mean()  # "sample" prediction
+
+
 def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")  # fmt: skip
@@ -220,6 +263,13 @@ def save_final(config: TrainConfig, modules: dict, helpers: dict) -> Path:
         return final
 
     text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
+    if config.stage in ("t2i", "t2v"):
+        from insv2v.synth.t2v import TextToVideoPipeline
+
+        pipe = TextToVideoPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
+                                   unet=modules["unet"], scheduler=toy_sample_scheduler())  # fmt: skip
+        pipe.save_pretrained(final)
+        return final
     if config.stage == "2d":
         for name in ("unet", "text_encoder"):
             modules[name].save_pretrained(final / name)
@@ -276,12 +326,18 @@ def train(config: TrainConfig) -> Path:
             loss = clip_loss(modules["clip"], tokenizer, source.to(accelerator.device), captions)
         else:
             text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
-            if config.stage == "2d":
+            if config.stage in ("t2i", "t2v"):
+                frames = 1 if config.stage == "t2i" else config.frames
+                clips, coverage, captions = captioned_clips(rng, config.batch_size, frames)
+                loss = generation_loss(modules["unet"], helpers, text_encoder, clips.to(accelerator.device),
+                                       coverage.to(accelerator.device), captions, config, rng)  # fmt: skip
+            elif config.stage == "2d":
                 source, target, instructions, _ = frame_pairs(rng, config.batch_size, config.edit_mix)
             else:
                 source, target, instructions = clip_pairs(rng, config.batch_size, config.frames, config.edit_mix)
-            loss = editing_loss(modules["unet"], helpers, text_encoder, source.to(accelerator.device),
-                                target.to(accelerator.device), instructions, config, rng)  # fmt: skip
+            if config.stage in ("2d", "video"):
+                loss = editing_loss(modules["unet"], helpers, text_encoder, source.to(accelerator.device),
+                                    target.to(accelerator.device), instructions, config, rng)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, 1.0)

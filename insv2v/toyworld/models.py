@@ -56,8 +56,9 @@ def toy_tokenizer():
     return tokenizer
 
 
-def toy_unet2d() -> UNet2DConditionModel:
-    """InstructPix2Pix-style 2-D UNet: 96 input channels (noisy frame + source frame, folded), 48 out.
+def toy_unet2d(source_conditioned: bool = True) -> UNet2DConditionModel:
+    """InstructPix2Pix-style 2-D UNet: 96 input channels (noisy frame + source frame, folded), 48 out; without
+    `source_conditioned`, a text-to-image UNet of the same family (48 in: the noisy frame alone).
 
     Cross-attention sits at 8x8 and 4x4 only: at 16x16 it doubled the time of a step (256 tokens) while the
     text decides what to paint (colour, shape, background), which the coarse levels carry to the fine ones.
@@ -67,7 +68,7 @@ def toy_unet2d() -> UNet2DConditionModel:
     channels = 3 * PATCH * PATCH
     return UNet2DConditionModel(
         sample_size=SIZE // PATCH,
-        in_channels=2 * channels,
+        in_channels=2 * channels if source_conditioned else channels,
         out_channels=channels,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),

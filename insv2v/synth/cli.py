@@ -1,0 +1,150 @@
+"""The data engine's commands: `insv2v generate` (a video from a caption) and `insv2v synth generate|filter|export`.
+
+insv2v generate "a red circle moving right on a beach" -o out.mp4        # the shipped toy text-to-video model
+insv2v synth generate --prompts toy --n 200 --out data/toy --seed 0     # pairs, filtered, resumable
+accelerate launch -m insv2v.cli synth generate ...                      # the samples split across processes
+insv2v synth filter data/toy --sim-dir 0.1                              # other thresholds, nothing regenerated
+insv2v synth export data/toy --out shards/                              # WebDataset tar shards of the kept pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shlex
+import sys
+
+REAL_CLIP = "open_clip:ViT-L-14/openai"  # the reference's filter CLIP
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("CLIP filter thresholds (default: the CLIP folder's filter_thresholds.json, else the "
+                             "reference's 0.2, 0.2, 0.2, 0.5 for ViT-L/14)")  # fmt: skip
+    g.add_argument("--sim-0", type=float, help="input frames vs input caption")
+    g.add_argument("--sim-1", type=float, help="edited frames vs output caption")
+    g.add_argument("--sim-dir", type=float, help="directional similarity")
+    g.add_argument("--sim-image", type=float, help="input vs edited frames")
+
+
+def _thresholds(args: argparse.Namespace, clip: str | None):
+    from insv2v.synth.clip_filter import Thresholds
+
+    return Thresholds.for_clip(clip, sim_0=args.sim_0, sim_1=args.sim_1, sim_dir=args.sim_dir,
+                               sim_image=args.sim_image)  # fmt: skip
+
+
+def default_clip(t2v: str) -> str:
+    """The toy CLIP for the toy models (it knows their world), CLIP ViT-L/14 for real ones."""
+    from pathlib import Path
+
+    from insv2v.assets import TOY_CLIP, TOY_T2I, TOY_T2V
+
+    toy = {str(p.resolve()) for p in (TOY_T2V, TOY_T2I)}
+    return str(TOY_CLIP) if str(Path(t2v).resolve()) in toy else REAL_CLIP
+
+
+def add_parsers(commands) -> None:
+    from insv2v.synth.t2v import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+    g = commands.add_parser("generate", help="a video from a caption with a text-to-video model")
+    g.add_argument("caption")
+    g.add_argument("-o", "--output", required=True, help="output .mp4 or .gif")
+    g.add_argument("--model", help="text-to-video pipeline folder or hub id (default: the shipped toy model)")
+    g.add_argument("--frames", type=_positive_int, default=DEFAULT_FRAMES, help=f"({DEFAULT_FRAMES})")
+    g.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help=f"DDIM steps ({DEFAULT_STEPS})")
+    g.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help=f"text guidance ({DEFAULT_GUIDANCE})")
+    g.add_argument("--size", type=int, help="side in pixels (default: the model's)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--fps", type=float, default=8.0)
+
+    s = commands.add_parser("synth", help="the synthetic paired-video data engine").add_subparsers(
+        dest="action", required=True
+    )
+    gen = s.add_parser("generate", help="make paired videos with video Prompt-to-Prompt, scored by the CLIP filter")
+    gen.add_argument("--out", required=True, help="dataset folder; an existing one resumes")
+    gen.add_argument("--prompts", default="toy", help="toy | FILE.jsonl ({input, edit, output} lines) | llm:MODEL")
+    gen.add_argument("--n", type=_positive_int, required=True, help="samples (kept and rejected)")
+    gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (settings, noise, toy prompts)")
+    gen.add_argument("--split", choices=("train", "heldout"), default="train",
+                     help="toy-world seeds of the toy prompts and of an LLM's default captions (train)")  # fmt: skip
+    gen.add_argument("--t2v", help="text-to-video pipeline folder or hub id, e.g. damo-vilab/text-to-video-ms-1.7b "
+                     "(default: the shipped toy model)")  # fmt: skip
+    gen.add_argument("--clip", help=f"CLIP for the filter (default: the toy CLIP for toy models, else {REAL_CLIP})")
+    gen.add_argument("--frames", type=_positive_int, default=16, help="(16)")
+    gen.add_argument("--steps", type=_positive_int, default=30, help="DDIM steps (30)")
+    gen.add_argument("--size", type=int, help="side in pixels (default: the model's)")
+    _add_threshold_flags(gen)
+
+    f = s.add_parser("filter", help="re-apply other thresholds to a dataset without regenerating")
+    f.add_argument("dataset")
+    f.add_argument("--clip", help="the CLIP whose thresholds to start from (default: the dataset's)")
+    _add_threshold_flags(f)
+
+    e = s.add_parser("export", help="the kept pairs as WebDataset tar shards")
+    e.add_argument("dataset")
+    e.add_argument("--out", required=True)
+    e.add_argument("--shard-size", type=_positive_int, default=1000, help="pairs per shard (1000)")
+
+
+def generate_video(args: argparse.Namespace) -> None:
+    import torch
+
+    from insv2v.assets import TOY_T2V
+    from insv2v.synth.t2v import load_t2v
+    from insv2v.video import write_gif, write_video
+
+    pipe = load_t2v(args.model or str(TOY_T2V))
+    out = pipe(args.caption, num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.cfg,
+               height=args.size, width=args.size, generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+    frames = out.frames[0]
+    (write_gif if str(args.output).lower().endswith(".gif") else write_video)(args.output, frames, args.fps)
+    print(f"wrote {args.output} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed})")
+
+
+def synth(args: argparse.Namespace) -> None:
+    from insv2v.synth import dataset
+
+    if args.action == "generate":
+        from insv2v.assets import TOY_T2V
+        from insv2v.synth.generate import GenerateConfig, generate
+        from insv2v.synth.prompts import prompt_source
+
+        t2v = args.t2v or str(TOY_T2V)
+        clip = args.clip or default_clip(t2v)
+        config = GenerateConfig(
+            out_dir=args.out, t2v=t2v, prompts=args.prompts, n=args.n, seed=args.seed, clip=clip,
+            thresholds=_thresholds(args, clip), frames=args.frames, steps=args.steps, size=args.size,
+            command=shlex.join(["insv2v", *sys.argv[1:]]),
+        )  # fmt: skip
+        from insv2v.synth.prompts import PromptStats, toy_captions
+
+        judge = None
+        if args.prompts == "toy":
+            from insv2v.toyworld.synthetic import toy_judge
+
+            judge = toy_judge
+        stats = PromptStats()
+
+        def pairs():
+            captions = None
+            if args.prompts.startswith("llm"):  # a bounded caption stream: an LLM that never succeeds stops
+                captions = itertools.islice(toy_captions(args.seed, args.split), 10 * args.n)
+            return prompt_source(args.prompts, seed=args.seed, split=args.split, captions=captions, stats=stats)
+
+        counts = generate(config, pairs, judge, stats.to_dict)
+        if counts:
+            print(f"{args.out}: {counts['kept']} of {counts['samples']} samples kept")
+    elif args.action == "filter":
+        clip = args.clip or dataset.read_card(args.dataset).get("clip")
+        counts = dataset.refilter(args.dataset, _thresholds(args, clip))
+        print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
+    else:
+        shards = dataset.export_webdataset(args.dataset, args.out, args.shard_size)
+        print(f"wrote {len(shards)} shard(s) to {args.out}")

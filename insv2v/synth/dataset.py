@@ -1,0 +1,220 @@
+"""A synthetic paired-video dataset on disk: written so that a run killed at any moment resumes cleanly.
+
+    DIR/card.json, README.md   the dataset card: models, CLIP, thresholds, settings, counts
+    DIR/prompts.jsonl          the paired prompts, one per sample, fixed before any video is made
+    DIR/manifest.jsonl         one line per finished sample, rejected ones included: prompts, seed, P2P
+                               settings, the four CLIP scores, kept (and the toy judge's verdict where known)
+    DIR/pairs/NNNNNN/          input.mp4 and edited.mp4 of sample NNNNNN
+
+A pair's videos are written to a temporary folder renamed into place, and only then is its manifest line
+appended, in one write, flushed to disk. So a pair folder without a line, a temporary folder or a line cut short
+are leftovers of a kill, which `recover` removes before a run goes on. Several processes (`accelerate launch`)
+each append to their own `manifest.partK.jsonl`, merged into `manifest.jsonl` at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from insv2v.synth.clip_filter import PairScores, Thresholds
+
+MANIFEST = "manifest.jsonl"
+PROMPTS = "prompts.jsonl"
+CARD = "card.json"
+PAIRS = "pairs"
+
+
+def pair_id(index: int) -> str:
+    return f"{index:06d}"
+
+
+def pair_folder(root: Path, index: int) -> Path:
+    return root / PAIRS / pair_id(index)
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """The merged manifest and any per-process parts not merged yet."""
+    return sorted(p for p in root.glob("manifest*.jsonl") if p.name == MANIFEST or p.name.startswith("manifest.part"))
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """Complete JSON lines of `path`; a last line cut short by a kill is ignored."""
+    records = []
+    text = path.read_text() if path.exists() else ""
+    for line in text.splitlines(keepends=True):
+        if line.endswith("\n") and line.strip():
+            records.append(json.loads(line))
+    return records
+
+
+def read_manifest(root: str | os.PathLike) -> list[dict]:
+    """Every finished sample's record, by index (the merged manifest and any unmerged parts)."""
+    root = Path(root)
+    records = {r["index"]: r for path in manifest_files(root) for r in _read_lines(path)}
+    return [records[i] for i in sorted(records)]
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One complete line in one write, on disk before returning."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_partial_line(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def recover(root: str | os.PathLike, owns=lambda index: True) -> set[int]:
+    """Remove what a killed run left half-done among the samples this process `owns`; the finished indices."""
+    root = Path(root)
+    for path in manifest_files(root):
+        _truncate_partial_line(path)
+    done = {r["index"] for r in read_manifest(root)}
+    pairs = root / PAIRS
+    for folder in pairs.iterdir() if pairs.is_dir() else ():
+        name = folder.name.removeprefix(".tmp-")
+        if name.isdigit() and owns(int(name)) and (folder.name.startswith(".tmp-") or int(name) not in done):
+            shutil.rmtree(folder)
+    return done
+
+
+def publish_pair(root: Path, index: int, write) -> dict[str, str]:
+    """Let `write(folder)` fill a temporary folder, then rename it into place; the files, relative to root."""
+    final = pair_folder(root, index)
+    tmp = final.with_name(".tmp-" + final.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = write(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return {key: str((final / name).relative_to(root)) for key, name in names.items()}
+
+
+def merge_manifests(root: str | os.PathLike) -> list[dict]:
+    """Fold the per-process parts into manifest.jsonl, sorted by index."""
+    records = read_manifest(root)
+    rewrite_manifest(root, records)
+    return records
+
+
+def rewrite_manifest(root: str | os.PathLike, records: list[dict]) -> None:
+    """manifest.jsonl holding exactly `records` (written whole, then renamed into place); parts removed."""
+    root = Path(root)
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, root / MANIFEST)
+    for path in manifest_files(root):
+        if path.name != MANIFEST:
+            path.unlink()
+
+
+# ---------------------------------------------------------------- the card, filtering again, export
+
+
+def counts(records: Iterable[dict]) -> dict:
+    """Samples and kept ones, in all and per edit kind; the judge's verdicts where recorded."""
+    records = list(records)
+    kinds = Counter(r.get("kind") or "unknown" for r in records)
+    kept_kinds = Counter(r.get("kind") or "unknown" for r in records if r["kept"])
+    result = {
+        "samples": len(records),
+        "kept": sum(r["kept"] for r in records),
+        "by_kind": {k: {"samples": kinds[k], "kept": kept_kinds[k]} for k in sorted(kinds)},
+    }
+    judged = [r for r in records if r.get("judge")]
+    if judged:
+        right = [r for r in judged if r["judge"]["edit_right"]]
+        kept = [r for r in judged if r["kept"]]
+        result["judge"] = {
+            "judged": len(judged),
+            "right": len(right),  # the pair shows the edit while keeping the rest
+            "kept_right": sum(r["judge"]["edit_right"] for r in kept),
+            "kept": len(kept),
+        }
+    return result
+
+
+def write_card(root: str | os.PathLike, card: dict) -> None:
+    """card.json and a README.md saying the same in words."""
+    root = Path(root)
+    tmp = root / (CARD + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, root / CARD)
+    c = card.get("counts", {})
+    lines = [
+        "# Synthetic paired-video dataset",
+        "",
+        "Made by `insv2v synth generate` (video Prompt-to-Prompt, CLIP filter). One folder per pair under `pairs/`;",
+        "`manifest.jsonl` has one line per sample, rejected ones included. `insv2v synth filter DIR` re-applies",
+        "other thresholds without regenerating.",
+        "",
+        f"- text-to-video model: `{card.get('t2v')}`",
+        f"- prompts: `{card.get('prompts')}`, seed {card.get('seed')}",
+        f"- frames {card.get('frames')}, {card.get('steps')} steps, {card.get('size')} px",
+        f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}",
+        f"- samples {c.get('samples', 0)}, kept {c.get('kept', 0)}",
+    ]
+    if c.get("judge"):
+        j = c["judge"]
+        lines.append(
+            f"- toy-world judge: {j['right']} of {j['judged']} pairs show the edit and keep the rest; "
+            f"{j['kept_right']} of the {j['kept']} kept ones"
+        )
+    if card.get("command"):
+        lines += ["", "```bash", card["command"], "```"]
+    (root / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def read_card(root: str | os.PathLike) -> dict:
+    path = Path(root) / CARD
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def refilter(root: str | os.PathLike, thresholds: Thresholds) -> dict:
+    """Re-apply `thresholds` to every recorded sample (no video is made again); the new counts."""
+    root = Path(root)
+    records = read_manifest(root)
+    if not records:
+        raise ValueError(f"{root} holds no finished samples (no {MANIFEST})")
+    for r in records:
+        r["kept"] = PairScores(**r["scores"]).passes(thresholds)
+    rewrite_manifest(root, records)
+    card = read_card(root)
+    card.update(thresholds=thresholds.to_dict(), counts=counts(records))
+    write_card(root, card)
+    return card["counts"]
+
+
+def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1000) -> list[Path]:
+    """The kept pairs as WebDataset tar shards: per sample KEY.input.mp4, KEY.edited.mp4 and KEY.json."""
+    root, out_dir = Path(root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept = [r for r in read_manifest(root) if r["kept"]]
+    shards = []
+    for start in range(0, len(kept), shard_size):
+        path = out_dir / f"shard-{start // shard_size:06d}.tar"
+        tmp = path.with_suffix(".tar.tmp")
+        with tarfile.open(tmp, "w") as tar:
+            for r in kept[start : start + shard_size]:
+                key = pair_id(r["index"])
+                tar.add(root / r["files"]["input"], arcname=f"{key}.input.mp4")
+                tar.add(root / r["files"]["edited"], arcname=f"{key}.edited.mp4")
+                meta = json.dumps(r).encode()
+                info = tarfile.TarInfo(f"{key}.json")
+                info.size = len(meta)
+                tar.addfile(info, io.BytesIO(meta))
+        os.replace(tmp, path)
+        shards.append(path)
+    return shards

@@ -1,0 +1,152 @@
+"""Generate a synthetic paired-video dataset: prompts -> video Prompt-to-Prompt -> CLIP scores -> files.
+
+    1. Fix the paired prompts (prompts.jsonl), once: a resumed run renders the same ones
+    2. Each process takes every K-th sample (`accelerate launch`: one process per GPU, many nodes)
+    3. Remove what a killed run left half-done; skip finished samples
+    4. Per sample: settings and noise from its seed, a P2P pair, the four scores, the judge (toy world), files
+    5. Merge the processes' manifests; write the card
+
+Sample i has seed `seed + i`: its Prompt-to-Prompt settings (`P2PSettings.draw`) and its initial noise come from
+it, so any sample can be made again alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from insv2v.synth import dataset
+from insv2v.synth.clip_filter import Thresholds, score_pair
+from insv2v.synth.prompts import PromptPair
+
+FPS = 8  # frame rate of the written pairs (the generated frames carry no time of their own)
+
+Judge = Callable[[PromptPair, np.ndarray, np.ndarray], dict]  # (pair, input frames, edited frames) -> verdict
+
+
+@dataclass
+class GenerateConfig:
+    out_dir: str
+    t2v: str  # text-to-video pipeline folder or hub id
+    prompts: str  # the prompt source's spec: toy | FILE.jsonl | llm:MODEL
+    n: int  # samples
+    seed: int = 0
+    clip: str | None = None  # CLIP source for the filter scores
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    frames: int = 16
+    steps: int = 30  # DDIM steps, as the reference
+    size: int | None = None  # pixels (square); None: the model's own
+    negative_prompt: str = ""
+    command: str | None = None  # the command line that made it, for the card
+
+
+def fix_prompts(root: Path, pairs: Iterable[PromptPair] = (), n: int | None = None) -> list[PromptPair]:
+    """prompts.jsonl, written once from the first `n` of `pairs` (a resumed run keeps it): line i is sample i's."""
+    path = root / dataset.PROMPTS
+    if not path.exists():
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in itertools.islice(pairs, n)))
+        tmp.replace(path)
+    return [PromptPair.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfig):
+    """(input frames, edited frames, record) of one sample; the record lacks its files and index."""
+    from insv2v.synth.p2p import P2PSettings, generate_pair
+
+    settings = P2PSettings.draw(seed)
+    began = time.perf_counter()
+    size = config.size or pipe.default_resolution
+    out = generate_pair(
+        pipe, pair.input, pair.output, settings, negative_prompt=config.negative_prompt, num_frames=config.frames,
+        height=size, width=size, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    scores = score_pair(scorer, out.source, out.target, pair.input, pair.output)
+    record = {
+        **pair.to_dict(),
+        "seed": seed,
+        "settings": settings.to_dict(),
+        "scores": scores.to_dict(),
+        "kept": scores.passes(config.thresholds),
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+    return out.source, out.target, record
+
+
+def generate(
+    config: GenerateConfig,
+    pairs: Callable[[], Iterable[PromptPair]],
+    judge: Judge | None = None,
+    prompt_stats: Callable[[], dict] | None = None,
+) -> dict:
+    """Make (or finish) the dataset in `config.out_dir`; the counts. `pairs()` is called only when the prompts are
+    not fixed yet (on the main process); `prompt_stats()` then says how they were made, for the card."""
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from insv2v.metrics import load_clip
+    from insv2v.synth.t2v import TextToVideoPipeline
+    from insv2v.video import write_video
+
+    state = PartialState()
+    root = Path(config.out_dir)
+    # 1. Fix the paired prompts, once
+    if state.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / dataset.PROMPTS).exists():
+            fix_prompts(root, pairs(), config.n)
+            if prompt_stats is not None:
+                dataset.write_card(root, {**dataset.read_card(root), "prompt_stats": prompt_stats()})
+    state.wait_for_everyone()
+    prompts = fix_prompts(root)[: config.n]
+
+    # 2. This process's share; 3. what a killed run left
+    def owns(index: int) -> bool:
+        return index % state.num_processes == state.process_index
+
+    done = dataset.recover(root, owns)
+    todo = [i for i in range(len(prompts)) if owns(i) and i not in done]
+    part = root / (dataset.MANIFEST if state.num_processes == 1 else f"manifest.part{state.process_index}.jsonl")
+
+    pipe = TextToVideoPipeline.from_pretrained(config.t2v).to(state.device)
+    pipe.set_progress_bar_config(disable=True)
+    scorer = load_clip(config.clip)
+    # 4. One sample at a time: each finished one is on disk before the next starts
+    began = time.perf_counter()
+    bar = tqdm(todo, unit="pair", disable=not state.is_local_main_process, desc="pairs")
+    for k, index in enumerate(bar, start=1):
+        pair = prompts[index]
+        source, target, record = make_sample(pipe, scorer, pair, config.seed + index, config)
+        if judge is not None:
+            record["judge"] = judge(pair, source, target)
+
+        def write(folder: Path, source=source, target=target) -> dict[str, str]:
+            write_video(folder / "input.mp4", source, FPS)
+            write_video(folder / "edited.mp4", target, FPS)
+            return {"input": "input.mp4", "edited": "edited.mp4"}
+
+        files = dataset.publish_pair(root, index, write)
+        record = {"index": index, "id": dataset.pair_id(index), **record, "files": files}
+        dataset.append_record(part, record)
+        bar.set_postfix(pairs_per_min=f"{60 * k / (time.perf_counter() - began):.1f}", kept=record["kept"])
+
+    # 5. Merge and describe
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    records = dataset.merge_manifests(root)
+    card = dataset.read_card(root)
+    card.update(
+        t2v=config.t2v, clip=config.clip, prompts=config.prompts, seed=config.seed, n=config.n, frames=config.frames,
+        steps=config.steps, size=config.size or pipe.default_resolution, thresholds=config.thresholds.to_dict(),
+        counts=dataset.counts(records), command=config.command,
+    )  # fmt: skip
+    dataset.write_card(root, card)
+    return card["counts"]

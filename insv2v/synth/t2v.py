@@ -1,0 +1,187 @@
+"""TextToVideoPipeline: a video (or an image) from a caption, with classifier-free guidance.
+
+One pipeline for the data engine's text-to-video models: ModelScope (`UNet3DConditionModel`, the paper's
+`damo-vilab/text-to-video-ms-1.7b` folder loads as it is), AnimateDiff-style `UNetMotionModel` (the shipped toy
+model), and a 2-D `UNet2DConditionModel` whose frames are independent images (the toy text-to-image model).
+Video Prompt-to-Prompt (`insv2v.synth.p2p`) samples through the same `model_output`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel, UNet3DConditionModel, UNetMotionModel
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModel, CLIPTokenizer
+
+# Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
+from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.pipeline import vae_scale_factor
+
+# Sampling defaults of the reference data engine (docs/DESIGN.md): 16 frames, DDIM 30 steps.
+DEFAULT_FRAMES = 16
+DEFAULT_STEPS = 30
+DEFAULT_GUIDANCE = 9.0
+GUIDANCE_RANGE = (0.0, 30.0)
+MAX_FRAMES = 64
+MAX_SIDE = 1024
+OUTPUT_TYPES = ("np", "latent")
+
+
+@dataclass
+class TextToVideoOutput(BaseOutput):
+    """`frames`: (b, f, h, w, 3) uint8 for "np", latents (b, c, f, h, w) for "latent"."""
+
+    frames: np.ndarray | torch.Tensor
+
+
+class TextToVideoPipeline(DiffusionPipeline):
+    r"""Generate a video from a caption.
+
+    Components: `vae` (AutoencoderKL-compatible), `text_encoder` (CLIPTextModel, last hidden state), `tokenizer`,
+    `unet` (UNet3DConditionModel, UNetMotionModel or UNet2DConditionModel), `scheduler`.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL | PixelUnshuffleAutoencoder,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet3DConditionModel | UNetMotionModel | UNet2DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
+    ):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.vae_scale_factor = vae_scale_factor(self.vae)
+
+    @property
+    def default_resolution(self) -> int:
+        size = self.unet.config.sample_size
+        return (size if isinstance(size, int) else min(size)) * self.vae_scale_factor
+
+    # ---------------------------------------------------------------- helpers (shared with Prompt-to-Prompt)
+
+    def check_inputs(self, prompt, num_frames, height, width, num_inference_steps, guidance_scale, output_type):
+        if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
+            raise ValueError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
+        if not 1 <= num_frames <= MAX_FRAMES:
+            raise ValueError(f"`num_frames` must be in [1, {MAX_FRAMES}], got {num_frames}")
+        for name, side in (("height", height), ("width", width)):
+            if not (side % self.vae_scale_factor == 0 and 0 < side <= MAX_SIDE):
+                raise ValueError(
+                    f"`{name}` must be a multiple of {self.vae_scale_factor} in (0, {MAX_SIDE}], got {side}"
+                )
+        if num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be at least 1, got {num_inference_steps}")
+        low, high = GUIDANCE_RANGE
+        if not low <= guidance_scale <= high:
+            raise ValueError(f"`guidance_scale` must be in [{low}, {high}], got {guidance_scale}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP last hidden states of `prompts`, padded to the tokenizer's max length: (n, L, C)."""
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )  # fmt: skip
+        return self.text_encoder(tokens.input_ids.to(self._execution_device))[0]
+
+    def prepare_latents(self, batch, num_frames, height, width, generator, latents=None) -> torch.Tensor:
+        """Initial noise (batch, c, f, h, w)."""
+        s = self.vae_scale_factor
+        shape = (batch, self.unet.config.in_channels, num_frames, height // s, width // s)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
+        if tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
+        return latents.to(self._execution_device, torch.float32) * self.scheduler.init_noise_sigma
+
+    def model_output(self, sample: torch.Tensor, t, embeds: torch.Tensor) -> torch.Tensor:
+        """The UNet on videos (n, c, f, h, w) with one text embedding per video (n, L, C), whatever its kind."""
+        n, f = sample.shape[0], sample.shape[2]
+        sample, embeds = sample.to(self.unet.dtype), embeds.to(self.unet.dtype)
+        if isinstance(self.unet, UNet2DConditionModel):  # frames are independent images
+            images = sample.transpose(1, 2).flatten(0, 1)  # (n*f, c, h, w)
+            out = self.unet(images, t, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
+            return out.unflatten(0, (n, f)).transpose(1, 2).float()  # (n, c, f, h, w)
+        if isinstance(self.unet, UNetMotionModel):  # wants one text embedding per frame
+            return self.unet(sample, t, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample.float()
+        return self.unet(sample, t, encoder_hidden_states=embeds).sample.float()  # UNet3DConditionModel repeats
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 16) -> np.ndarray:
+        """Latents (b, c, f, h, w) -> frames (b, f, h, w, 3) uint8, `chunk_size` frames at a time."""
+        b = latents.shape[0]
+        scaled = latents.transpose(1, 2).flatten(0, 1) / self.vae.config.scaling_factor  # (b*f, c, h, w)
+        out = []
+        for i in range(0, len(scaled), chunk_size):
+            pixels = self.vae.decode(scaled[i : i + chunk_size].to(self.vae.dtype)).sample  # (n, 3, h, w)
+            pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            out.append(pixels.permute(0, 2, 3, 1).cpu().numpy())
+        frames = np.concatenate(out)
+        return frames.reshape(b, -1, *frames.shape[1:])  # (b, f, h, w, 3)
+
+    # ---------------------------------------------------------------- the call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str = "",
+        *,
+        num_frames: int = DEFAULT_FRAMES,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+    ) -> TextToVideoOutput:
+        """Videos of `prompt` (one per prompt), CFG against `negative_prompt`; `latents` fixes the initial noise."""
+        # 1. Check inputs
+        height = height or self.default_resolution
+        width = width or self.default_resolution
+        self.check_inputs(prompt, num_frames, height, width, num_inference_steps, guidance_scale, output_type)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        n = len(prompts)
+
+        # 2. Encode the prompts: (2n, L, C), unconditional first
+        embeds = self.encode_prompt([negative_prompt] * n + prompts)
+
+        # 3. Prepare the timesteps and the initial noise
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        latents = self.prepare_latents(n, num_frames, height, width, generator, latents)
+
+        # 4. Denoising loop
+        for t in self.progress_bar(self.scheduler.timesteps):
+            x_in = self.scheduler.scale_model_input(latents, t)
+            uncond, cond = self.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)
+            guided = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(guided, t, latents).prev_sample
+
+        # 5. Decode
+        frames = latents if output_type == "latent" else self.decode_latents(latents)
+        self.maybe_free_model_hooks()
+        return TextToVideoOutput(frames=frames)
+
+
+@lru_cache(maxsize=2)
+def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
+    """The text-to-video pipeline at `source` (folder or hub id), loaded once per process; float16 on CUDA."""
+    from insv2v.loading import default_device, default_dtype, from_pretrained_explained
+
+    target = torch.device(device) if device else default_device()
+    pipe = from_pretrained_explained(
+        TextToVideoPipeline, source, "text-to-video model", torch_dtype=default_dtype(target)
+    )
+    return pipe.to(target)
