@@ -182,14 +182,23 @@ def read_card(root: str | os.PathLike) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def kept_under(records: Iterable[dict], thresholds: Thresholds) -> list[bool]:
+    """Whether each recorded sample passes `thresholds` (its recorded scores; nothing is scored again)."""
+    return [PairScores(**r["scores"]).passes(thresholds) for r in records]
+
+
+def is_dataset(folder: str | os.PathLike) -> bool:
+    return Path(folder).is_dir() and bool(manifest_files(Path(folder)))
+
+
 def refilter(root: str | os.PathLike, thresholds: Thresholds) -> dict:
     """Re-apply `thresholds` to every recorded sample (no video is made again); the new counts."""
     root = Path(root)
     records = read_manifest(root)
     if not records:
         raise ValueError(f"{root} holds no finished samples (no {MANIFEST})")
-    for r in records:
-        r["kept"] = PairScores(**r["scores"]).passes(thresholds)
+    for r, kept in zip(records, kept_under(records, thresholds), strict=True):
+        r["kept"] = kept
     rewrite_manifest(root, records)
     card = read_card(root)
     card.update(thresholds=thresholds.to_dict(), counts=counts(records))

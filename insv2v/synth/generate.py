@@ -1,7 +1,8 @@
 """Generate a synthetic paired-video dataset: prompts -> video Prompt-to-Prompt -> CLIP scores -> files.
 
-    1. Fix the paired prompts (prompts.jsonl), once: a resumed run renders the same ones
-    2. Each process takes every K-th sample (`accelerate launch`: one process per GPU, many nodes)
+    1. Fix the paired prompts (prompts.jsonl): a resumed run renders the same ones
+    2. Each process takes every K-th sample (`accelerate launch --multi_gpu --num_processes K`: one process per
+       GPU, many nodes; on a machine without GPUs, K CPU processes)
     3. Remove what a killed run left half-done; skip finished samples
     4. Per sample: settings and noise from its seed, a P2P pair, the four scores, the judge (toy world), files
     5. Merge the processes' manifests; write the card
@@ -47,26 +48,38 @@ class GenerateConfig:
     command: str | None = None  # the command line that made it, for the card
 
 
-def fix_prompts(root: Path, pairs: Iterable[PromptPair] = (), n: int | None = None) -> list[PromptPair]:
-    """prompts.jsonl, written once from the first `n` of `pairs` (a resumed run keeps it): line i is sample i's."""
+def read_prompts(root: Path) -> list[PromptPair]:
     path = root / dataset.PROMPTS
-    if not path.exists():
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [PromptPair.from_dict(json.loads(line)) for line in lines if line.strip()]
+
+
+def fix_prompts(root: Path, pairs: Callable[[], Iterable[PromptPair]], n: int) -> list[PromptPair]:
+    """prompts.jsonl holding at least `n` pairs: line i is sample i's, and lines once written never change (a run
+    asked for more samples takes the source's next pairs; the sources are deterministic)."""
+    fixed = read_prompts(root)
+    if len(fixed) < n:
+        more = list(itertools.islice(pairs(), len(fixed), n))
+        path = root / dataset.PROMPTS
         tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in itertools.islice(pairs, n)))
+        tmp.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in fixed + more))
         tmp.replace(path)
-    return [PromptPair.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        fixed += more
+    return fixed
 
 
-def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfig):
-    """(input frames, edited frames, record) of one sample; the record lacks its files and index."""
+def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfig, settings=None, callback=None):
+    """(input frames, edited frames, record) of one sample; the record lacks its files and index. `settings`
+    (P2PSettings) default to those drawn from the seed; `callback(step, total)` follows the sampling."""
     from insv2v.synth.p2p import P2PSettings, generate_pair
 
-    settings = P2PSettings.draw(seed)
+    settings = settings or P2PSettings.draw(seed)
     began = time.perf_counter()
     size = config.size or pipe.default_resolution
     out = generate_pair(
         pipe, pair.input, pair.output, settings, negative_prompt=config.negative_prompt, num_frames=config.frames,
         height=size, width=size, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
+        callback=callback,
     )  # fmt: skip
     scores = score_pair(scorer, out.source, out.target, pair.input, pair.output)
     record = {
@@ -86,8 +99,8 @@ def generate(
     judge: Judge | None = None,
     prompt_stats: Callable[[], dict] | None = None,
 ) -> dict:
-    """Make (or finish) the dataset in `config.out_dir`; the counts. `pairs()` is called only when the prompts are
-    not fixed yet (on the main process); `prompt_stats()` then says how they were made, for the card."""
+    """Make (or finish) the dataset in `config.out_dir`; the counts. `pairs()` is called only when fewer than n
+    prompts are fixed (on the main process); `prompt_stats()` then says how they were made, for the card."""
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
@@ -95,17 +108,17 @@ def generate(
     from insv2v.synth.t2v import TextToVideoPipeline
     from insv2v.video import write_video
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # without GPUs, processes talk over gloo
     root = Path(config.out_dir)
     # 1. Fix the paired prompts, once
     if state.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        if not (root / dataset.PROMPTS).exists():
-            fix_prompts(root, pairs(), config.n)
+        if len(read_prompts(root)) < config.n:
+            fix_prompts(root, pairs, config.n)
             if prompt_stats is not None:
                 dataset.write_card(root, {**dataset.read_card(root), "prompt_stats": prompt_stats()})
     state.wait_for_everyone()
-    prompts = fix_prompts(root)[: config.n]
+    prompts = read_prompts(root)[: config.n]
 
     # 2. This process's share; 3. what a killed run left
     def owns(index: int) -> bool:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet3DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 from insv2v.models import inflate_unet
 from insv2v.models.reference import reference_scheduler
 from insv2v.pipeline import InsV2VPipeline
+from insv2v.synth.t2v import TextToVideoPipeline
 
 
 def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
@@ -72,6 +73,48 @@ def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
 
 def tiny_pipeline(seed: int = 0) -> InsV2VPipeline:
     pipe = InsV2VPipeline(**tiny_components(seed))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_t2v_pipeline(kind: str = "motion", seed: int = 0) -> TextToVideoPipeline:
+    """A tiny random text-to-video pipeline (4-channel UNet, 32/64 channels) with the reference data engine's DDIM.
+
+    kind: "motion" (UNetMotionModel, random motion outputs), "3d" (UNet3DConditionModel, ModelScope's class) or
+    "2d" (UNet2DConditionModel: frames as independent images).
+    """
+    if kind not in ("motion", "3d", "2d"):
+        raise ValueError(f"`kind` must be one of 'motion', '3d', '2d', got {kind!r}")
+    parts = tiny_components(seed)
+    unet_config = dict(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+    )  # fmt: skip
+    if kind == "3d":
+        unet = UNet3DConditionModel(
+            down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+            **unet_config,
+        )
+    else:
+        unet = UNet2DConditionModel(
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            **unet_config,
+        )
+    if kind == "motion":
+        unet = inflate_unet(unet)
+        for name, param in unet.named_parameters():  # random motion outputs, so temporal attention matters
+            if "motion_modules" in name and "proj_out" in name:
+                torch.nn.init.normal_(param, std=0.02)
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        steps_offset=1, set_alpha_to_one=False, clip_sample=False,
+    )  # fmt: skip
+    pipe = TextToVideoPipeline(
+        vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"], unet=unet.eval(),
+        scheduler=scheduler,
+    )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

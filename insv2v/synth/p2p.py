@@ -1,0 +1,372 @@
+"""Video Prompt-to-Prompt: a source video and its edited twin from one initial noise (docs/DESIGN.md, "The synthetic
+data engine, as the reference implements it").
+
+One UNet batch of four videos per step, [source_uncond, target_uncond, source_cond, target_cond], in three phases:
+
+    1. step < sa_end * N    every self-attention (spatial and temporal) of the target uses the source's attention map
+                            in both guidance halves: softmax(Qs Ks^T / sqrt(d)) Vt, which is exactly
+                            SDPA(q_source, k_source, v_target), so no map is materialised
+    2. step < ca_end * N    the target's cross-attention takes keys from a source-aligned embedding and values from
+                            the target's embedding with the edited tokens x edit_weight
+    3. otherwise            both prompts are sampled as they are
+
+The source is never modified: it equals a plain generation of the source prompt from the same noise.
+The reference aligns prompt pieces with a token count that is always 1 (`len(open_clip.tokenize(s))`), so its edit
+weight lands on the wrong token; `align_tokens` aligns the tokenizer's real tokens.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+from insv2v.synth.t2v import DEFAULT_FRAMES, DEFAULT_STEPS, TextToVideoPipeline
+
+# The reference data engine's random settings (its video_prompt_to_prompt.py), drawn in this order per sample.
+GUIDANCE_CHOICES = (5, 13)  # rng.randint(5, 13): CFG 5..12
+SA_END_CHOICES = (0.30, 0.35, 0.40, 0.45)  # rng.choice(np.linspace(0.3, 0.45, 4)), rounded to 2 decimals
+CA_END_CHOICES = (0.60, 0.65, 0.70, 0.75, 0.80, 0.85)  # rng.choice(np.linspace(0.6, 0.85, 6)), rounded
+EDIT_WEIGHT_CHOICES = (1, 6)  # rng.randint(1, 6): 1..5
+VIDEOS = 4  # the UNet batch: [source_uncond, target_uncond, source_cond, target_cond]
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class P2PSettings:
+    """One sample's Prompt-to-Prompt settings; phase 2 spans steps [sa_end, ca_end) (none if ca_end <= sa_end)."""
+
+    guidance_scale: float  # classifier-free guidance of both videos
+    sa_end: float  # fraction of the steps with self-attention injection (phase 1)
+    ca_end: float  # fraction of the steps before which cross-attention is edited (phase 2)
+    edit_weight: float  # factor on the edited tokens' values in phase 2
+
+    def __post_init__(self):
+        for name in ("sa_end", "ca_end"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"`{name}` must be in [0, 1], got {value}")
+        if not self.edit_weight > 0:
+            raise ValueError(f"`edit_weight` must be > 0, got {self.edit_weight}")
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"`guidance_scale` must be >= 0, got {self.guidance_scale}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> P2PSettings:
+        return cls(**d)
+
+    @classmethod
+    def draw(cls, seed: int) -> P2PSettings:
+        """The reference's draw: `np.random.RandomState(seed)`; CFG, sa_end, ca_end, edit weight in that order."""
+        rng = np.random.RandomState(seed)
+        guidance = rng.randint(*GUIDANCE_CHOICES)
+        sa_end = round(float(rng.choice(np.linspace(SA_END_CHOICES[0], SA_END_CHOICES[-1], len(SA_END_CHOICES)))), 2)
+        ca_end = round(float(rng.choice(np.linspace(CA_END_CHOICES[0], CA_END_CHOICES[-1], len(CA_END_CHOICES)))), 2)
+        edit_weight = rng.randint(*EDIT_WEIGHT_CHOICES)
+        return cls(float(guidance), sa_end, ca_end, float(edit_weight))
+
+
+class Phase(Enum):
+    PLAIN = "plain"  # both prompts as they are
+    SELF = "self"  # phase 1: the target's self-attention maps are the source's
+    CROSS = "cross"  # phase 2: the target's cross-attention keys are source-aligned, its edited values weighted
+
+
+def phase_at(step: int, total: int, settings: P2PSettings) -> Phase:
+    """The phase of denoising step `step` (0-based) of `total`, compared as the reference does."""
+    if step < settings.sa_end * total:
+        return Phase.SELF
+    if step < settings.ca_end * total:
+        return Phase.CROSS
+    return Phase.PLAIN
+
+
+# ------------------------------------------------------------------------------------------------ token alignment
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Target token positions (the padded sequence) -> source positions.
+
+    `source_index[p]`: the source position whose embedding supplies target position p's key, or -1 (an inserted
+    token, or a source token lost to truncation: the target's own). A replaced word's tokens map onto the replaced
+    source word's tokens, spread evenly, as the reference and Prompt-to-Prompt's replacement mapper do.
+    `edited`: the target positions of replaced and inserted words, whose values carry the edit weight.
+    """
+
+    source_index: tuple[int, ...]
+    edited: tuple[int, ...]
+
+
+def text_tokens(tokenizer, text: str) -> list[int]:
+    """The token ids of `text` without special tokens, truncated to the tokenizer's max length."""
+    return tokenizer(text, add_special_tokens=False, truncation=True, max_length=tokenizer.model_max_length).input_ids
+
+
+def word_tokens(tokenizer, text: str) -> list[list[int]] | None:
+    """The token ids of each whitespace-separated word of `text`; None unless they add up to the text's tokens
+    (CLIP's BPE pre-tokenises within words, so for CLIP they do)."""
+    words = [tokenizer(word, add_special_tokens=False).input_ids for word in text.split()]
+    flat = [i for word in words for i in word]
+    return words if flat[: tokenizer.model_max_length] == text_tokens(tokenizer, text) else None
+
+
+def token_pairs(source_words: list[list[int]], target_words: list[list[int]]) -> tuple[list[int], list[bool]]:
+    """Align words by their tokens (difflib); per target token: its source token index (-1: none) and whether edited.
+
+    Equal words map token to token; a replaced word's tokens spread over the replaced source tokens
+    (`linspace(start, end, n, endpoint=False)`, the reference's rule); inserted tokens map to -1; deleted ones vanish.
+    """
+    a, b = [tuple(w) for w in source_words], [tuple(w) for w in target_words]
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    s_start = np.cumsum([0] + [len(w) for w in source_words])  # token offset of each source word
+    t_start = np.cumsum([0] + [len(w) for w in target_words])
+    index, edited = [], []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        s1, s2, n = int(s_start[i1]), int(s_start[i2]), int(t_start[j2] - t_start[j1])
+        if tag == "equal":
+            index += range(s1, s2)
+        elif tag == "replace":
+            index += np.linspace(s1, s2, n, endpoint=False).astype(int).tolist()
+        else:  # insert (delete adds no target tokens)
+            index += [-1] * n
+        edited += [tag != "equal"] * n
+    return index, edited
+
+
+def align_tokens(tokenizer, source: str, target: str) -> Alignment:
+    """Map every position of the target's padded token sequence (`tokenizer.model_max_length`) to the source's.
+
+    The leading BOS maps to itself; text tokens as `token_pairs` says; the EOS and padding after the target's last
+    token map to the source's at the same offset from the end of its text (clamped to the sequence).
+    """
+    length = tokenizer.model_max_length
+    source_words, target_words = word_tokens(tokenizer, source), word_tokens(tokenizer, target)
+    if source_words is None or target_words is None:  # the tokenizer merges across words: align single tokens
+        source_words, target_words = ([[i] for i in text_tokens(tokenizer, text)] for text in (source, target))
+    index, edited = token_pairs(source_words, target_words)
+    bos = int(tokenizer("").input_ids[:1] == [tokenizer.bos_token_id])  # 1 for CLIP
+    room = length - tokenizer.num_special_tokens_to_add()  # text tokens that survive truncation
+    n_source = min(sum(len(w) for w in source_words), room)
+    n_target = min(len(index), room)
+
+    source_index = list(range(bos))
+    for s in index[:n_target]:
+        source_index.append(bos + s if 0 <= s < n_source else -1)
+    for offset in range(length - len(source_index)):  # EOS and padding
+        source_index.append(min(bos + n_source + offset, length - 1))
+    positions = tuple(bos + j for j, e in enumerate(edited[:n_target]) if e)
+    return Alignment(tuple(source_index), positions)
+
+
+def edit_embeddings(
+    source: torch.Tensor, target: torch.Tensor, alignment: Alignment, edit_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phase 2's (key, value) embeddings (n, L, C): the target's, with aligned positions' keys from the source and
+    the edited positions' values x `edit_weight` (= the values x `edit_weight` when `to_v` has no bias)."""
+    index = torch.tensor(alignment.source_index, device=target.device)
+    aligned = index >= 0
+    key = target.clone()
+    key[:, aligned] = source[:, index[aligned]]
+    value = target.clone()
+    value[:, list(alignment.edited)] *= edit_weight
+    return key, value
+
+
+# ---------------------------------------------------------------------------------------------- attention processors
+
+
+@dataclass
+class P2PState:
+    """What every processor reads: the phase of the current step."""
+
+    phase: Phase = Phase.PLAIN
+
+
+def source_map_inputs(query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give the target videos the source's queries and keys (per guidance half): (4k, ...) each, video-major."""
+    take = torch.tensor([0, 0, 2, 2], device=query.device)  # target_uncond <- source_uncond, target_cond <- source_cond
+    q = query.unflatten(0, (VIDEOS, -1))[take].flatten(0, 1)  # (4k, heads, n, d)
+    k = key.unflatten(0, (VIDEOS, -1))[take].flatten(0, 1)
+    return q, k
+
+
+class P2PAttnProcessor:
+    r"""diffusers' `AttnProcessor2_0`, plus the two Prompt-to-Prompt edits, switched by a shared `P2PState`.
+
+    Self-attention is told apart from cross-attention by `encoder_hidden_states is None` (diffusers' own rule: the
+    temporal layers' second attention is a self-attention too). The batch must be 4 videos, video-major: spatial
+    layers see (4*f) images and temporal layers (4*h*w) sequences, so `chunk(4)` splits the videos. In phase 2 every
+    cross-attention receives [keys ; values] concatenated along the tokens (2L), which the UNet's own per-frame
+    repetition leaves intact, and splits it in half.
+    """
+
+    def __init__(self, state: P2PState):
+        self.state = state
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if attention_mask is not None:
+            raise NotImplementedError("P2PAttnProcessor supports no attention mask")
+        phase = self.state.phase
+        is_self = encoder_hidden_states is None
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)  # (b, h*w, c)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if is_self:
+            key_states = value_states = hidden_states
+        else:
+            key_states = value_states = encoder_hidden_states
+            if phase is Phase.CROSS:
+                key_states, value_states = encoder_hidden_states.chunk(2, dim=1)  # (b, 2L, C) -> 2 x (b, L, C)
+            if attn.norm_cross:
+                key_states = attn.norm_encoder_hidden_states(key_states)
+                value_states = attn.norm_encoder_hidden_states(value_states)
+        key, value = attn.to_k(key_states), attn.to_v(value_states)
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (b, heads, n, d)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if is_self and phase is Phase.SELF:
+            if batch % VIDEOS:
+                raise ValueError(f"self-attention injection needs a batch of {VIDEOS} videos, got {batch} rows")
+            query, key = source_map_inputs(query, key)
+
+        # SDPA's default scale 1/sqrt(d), as in AttnProcessor2_0 (and equal to attn.scale in these UNets)
+        hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))  # linear, dropout
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)  # (b, c, h, w)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+@contextmanager
+def p2p_attention(unet: torch.nn.Module, state: P2PState) -> Iterator[None]:
+    """Install a `P2PAttnProcessor` on every attention module of `unet`; restore the original processors after."""
+    original = unet.attn_processors
+    unet.set_attn_processor(P2PAttnProcessor(state))
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(original)
+
+
+def check_value_weighting(unet: torch.nn.Module) -> None:
+    """Weighting the embedding weights the values only if every cross-attention's `to_v` is linear without bias and
+    without a norm in front (true of the SD, ModelScope and AnimateDiff UNets)."""
+    for name, module in unet.named_modules():
+        cross = isinstance(module, Attention) and module.is_cross_attention
+        if cross and (module.to_v.bias is not None or module.norm_cross):
+            raise ValueError(f"`edit_weight` != 1 needs bias-free, unnormalised cross-attention values; {name} is not")
+
+
+# -------------------------------------------------------------------------------------------------------- sampler
+
+
+@dataclass
+class PairOutput:
+    """`source`, `target`: frames (f, h, w, 3) uint8 for "np", latents (c, f, h, w) for "latent"."""
+
+    source: np.ndarray | torch.Tensor
+    target: np.ndarray | torch.Tensor
+
+
+@torch.no_grad()
+def generate_pair(
+    pipe: TextToVideoPipeline,
+    source_prompt: str,
+    target_prompt: str,
+    settings: P2PSettings,
+    *,
+    negative_prompt: str = "",
+    num_frames: int = DEFAULT_FRAMES,
+    height: int | None = None,
+    width: int | None = None,
+    num_inference_steps: int = DEFAULT_STEPS,
+    generator: torch.Generator | None = None,
+    latents: torch.Tensor | None = None,
+    output_type: str = "np",
+    callback: Callable[[int, int], None] | None = None,
+) -> PairOutput:
+    """A source video of `source_prompt` and its Prompt-to-Prompt edit for `target_prompt`, from one initial noise.
+
+    `latents` (1, c, f, h, w) fixes that noise. `callback(step, total)` runs after every step. The scheduler is used
+    as it is; a stochastic one draws independent step noise per video (the reference's DDIM draws none).
+    """
+    # 1. Check inputs
+    height = height or pipe.default_resolution
+    width = width or pipe.default_resolution
+    pipe.check_inputs(
+        [source_prompt, target_prompt], num_frames, height, width, num_inference_steps, settings.guidance_scale,
+        output_type,
+    )  # fmt: skip
+    if settings.edit_weight != 1:
+        check_value_weighting(pipe.unet)
+
+    # 2. Encode the prompts; phase 2's keys and values; the four videos' embeddings (4, L, C) and (4, 2L, C)
+    negative, source, target = pipe.encode_prompt([negative_prompt, source_prompt, target_prompt]).split(1)
+    alignment = align_tokens(pipe.tokenizer, source_prompt, target_prompt)
+    key, value = edit_embeddings(source, target, alignment, settings.edit_weight)
+    plain_embeds = torch.cat([negative, negative, source, target])  # (4, L, C)
+    edit_keys = torch.cat([negative, negative, source, key])
+    edit_values = torch.cat([negative, negative, source, value])
+    cross_embeds = torch.cat([edit_keys, edit_values], dim=1)  # (4, 2L, C): the processor splits it in half
+
+    # 3. Prepare the timesteps and the shared initial noise
+    pipe.scheduler.set_timesteps(num_inference_steps, device=pipe._execution_device)
+    timesteps = pipe.scheduler.timesteps
+    noise = pipe.prepare_latents(1, num_frames, height, width, generator, latents)
+    latents = torch.cat([noise, noise])  # (2, c, f, h, w): source, target
+
+    # 4. Denoising loop, with the Prompt-to-Prompt processors installed
+    state = P2PState()
+    with p2p_attention(pipe.unet, state):
+        for i, t in enumerate(pipe.progress_bar(timesteps)):
+            state.phase = phase_at(i, len(timesteps), settings)
+            x_in = pipe.scheduler.scale_model_input(latents, t)
+            embeds = cross_embeds if state.phase is Phase.CROSS else plain_embeds
+            uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
+            guided = uncond + settings.guidance_scale * (cond - uncond)
+            latents = pipe.scheduler.step(guided, t, latents).prev_sample
+            if callback is not None:
+                callback(i + 1, len(timesteps))
+
+    # 5. Decode
+    out = latents if output_type == "latent" else pipe.decode_latents(latents)
+    pipe.maybe_free_model_hooks()
+    return PairOutput(source=out[0], target=out[1])

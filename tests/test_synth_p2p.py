@@ -1,0 +1,309 @@
+"""Video Prompt-to-Prompt on tiny random text-to-video pipelines: the invariants the method promises, the attention
+edits against explicit maps, the token alignment (with the reference's off-by-a-word bug fixed), the settings draw."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+from insv2v.clip_tokenizer import clip_tokenizer
+from insv2v.synth.p2p import (
+    CA_END_CHOICES,
+    SA_END_CHOICES,
+    Alignment,
+    P2PAttnProcessor,
+    P2PSettings,
+    P2PState,
+    Phase,
+    align_tokens,
+    check_value_weighting,
+    edit_embeddings,
+    generate_pair,
+    phase_at,
+)
+from insv2v.testing.tiny import tiny_t2v_pipeline
+
+FRAMES, SIZE, STEPS, CFG = 3, 32, 3, 7.0  # 3 frames of 4x4 latents, 3 DDIM steps
+SOURCE, TARGET = "a man riding a horse", "a man riding a zebra"
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {}
+
+
+def get_pipe(pipes, kind):
+    if kind not in pipes:
+        pipes[kind] = tiny_t2v_pipeline(kind)
+    return pipes[kind]
+
+
+def noise(seed=0):
+    return torch.randn(1, 4, FRAMES, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(seed))
+
+
+def pair(pipe, source, target, sa_end, ca_end, edit_weight=3.0, **kwargs):
+    settings = P2PSettings(CFG, sa_end, ca_end, edit_weight)
+    kwargs.setdefault("output_type", "latent")
+    return generate_pair(
+        pipe, source, target, settings, num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=STEPS,
+        latents=noise(), **kwargs,
+    )  # fmt: skip
+
+
+def plain(pipe, prompt):
+    out = pipe(
+        prompt, num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=CFG,
+        latents=noise(), output_type="latent",
+    )  # fmt: skip
+    return out.frames[0]  # (c, f, h, w)
+
+
+def max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------- the sampler
+
+
+@pytest.mark.parametrize("kind", ["motion", "3d"])
+def test_identical_prompts_give_identical_videos(pipes, kind):
+    out = pair(get_pipe(pipes, kind), SOURCE, SOURCE, sa_end=0.5, ca_end=1.0)
+    assert out.source.shape == (4, FRAMES, SIZE // 8, SIZE // 8)
+    # Measured: exactly 0 for both kinds (the batch rows compute bit-identically on CPU).
+    assert max_diff(out.source, out.target) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["motion", "3d"])
+def test_injection_edits_the_target_and_never_the_source(pipes, kind):
+    pipe = get_pipe(pipes, kind)
+    plain_source, plain_target = plain(pipe, SOURCE), plain(pipe, TARGET)
+    assert max_diff(plain_source, plain_target) > 0.1  # measured 0.46 motion, 0.32 3d: the prompts matter
+
+    # No injection: both equal plain generations (measured 1.4e-5 motion, 1.3e-5 3d: batch of 4 vs 2 rounding).
+    off = pair(pipe, SOURCE, TARGET, sa_end=0.0, ca_end=0.0)
+    assert max_diff(off.target, plain_target) <= 1e-4
+    assert max_diff(off.source, plain_source) <= 1e-4
+
+    # Self-attention injection on every step (measured target change 0.038 motion, 0.062 3d). The source staying
+    # plain also shows every attention's batch is video-major: a wrong `chunk(4)` would mix source rows in.
+    injected = pair(pipe, SOURCE, TARGET, sa_end=1.0, ca_end=1.0)
+    assert max_diff(injected.target, plain_target) > 1e-2
+    assert max_diff(injected.source, plain_source) <= 1e-4
+
+    # Cross-attention edit alone (measured target change 0.16 motion, 0.15 3d).
+    crossed = pair(pipe, SOURCE, TARGET, sa_end=0.0, ca_end=1.0)
+    assert max_diff(crossed.target, plain_target) > 1e-2
+    assert max_diff(crossed.source, plain_source) <= 1e-4
+    assert {type(p) for p in pipe.unet.attn_processors.values()} == {AttnProcessor2_0}  # restored after each pair
+
+
+def test_image_prompt_to_prompt_on_a_2d_unet(pipes):
+    pipe = get_pipe(pipes, "2d")
+    same = pair(pipe, SOURCE, SOURCE, sa_end=0.5, ca_end=1.0)
+    assert max_diff(same.source, same.target) <= 1e-5  # measured 0
+    injected = pair(pipe, SOURCE, TARGET, sa_end=1.0, ca_end=1.0)
+    assert max_diff(injected.target, plain(pipe, TARGET)) > 1e-2  # measured 0.033
+    assert max_diff(injected.source, plain(pipe, SOURCE)) <= 1e-4
+
+
+def test_frames_progress_and_processors_restored(pipes):
+    pipe = get_pipe(pipes, "3d")
+    before = pipe.unet.attn_processors
+    assert {type(p) for p in before.values()} == {AttnProcessor2_0}
+    steps = []
+    out = pair(pipe, SOURCE, TARGET, 0.3, 0.8, output_type="np", callback=lambda i, n: steps.append((i, n)))
+    assert out.source.shape == out.target.shape == (FRAMES, SIZE, SIZE, 3) and out.source.dtype == np.uint8
+    assert steps == [(i, STEPS) for i in range(1, STEPS + 1)]
+    after = pipe.unet.attn_processors
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+
+    def fail(i, n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # an interrupted pair leaves the pipeline unchanged too
+        pair(pipe, SOURCE, TARGET, 0.3, 0.8, callback=fail)
+    assert all(pipe.unet.attn_processors[k] is before[k] for k in before)
+
+
+def test_phases_follow_the_reference_step_rule():
+    settings = P2PSettings(9.0, sa_end=0.35, ca_end=0.8, edit_weight=2.0)
+    phases = [phase_at(i, 30, settings) for i in range(30)]
+    # i < 10.5 -> steps 0..10; i < 24 -> steps 11..23
+    assert phases == [Phase.SELF] * 11 + [Phase.CROSS] * 13 + [Phase.PLAIN] * 6
+
+
+# ------------------------------------------------------------------------------ the attention edits, explicitly
+
+
+def heads(x, n_heads):
+    return x.unflatten(-1, (n_heads, -1)).transpose(1, 2)  # (b, heads, n, d)
+
+
+def explicit_attention(attn, q_in, k_in, v_in):
+    """softmax(Q K^T * scale) V with the map materialised, heads merged, through to_out."""
+    q, k, v = (heads(proj(x), attn.heads) for proj, x in ((attn.to_q, q_in), (attn.to_k, k_in), (attn.to_v, v_in)))
+    probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)  # (b, heads, n_q, n_k)
+    return attn.to_out[0]((probs @ v).transpose(1, 2).flatten(2))
+
+
+@torch.no_grad()
+def test_self_attention_injection_is_the_source_map_on_target_values():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, heads=4, dim_head=8).eval()  # random weights
+    x = torch.randn(4 * 3, 10, 32)  # 4 videos x 3 sequences (frames or pixels), 10 tokens each
+    out = P2PAttnProcessor(P2PState(Phase.SELF))(attn, x).unflatten(0, (4, 3))
+    videos = x.unflatten(0, (4, 3))
+    for target, source in ((1, 0), (3, 2)):  # per guidance half
+        expected = explicit_attention(attn, videos[source], videos[source], videos[target])
+        assert max_diff(out[target], expected) <= 1e-5  # measured 9e-8
+    plain_out = AttnProcessor2_0()(attn, x).unflatten(0, (4, 3))
+    assert torch.equal(out[[0, 2]], plain_out[[0, 2]])  # the sources are untouched
+    assert max_diff(out[[1, 3]], plain_out[[1, 3]]) > 1e-2  # measured 0.24
+
+
+@torch.no_grad()
+def test_cross_attention_edit_takes_keys_and_values_from_the_two_halves():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, cross_attention_dim=16, heads=4, dim_head=8).eval()
+    assert attn.to_v.bias is None  # so scaling an embedding scales its values
+    x, keys, values = torch.randn(8, 10, 32), torch.randn(8, 7, 16), torch.randn(8, 7, 16)
+    out = P2PAttnProcessor(P2PState(Phase.CROSS))(attn, x, torch.cat([keys, values], dim=1))
+    assert max_diff(out, explicit_attention(attn, x, keys, values)) <= 1e-5  # measured 1.5e-7
+    scaled = P2PAttnProcessor(P2PState(Phase.CROSS))(attn, x, torch.cat([keys, values * 3], dim=1))
+    with_scaled_v = explicit_attention(attn, x, keys, values) - attn.to_out[0].bias
+    assert max_diff(scaled - attn.to_out[0].bias, with_scaled_v * 3) <= 1e-5
+
+
+def test_value_weighting_needs_bias_free_values(pipes):
+    for kind in ("motion", "3d"):
+        check_value_weighting(get_pipe(pipes, kind).unet)  # every cross-attention's to_v has no bias
+    biased = torch.nn.ModuleDict({"attn": Attention(query_dim=32, cross_attention_dim=16, bias=True)})
+    with pytest.raises(ValueError, match="attn"):
+        check_value_weighting(biased)
+
+
+@torch.no_grad()
+def test_outside_the_edits_the_processor_is_attn_processor_2_0():
+    torch.manual_seed(0)
+    attn = Attention(
+        query_dim=32, heads=4, dim_head=8, norm_num_groups=8, spatial_norm_dim=6, residual_connection=True,
+        rescale_output_factor=2.0,
+    ).eval()  # fmt: skip
+    x, temb = torch.randn(4, 32, 3, 5), torch.randn(4, 6, 3, 5)  # (b, c, h, w) images, as VAE attention sees them
+    for phase in Phase:  # a self-attention is edited only in phase 1
+        out = P2PAttnProcessor(P2PState(phase))(attn, x, temb=temb)
+        expected = AttnProcessor2_0()(attn, x, temb=temb)
+        if phase is Phase.SELF:
+            assert torch.equal(out[[0, 2]], expected[[0, 2]])
+        else:
+            assert torch.equal(out, expected)
+    cross = Attention(query_dim=32, cross_attention_dim=16, heads=4, dim_head=8).eval()
+    x, text = torch.randn(4, 10, 32), torch.randn(4, 7, 16)
+    for phase in (Phase.PLAIN, Phase.SELF):  # a cross-attention is edited only in phase 2
+        assert torch.equal(P2PAttnProcessor(P2PState(phase))(cross, x, text), AttnProcessor2_0()(cross, x, text))
+    with pytest.raises(NotImplementedError, match="mask"):
+        P2PAttnProcessor(P2PState())(cross, x, text, attention_mask=torch.ones(4, 7))
+
+
+# ------------------------------------------------------------------------------------------ token alignment
+
+L = 77
+
+
+def test_a_replaced_word_gets_the_weight_not_the_first_a():
+    tok = clip_tokenizer()
+    assert tok.tokenize("zebra") == ["zebra</w>"]  # one BPE token
+    a = align_tokens(tok, SOURCE, TARGET)  # <bos> a man riding a zebra <eos> ...
+    assert a.edited == (5,)  # the reference (1 token per piece) scales position 1, the first "a"
+    assert a.source_index == tuple(range(L))  # zebra's key comes from horse's position; same lengths elsewhere
+    source, target = torch.randn(1, L, 8), torch.randn(1, L, 8)
+    key, value = edit_embeddings(source, target, a, edit_weight=3.0)
+    assert torch.equal(key, source)
+    changed = (value != target).any(-1)[0].nonzero().flatten().tolist()
+    assert changed == [5] and torch.allclose(value[0, 5], 3 * target[0, 5])
+
+
+def test_a_multi_token_word_is_weighted_on_all_its_tokens():
+    tok = clip_tokenizer()
+    assert tok.tokenize("zebracorn") == ["ze", "brac", "orn</w>"]
+    a = align_tokens(tok, SOURCE, "a man riding a zebracorn")
+    assert a.edited == (5, 6, 7)
+    assert a.source_index[:8] == (0, 1, 2, 3, 4, 5, 5, 5)  # all three onto "horse"
+    assert a.source_index[8:11] == (6, 7, 8)  # EOS onto the source's EOS, padding after it
+    assert a.source_index[-1] == L - 3  # padding keeps its offset from the source's EOS
+    value = edit_embeddings(torch.zeros(1, L, 4), torch.ones(1, L, 4), a, 2.5)[1]
+    assert value[0, :, 0].tolist() == [2.5 if p in (5, 6, 7) else 1.0 for p in range(L)]
+
+
+def test_an_insertion_maps_to_nothing_and_shifts_the_rest():
+    tok = clip_tokenizer()
+    a = align_tokens(tok, SOURCE, "a man riding a big black horse")
+    assert a.edited == (5, 6)
+    assert a.source_index[:9] == (0, 1, 2, 3, 4, -1, -1, 5, 6)  # horse -> horse, EOS -> EOS
+    assert a.source_index[-1] == L - 3  # padding keeps its offset from the source's EOS
+    source, target = torch.randn(1, L, 8), torch.randn(1, L, 8)
+    key = edit_embeddings(source, target, a, 2.0)[0]
+    assert torch.equal(key[0, 5:7], target[0, 5:7]) and torch.equal(key[0, 7], source[0, 5])
+
+
+def test_a_deletion_and_identical_prompts():
+    tok = clip_tokenizer()
+    a = align_tokens(tok, "a man riding a big black horse", SOURCE)
+    assert a.edited == ()
+    assert a.source_index[:7] == (0, 1, 2, 3, 4, 7, 8)
+    assert a.source_index[-3:] == (L - 1,) * 3  # clamped
+    assert align_tokens(tok, SOURCE, SOURCE) == Alignment(tuple(range(L)), ())
+    assert align_tokens(tok, "A man riding a Horse", SOURCE).edited == ()  # words compare by their tokens
+
+
+class CharTokenizer:
+    """One token per character, spaces included: words tokenised alone do not add up to the text's tokens."""
+
+    model_max_length, bos_token_id = 12, 1
+
+    def num_special_tokens_to_add(self):
+        return 2
+
+    def __call__(self, text, add_special_tokens=True, truncation=False, max_length=None):
+        ids = [ord(c) for c in text][: (max_length or 10**9) - 2 * add_special_tokens]
+        return SimpleNamespace(input_ids=[1, *ids, 2] if add_special_tokens else ids)
+
+
+def test_alignment_falls_back_to_tokens_when_words_disagree():
+    a = align_tokens(CharTokenizer(), "ab cd", "ab xd")  # word level would edit "xd" (2 tokens); tokens: "x" only
+    assert a.edited == (4,)
+    assert a.source_index == (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def test_settings_draw_matches_the_reference_and_covers_every_value():
+    draws = [P2PSettings.draw(seed) for seed in range(300)]
+    assert P2PSettings.draw(7) == draws[7]
+    for seed in (0, 7, 123):  # the reference's order: randint, choice, choice, randint
+        rng = np.random.RandomState(seed)
+        expected = (rng.randint(5, 13), rng.choice(np.linspace(0.3, 0.45, 4)), rng.choice(np.linspace(0.6, 0.85, 6)))
+        expected = (*expected, rng.randint(1, 6))
+        got = draws[seed]
+        assert (got.guidance_scale, got.edit_weight) == (expected[0], expected[3])
+        assert (got.sa_end, got.ca_end) == (round(expected[1], 2), round(expected[2], 2))
+    assert {d.guidance_scale for d in draws} == set(map(float, range(5, 13)))
+    assert {d.sa_end for d in draws} == set(SA_END_CHOICES)
+    assert {d.ca_end for d in draws} == set(CA_END_CHOICES)
+    assert {d.edit_weight for d in draws} == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert P2PSettings.from_dict(draws[3].to_dict()) == draws[3] == P2PSettings(**draws[3].to_dict())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("sa_end", 1.5), ("ca_end", -0.1), ("edit_weight", 0.0), ("guidance_scale", -1.0)]
+)
+def test_settings_errors_name_the_field_and_value(field, value):
+    kwargs = {"guidance_scale": 9.0, "sa_end": 0.3, "ca_end": 0.8, "edit_weight": 2.0, field: value}
+    with pytest.raises(ValueError, match=rf"`{field}`.*{value}"):
+        P2PSettings(**kwargs)
