@@ -235,6 +235,10 @@ def _add_toyworld_parsers(commands) -> None:
         metavar="RESULTS.json",
         help="pool earlier --out files of disjoint samples into one table instead of measuring",
     )
+    e.add_argument("--t2v", nargs="?", const="", metavar="MODEL", help="measure a text-to-video (or text-to-image) "
+                   "model instead: does it draw what held-out captions say (default: the shipped toy t2v)")  # fmt: skip
+    e.add_argument("--frames", type=_positive_int, default=16, help="--t2v: frames per video (16; 1 for images)")
+    e.add_argument("--cfg", type=float, default=9.0, help="--t2v: text guidance (9)")
     e.add_argument("--out", help="also write the results as JSON here")
 
 
@@ -261,6 +265,19 @@ def evaluate(args: argparse.Namespace) -> None:
     from insv2v.loading import load_pipeline
     from insv2v.toyworld.evaluate import combine, evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
 
+    if args.t2v is not None:
+        from insv2v.assets import TOY_T2V
+        from insv2v.synth.t2v import load_t2v
+        from insv2v.toyworld.synthetic import format_rate, t2v_fidelity
+
+        pipe = load_t2v(args.t2v or str(TOY_T2V), "cpu")
+        pipe.set_progress_bar_config(disable=True)
+        results = t2v_fidelity(pipe, args.n, args.seed, args.frames, args.steps, args.cfg)
+        for key in ("background", "colours", "shapes", "style"):
+            print(f"{key}: {format_rate(results[key])}")
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+        return
     if args.combine:
         try:
             results = combine([json.loads(Path(path).read_text()) for path in args.combine])

@@ -138,7 +138,8 @@ def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype =
             f"image model {image_model!r} has a UNet with {unet2d.config.in_channels} input channels; InsV2V needs an "
             "InstructPix2Pix UNet (8: noisy latent + source latent), e.g. timbrooks/instruct-pix2pix"
         )
-    adapter = _with_positions(from_pretrained_explained(MotionAdapter, motion_adapter, "motion adapter"), MOTION_MAX_FRAMES)
+    adapter = from_pretrained_explained(MotionAdapter, motion_adapter, "motion adapter")
+    adapter = _with_positions(adapter, MOTION_MAX_FRAMES)
     components = {
         "unet": inflate_unet(unet2d, adapter, zero_init=True),
         "vae": part(AutoencoderKL, "vae"),

@@ -26,7 +26,16 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from insv2v.toyworld.models import toy_sample_scheduler, toy_tokenizer
-from insv2v.toyworld.world import STYLES, TRAIN_SEEDS, Triplet, caption, random_scene, render, sample_triplet, shape_masks
+from insv2v.toyworld.world import (
+    STYLES,
+    TRAIN_SEEDS,
+    Triplet,
+    caption,
+    random_scene,
+    render,
+    sample_triplet,
+    shape_masks,
+)
 
 EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
 STYLE_SHARE = 0.2  # t2i, t2v: share of scenes drawn in a style, so that a style edit's output caption can be drawn

@@ -5,6 +5,7 @@ insv2v synth generate --prompts toy --n 200 --out data/toy --seed 0     # pairs,
 accelerate launch -m insv2v.cli synth generate ...                      # the samples split across processes
 insv2v synth filter data/toy --sim-dir 0.1                              # other thresholds, nothing regenerated
 insv2v synth export data/toy --out shards/                              # WebDataset tar shards of the kept pairs
+insv2v synth report data/toy                                            # the filter against the toy-world judge
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import itertools
 import shlex
 import sys
+from pathlib import Path
 
 REAL_CLIP = "open_clip:ViT-L-14/openai"  # the reference's filter CLIP
 
@@ -42,8 +44,6 @@ def _thresholds(args: argparse.Namespace, clip: str | None):
 
 def default_clip(t2v: str) -> str:
     """The toy CLIP for the toy models (it knows their world), CLIP ViT-L/14 for real ones."""
-    from pathlib import Path
-
     from insv2v.assets import TOY_CLIP, TOY_T2I, TOY_T2V
 
     toy = {str(p.resolve()) for p in (TOY_T2V, TOY_T2I)}
@@ -86,6 +86,10 @@ def add_parsers(commands) -> None:
     f.add_argument("dataset")
     f.add_argument("--clip", help="the CLIP whose thresholds to start from (default: the dataset's)")
     _add_threshold_flags(f)
+
+    r = s.add_parser("report", help="the CLIP filter against the toy-world judge: share right, kept, precision, recall")
+    r.add_argument("dataset")
+    r.add_argument("--out", help="also write the report as JSON here")
 
     e = s.add_parser("export", help="the kept pairs as WebDataset tar shards")
     e.add_argument("dataset")
@@ -145,6 +149,18 @@ def synth(args: argparse.Namespace) -> None:
         clip = args.clip or dataset.read_card(args.dataset).get("clip")
         counts = dataset.refilter(args.dataset, _thresholds(args, clip))
         print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
+    elif args.action == "report":
+        import json
+
+        from insv2v.toyworld.synthetic import filter_report, format_rate
+
+        report = filter_report(dataset.read_manifest(args.dataset))
+        if not report["pairs"]:
+            raise ValueError(f"{args.dataset} has no judged pairs (the judge runs with --prompts toy)")
+        for key in ("right", "kept", "precision", "recall"):
+            print(f"{key}: {format_rate(report[key])}")
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
     else:
         shards = dataset.export_webdataset(args.dataset, args.out, args.shard_size)
         print(f"wrote {len(shards)} shard(s) to {args.out}")

@@ -190,9 +190,10 @@ def edit_embeddings(
 
 @dataclass
 class P2PState:
-    """What every processor reads: the phase of the current step."""
+    """What every processor reads: the phase of the current step, and the attention kernel (q, k, v) -> out."""
 
     phase: Phase = Phase.PLAIN
+    attention: Callable = F.scaled_dot_product_attention  # benchmarks/synth.py swaps in materialised maps
 
 
 def source_map_inputs(query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,8 +265,8 @@ class P2PAttnProcessor:
                 raise ValueError(f"self-attention injection needs a batch of {VIDEOS} videos, got {batch} rows")
             query, key = source_map_inputs(query, key)
 
-        # SDPA's default scale 1/sqrt(d), as in AttnProcessor2_0 (and equal to attn.scale in these UNets)
-        hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        # SDPA by default, at its scale 1/sqrt(d) as in AttnProcessor2_0 (equal to attn.scale in these UNets)
+        hidden_states = self.state.attention(query, key, value)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))  # linear, dropout
         if input_ndim == 4:
@@ -322,11 +323,13 @@ def generate_pair(
     latents: torch.Tensor | None = None,
     output_type: str = "np",
     callback: Callable[[int, int], None] | None = None,
+    attention: Callable | None = None,
 ) -> PairOutput:
     """A source video of `source_prompt` and its Prompt-to-Prompt edit for `target_prompt`, from one initial noise.
 
     `latents` (1, c, f, h, w) fixes that noise. `callback(step, total)` runs after every step. The scheduler is used
     as it is; a stochastic one draws independent step noise per video (the reference's DDIM draws none).
+    `attention(q, k, v)` replaces SDPA as the attention kernel (a benchmark's materialised maps).
     """
     # 1. Check inputs
     height = height or pipe.default_resolution
@@ -354,7 +357,7 @@ def generate_pair(
     latents = torch.cat([noise, noise])  # (2, c, f, h, w): source, target
 
     # 4. Denoising loop, with the Prompt-to-Prompt processors installed
-    state = P2PState()
+    state = P2PState(attention=attention or F.scaled_dot_product_attention)
     with p2p_attention(pipe.unet, state):
         for i, t in enumerate(pipe.progress_bar(timesteps)):
             state.phase = phase_at(i, len(timesteps), settings)

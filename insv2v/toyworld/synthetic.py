@@ -19,7 +19,6 @@ from insv2v.synth.clip_filter import SCORE_NAMES, THRESHOLDS_FILE, PairScores, T
 from insv2v.toyworld.reader import edit_verdict, read_caption, read_frames
 from insv2v.toyworld.world import TRAIN_SEEDS, caption, sample_triplet
 
-CALIBRATION_QUANTILE = 0.05  # a threshold passes 95% of exact pairs on its own score
 CALIBRATION_OFFSET = 10**8  # calibration triplets come from here in the train split, far from anything else
 
 
@@ -32,6 +31,14 @@ def toy_judge(pair, input_frames: np.ndarray, edited_frames: np.ndarray) -> dict
 def rate(k: int, n: int) -> dict:
     low, high = wilson_interval(k, n) if n else (0.0, 1.0)
     return {"k": k, "n": n, "rate": k / n if n else None, "interval": [round(low, 4), round(high, 4)]}
+
+
+def format_rate(r: dict) -> str:
+    """'12 of 20 (60%, 95% interval 39-78%)', or 'n/a (0 of 0)'."""
+    if not r["n"]:
+        return "n/a (0 of 0)"
+    low, high = r["interval"]
+    return f"{r['k']} of {r['n']} ({100 * r['rate']:.0f}%, 95% interval {100 * low:.0f}-{100 * high:.0f}%)"
 
 
 # ---------------------------------------------------------------- the filter's thresholds for the toy CLIP
@@ -51,16 +58,33 @@ def calibration_scores(scorer, n: int, frames: int = 16) -> dict[str, list[PairS
     return out
 
 
-def calibrate_thresholds(scorer, n: int = 200, quantile: float = CALIBRATION_QUANTILE) -> tuple[Thresholds, dict]:
-    """Each threshold at the `quantile` of exact pairs' scores: the reference's thresholds are lenient checks that
-    a good pair passes, and exact pairs are the best pairs there are. Also how often broken pairs pass."""
+# Which broken pair each score must tell from an exact one: the input video of another scene (sim_0, sim_image), or
+# the edit not made at all (sim_1, sim_dir).
+BROKEN_FOR = {"sim_0": "other_scene", "sim_1": "unedited", "sim_dir": "unedited", "sim_image": "other_scene"}
+
+
+def separating_threshold(good: np.ndarray, bad: np.ndarray) -> float:
+    """The threshold that best tells `good` scores from `bad` ones (Youden's J: pass rate of good minus bad)."""
+    candidates = np.unique(np.concatenate([good, bad]))
+    j = [(good >= c).mean() - (bad >= c).mean() for c in candidates]
+    return float(candidates[int(np.argmax(j))])
+
+
+def calibrate_thresholds(scorer, n: int = 200) -> tuple[Thresholds, dict]:
+    """Each threshold where its score best separates exact toy-world pairs from the broken pairs that score is
+    there to catch (BROKEN_FOR), on training-split scenes; and how often each group then passes."""
     scores = calibration_scores(scorer, n)
-    values = {name: np.array([getattr(s, name) for s in scores["exact"]]) for name in SCORE_NAMES}
-    thresholds = Thresholds(**{name: round(float(np.quantile(v, quantile)), 4) for name, v in values.items()})
+
+    def values(group: str, name: str) -> np.ndarray:
+        return np.array([getattr(s, name) for s in scores[group]])
+
+    thresholds = Thresholds(**{
+        name: round(separating_threshold(values("exact", name), values(BROKEN_FOR[name], name)), 4)
+        for name in SCORE_NAMES
+    })  # fmt: skip
     report = {
         group: {"pass_all": sum(s.passes(thresholds) for s in items) / len(items),
-                **{name: sum(getattr(s, name) >= getattr(thresholds, name) for s in items) / len(items)
-                   for name in SCORE_NAMES}}
+                **{name: float((values(group, name) >= getattr(thresholds, name)).mean()) for name in SCORE_NAMES}}
         for group, items in scores.items()
     }  # fmt: skip
     return thresholds, report

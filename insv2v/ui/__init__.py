@@ -16,7 +16,9 @@ from insv2v.ui.serving import AppConfig, Jobs, OutputCache
 TITLE = "InsV2V Studio"
 INTRO = (
     "Edit a video from a plain instruction with one diffusion model, no per-video tuning (InsV2V, ICLR 2024). "
-    "**Edit**: one video, every setting. **CFG Sweep**: a grid of text x video guidance scales on one video."
+    "**Edit**: one video, every setting. **CFG Sweep**: a grid of text x video guidance scales on one video. "
+    "**Synthetic pairs**: the paired videos that train such a model, made by video Prompt-to-Prompt and kept by a "
+    "CLIP filter."
 )
 
 
@@ -31,12 +33,13 @@ class Studio:
     jobs: Jobs
     defaults: EditRecipe
     settings: dict  # name -> settings.Setting, in the Edit endpoint's order
+    demo: object = None  # the gr.Blocks being built, for tabs that fill themselves when the page opens
 
 
 def _tabs():
-    from insv2v.ui import edit_tab, sweep_tab
+    from insv2v.ui import edit_tab, sweep_tab, synth_tab
 
-    return [("Edit", edit_tab), ("CFG Sweep", sweep_tab)]
+    return [("Edit", edit_tab), ("CFG Sweep", sweep_tab), ("Synthetic pairs", synth_tab)]
 
 
 def prepare_environment(config: AppConfig) -> None:
@@ -65,6 +68,7 @@ def build_demo(config: AppConfig | None = None):
     )
     hour = 3600
     with gr.Blocks(title=TITLE, delete_cache=(hour, int(config.cache_max_age_s)), analytics_enabled=False) as demo:
+        studio.demo = demo
         gr.Markdown(f"# {TITLE}\n{INTRO}\n\nModel: `{config.model_name}`")
         for name, module in _tabs():
             with gr.Tab(name, id=name.lower().replace(" ", "-")):

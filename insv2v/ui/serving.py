@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from insv2v.assets import TOY_CLIP
+from insv2v.assets import TOY_CLIP, TOY_PAIRS, TOY_T2V
 from insv2v.loading import BUNDLED_MODEL, default_source
 from insv2v.video import VideoError, VideoInfo, probe
 
@@ -64,6 +64,8 @@ class AppConfig:
     cache_examples: bool = True  # cache example results (lazily, on first use)
     gpu_seconds: int = 120  # ZeroGPU time asked for per heavy request
     default_steps: int = 20  # the Steps slider's starting value
+    t2v: str | None = field(default_factory=lambda: str(TOY_T2V) if TOY_T2V.is_dir() else None)  # "make one pair"
+    datasets: tuple[Path, ...] = field(default_factory=lambda: (TOY_PAIRS,))  # readable datasets, or their parents
 
     @classmethod
     def from_env(cls, model: str | None = None, **overrides) -> AppConfig:
@@ -81,6 +83,8 @@ class AppConfig:
             cache_max_mb=_env("INSV2V_CACHE_MAX_MB", float, None),
             cache_examples=_env("INSV2V_CACHE_EXAMPLES", lambda v: v.lower() not in ("0", "false", "no"), None),
             default_steps=_env("INSV2V_STEPS", int, None) or (None if _has_gpu() else CPU_STEPS),
+            t2v=_env("INSV2V_T2V", str, None),
+            datasets=_env("INSV2V_DATASETS", lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), None),
         )
         settings = {k: v for k, v in env.items() if v is not None}
         return cls(model=source, **{**settings, **overrides})

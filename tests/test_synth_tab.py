@@ -1,0 +1,98 @@
+"""The Synthetic pairs tab: its pure parts, and "make one pair" through Gradio's API on a tiny random model."""
+
+import json
+
+import numpy as np
+import pytest
+from app_server import serve
+
+from insv2v.assets import TOY_CLIP
+from insv2v.synth import dataset
+from insv2v.synth.clip_filter import Thresholds
+from insv2v.synth.generate import GenerateConfig, generate
+from insv2v.synth.p2p import P2PSettings
+from insv2v.synth.prompts import toy_prompts
+from insv2v.testing.tiny import tiny_t2v_pipeline
+from insv2v.toyworld.synthetic import toy_judge
+from insv2v.ui.synth_tab import available_datasets, filtered, histograms, summary
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A tiny text-to-video model and a 4-pair dataset made with it, inside an allowed datasets folder."""
+    tmp = tmp_path_factory.mktemp("synth")
+    tiny_t2v_pipeline("motion").save_pretrained(tmp / "t2v")
+    config = GenerateConfig(out_dir=str(tmp / "datasets" / "tiny-set"), t2v=str(tmp / "t2v"), prompts="toy", n=4,
+                            clip=str(TOY_CLIP), frames=3, steps=2, size=32)  # fmt: skip
+    generate(config, lambda: toy_prompts(0), toy_judge)
+    return tmp
+
+
+def records(kept_right_pattern):
+    """Records with given (kept, judged right) and sim_dir = 0.1 * position."""
+    return [{"index": i, "kind": "colour", "kept": k, "judge": {"edit_right": r},
+             "scores": {"sim_0": 0.3, "sim_1": 0.3, "sim_dir": 0.1 * i, "sim_image": 0.9}}
+            for i, (k, r) in enumerate(kept_right_pattern)]  # fmt: skip
+
+
+def test_summary_counts_precision_and_recall():
+    rs = records([(True, True), (True, False), (False, True), (True, True)])
+    text = summary(rs, [r["kept"] for r in rs])
+    assert "3 of 4 kept (75%)" in text
+    assert "3 of 4 pairs show the edit" in text
+    assert "67% right (precision)" in text and "67% kept (recall)" in text
+
+
+def test_histograms_and_browse_filters_follow_the_thresholds():
+    rs = records([(True, True)] * 5)
+    image = histograms(rs, Thresholds(sim_dir=0.25))
+    assert image.size == (600, 362) and np.asarray(image).std() > 0
+    data = {"records": rs}
+    assert filtered(data, Thresholds(sim_dir=0.25), "kept", "all") == [3, 4]  # sim_dir 0.3, 0.4
+    assert filtered(data, Thresholds(sim_dir=0.25), "rejected", "all") == [0, 1, 2]
+    assert filtered(data, Thresholds(sim_dir=0.25), "all", "shape") == []
+
+
+def test_datasets_are_found_inside_the_allowed_folders_only(made, tmp_path):
+    found = available_datasets([made / "datasets", tmp_path])
+    assert list(found) == ["datasets/tiny-set"] and dataset.is_dataset(found["datasets/tiny-set"])
+    assert available_datasets([made / "datasets" / "tiny-set"]) == {"tiny-set": made / "datasets" / "tiny-set"}
+
+
+@pytest.fixture(scope="module")
+def client(made):
+    from gradio_client import Client
+
+    settings = dict(t2v=str(made / "t2v"), clip=str(TOY_CLIP), datasets=(made / "datasets",))
+    with serve(made / "app", **settings) as (url, _demo):
+        yield Client(url, verbose=False)
+
+
+def test_make_one_pair_endpoint(client):
+    video, text, table, record, status = client.predict(
+        "a red circle moving right on a beach", "a blue circle moving right on a beach", "make the circle blue",
+        seed=3, draw_settings=True, steps=2, frames=3, api_name="/synth_pair",
+    )  # fmt: skip
+    record = json.loads(record)
+    assert record["settings"] == P2PSettings.draw(3).to_dict() and record["seed"] == 3
+    assert video["video"].endswith(".mp4") if isinstance(video, dict) else video.endswith(".mp4")
+    assert [row[0] for row in table["data"]] == ["sim_0", "sim_1", "sim_dir", "sim_image"]
+    assert ("kept" in status) == record["kept"]
+    assert "make the circle blue" in text
+    _, _, _, record, _ = client.predict(
+        "a red circle moving right on a beach", "a blue circle moving right on a beach", "", seed=3,
+        draw_settings=False, guidance_scale=6, sa_end=0.3, ca_end=0.6, edit_weight=2, steps=2, frames=3,
+        api_name="/synth_pair",
+    )  # fmt: skip
+    assert json.loads(record)["settings"] == {"guidance_scale": 6, "sa_end": 0.3, "ca_end": 0.6, "edit_weight": 2}
+
+
+@pytest.mark.parametrize(
+    "captions, words",
+    [(("", "a blue circle"), "give both captions"), (("a red circle", "a red circle"), "same as input")],
+)
+def test_make_one_pair_refuses_bad_captions_with_a_message(client, captions, words):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=words):
+        client.predict(*captions, "", steps=2, frames=3, api_name="/synth_pair")
