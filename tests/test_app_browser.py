@@ -10,7 +10,7 @@ import pytest
 from app_server import serve
 from media import make_video
 
-from insv2v.assets import TOY_EDITOR
+from insv2v.assets import TOY_EDITOR, TOY_PAIRS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -174,3 +174,35 @@ def test_sweep_tab_runs_a_2x2_grid(page):
     assert page.locator("#sweep-heatmap img").get_attribute("src")
     page.locator("#sweep-files [aria-label='sweep.csv']").wait_for()
     screenshot(page, "sweep-tab.png")
+
+
+@pytest.mark.skipif(not (TOY_PAIRS / "manifest.jsonl").is_file(), reason="the toy synthetic set is not shipped")
+def test_synthetic_pairs_tab_browses_the_shipped_set_refilters_and_makes_a_pair(page):
+    page.reload()
+    page.get_by_role("tab", name="Synthetic pairs").click()
+    counts = page.locator("#synth-counts")
+    counts.get_by_text("kept (").wait_for()
+    total = int(counts.inner_text().split(" of ")[1].split()[0])
+    assert page.locator("#synth-histograms img").get_attribute("src")
+    page.locator("#synth-text").get_by_text("Output caption:").wait_for()
+    assert page.locator("#synth-video video").get_attribute("src")
+    page.locator("#synth-where").get_by_text(f"1 of {total}").wait_for()
+    page.locator("#synth-next").click()
+    page.locator("#synth-where").get_by_text(f"2 of {total}").wait_for()
+    screenshot(page, "synth-tab.png")
+    slider = page.locator("#synth-sim-image input[type=number]")  # nothing passes a similarity above 1
+    slider.fill("1")
+    slider.press("Enter")
+    counts.get_by_text(f"0 of {total} kept (0%)").wait_for()
+    page.locator("#synth-which").get_by_text("kept", exact=True).click()
+    page.locator("#synth-text").get_by_text("No pair matches these filters.").wait_for()
+
+    page.get_by_text("Make one pair").click()
+    page.locator("#synth-make-input textarea").fill("a red circle moving right on a beach")
+    page.locator("#synth-make-output textarea").fill("a blue circle moving right on a beach")
+    for control, value in (("#synth-make-steps", "4"), ("#synth-make-frames", "4")):
+        page.locator(f"{control} input[type=number]").fill(value)
+        page.locator(f"{control} input[type=number]").press("Enter")
+    page.locator("#synth-make-run").click()
+    page.locator("#synth-make-status").get_by_text("made in").wait_for()
+    assert page.locator("#synth-make-video video").get_attribute("src")

@@ -195,6 +195,13 @@ def show_pair(studio, data: dict | None, position: int, which: str, kind: str, *
 # ---------------------------------------------------------------- make one pair
 
 
+def filter_clip(config) -> str | None:
+    """The CLIP that scores a pair made here: the app's, else the one that belongs to the text-to-video model."""
+    from insv2v.synth.cli import default_clip
+
+    return config.clip or (default_clip(config.t2v) if config.t2v else None)
+
+
 def make_pair_handler(studio):
     """The handler of "Make pair" and the API endpoint `synth_pair`."""
 
@@ -239,7 +246,7 @@ def make_pair_handler(studio):
             progress(0, desc="loading the text-to-video model")
             pipe = load_t2v(config.t2v, config.device)
             pipe.set_progress_bar_config(disable=True)
-            clip = config.clip
+            clip = filter_clip(config)
             thresholds = Thresholds.for_clip(clip, sim_0=sim_0, sim_1=sim_1, sim_dir=sim_dir, sim_image=sim_image)
             run = GenerateConfig(out_dir="", t2v=config.t2v, prompts="", n=1, clip=clip, thresholds=thresholds,
                                  frames=int(frames), steps=int(steps))  # fmt: skip
@@ -268,7 +275,7 @@ def make_pair_handler(studio):
 def build(studio) -> None:
     """The Synthetic pairs tab's layout and wiring, inside the caller's `gr.Tab`."""
     names = list(available_datasets(studio.config.datasets))
-    defaults = Thresholds.for_clip(studio.config.clip)
+    defaults = Thresholds.for_clip(filter_clip(studio.config))
     with gr.Row():
         with gr.Column(scale=1):
             chooser = gr.Dropdown(names, value=names[0] if names else None, label="Dataset", elem_id="synth-dataset")
@@ -310,8 +317,8 @@ def build(studio) -> None:
                 edit_weight = gr.Slider(1, 5, value=2, step=1, label="Edit weight")
             with gr.Row():
                 steps = gr.Slider(1, MAX_STEPS, value=min(30, studio.config.default_steps * 2), step=1,
-                                  label="Steps")  # fmt: skip
-                frames = gr.Slider(1, MAX_FRAMES, value=16, step=1, label="Frames")
+                                  label="Steps", elem_id="synth-make-steps")  # fmt: skip
+                frames = gr.Slider(1, MAX_FRAMES, value=16, step=1, label="Frames", elem_id="synth-make-frames")
             make_button = gr.Button("Make pair", variant="primary", elem_id="synth-make-run")
         with gr.Column():
             make_status = gr.Markdown(elem_id="synth-make-status")
@@ -359,7 +366,7 @@ def build(studio) -> None:
         refilter, [data, *sliders], [counts, plot], api_name=False).then(
         browse, pair_inputs, pair_outputs, api_name=False)  # fmt: skip
     for slider in sliders:
-        slider.release(refilter, [data, *sliders], [counts, plot], api_name=False)
+        slider.change(refilter, [data, *sliders], [counts, plot], api_name=False)
     for control in (which, kind):
         control.change(lambda: 1, None, position, api_name=False)
     position.change(browse, pair_inputs, pair_outputs, api_name=False)
