@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -55,8 +56,15 @@ def write_clip_tokenizer_files(directory: str | os.PathLike) -> Path:
 
 
 @lru_cache(maxsize=1)
-def clip_tokenizer() -> CLIPTokenizer:
-    """A CLIPTokenizer identical in ids to openai/clip-vit-large-patch14's, built with no network."""
+def _built_tokenizer() -> CLIPTokenizer:
     with tempfile.TemporaryDirectory() as tmp:
         write_clip_tokenizer_files(tmp)
         return CLIPTokenizer.from_pretrained(tmp, model_max_length=CLIP_MAX_LENGTH)
+
+
+def clip_tokenizer() -> CLIPTokenizer:
+    """A CLIPTokenizer identical in ids to openai/clip-vit-large-patch14's, built with no network.
+
+    Built once per process; each caller gets its own copy, so that one changing its `model_max_length` (the toy
+    models use 32 tokens) changes no one else's."""
+    return copy.deepcopy(_built_tokenizer())
