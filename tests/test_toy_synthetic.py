@@ -1,5 +1,7 @@
 """The data engine's toy-world measurements: threshold calibration, the filter report, the judge's record."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,19 @@ def test_the_judge_accepts_an_exact_pair_and_rejects_the_input_returned():
     assert toy_judge(pair, source, target)["edit_right"]
     unedited = toy_judge(pair, source, source)
     assert not unedited["edit_right"] and unedited["reason"]
+
+
+def test_t2v_fidelity_reads_back_every_caption(tmp_path, capsys):
+    from insv2v.cli import main
+    from insv2v.testing.tiny import tiny_t2v_pipeline
+
+    tiny_t2v_pipeline("motion").save_pretrained(tmp_path / "t2v")
+    out = tmp_path / "fidelity.json"
+    assert main(["eval", "--toyworld", "--t2v", str(tmp_path / "t2v"), "--n", "3", "--frames", "2", "--steps", "2",
+                 "--seed", "7", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert all(f"{key}: " in printed for key in ("background", "colours", "shapes", "style"))
+    results = json.loads(out.read_text())
+    assert results["n"] == 3 and len(results["records"]) == 3 and results["style"]["n"] == 3
+    sketches = sum("pencil sketch" in r["caption"] for r in results["records"])
+    assert results["background"]["n"] == 3 - sketches  # a sketch has no background to draw
