@@ -93,7 +93,8 @@ def run_one(args) -> dict:
     return {
         "model": "ModelScope-sized, random" if args.modelscope else Path(args.model or "toy-t2v").name,
         "attention": "materialised maps" if args.explicit_maps else "SDPA only",
-        "frames": args.frames, "size": size, "steps": args.steps, "device": args.device, "dtype": args.dtype,
+        "frames": args.frames, "size": size, "steps": args.steps, "device": args.device,
+        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seconds_per_pair": round(seconds, 2), "pairs_per_minute": round(60 / seconds, 2),
         "all_seconds": [round(t, 2) for t in times],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

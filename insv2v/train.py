@@ -1,10 +1,10 @@
 """Training on the toy world, the paper's recipe in miniature, with HF Accelerate (`accelerate launch` for many GPUs).
 
     insv2v train clip  runs/clip                         # 1. a small CLIP on frames and captions
-    insv2v train 2d    runs/2d    --clip runs/clip       # 2. InstructPix2Pix 2-D UNet on frame pairs
-    insv2v train video runs/video --init runs/2d         # 3. inflate, train only the motion modules on clips
-    insv2v train t2i   runs/t2i   --clip runs/clip       # a text-to-image model of the same family (the engine's)
-    insv2v train t2v   runs/t2v   --init runs/t2i        # inflated, only its motion modules trained: text-to-video
+    insv2v train 2d    runs/2d    --clip runs/clip/final   # 2. InstructPix2Pix 2-D UNet on frame pairs
+    insv2v train video runs/video --init runs/2d/final     # 3. inflate, train only the motion modules on clips
+    insv2v train t2i   runs/t2i   --clip runs/clip/final   # a text-to-image model of the same family (the engine's)
+    insv2v train t2v   runs/t2v   --init runs/t2i/final    # inflated, only its motion modules trained: text-to-video
 
 Every run checkpoints to OUT_DIR/checkpoint (safetensors weights, optimizer state loaded with weights_only)
 and resumes from it when started again with the same OUT_DIR. The finished model is saved in OUT_DIR/final.

@@ -16,8 +16,6 @@ import shlex
 import sys
 from pathlib import Path
 
-REAL_CLIP = "open_clip:ViT-L-14/openai"  # the reference's filter CLIP
-
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -35,19 +33,8 @@ def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sim-image", type=float, help="input vs edited frames")
 
 
-def _thresholds(args: argparse.Namespace, clip: str | None):
-    from insv2v.synth.clip_filter import Thresholds
-
-    return Thresholds.for_clip(clip, sim_0=args.sim_0, sim_1=args.sim_1, sim_dir=args.sim_dir,
-                               sim_image=args.sim_image)  # fmt: skip
-
-
-def default_clip(t2v: str) -> str:
-    """The toy CLIP for the toy models (it knows their world), CLIP ViT-L/14 for real ones."""
-    from insv2v.assets import TOY_CLIP, TOY_T2I, TOY_T2V
-
-    toy = {str(p.resolve()) for p in (TOY_T2V, TOY_T2I)}
-    return str(TOY_CLIP) if str(Path(t2v).resolve()) in toy else REAL_CLIP
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"sim_0": args.sim_0, "sim_1": args.sim_1, "sim_dir": args.sim_dir, "sim_image": args.sim_image}
 
 
 def add_parsers(commands) -> None:
@@ -71,12 +58,14 @@ def add_parsers(commands) -> None:
     gen.add_argument("--out", required=True, help="dataset folder; an existing one resumes")
     gen.add_argument("--prompts", default="toy", help="toy | FILE.jsonl ({input, edit, output} lines) | llm:MODEL")
     gen.add_argument("--n", type=_positive_int, required=True, help="samples (kept and rejected)")
-    gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (settings, noise, toy prompts)")
+    gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (settings, noise, toy prompts); "
+                     "datasets meant to differ need seeds at least n apart")  # fmt: skip
     gen.add_argument("--split", choices=("train", "heldout"), default="train",
                      help="toy-world seeds of the toy prompts and of an LLM's default captions (train)")  # fmt: skip
     gen.add_argument("--t2v", help="text-to-video pipeline folder or hub id, e.g. damo-vilab/text-to-video-ms-1.7b "
                      "(default: the shipped toy model)")  # fmt: skip
-    gen.add_argument("--clip", help=f"CLIP for the filter (default: the toy CLIP for toy models, else {REAL_CLIP})")
+    gen.add_argument("--clip", help="CLIP for the filter (default: the toy CLIP for toy models, else "
+                     "open_clip:ViT-L-14/openai)")  # fmt: skip
     gen.add_argument("--frames", type=_positive_int, default=16, help="(16)")
     gen.add_argument("--steps", type=_positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=int, help="side in pixels (default: the model's)")
@@ -84,11 +73,12 @@ def add_parsers(commands) -> None:
 
     f = s.add_parser("filter", help="re-apply other thresholds to a dataset without regenerating")
     f.add_argument("dataset")
-    f.add_argument("--clip", help="the CLIP whose thresholds to start from (default: the dataset's)")
+    f.add_argument("--clip", help="start from this CLIP folder's thresholds (default: the ones the dataset has)")
     _add_threshold_flags(f)
 
     r = s.add_parser("report", help="the CLIP filter against the toy-world judge: share right, kept, precision, recall")
     r.add_argument("dataset")
+    r.add_argument("--rejudge", action="store_true", help="judge every pair again from its files first")
     r.add_argument("--out", help="also write the report as JSON here")
 
     e = s.add_parser("export", help="the kept pairs as WebDataset tar shards")
@@ -117,17 +107,20 @@ def synth(args: argparse.Namespace) -> None:
 
     if args.action == "generate":
         from insv2v.assets import TOY_T2V
+        from insv2v.synth.clip_filter import Thresholds, default_clip
         from insv2v.synth.generate import GenerateConfig, generate
         from insv2v.synth.prompts import prompt_source
 
+        if not 0 <= args.seed <= 2**32 - 1 - args.n:  # sample i's settings come from RandomState(seed + i)
+            raise ValueError(f"--seed must be in [0, 2**32 - 1 - n], got {args.seed}")
         t2v = args.t2v or str(TOY_T2V)
         clip = args.clip or default_clip(t2v)
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, n=args.n, seed=args.seed, clip=clip,
-            thresholds=_thresholds(args, clip), frames=args.frames, steps=args.steps, size=args.size,
-            command=shlex.join(["insv2v", *sys.argv[1:]]),
+            thresholds=Thresholds.for_clip(clip, **_overrides(args)), frames=args.frames, steps=args.steps,
+            size=args.size, command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip
-        from insv2v.synth.prompts import PromptStats, toy_captions
+        from insv2v.synth.prompts import PromptStats, is_llm_spec, toy_captions
 
         judge = None
         if args.prompts == "toy":
@@ -138,7 +131,7 @@ def synth(args: argparse.Namespace) -> None:
 
         def pairs():
             captions = None
-            if args.prompts.startswith("llm"):  # a bounded caption stream: an LLM that never succeeds stops
+            if is_llm_spec(args.prompts):  # a bounded caption stream: an LLM that never succeeds stops
                 captions = itertools.islice(toy_captions(args.seed, args.split), 10 * args.n)
             return prompt_source(args.prompts, seed=args.seed, split=args.split, captions=captions, stats=stats)
 
@@ -146,21 +139,37 @@ def synth(args: argparse.Namespace) -> None:
         if counts:
             print(f"{args.out}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "filter":
-        clip = args.clip or dataset.read_card(args.dataset).get("clip")
-        counts = dataset.refilter(args.dataset, _thresholds(args, clip))
+        import dataclasses
+
+        from insv2v.synth.clip_filter import Thresholds
+
+        card = dataset.read_card(args.dataset)
+        if args.clip:
+            base = Thresholds.for_clip(args.clip)
+        elif card.get("thresholds"):
+            base = Thresholds.from_dict(card["thresholds"])  # what the dataset was filtered with
+        else:
+            base = Thresholds()
+        changes = {k: v for k, v in _overrides(args).items() if v is not None}
+        counts = dataset.refilter(args.dataset, dataclasses.replace(base, **changes))
         print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "report":
         import json
 
-        from insv2v.toyworld.synthetic import filter_report, format_rate
+        from insv2v.toyworld.synthetic import filter_report, format_rate, rejudge
 
-        report = filter_report(dataset.read_manifest(args.dataset))
-        if not report["pairs"]:
+        records = rejudge(args.dataset) if args.rejudge else dataset.read_manifest(args.dataset)
+        reports = {verdict: filter_report(records, verdict=verdict)
+                   for verdict in ("edit_right", "edit_right_ignoring_kinds")}  # fmt: skip
+        if not reports["edit_right"]["pairs"]:
             raise ValueError(f"{args.dataset} has no judged pairs (the judge runs with --prompts toy)")
-        for key in ("right", "kept", "precision", "recall"):
-            print(f"{key}: {format_rate(report[key])}")
+        for verdict, report in reports.items():
+            print("judged on everything the reader reads:" if verdict == "edit_right" else
+                  "judged without shape kinds (shape-kind edits left out):")  # fmt: skip
+            for key in ("right", "kept", "precision", "recall"):
+                print(f"  {key}: {format_rate(report[key])}")
         if args.out:
-            Path(args.out).write_text(json.dumps(report, indent=2))
+            Path(args.out).write_text(json.dumps(reports, indent=2))
     else:
         shards = dataset.export_webdataset(args.dataset, args.out, args.shard_size)
         print(f"wrote {len(shards)} shard(s) to {args.out}")

@@ -22,6 +22,7 @@ import numpy as np
 from insv2v.metrics import ClipScorer, direction_similarity, image_similarity, text_similarity
 
 THRESHOLDS_FILE = "filter_thresholds.json"  # in a CLIP folder: the thresholds calibrated for that CLIP
+REAL_CLIP = "open_clip:ViT-L-14/openai"  # the reference's filter CLIP
 SCORE_NAMES = ("sim_0", "sim_1", "sim_dir", "sim_image")
 
 
@@ -50,6 +51,16 @@ class Thresholds:
         path = Path(clip_source) / THRESHOLDS_FILE if clip_source else None
         base = cls.from_dict(json.loads(path.read_text())["thresholds"]) if path and path.is_file() else cls()
         return dataclasses.replace(base, **{k: float(v) for k, v in overrides.items() if v is not None})
+
+
+def default_clip(t2v: str) -> str:
+    """The toy CLIP for a toy-world model (its "VAE" is the pixel fold: it draws the toy world, which the toy CLIP
+    knows), CLIP ViT-L/14 for any other text-to-video model."""
+    from insv2v.assets import TOY_CLIP
+
+    index = Path(t2v) / "model_index.json"
+    vae = json.loads(index.read_text()).get("vae", [None, None])[1] if index.is_file() else None
+    return str(TOY_CLIP) if vae == "PixelUnshuffleAutoencoder" else REAL_CLIP
 
 
 @dataclass(frozen=True)

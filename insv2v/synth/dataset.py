@@ -76,10 +76,11 @@ def _truncate_partial_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def recover(root: str | os.PathLike, owns=lambda index: True) -> set[int]:
-    """Remove what a killed run left half-done among the samples this process `owns`; the finished indices."""
+def recover(root: str | os.PathLike, owns=lambda index: True, manifests: list[Path] | None = None) -> set[int]:
+    """Remove what a killed run left half-done among the samples this process `owns` and in the manifests it
+    writes (default: all); the finished indices."""
     root = Path(root)
-    for path in manifest_files(root):
+    for path in manifest_files(root) if manifests is None else [p for p in manifests if p.exists()]:
         _truncate_partial_line(path)
     done = {r["index"] for r in read_manifest(root)}
     pairs = root / PAIRS
@@ -99,7 +100,16 @@ def publish_pair(root: Path, index: int, write) -> dict[str, str]:
     names = write(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    _fsync_dir(final.parent)  # the rename is on disk before the manifest line that announces it
     return {key: str((final / name).relative_to(root)) for key, name in names.items()}
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def merge_manifests(root: str | os.PathLike) -> list[dict]:
@@ -207,10 +217,16 @@ def refilter(root: str | os.PathLike, thresholds: Thresholds) -> dict:
 
 
 def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1000) -> list[Path]:
-    """The kept pairs as WebDataset tar shards: per sample KEY.input.mp4, KEY.edited.mp4 and KEY.json."""
+    """The kept pairs as WebDataset tar shards: per sample KEY.input.mp4, KEY.edited.mp4 and KEY.json. Shards of an
+    earlier export in `out_dir` are replaced, so the folder holds exactly this export."""
     root, out_dir = Path(root), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     kept = [r for r in read_manifest(root) if r["kept"]]
+    missing = [root / r["files"][k] for r in kept for k in ("input", "edited") if not (root / r["files"][k]).is_file()]
+    if missing:
+        raise ValueError(f"{root}: {len(missing)} video(s) named in the manifest are missing, e.g. {missing[0]}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("shard-*.tar"):
+        old.unlink()
     shards = []
     for start in range(0, len(kept), shard_size):
         path = out_dir / f"shard-{start // shard_size:06d}.tar"

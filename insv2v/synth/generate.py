@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,6 +47,20 @@ class GenerateConfig:
     size: int | None = None  # pixels (square); None: the model's own
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
+
+
+RUN_FIELDS = ("t2v", "prompts", "seed", "clip", "frames", "steps", "size", "negative_prompt")  # fixed per dataset
+
+
+def check_same_run(card: dict, config: GenerateConfig) -> None:
+    """A dataset is one run's: resuming it with other settings would mix samples the card cannot describe."""
+    before = card.get("run")
+    now = {k: getattr(config, k) for k in RUN_FIELDS}
+    if before is not None and before != now:
+        changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in RUN_FIELDS
+                            if before.get(k) != now[k])  # fmt: skip
+        raise ValueError(f"{config.out_dir} was made with other settings ({changed}); resume it with the same ones, "
+                         "or make a new dataset")  # fmt: skip
 
 
 def read_prompts(root: Path) -> list[PromptPair]:
@@ -104,6 +119,7 @@ def generate(
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    from insv2v.loading import default_dtype, from_pretrained_explained
     from insv2v.metrics import load_clip
     from insv2v.synth.t2v import TextToVideoPipeline
     from insv2v.video import write_video
@@ -111,24 +127,33 @@ def generate(
     state = PartialState(cpu=not torch.cuda.is_available())  # without GPUs, processes talk over gloo
     root = Path(config.out_dir)
     # 1. Fix the paired prompts, once
+    check_same_run(dataset.read_card(root), config)
+    state.wait_for_everyone()
     if state.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
+        card = {**dataset.read_card(root), "run": {k: getattr(config, k) for k in RUN_FIELDS}}
         if len(read_prompts(root)) < config.n:
             fix_prompts(root, pairs, config.n)
             if prompt_stats is not None:
-                dataset.write_card(root, {**dataset.read_card(root), "prompt_stats": prompt_stats()})
+                card["prompt_stats"] = prompt_stats()
+        dataset.write_card(root, card)
     state.wait_for_everyone()
     prompts = read_prompts(root)[: config.n]
+    if len(prompts) < config.n:
+        print(f"the prompt source gave {len(prompts)} prompts of the {config.n} asked for", file=sys.stderr)
 
     # 2. This process's share; 3. what a killed run left
     def owns(index: int) -> bool:
         return index % state.num_processes == state.process_index
 
-    done = dataset.recover(root, owns)
-    todo = [i for i in range(len(prompts)) if owns(i) and i not in done]
     part = root / (dataset.MANIFEST if state.num_processes == 1 else f"manifest.part{state.process_index}.jsonl")
+    mine = [part] + ([root / dataset.MANIFEST] if state.is_main_process and part.name != dataset.MANIFEST else [])
+    done = dataset.recover(root, owns, mine)
+    state.wait_for_everyone()  # no process appends before every other one has read what is done
+    todo = [i for i in range(len(prompts)) if owns(i) and i not in done]
 
-    pipe = TextToVideoPipeline.from_pretrained(config.t2v).to(state.device)
+    pipe = from_pretrained_explained(TextToVideoPipeline, config.t2v, "text-to-video model",
+                                     torch_dtype=default_dtype(state.device)).to(state.device)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     scorer = load_clip(config.clip)
     # 4. One sample at a time: each finished one is on disk before the next starts

@@ -418,6 +418,11 @@ def llm_prompts(
 # ---------------------------------------------------------------- the CLI spec
 
 
+def is_llm_spec(spec: str) -> bool:
+    """ "llm" or "llm:MODEL" (not a file that merely starts with the letters)."""
+    return spec.strip().partition(":")[0] == LLM_PREFIX
+
+
 def prompt_source(
     spec: str,
     seed: int = 0,

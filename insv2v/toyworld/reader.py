@@ -519,20 +519,27 @@ def shows_caption(frames: np.ndarray, caption: str) -> dict[str, bool | None]:
     return agrees(read_frames(frames), read_caption(caption))
 
 
-def attributes(reading: Reading) -> dict[str, object]:
+def attributes(reading: Reading, kinds: bool = True) -> dict[str, object]:
     """A reading as flat attributes, one per thing an edit can change or must keep; None is unreadable.
 
     Every colour of the palette is an attribute ("shape:red" -> its kind or "absent"), so a colour edit is two
-    changes (the old colour goes, the new one comes) and a shape appearing from nowhere is a change too.
+    changes (the old colour goes, the new one comes) and a shape appearing from nowhere is a change too. Without
+    `kinds`, shapes are only "present" or "absent" (for a generator that draws colours but not outlines).
     """
     flat: dict[str, object] = {
         "background": reading.background,
         "style": reading.style or "plain",
         "camera": None if reading.camera is None else ("panning" if reading.camera else "still"),
-        "kinds": reading.kinds,
     }
+    if kinds:
+        flat["kinds"] = reading.kinds
     for colour in COLOUR_NAMES:
-        flat[f"shape:{colour}"] = None if reading.shapes is None else reading.shapes.get(colour, "absent")
+        if reading.shapes is None:
+            flat[f"shape:{colour}"] = None
+        elif kinds:
+            flat[f"shape:{colour}"] = reading.shapes.get(colour, "absent")
+        else:
+            flat[f"shape:{colour}"] = "present" if colour in reading.shapes else "absent"
     return flat
 
 
@@ -551,10 +558,14 @@ class EditVerdict:
         return "; ".join(self.failures) if self.failures else "the edit is shown and the rest is kept"
 
 
-def judge_edit(input_reading: Reading, edited_reading: Reading, input_caption: str, output_caption: str) -> EditVerdict:
-    """`edit_verdict` on readings already made (so a video read once can be judged against several captions)."""
-    want_in, want_out = attributes(read_caption(input_caption)), attributes(read_caption(output_caption))
-    got_in, got_out = attributes(input_reading), attributes(edited_reading)
+def judge_edit(
+    input_reading: Reading, edited_reading: Reading, input_caption: str, output_caption: str, kinds: bool = True
+) -> EditVerdict:
+    """`edit_verdict` on readings already made (so a video read once can be judged against several captions);
+    without `kinds`, shape kinds are not judged (a shape edit then has nothing to show)."""
+    want_in = attributes(read_caption(input_caption), kinds)
+    want_out = attributes(read_caption(output_caption), kinds)
+    got_in, got_out = attributes(input_reading, kinds), attributes(edited_reading, kinds)
     changed = tuple(k for k in want_in if want_in[k] != want_out[k])
     failures, unchecked = [], []
     if not changed:

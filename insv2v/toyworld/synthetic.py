@@ -16,16 +16,27 @@ import torch
 
 from insv2v.stats import wilson_interval
 from insv2v.synth.clip_filter import SCORE_NAMES, THRESHOLDS_FILE, PairScores, Thresholds, score_pair
-from insv2v.toyworld.reader import edit_verdict, read_caption, read_frames
+from insv2v.toyworld.reader import judge_edit, read_caption, read_frames
 from insv2v.toyworld.world import TRAIN_SEEDS, caption, sample_triplet
 
 CALIBRATION_OFFSET = 10**8  # calibration triplets come from here in the train split, far from anything else
 
 
 def toy_judge(pair, input_frames: np.ndarray, edited_frames: np.ndarray) -> dict:
-    """The reader's verdict on a generated pair, and whether each video shows its own caption."""
-    verdict = edit_verdict(input_frames, edited_frames, pair.input, pair.output)
-    return {"edit_right": verdict.ok, "faithful": verdict.faithful, "reason": verdict.reason}
+    """The reader's verdict on a generated pair: `edit_right` judges everything the reader reads; the verdict
+    without shape kinds judges colours, background, style, camera and placement only (None for a shape-kind edit,
+    which then has nothing to show), for a generator that draws colours but not outlines."""
+    readings = read_frames(input_frames), read_frames(edited_frames)
+    verdict = judge_edit(*readings, pair.input, pair.output)
+    loose = judge_edit(*readings, pair.input, pair.output, kinds=False)
+    shape_edit = read_caption(pair.input).kinds != read_caption(pair.output).kinds and not loose.changed
+    return {
+        "edit_right": verdict.ok,
+        "faithful": verdict.faithful,
+        "reason": verdict.reason,
+        "edit_right_ignoring_kinds": None if shape_edit else loose.ok,
+        "reason_ignoring_kinds": None if shape_edit else loose.reason,
+    }
 
 
 def rate(k: int, n: int) -> dict:
@@ -130,11 +141,12 @@ def t2v_fidelity(pipe, n: int, seed: int = 0, frames: int = 16, steps: int = 30,
 # ---------------------------------------------------------------- the filter against the judge
 
 
-def filter_report(records: list[dict], thresholds: Thresholds | None = None) -> dict:
-    """Of all judged pairs, the share that shows the edit; the filter's share kept, precision and recall."""
-    judged = [r for r in records if r.get("judge")]
+def filter_report(records: list[dict], thresholds: Thresholds | None = None, verdict: str = "edit_right") -> dict:
+    """Of all pairs the judge could judge (`verdict`: its strict verdict, or "edit_right_ignoring_kinds"), the share
+    that shows the edit; the filter's share kept, precision and recall."""
+    judged = [r for r in records if r.get("judge") and r["judge"].get(verdict) is not None]
     kept = [PairScores(**r["scores"]).passes(thresholds) if thresholds else r["kept"] for r in judged]
-    right = [r["judge"]["edit_right"] for r in judged]
+    right = [r["judge"][verdict] for r in judged]
     per_kind = {}
     for kind in sorted({r.get("kind") or "unknown" for r in judged}):
         idx = [i for i, r in enumerate(judged) if (r.get("kind") or "unknown") == kind]
@@ -151,3 +163,22 @@ def filter_report(records: list[dict], thresholds: Thresholds | None = None) -> 
         "recall": rate(sum(r and k for r, k in zip(right, kept, strict=True)), sum(right)),
         "by_kind": per_kind,
     }  # fmt: skip
+
+
+def rejudge(root) -> list[dict]:
+    """Judge every pair of a toy dataset again from its files (after the judge changed); manifest and card updated."""
+    from insv2v.synth import dataset
+    from insv2v.synth.prompts import PromptPair
+    from insv2v.video import read_video
+
+    root = Path(root)
+    records = dataset.read_manifest(root)
+    for r in records:
+        frames = [read_video(root / r["files"][k]).frames for k in ("input", "edited")]
+        r["judge"] = toy_judge(PromptPair(r["input"], r["edit"], r["output"], r.get("kind")), *frames)
+    dataset.rewrite_manifest(root, records)
+    card = dataset.read_card(root)
+    if card:
+        card["counts"] = dataset.counts(records)
+        dataset.write_card(root, card)
+    return records

@@ -61,21 +61,24 @@ def verdicts(records: list[dict]) -> list[bool | None]:
 
 
 def summary(records: list[dict], kept: list[bool]) -> str:
-    """Counts kept, share kept, and what the judge says of the kept and rejected pairs."""
+    """Counts kept, share kept, and what the judge says of the kept pairs (precision) and the right ones (recall)."""
+    from insv2v.toyworld.synthetic import filter_report
+
     n, k = len(records), sum(kept)
     if n == 0:
         return "This dataset has no finished samples yet."
     text = f"**{k} of {n} kept ({100 * k / n:.0f}%)**"
-    judged = [(v, keep) for v, keep in zip(verdicts(records), kept, strict=True) if v is not None]
-    if judged:
-        right_kept = sum(v for v, keep in judged if keep)
-        right = sum(v for v, _ in judged)
-        kept_judged = sum(keep for _, keep in judged)
-        precision = f"{100 * right_kept / kept_judged:.0f}%" if kept_judged else "n/a"
-        recall = f"{100 * right_kept / right:.0f}%" if right else "n/a"
+    judged = [dict(r, kept=keep) for r, keep in zip(records, kept, strict=True)]
+    report = filter_report(judged)
+    if report["pairs"]:
+
+        def share(name: str) -> str:
+            r = report[name]
+            return f"{100 * r['rate']:.0f}%" if r["n"] else "n/a"
+
         text += (
-            f" · judge: {right} of {len(judged)} pairs show the edit and keep the rest · of the kept, {precision} "
-            f"right (precision) · of the right ones, {recall} kept (recall)"
+            f" · judge: {report['right']['k']} of {report['pairs']} pairs show the edit and keep the rest · of the "
+            f"kept, {share('precision')} right (precision) · of the right ones, {share('recall')} kept (recall)"
         )
     return text
 
@@ -171,35 +174,47 @@ def filtered(data: dict, thresholds: Thresholds, which: str, kind: str) -> list[
     return wanted
 
 
-def show_pair(studio, data: dict | None, position: int, which: str, kind: str, *values):
-    """The pair at `position` among those the filters show: video, text, score table, position label."""
+def pair_files(folder: Path, record: dict) -> list[Path]:
+    """The pair's input and edited videos, refused unless they lie inside the dataset's folder."""
+    paths = [(folder / record["files"][k]).resolve() for k in ("input", "edited")]
+    if not all(p.is_relative_to(folder.resolve()) for p in paths):
+        raise gr.Error(f"pair {record.get('id')} names files outside its dataset; it is not shown")
+    return paths
+
+
+def show_pair(studio, data: dict | None, position, which: str, kind: str, *values):
+    """The pair at `position` (clipped to those the filters show): video, text, score table, label, position."""
     if not data:
-        return None, "Open a dataset first.", [], "0 of 0"
+        return None, "Open a dataset first.", [], "0 of 0", 1
     thresholds = Thresholds(*values)
     shown = filtered(data, thresholds, which, kind)
     if not shown:
-        return None, "No pair matches these filters.", [], "0 of 0"
-    position = int(np.clip(position, 1, len(shown)))
+        return None, "No pair matches these filters.", [], "0 of 0", 1
+    position = int(np.clip(position or 1, 1, len(shown)))
     record = data["records"][shown[position - 1]]
     from insv2v.video import read_video
 
-    folder = available_datasets(studio.config.datasets)[data["name"]]
+    folder = available_datasets(studio.config.datasets).get(data["name"])
+    if folder is None:
+        raise gr.Error(f"the dataset {data['name']} is no longer here; choose another")
     try:
-        frames = [read_video(folder / record["files"][k]).frames for k in ("input", "edited")]
+        frames = [read_video(path).frames for path in pair_files(folder, record)]
     except (ValueError, OSError) as err:
         raise gr.Error(user_message(err)) from None
     video = side_by_side_file(studio, *frames, f"pair-{record['id']}")
-    return video, describe_pair(record), score_table(record["scores"], thresholds), f"{position} of {len(shown)}"
+    table = score_table(record["scores"], thresholds)
+    return video, describe_pair(record), table, f"{position} of {len(shown)}", position
 
 
 # ---------------------------------------------------------------- make one pair
 
 
 def filter_clip(config) -> str | None:
-    """The CLIP that scores a pair made here: the app's, else the one that belongs to the text-to-video model."""
-    from insv2v.synth.cli import default_clip
+    """The CLIP that scores a pair made here: the one that belongs to the text-to-video model (the toy CLIP for the
+    toy world's models, CLIP ViT-L/14 otherwise), whatever CLIP the Edit tab's metrics use."""
+    from insv2v.synth.clip_filter import default_clip
 
-    return config.clip or (default_clip(config.t2v) if config.t2v else None)
+    return default_clip(config.t2v) if config.t2v else None
 
 
 def make_pair_handler(studio):
@@ -233,6 +248,9 @@ def make_pair_handler(studio):
         config = studio.config
         try:
             input_caption, output_caption = (input_caption or "").strip(), (output_caption or "").strip()
+            instruction = (instruction or "").strip()
+            if steps is None or frames is None or seed is None:
+                raise ValueError("Steps, Frames and Seed need a value")
             if not input_caption or not output_caption:
                 raise ValueError("give both captions: the input video's and the edited video's")
             reason = validate_pair(input_caption, instruction.strip() or "edit", output_caption)
@@ -350,36 +368,32 @@ def build(studio) -> None:
         return summary(opened["records"], dataset.kept_under(opened["records"], thresholds)), histograms(
             opened["records"], thresholds)  # fmt: skip
 
-    def browse(opened, pos, which_, kind_, *values):
-        return show_pair(studio, opened, pos, which_, kind_, *values)
+    def browse(delta: int | None):
+        """Show the pair `delta` away from the current one (None: the first one the filters show)."""
 
-    def step(delta):
-        def move(pos):
-            return max(1, int(pos or 1) + delta)
+        def show(opened, pos, which_, kind_, *values):
+            return show_pair(studio, opened, 1 if delta is None else int(pos or 1) + delta, which_, kind_, *values)
 
-        return move
+        return show
 
     opened_outputs = [data, card, *sliders, kind]
     pair_inputs = [data, position, which, kind, *sliders]
-    pair_outputs = [video, text, table, where]
-    chooser.change(load, chooser, opened_outputs, api_name=False).then(
-        refilter, [data, *sliders], [counts, plot], api_name=False).then(
-        browse, pair_inputs, pair_outputs, api_name=False)  # fmt: skip
-    for slider in sliders:
+    pair_outputs = [video, text, table, where, position]
+    for opened_event in (chooser.change, studio.demo.load):  # a dataset chosen, or the page opened
+        opened_event(load, chooser, opened_outputs, api_name=False).then(
+            refilter, [data, *sliders], [counts, plot], api_name=False).then(
+            browse(None), pair_inputs, pair_outputs, api_name=False)  # fmt: skip
+    for slider in sliders:  # counts and histograms follow the slider; the pair shown, once it is let go
         slider.change(refilter, [data, *sliders], [counts, plot], api_name=False)
+        slider.release(browse(0), pair_inputs, pair_outputs, api_name=False)
     for control in (which, kind):
-        control.change(lambda: 1, None, position, api_name=False)
-    position.change(browse, pair_inputs, pair_outputs, api_name=False)
-    which.change(browse, pair_inputs, pair_outputs, api_name=False)
-    prev_button.click(step(-1), position, position, api_name=False)
-    next_button.click(step(1), position, position, api_name=False)
-    studio.demo.load(load, chooser, opened_outputs, api_name=False).then(
-        refilter, [data, *sliders], [counts, plot], api_name=False).then(
-        browse, pair_inputs, pair_outputs, api_name=False)  # fmt: skip
+        control.change(browse(None), pair_inputs, pair_outputs, api_name=False)
+    position.submit(browse(0), pair_inputs, pair_outputs, api_name=False)
+    prev_button.click(browse(-1), pair_inputs, pair_outputs, api_name=False)
+    next_button.click(browse(1), pair_inputs, pair_outputs, api_name=False)
     make_button.click(
         make_pair_handler(studio),
-        [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames,
-         *sliders],
+        [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames],
         [make_video, make_text, make_table, make_record, make_status],
         api_name="synth_pair", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
