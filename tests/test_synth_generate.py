@@ -3,6 +3,7 @@ two processes under accelerate, re-filtering and export through the CLI, and `in
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -141,3 +142,17 @@ def test_manifest_lines_are_json_of_one_sample_each(t2v, tmp_path):
     record = json.loads(line)
     assert set(record) >= {"index", "id", "input", "edit", "output", "seed", "settings", "scores", "kept", "files"}
     assert "judge" not in record  # no judge was given
+
+
+def test_resuming_with_other_settings_is_refused(t2v, tmp_path):
+    generate(config(t2v, tmp_path, 1), lambda: toy_prompts(5))
+    with pytest.raises(ValueError, match=r"other settings \(steps: 2 then, 3 now\)"):
+        generate(dataclasses.replace(config(t2v, tmp_path, 2), steps=3), lambda: toy_prompts(5))
+    assert len(dataset.read_manifest(tmp_path)) == 1  # nothing was made or lost
+
+
+def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):
+    strict = Thresholds(-1.0, -1.0, -1.0, 0.99)
+    generate(config(t2v, tmp_path, 2, thresholds=strict), lambda: toy_prompts(5))
+    assert main(["synth", "filter", str(tmp_path), "--sim-0", "-0.5"]) == 0
+    assert dataset.read_card(tmp_path)["thresholds"] == {**strict.to_dict(), "sim_0": -0.5}  # the rest kept
