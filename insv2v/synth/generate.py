@@ -52,10 +52,24 @@ class GenerateConfig:
 RUN_FIELDS = ("t2v", "prompts", "seed", "clip", "frames", "steps", "size", "negative_prompt")  # fixed per dataset
 
 
+def run_settings(config: GenerateConfig) -> dict:
+    settings = {k: getattr(config, k) for k in RUN_FIELDS}
+    return {**settings, "t2v": source_name(config.t2v), "clip": source_name(config.clip)}
+
+
+def source_name(source: str | None) -> str | None:
+    """A model source as a card records it: a shipped model as `assets/NAME`, anything else as given."""
+    from insv2v.assets import ASSETS
+
+    if source and Path(source).is_absolute() and Path(source).resolve().is_relative_to(ASSETS.resolve()):
+        return f"assets/{Path(source).resolve().relative_to(ASSETS.resolve())}"
+    return source
+
+
 def check_same_run(card: dict, config: GenerateConfig) -> None:
     """A dataset is one run's: resuming it with other settings would mix samples the card cannot describe."""
     before = card.get("run")
-    now = {k: getattr(config, k) for k in RUN_FIELDS}
+    now = run_settings(config)
     if before is not None and before != now:
         changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in RUN_FIELDS
                             if before.get(k) != now[k])  # fmt: skip
@@ -131,7 +145,7 @@ def generate(
     state.wait_for_everyone()
     if state.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        card = {**dataset.read_card(root), "run": {k: getattr(config, k) for k in RUN_FIELDS}}
+        card = {**dataset.read_card(root), "run": run_settings(config)}
         if len(read_prompts(root)) < config.n:
             fix_prompts(root, pairs, config.n)
             if prompt_stats is not None:
@@ -182,9 +196,9 @@ def generate(
     records = dataset.merge_manifests(root)
     card = dataset.read_card(root)
     card.update(
-        t2v=config.t2v, clip=config.clip, prompts=config.prompts, seed=config.seed, n=config.n, frames=config.frames,
-        steps=config.steps, size=config.size or pipe.default_resolution, thresholds=config.thresholds.to_dict(),
-        counts=dataset.counts(records), command=config.command,
+        t2v=source_name(config.t2v), clip=source_name(config.clip), prompts=config.prompts, seed=config.seed,
+        n=config.n, frames=config.frames, steps=config.steps, size=config.size or pipe.default_resolution,
+        thresholds=config.thresholds.to_dict(), counts=dataset.counts(records), command=config.command,
     )  # fmt: skip
     dataset.write_card(root, card)
     return card["counts"]
