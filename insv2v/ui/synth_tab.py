@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from insv2v.synth import dataset
@@ -125,6 +126,13 @@ def histograms(records: list[dict], thresholds: Thresholds, bins: int = 24) -> I
     return image
 
 
+TABLE_HEADERS = ["score", "value", "threshold", "verdict"]
+
+
+def no_scores() -> pd.DataFrame:
+    return pd.DataFrame(columns=TABLE_HEADERS)  # an empty table (an empty list is refused by the component)
+
+
 def score_table(scores: dict, thresholds: Thresholds) -> list[list]:
     """One row per score: name, value, threshold, pass/FAIL (the sliders' labels say what each score is)."""
     return [
@@ -185,11 +193,11 @@ def pair_files(folder: Path, record: dict) -> list[Path]:
 def show_pair(studio, data: dict | None, position, which: str, kind: str, *values):
     """The pair at `position` (clipped to those the filters show): video, text, score table, label, position."""
     if not data:
-        return None, "Open a dataset first.", [], "0 of 0", 1
+        return None, "Open a dataset first.", no_scores(), "0 of 0", 1
     thresholds = Thresholds(*values)
     shown = filtered(data, thresholds, which, kind)
     if not shown:
-        return None, "No pair matches these filters.", [], "0 of 0", 1
+        return None, "No pair matches these filters.", no_scores(), "0 of 0", 1
     position = int(np.clip(position or 1, 1, len(shown)))
     record = data["records"][shown[position - 1]]
     from insv2v.video import read_video
@@ -316,7 +324,7 @@ def build(studio) -> None:
             where = gr.Markdown(elem_id="synth-where")
             video = gr.Video(label="Input | edited", autoplay=True, loop=True, elem_id="synth-video")
             text = gr.Markdown(elem_id="synth-text")
-            table = gr.Dataframe(headers=["score", "value", "threshold", "verdict"], elem_id="synth-scores")
+            table = gr.Dataframe(headers=TABLE_HEADERS, elem_id="synth-scores")
     with gr.Accordion("Make one pair", open=False), gr.Row():
         with gr.Column():
             input_caption = gr.Textbox(label="Input caption", elem_id="synth-make-input",
@@ -342,7 +350,7 @@ def build(studio) -> None:
             make_status = gr.Markdown(elem_id="synth-make-status")
             make_video = gr.Video(label="Input | edited", autoplay=True, loop=True, elem_id="synth-make-video")
             make_text = gr.Markdown()
-            make_table = gr.Dataframe(headers=["score", "value", "threshold", "verdict"])
+            make_table = gr.Dataframe(headers=TABLE_HEADERS)
             make_record = gr.Code(label="Record", language="json")
     data = gr.State()
 
