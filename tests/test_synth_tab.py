@@ -63,7 +63,7 @@ def test_datasets_are_found_inside_the_allowed_folders_only(made, tmp_path):
 def client(made):
     from gradio_client import Client
 
-    settings = dict(t2v=str(made / "t2v"), clip=str(TOY_CLIP), datasets=(made / "datasets",))
+    settings = dict(t2v=str(made / "t2v"), synth_clip=str(TOY_CLIP), datasets=(made / "datasets",))
     with serve(made / "app", **settings) as (url, _demo):
         yield Client(url, verbose=False)
 

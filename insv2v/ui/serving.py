@@ -65,6 +65,7 @@ class AppConfig:
     gpu_seconds: int = 120  # ZeroGPU time asked for per heavy request
     default_steps: int = 20  # the Steps slider's starting value
     t2v: str | None = field(default_factory=lambda: str(TOY_T2V) if TOY_T2V.is_dir() else None)  # "make one pair"
+    synth_clip: str | None = None  # the CLIP scoring a pair made in the app (None: the one that belongs to t2v)
     datasets: tuple[Path, ...] = field(default_factory=lambda: (TOY_PAIRS,))  # readable datasets, or their parents
 
     @classmethod
@@ -84,6 +85,7 @@ class AppConfig:
             cache_examples=_env("INSV2V_CACHE_EXAMPLES", lambda v: v.lower() not in ("0", "false", "no"), None),
             default_steps=_env("INSV2V_STEPS", int, None) or (None if _has_gpu() else CPU_STEPS),
             t2v=_env("INSV2V_T2V", str, None),
+            synth_clip=_env("INSV2V_SYNTH_CLIP", str, None),
             datasets=_env("INSV2V_DATASETS", lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), None),
         )
         settings = {k: v for k, v in env.items() if v is not None}

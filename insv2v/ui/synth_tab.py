@@ -218,11 +218,11 @@ def show_pair(studio, data: dict | None, position, which: str, kind: str, *value
 
 
 def filter_clip(config) -> str | None:
-    """The CLIP that scores a pair made here: the one that belongs to the text-to-video model (the toy CLIP for the
-    toy world's models, CLIP ViT-L/14 otherwise), whatever CLIP the Edit tab's metrics use."""
+    """The CLIP that scores a pair made here: INSV2V_SYNTH_CLIP, else the one that belongs to the text-to-video
+    model (the toy CLIP for the toy world's models, CLIP ViT-L/14 otherwise), whatever the Edit tab's metrics use."""
     from insv2v.synth.clip_filter import default_clip
 
-    return default_clip(config.t2v) if config.t2v else None
+    return config.synth_clip or (default_clip(config.t2v) if config.t2v else None)
 
 
 def make_pair_handler(studio):
