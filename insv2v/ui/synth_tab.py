@@ -384,21 +384,23 @@ def build(studio) -> None:
 
         return show
 
+    # The pair shown is whatever the last browse event asked for: they run one at a time, in the order they came.
+    in_order = dict(api_name=False, concurrency_limit=1, concurrency_id="synth-browse")
     opened_outputs = [data, card, *sliders, kind]
     pair_inputs = [data, position, which, kind, *sliders]
     pair_outputs = [video, text, table, where, position]
     for opened_event in (chooser.change, studio.demo.load):  # a dataset chosen, or the page opened
         opened_event(load, chooser, opened_outputs, api_name=False).then(
             refilter, [data, *sliders], [counts, plot], api_name=False).then(
-            browse(None), pair_inputs, pair_outputs, api_name=False)  # fmt: skip
+            browse(None), pair_inputs, pair_outputs, **in_order)  # fmt: skip
     for slider in sliders:  # counts and histograms follow the slider; the pair shown, once it is let go
         slider.change(refilter, [data, *sliders], [counts, plot], api_name=False)
-        slider.release(browse(0), pair_inputs, pair_outputs, api_name=False)
+        slider.release(browse(0), pair_inputs, pair_outputs, **in_order)
     for control in (which, kind):
-        control.change(browse(None), pair_inputs, pair_outputs, api_name=False)
-    position.submit(browse(0), pair_inputs, pair_outputs, api_name=False)
-    prev_button.click(browse(-1), pair_inputs, pair_outputs, api_name=False)
-    next_button.click(browse(1), pair_inputs, pair_outputs, api_name=False)
+        control.change(browse(None), pair_inputs, pair_outputs, **in_order)
+    position.submit(browse(0), pair_inputs, pair_outputs, **in_order)
+    prev_button.click(browse(-1), pair_inputs, pair_outputs, **in_order)
+    next_button.click(browse(1), pair_inputs, pair_outputs, **in_order)
     make_button.click(
         make_pair_handler(studio),
         [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames],
