@@ -654,6 +654,11 @@ def heldout_scene(index: int, style_rate: float = 0.2) -> Scene:
     return scene
 
 
+def sample_settings(n: int, seed: int, frames: int, noise: float, blur: float) -> dict:
+    """What a measurement ran on, recorded beside its numbers."""
+    return {"n": n, "seed": seed, "frames": frames, "noise": noise, "blur": blur}
+
+
 def measure_accuracy(
     n: int, seed: int = 0, frames: int = 16, noise: float = 0.0, blur: float = 0.0, style_rate: float = 0.2
 ) -> dict:
@@ -691,11 +696,7 @@ def measure_accuracy(
         for shape in scene.shapes:
             tally("shape kind", shape.kind, shapes.get(shape.colour), index)
     return {
-        "n": n,
-        "seed": seed,
-        "frames": frames,
-        "noise": noise,
-        "blur": blur,
+        **sample_settings(n, seed, frames, noise, blur),
         "accuracy": {k: {"correct": c, "total": t, "accuracy": round(c / t, 4)} for k, (c, t) in tallies.items()},
         "confusions": {k: dict(v) for k, v in confusions.items()},
         "failures": failures,
@@ -761,11 +762,7 @@ def measure_verdicts(n: int, seed: int = 0, frames: int = 16, noise: float = 0.0
             wrong = source if how == "identity" else read(wrong_edit(triplet, how), salt)
             count(f"{how} refused", triplet.edit.kind, not judge_edit(source, wrong, *captions).ok)
     return {
-        "n": n,
-        "seed": seed,
-        "frames": frames,
-        "noise": noise,
-        "blur": blur,
+        **sample_settings(n, seed, frames, noise, blur),
         "rates": {
             k: {"right": v["right"], "total": v.total(), "rate": round(v["right"] / v.total(), 4)}
             for k, v in sorted(rows.items())
