@@ -124,6 +124,25 @@ def clip_frame_consistency(scorer: ClipScorer, frames: np.ndarray) -> float:
     return image_similarity(e[1:], e[:-1])
 
 
+def all_pairs_similarity(images: torch.Tensor) -> float:
+    """Mean cosine over all distinct pairs of unit frame embeddings (f, d); 1 for a single frame."""
+    f = len(images)
+    if f < 2:
+        return 1.0
+    gram = images @ images.T  # (f, f)
+    return float((gram.sum() - gram.diagonal().sum()) / (f * (f - 1)))
+
+
+def loveu_scores(scorer: ClipScorer, frames: np.ndarray, caption: str) -> dict[str, float]:
+    """LOVEU-TGVE's CLIP scores (x100, so they sit beside its leaderboard): text alignment, the mean cosine of each
+    frame with the caption, and frame consistency, the mean cosine over ALL frame pairs (not consecutive ones)."""
+    e = scorer.images(frames)
+    return {
+        "loveu_text": 100 * text_similarity(e, scorer.texts([caption])[0]),
+        "loveu_consistency": 100 * all_pairs_similarity(e),
+    }
+
+
 def clip_directional_similarity(
     scorer: ClipScorer, source: np.ndarray, edited: np.ndarray, source_caption: str, edited_caption: str
 ) -> float:
@@ -220,4 +239,33 @@ def edit_scores(
         scores["clip_text"] = clip_text_alignment(scorer, edited, text)
         scores["clip_consistency"] = clip_frame_consistency(scorer, edited)
     scores["warp_error"] = warp_error(edited, source, flows)
+    return scores
+
+
+# Scores of the Compare tab's table, and whether higher (+1) or lower (-1) is better.
+COMPARE_SCORES = {
+    "clip_text": 1, "clip_consistency": 1, "loveu_text": 1, "loveu_consistency": 1, "pick_score": 1,
+    "warp_error": -1, "psnr": 1,
+}  # fmt: skip
+
+
+def compare_scores(
+    edited: np.ndarray,
+    source: np.ndarray,
+    caption: str,
+    scorer: ClipScorer | None = None,
+    pick_scorer: ClipScorer | None = None,
+    flows: list[np.ndarray] | None = None,
+    target: np.ndarray | None = None,
+) -> dict[str, float]:
+    """COMPARE_SCORES of one method's output against the edited `caption` (a caption, as LOVEU-TGVE and PickScore
+    score, not an instruction): CLIP ones with a `scorer`, PickScore with a `pick_scorer`, PSNR with an exact
+    `target` (the toy world's)."""
+    scores = edit_scores(edited, source, caption, scorer, flows)
+    if scorer is not None:
+        scores.update(loveu_scores(scorer, edited, caption))
+    if pick_scorer is not None:
+        scores["pick_score"] = pick_score(pick_scorer, edited, caption)
+    if target is not None:
+        scores["psnr"] = psnr(edited, target)
     return scores

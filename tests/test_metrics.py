@@ -276,3 +276,31 @@ def test_clip_directional_similarity_of_no_change_is_zero(scorer, toy_videos):
     triplet, source, _ = toy_videos
     got = M.clip_directional_similarity(scorer, source, source.copy(), triplet.input_caption, triplet.edited_caption)
     assert got == 0.0
+
+
+def test_loveu_scores_are_x100_and_consistency_spans_all_frame_pairs(scorer, reference, toy_videos):
+    triplet, source, _ = toy_videos
+    images, text, _ = reference
+    e = images(source)  # (3, d)
+    pairs = [float(e[i] @ e[j]) for i in range(3) for j in range(3) if i != j]
+    got = M.loveu_scores(scorer, source, triplet.input_caption)
+    assert got["loveu_consistency"] == pytest.approx(100 * np.mean(pairs), abs=1e-3)
+    assert got["loveu_text"] == pytest.approx(100 * M.clip_text_alignment(scorer, source, triplet.input_caption))
+    # All pairs, not consecutive ones: a video that returns to its first frame differs in the two definitions.
+    there_and_back = np.stack([source[0], _noise(1)[0], source[0]])
+    e = images(there_and_back)
+    consecutive = float(e[0] @ e[1])  # both consecutive pairs are (frame, noise)
+    all_pairs = (2 * float(e[0] @ e[1]) + 1.0) / 3  # ... and the pair (0, 2) is the same frame twice
+    assert M.clip_frame_consistency(scorer, there_and_back) == pytest.approx(consecutive, abs=1e-5)
+    assert M.loveu_scores(scorer, there_and_back, "x")["loveu_consistency"] == pytest.approx(100 * all_pairs, abs=1e-3)
+    assert M.all_pairs_similarity(e[:1]) == 1.0
+
+
+def test_compare_scores_hold_each_method_row(scorer, toy_videos):
+    triplet, source, edited = toy_videos
+    caption = triplet.edited_caption
+    scores = M.compare_scores(edited, source, caption, scorer, pick_scorer=scorer, target=edited)
+    assert set(scores) == set(M.COMPARE_SCORES)
+    assert scores["psnr"] == float("inf")  # the exact target itself
+    assert scores["pick_score"] == pytest.approx(M.pick_score(scorer, edited, caption))
+    assert set(M.compare_scores(edited, source, caption)) == {"warp_error"}  # no CLIP, no target: flow only

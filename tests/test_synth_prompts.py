@@ -31,6 +31,7 @@ from insv2v.synth.prompts import (
     parse_completion,
     plain_prompt,
     prompt_source,
+    propose_output_caption,
     read_captions,
     toy_captions,
     toy_prompts,
@@ -443,3 +444,55 @@ def test_a_missing_hub_model_says_how_to_download_it():
     message = str(err.value)
     assert "could not load language model 'nobody/no-such-language-model'" in message
     assert "`hf download nobody/no-such-language-model`" in message
+
+
+# ---------------------------------------------------------------- an edited caption from an instruction
+
+
+def test_the_toy_grammar_edits_captions_exactly():
+    """Every phrasing of every edit kind, read back: the edited caption is the one the world renders the edit for."""
+    seeds = [*range(400), *range(HELDOUT_SEEDS.start, HELDOUT_SEEDS.start + 400)]
+    for seed in seeds:
+        t = sample_triplet(seed)
+        assert propose_output_caption(t.input_caption, t.edit.instruction) == t.edited_caption, seed
+    caption = "a red circle moving right and a blue square bouncing on a beach"
+    assert propose_output_caption(caption, "Turn the circle into a triangle.") == (
+        "a red triangle moving right and a blue square bouncing on a beach"
+    )
+    assert propose_output_caption(caption, "make the square orange") == (
+        "a red circle moving right and an orange square bouncing on a beach"
+    )
+    assert propose_output_caption("a pencil sketch of " + caption, "make it a photo negative") == (
+        "a photo negative of " + caption
+    )
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        "make the sky purple",  # not in the grammar
+        "make the triangle green",  # no triangle in the caption
+        "make the circle blue",  # another shape is blue already
+        "make the circle red",  # no change
+        "put it on a beach",  # no change
+        "replace the forest with a desert",  # names a background the caption does not have
+    ],
+)
+def test_the_toy_grammar_refuses_what_it_cannot_apply(instruction):
+    caption = "a red circle moving right and a blue square bouncing on a beach"
+    assert propose_output_caption(caption, instruction) is None
+
+
+def test_a_language_model_completes_the_output_caption_after_the_given_instruction():
+    llm = ScriptedLLM([" a snowy street at night\nEND", "a dog\n%%\nEND"])
+    caption = "a street at night"
+    assert propose_output_caption(caption, "make it snowy", llm) == "a snowy street at night"
+    prompt, kwargs = llm.calls[0]
+    assert prompt == plain_prompt(caption) + "make it snowy\n%%\n"  # the edit half written, the model writes the rest
+    assert kwargs == dict(do_sample=False, max_new_tokens=60, stop_sequence="END", return_full_text=False)
+    assert propose_output_caption(caption, "make it a dog", llm) is None  # a third field: rejected, nothing proposed
+    assert propose_output_caption(caption, "make it snowy") is None  # no grammar match and no model
+    toy = "a red circle moving right on a beach"
+    assert propose_output_caption(toy, "make the circle blue", llm) == "a blue circle moving right on a beach"
+    assert len(llm.calls) == 2  # the grammar answered: the model was not asked
+

@@ -415,6 +415,28 @@ def llm_prompts(
     return pairs()
 
 
+def propose_output_caption(caption: str, instruction: str, llm: Any = None, max_new_tokens: int = 60) -> str | None:
+    """The caption of `caption`'s video after `instruction`, for methods that edit from a pair of captions
+    (Tune-A-Video): the toy grammar's exact one when it reads the instruction, else a language model's (a loaded
+    text-generation pipeline; greedy, given the few-shot request with the instruction already written), else None.
+    """
+    from insv2v.toyworld.world import edit_caption
+
+    exact = edit_caption(caption, instruction)
+    if exact is not None or llm is None:
+        return exact
+    written = f"{instruction.strip()}\n{FIELD_SEP}\n"  # the edit half of the completion, given
+    text = llm(
+        build_prompt(llm.tokenizer, caption) + written,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        stop_sequence=COMPLETION_END,
+        return_full_text=False,
+    )[0]["generated_text"]
+    result = check_completion(caption, written + text)
+    return result.output if isinstance(result, PromptPair) else None
+
+
 # ---------------------------------------------------------------- the CLI spec
 
 

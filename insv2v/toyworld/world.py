@@ -8,6 +8,7 @@ background, or the style) and the edited video is the same scene, re-rendered â€
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -228,6 +229,69 @@ def apply_edit(scene: Scene, edit: Edit) -> Scene:
     field_name = {"colour": "colour", "shape": "kind"}[edit.kind]
     shapes[edit.target] = dataclasses.replace(shapes[edit.target], **{field_name: edit.value})
     return dataclasses.replace(scene, shapes=tuple(shapes))
+
+
+def _phrasing_pattern(template: str, values: tuple[str, ...]) -> re.Pattern:
+    """A PHRASINGS template as a regex with named groups: kind, old (a colour or background), value."""
+    olds = tuple(SHAPE_COLOURS) + tuple(BACKGROUNDS)
+    groups = {
+        "kind": rf"(?P<kind>{'|'.join(SHAPES)})",
+        "old": rf"(?P<old>{'|'.join(olds)})",
+        "value": rf"(?P<value>{'|'.join(values)})",
+        "a_value": rf"an? (?P<value>{'|'.join(values)})",
+    }
+    parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, name, ...
+    body = "".join(re.escape(part) if i % 2 == 0 else groups[part] for i, part in enumerate(parts))
+    return re.compile(rf"\s*{body}\s*\.?\s*", re.IGNORECASE)
+
+
+def parse_instruction(instruction: str) -> dict[str, str] | None:
+    """The toy grammar's reading of an instruction: {"kind": edit kind, "value", and "shape"/"old" where it names
+    them}, or None when no phrasing of PHRASINGS says it."""
+    for value, phrases in PHRASINGS["style"].items():
+        if instruction.strip().rstrip(".").lower() in phrases:
+            return {"kind": "style", "value": value}
+    values = {"colour": tuple(SHAPE_COLOURS), "background": tuple(BACKGROUNDS), "shape": SHAPES}
+    for kind, templates in PHRASINGS.items():
+        for template in templates if kind != "style" else ():
+            match = _phrasing_pattern(template, values[kind]).fullmatch(instruction)
+            if match:
+                found = {k: v.lower() for k, v in match.groupdict().items() if v}
+                shape = found.pop("kind", None)
+                return {"kind": kind, **found, **({"shape": shape} if shape else {})}
+    return None
+
+
+STYLE_PREFIXES = {"sketch": "a pencil sketch of ", "negative": "a photo negative of "}
+
+
+def edit_caption(text: str, instruction: str) -> str | None:
+    """The caption `caption` would give the edited scene, from the input's caption and the instruction, by the toy
+    grammar: exact for the world's own captions and phrasings; None when the instruction is not in the grammar or
+    names what the caption does not have."""
+    edit = parse_instruction(instruction)
+    if edit is None:
+        return None
+    kind, value = edit["kind"], edit["value"]
+    if kind == "style":
+        for prefix in STYLE_PREFIXES.values():
+            text = text.removeprefix(prefix)
+        return STYLE_PREFIXES[value] + text
+    if kind == "background":
+        found = re.findall(rf"\bon an? ({edit.get('old', '|'.join(BACKGROUNDS))})\b", text)
+        if len(found) != 1 or found[0] == value:
+            return None
+        return re.sub(rf"\bon an? {found[0]}\b", f"on {article(value)}", text)
+    colours = "|".join(SHAPE_COLOURS)
+    old = edit.get("old", colours)
+    found = re.findall(rf"\b(?:an?) ({old}) ({edit['shape']})\b", text)
+    if len(found) != 1:
+        return None
+    colour, shape = found[0]
+    after = f"{article(value)} {shape}" if kind == "colour" else f"{article(colour)} {value}"
+    if after == f"{article(colour)} {shape}" or re.search(rf"\b({value}) ({'|'.join(SHAPES)})\b", text):
+        return None  # no change, or the value is already another shape's
+    return re.sub(rf"\ban? {colour} {shape}\b", after, text)
 
 
 # ---------------------------------------------------------------- sampling
