@@ -1,4 +1,5 @@
-"""Write the demo's example clips: held-out toy-world scenes (64x64, 8 fps) and their instructions.
+"""Write the demo's example clips: held-out toy-world scenes (64x64, 8 fps), their instructions and captions, and
+where they come from (held-out offset and edit kind: the Compare tab renders the exact edit from them for PSNR).
 
 python assets/examples/make.py
 """
@@ -21,6 +22,7 @@ if __name__ == "__main__":
         source, _ = triplet.render(FRAMES)
         name = f"toy_{kind}_{offset}.mp4"
         write_video(folder / name, source, FPS)
-        index.append({"file": name, "instruction": triplet.edit.instruction, "caption": triplet.input_caption})
+        index.append({"file": name, "instruction": triplet.edit.instruction, "caption": triplet.input_caption,
+                      "heldout_offset": offset, "kind": kind})  # fmt: skip
     (folder / "examples.json").write_text(json.dumps(index, indent=2) + "\n")
     print(f"wrote {len(index)} examples to {folder}")
