@@ -117,7 +117,7 @@ def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
                 f"model with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER "
                 "(e.g. guoyww/animatediff-motion-adapter-v1-5)"
             )
-    return from_pretrained_explained(InsV2VPipeline, source, "model", torch_dtype=dtype)
+    return from_pretrained_explained(InsV2VPipeline, source, "model", dtype=dtype)
 
 
 def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype = torch.float32) -> InsV2VPipeline:

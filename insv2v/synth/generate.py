@@ -167,7 +167,7 @@ def generate(
     todo = [i for i in range(len(prompts)) if owns(i) and i not in done]
 
     pipe = from_pretrained_explained(TextToVideoPipeline, config.t2v, "text-to-video model",
-                                     torch_dtype=default_dtype(state.device)).to(state.device)  # fmt: skip
+                                     dtype=default_dtype(state.device)).to(state.device)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     scorer = load_clip(config.clip)
     # 4. One sample at a time: each finished one is on disk before the next starts

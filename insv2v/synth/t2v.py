@@ -182,6 +182,6 @@ def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
 
     target = torch.device(device) if device else default_device()
     pipe = from_pretrained_explained(
-        TextToVideoPipeline, source, "text-to-video model", torch_dtype=default_dtype(target)
+        TextToVideoPipeline, source, "text-to-video model", dtype=default_dtype(target)
     )
     return pipe.to(target)
