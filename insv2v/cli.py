@@ -9,6 +9,7 @@ insv2v train clip|2d|video|t2i|t2v RUN_DIR           # train the toy models (res
 insv2v eval --toyworld --out results.json            # the toy-world table of the paper's claims
 insv2v generate "CAPTION" -o OUT.mp4                 # a video from text (the data engine's text-to-video model)
 insv2v synth generate|filter|export ...              # the synthetic paired-video data engine (insv2v/synth/cli.py)
+insv2v tav edit IN.mp4 --source-prompt .. --prompt .. -o OUT.mp4  # the Tune-A-Video baseline (insv2v/tav/cli.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.synth import cli as synth_cli
+from insv2v.tav import cli as tav_cli
 
 DEFAULTS = EditRecipe(input="", instruction="")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -317,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("out_dir")
     t.add_argument("--seed", type=int, default=0)
     synth_cli.add_parsers(commands)
+    tav_cli.add_parsers(commands)
     return parser
 
 
@@ -335,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval": evaluate,
             "generate": synth_cli.generate_video,
             "synth": synth_cli.synth,
+            "tav": tav_cli.tav,
         }
         commands[args.command](args)
     except (VideoError, ModelLoadError, ValueError, InterruptedError) as err:
