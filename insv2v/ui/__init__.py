@@ -18,7 +18,7 @@ INTRO = (
     "Edit a video from a plain instruction with one diffusion model, no per-video tuning (InsV2V, ICLR 2024). "
     "**Edit**: one video, every setting. **CFG Sweep**: a grid of text x video guidance scales on one video. "
     "**Synthetic pairs**: the paired videos that train such a model, made by video Prompt-to-Prompt and kept by a "
-    "CLIP filter."
+    "CLIP filter. **Compare**: InsV2V beside Tune-A-Video, which tunes a text-to-image model on each video first."
 )
 
 
@@ -37,9 +37,9 @@ class Studio:
 
 
 def _tabs():
-    from insv2v.ui import edit_tab, sweep_tab, synth_tab
+    from insv2v.ui import compare_tab, edit_tab, sweep_tab, synth_tab
 
-    return [("Edit", edit_tab), ("CFG Sweep", sweep_tab), ("Synthetic pairs", synth_tab)]
+    return [("Edit", edit_tab), ("CFG Sweep", sweep_tab), ("Synthetic pairs", synth_tab), ("Compare", compare_tab)]
 
 
 def prepare_environment(config: AppConfig) -> None:

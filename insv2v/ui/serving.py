@@ -3,6 +3,7 @@ with cancel, and the ZeroGPU decorator. No layout here."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from insv2v.assets import TOY_CLIP, TOY_PAIRS, TOY_T2V
+from insv2v.assets import TOY_CLIP, TOY_PAIRS, TOY_T2I, TOY_T2V
 from insv2v.loading import BUNDLED_MODEL, default_source
 from insv2v.video import VideoError, VideoInfo, probe
 
@@ -67,6 +68,7 @@ class AppConfig:
     t2v: str | None = field(default_factory=lambda: str(TOY_T2V) if TOY_T2V.is_dir() else None)  # "make one pair"
     synth_clip: str | None = None  # the CLIP scoring a pair made in the app (None: the one that belongs to t2v)
     datasets: tuple[Path, ...] = field(default_factory=lambda: (TOY_PAIRS,))  # readable datasets, or their parents
+    tav: str | None = field(default_factory=lambda: str(TOY_T2I) if TOY_T2I.is_dir() else None)  # Tune-A-Video's base
 
     @classmethod
     def from_env(cls, model: str | None = None, **overrides) -> AppConfig:
@@ -86,6 +88,7 @@ class AppConfig:
             default_steps=_env("INSV2V_STEPS", int, None) or (None if _has_gpu() else CPU_STEPS),
             t2v=_env("INSV2V_T2V", str, None),
             synth_clip=_env("INSV2V_SYNTH_CLIP", str, None),
+            tav=_env("INSV2V_TAV", str, None),
             datasets=_env("INSV2V_DATASETS", lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), None),
         )
         settings = {k: v for k, v in env.items() if v is not None}
@@ -109,6 +112,25 @@ def get_pipeline(config: AppConfig):
     pipe = load_pipeline(config.model, device=config.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@functools.lru_cache(maxsize=2)
+def _tav_pipeline(source: str, device: str | None):
+    from insv2v.loading import default_device
+    from insv2v.tav import TuneAVideoPipeline
+
+    device = default_device() if device is None else device
+    pipe = TuneAVideoPipeline.from_t2i(source).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def get_tav_pipeline(config: AppConfig):
+    """Tune-A-Video on `config.tav` (a Stable Diffusion 1.x id or folder; the toy text-to-image model by default),
+    loaded once per process; each video's tuning is cached on disk, not in it."""
+    if config.tav is None:
+        raise ValueError("this server has no Tune-A-Video base model (set INSV2V_TAV)")
+    return _tav_pipeline(config.tav, config.device)
 
 
 def get_scorer(config: AppConfig):

@@ -1,0 +1,103 @@
+"""The Compare tab: InsV2V beside Tune-A-Video through Gradio's API on tiny random models, and its parts alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from app_server import serve
+from media import make_video
+
+from insv2v.assets import EXAMPLES
+from insv2v.compare import LABEL_HEIGHT
+from insv2v.testing.tiny import tiny_t2v_pipeline
+from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
+from insv2v.ui import compare_tab
+from insv2v.video import probe, read_video
+
+
+def test_examples_carry_both_captions_and_their_exact_edit():
+    rows = compare_tab.example_rows()
+    index = json.loads((EXAMPLES / "examples.json").read_text())
+    assert len(rows) == len(index) >= 1
+    for (video, instruction, caption, edited), e in zip(rows, index, strict=True):
+        triplet = sample_triplet(HELDOUT_SEEDS.start + e["heldout_offset"], e["kind"])
+        assert (instruction, caption, edited) == (triplet.edit.instruction, triplet.input_caption,
+                                                  triplet.edited_caption)  # fmt: skip
+        target = compare_tab.exact_target(video, 5)
+        assert np.array_equal(target, triplet.render(5)[1])
+        decoded = read_video(video, max_frames=5).frames
+        assert np.abs(decoded.astype(int) - triplet.render(5)[0]).mean() < 4  # the clip is that scene (mp4-coded)
+
+
+def test_a_clip_that_is_no_example_has_no_target(tmp_path):
+    assert compare_tab.exact_target(make_video(tmp_path / "other.mp4", num_frames=4, size=(64, 64)), 4) is None
+
+
+def test_propose_fills_the_edited_caption_or_says_why_not():
+    import gradio as gr
+
+    assert compare_tab.propose("a red circle moving right on a beach", "make the circle blue") == (
+        "a blue circle moving right on a beach"
+    )
+    with pytest.raises(gr.Error, match="write it yourself"):
+        compare_tab.propose("a man on a horse", "make it snowy")
+    with pytest.raises(gr.Error, match="source caption and the instruction"):
+        compare_tab.propose("", "make it snowy")
+
+
+def test_the_table_has_a_row_per_method_and_psnr_only_with_a_target():
+    scores = {"InsV2V": {"seconds": 1.0, "warp_error": 0.01}, "Tune-A-Video": {"seconds": 90.0, "warp_error": 0.02}}
+    frame = compare_tab.table(scores)
+    assert list(frame.columns) == ["Method", "Wall time (s)", "Warp error"]
+    assert frame["Method"].tolist() == ["InsV2V", "Tune-A-Video"] and frame.iloc[1, 1] == 90.0
+    scores["InsV2V"]["psnr"] = 20.0
+    assert "PSNR to target (dB)" in compare_tab.table(scores).columns
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from gradio_client import Client
+
+    tmp = tmp_path_factory.mktemp("compare")
+    tav = tmp / "t2i"
+    tiny_t2v_pipeline("2d").save_pretrained(tav)
+    with serve(tmp, tav=str(tav), max_frames=4) as (url, _demo):
+        yield Client(url, verbose=False)
+
+
+def compare(client, video, source="a red circle on a beach", edited="a blue circle on a beach", **kwargs):
+    from gradio_client import handle_file
+
+    settings = dict(preset="space", tune_steps=2, steps=1, length=3, seed=0) | kwargs
+    return client.predict(handle_file(video), "make the circle blue", source, edited, **settings, api_name="/compare")
+
+
+@pytest.mark.slow
+def test_compare_endpoint_runs_both_methods_and_reuses_the_tuning(client, tmp_path):
+    video = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
+    panels, table, status = compare(client, video)
+    path = panels["video"] if isinstance(panels, dict) else panels
+    info = probe(path)
+    assert (info.num_frames, info.width, info.height) == (3, 3 * 64, LABEL_HEIGHT + 64)
+    assert [row[0] for row in table["data"]] == ["InsV2V", "Tune-A-Video"]
+    assert "tuned 2 steps" in status
+    _, _, again = compare(client, video, edited="a green circle on a beach")
+    assert "tuning reused from the cache" in again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(source=""), "needs the source video's caption"),
+        (dict(preset="fast"), "fast"),  # not a preset: refused, naming the value
+    ],
+)
+def test_compare_refuses_bad_inputs_with_a_message(client, tmp_path, kwargs, words):
+    from gradio_client.exceptions import AppError
+
+    video = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
+    with pytest.raises(AppError, match=words):
+        compare(client, video, **kwargs)
