@@ -241,6 +241,12 @@ def _add_toyworld_parsers(commands) -> None:
                    "model instead: does it draw what held-out captions say (default: the shipped toy t2v)")  # fmt: skip
     e.add_argument("--frames", type=_positive_int, default=16, help="--t2v: frames per video (16; 1 for images)")
     e.add_argument("--cfg", type=float, default=9.0, help="--t2v: text guidance (9)")
+    e.add_argument("--baseline", choices=("tav",), help="compare instead: InsV2V vs Tune-A-Video vs the 2-D editor "
+                   "frame by frame on --edits held-out edits (one table, the Compare tab's scores, seconds per edit)")
+    e.add_argument("--tav-model", help="--baseline tav: Tune-A-Video's base (default: the shipped toy text-to-image)")
+    e.add_argument("--tav-preset", choices=("space", "official"), default="space",
+                   help="--baseline tav: Tune-A-Video's settings (space: 300 tuning steps; official: 500)")
+    e.add_argument("--tav-steps", type=_positive_int, help="--baseline tav: tuning steps (the preset's)")
     e.add_argument("--out", help="also write the results as JSON here")
 
 
@@ -303,6 +309,22 @@ def evaluate(args: argparse.Namespace) -> None:
         ),
         "long": lambda: evaluate_long(pipe, n=max(2, args.n // 8), seed=args.seed, **sampling),
     }
+    if args.baseline == "tav":
+        from insv2v.assets import TOY_T2I
+        from insv2v.tav import PRESETS, TuneAVideoPipeline
+        from insv2v.toyworld import baseline
+
+        tav = TuneAVideoPipeline.from_t2i(args.tav_model or str(TOY_T2I))
+        tav.set_progress_bar_config(disable=True)
+        settings = PRESETS[args.tav_preset]
+        settings = dataclasses.replace(settings, tune_steps=args.tav_steps or settings.tune_steps, seed=args.seed)
+        records = baseline.evaluate_baseline(pipe, tav, settings, args.clip or str(TOY_CLIP), n=args.edits,
+                                             seed=args.seed, **sampling)  # fmt: skip
+        print(baseline.markdown_table(records["records"]))
+        if args.out:
+            results = {"sampling": sampling, "seed": args.seed, "tav": dataclasses.asdict(settings), **records}
+            Path(args.out).write_text(json.dumps(results, indent=2))
+        return
     results = {"sampling": sampling, "seed": args.seed, **{name: parts[name]() for name in args.parts}}
     print(markdown_table(results))
     if args.out:
