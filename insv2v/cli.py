@@ -247,6 +247,8 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--tav-preset", choices=("space", "official"), default="space",
                    help="--baseline tav: Tune-A-Video's settings (space: 300 tuning steps; official: 500)")
     e.add_argument("--tav-steps", type=_positive_int, help="--baseline tav: tuning steps (the preset's)")
+    e.add_argument("--save-outputs", metavar="DIR", help="--baseline tav: also write every video and DIR/items.jsonl "
+                   "(what `insv2v study build --inputs DIR` imports)")  # fmt: skip
     e.add_argument("--out", help="also write the results as JSON here")
 
 
@@ -319,7 +321,7 @@ def evaluate(args: argparse.Namespace) -> None:
         settings = PRESETS[args.tav_preset]
         settings = dataclasses.replace(settings, tune_steps=args.tav_steps or settings.tune_steps, seed=args.seed)
         records = baseline.evaluate_baseline(pipe, tav, settings, args.clip or str(TOY_CLIP), n=args.edits,
-                                             seed=args.seed, **sampling)  # fmt: skip
+                                             seed=args.seed, save_dir=args.save_outputs, **sampling)  # fmt: skip
         print(baseline.markdown_table(records["records"]))
         if args.out:
             results = {"sampling": sampling, "seed": args.seed, "tav": dataclasses.asdict(settings), **records}

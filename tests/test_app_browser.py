@@ -206,3 +206,33 @@ def test_synthetic_pairs_tab_browses_the_shipped_set_refilters_and_makes_a_pair(
     page.locator("#synth-make-run").click()
     page.locator("#synth-make-status").get_by_text("made in").wait_for()
     assert page.locator("#synth-make-video video").get_attribute("src")
+
+
+def test_compare_tab_shows_the_example_computed_ahead_then_compares_a_clip_live(page):
+    page.reload()
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-status").get_by_text("Example, computed ahead").wait_for()
+    assert page.locator("#compare-video video").get_attribute("src")
+    page.locator("#compare-table").get_by_text("Tune-A-Video").wait_for()
+    screenshot(page, "compare-tab.png")
+
+    page.locator("#compare-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#compare-instruction textarea").fill("replace the beach with an ocean")
+    page.locator("#compare-source-caption textarea").fill("a blue square bouncing on a beach, camera panning")
+    page.locator("#compare-propose").click()
+    page.wait_for_function(
+        "() => document.querySelector('#compare-edited-caption textarea')?.value === "
+        "'a blue square bouncing on an ocean, camera panning'"
+    )
+    page.get_by_text("InsV2V and frames").click()
+    for control, value in (("#compare-tune-steps", "2"), ("#compare-length", "4")):
+        page.locator(f"{control} input[type=number]").fill(value)
+        page.locator(f"{control} input[type=number]").press("Enter")
+    page.locator("#compare-run").click()
+    page.wait_for_function(  # InsV2V's result replaces the example's, before Tune-A-Video's comes
+        "() => { const t = document.querySelector('#compare-status')?.innerText ?? '';"
+        " return t.includes('InsV2V') && !t.includes('computed ahead'); }"
+    )
+    page.locator("#compare-status").get_by_text("tuned 2 steps").wait_for()
+    page.locator("#compare-table").get_by_text("PSNR to target").wait_for()  # an example clip: its exact edit is known
+    assert page.locator("#compare-video video").get_attribute("src")

@@ -14,6 +14,7 @@ from insv2v.tav import TAVSettings, TuneAVideoPipeline
 from insv2v.testing.tiny import tiny_pipeline, tiny_t2v_pipeline
 from insv2v.toyworld import baseline
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
+from insv2v.video import probe
 
 FAST_TAV = TAVSettings(tune_steps=1, inversion_steps=1, steps=1, frames=2)
 
@@ -62,7 +63,15 @@ def test_the_cli_writes_the_comparison(tmp_path, tav_folder):
     main(["tiny", str(model)])
     out = tmp_path / "compare.json"
     code = main(["eval", "--toyworld", "--model", str(model), "--baseline", "tav", "--tav-model", str(tav_folder),
-                 "--tav-steps", "1", "--edits", "2", "--steps", "1", "--seed", "9", "--out", str(out)])  # fmt: skip
+                 "--tav-steps", "1", "--edits", "2", "--steps", "1", "--seed", "9", "--out", str(out),
+                 "--save-outputs", str(tmp_path / "videos")])  # fmt: skip
     assert code in (0, None)
     results = json.loads(out.read_text())
     assert results["tav"]["tune_steps"] == 1 and results["seed"] == 9 and len(results["records"]) == 2
+    items = [json.loads(line) for line in (tmp_path / "videos" / "items.jsonl").read_text().splitlines()]
+    assert [i["item"] for i in items] == ["000009", "000010"]
+    assert items[0]["instruction"] == results["records"][0]["instruction"]
+    assert set(items[0]["outputs"]) == {"insv2v", "frame2d", "tav"}
+    for path in [items[1]["input"], items[1]["reference"], *items[1]["outputs"].values()]:
+        info = probe(tmp_path / "videos" / path)
+        assert (info.num_frames, info.width, info.height) == (16, 64, 64)

@@ -8,7 +8,9 @@ each method's end-to-end time on frames in memory: for Tune-A-Video, tuning, inv
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -16,16 +18,20 @@ from insv2v.compare import MethodResult, score_methods
 from insv2v.metrics import load_clip, psnr
 from insv2v.stats import bootstrap_interval, wilson_interval
 from insv2v.toyworld.evaluate import EDIT_KINDS, _edit, edit_correct, per_frame_model
+from insv2v.toyworld.dataset import FPS
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
+from insv2v.video import write_video
 
 METHODS = ("InsV2V", "2-D per frame", "Tune-A-Video")
+METHOD_KEYS = {"InsV2V": "insv2v", "2-D per frame": "frame2d", "Tune-A-Video": "tav"}  # file and study names
 MEASURES = ("psnr", "warp_error", "clip_consistency", "loveu_consistency", "loveu_text", "pick_score", "seconds")
 
 
 def evaluate_baseline(pipe, tav_pipe, tav_settings, clip_source: str, n: int = 20, frames: int = 16, seed: int = 0,
-                      **sampling) -> dict:  # fmt: skip
+                      save_dir: str | Path | None = None, **sampling) -> dict:  # fmt: skip
     """One record per held-out edit (the kinds in turn), each method's correctness and scores; `seed` is the offset
-    into the held-out split, as for `insv2v eval --toyworld --seed`."""
+    into the held-out split, as for `insv2v eval --toyworld --seed`. With `save_dir`, every video too (`save_outputs`:
+    the layout `insv2v study build --inputs` imports)."""
     from insv2v.synth.prompts import propose_output_caption
     from insv2v.tav import tav_edit
 
@@ -45,6 +51,8 @@ def evaluate_baseline(pipe, tav_pipe, tav_settings, clip_source: str, n: int = 2
         tav = tav_edit(tav_pipe, source, triplet.input_caption, edited_caption, tav_settings)
         runs.append(MethodResult("Tune-A-Video", tav.frames, time.perf_counter() - began))
         scores = score_methods(runs, source, triplet.edited_caption, scorer, scorer, target)
+        if save_dir is not None:
+            save_outputs(Path(save_dir), f"{seed + i:06d}", triplet.edit.instruction, source, target, runs)
         records.append({
             "seed": seed + i,
             "kind": triplet.edit.kind,
@@ -56,6 +64,20 @@ def evaluate_baseline(pipe, tav_pipe, tav_settings, clip_source: str, n: int = 2
             },
         })  # fmt: skip
     return {"records": records}
+
+
+def save_outputs(folder: Path, item: str, instruction: str, source, target, runs: list[MethodResult]) -> None:
+    """ITEM/{input,target,<method key>}.mp4 and a line of `items.jsonl`: {item, input, instruction, outputs:
+    {method key: file}, reference: the exact edit}, paths relative to `folder`."""
+    (folder / item).mkdir(parents=True, exist_ok=True)
+    files = {"input": source, "target": target, **{METHOD_KEYS[r.method]: r.frames for r in runs}}
+    for name, frames in files.items():
+        write_video(folder / item / f"{name}.mp4", frames, FPS)
+    line = {"item": item, "input": f"{item}/input.mp4", "instruction": instruction,
+            "outputs": {METHOD_KEYS[r.method]: f"{item}/{METHOD_KEYS[r.method]}.mp4" for r in runs},
+            "reference": f"{item}/target.mp4"}  # fmt: skip
+    with open(folder / "items.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def summarise(records: list[dict]) -> dict:
