@@ -71,6 +71,8 @@ def test_the_cli_writes_the_comparison(tmp_path, tav_folder):
     items = [json.loads(line) for line in (tmp_path / "videos" / "items.jsonl").read_text().splitlines()]
     assert [i["item"] for i in items] == ["000009", "000010"]
     assert items[0]["instruction"] == results["records"][0]["instruction"]
+    triplet = sample_triplet(HELDOUT_SEEDS.start + items[1]["heldout_offset"], items[1]["kind"])
+    assert (items[1]["caption"], items[1]["edited_caption"]) == (triplet.input_caption, triplet.edited_caption)
     assert set(items[0]["outputs"]) == {"insv2v", "frame2d", "tav"}
     for path in [items[1]["input"], items[1]["reference"], *items[1]["outputs"].values()]:
         info = probe(tmp_path / "videos" / path)

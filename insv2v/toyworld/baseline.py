@@ -52,7 +52,7 @@ def evaluate_baseline(pipe, tav_pipe, tav_settings, clip_source: str, n: int = 2
         runs.append(MethodResult("Tune-A-Video", tav.frames, time.perf_counter() - began))
         scores = score_methods(runs, source, triplet.edited_caption, scorer, scorer, target)
         if save_dir is not None:
-            save_outputs(Path(save_dir), f"{seed + i:06d}", triplet.edit.instruction, source, target, runs)
+            save_outputs(Path(save_dir), seed + i, triplet, source, target, runs)
         records.append({
             "seed": seed + i,
             "kind": triplet.edit.kind,
@@ -66,16 +66,19 @@ def evaluate_baseline(pipe, tav_pipe, tav_settings, clip_source: str, n: int = 2
     return {"records": records}
 
 
-def save_outputs(folder: Path, item: str, instruction: str, source, target, runs: list[MethodResult]) -> None:
+def save_outputs(folder: Path, offset: int, triplet, source, target, runs: list[MethodResult]) -> None:
     """ITEM/{input,target,<method key>}.mp4 and a line of `items.jsonl`: {item, input, instruction, outputs:
-    {method key: file}, reference: the exact edit}, paths relative to `folder`."""
+    {method key: file}, reference: the exact edit, caption, edited_caption, heldout_offset, kind}, paths relative
+    to `folder` (the held-out offset and kind say which toy scene it is: `sample_triplet` renders it again)."""
+    item = f"{offset:06d}"
     (folder / item).mkdir(parents=True, exist_ok=True)
     files = {"input": source, "target": target, **{METHOD_KEYS[r.method]: r.frames for r in runs}}
     for name, frames in files.items():
         write_video(folder / item / f"{name}.mp4", frames, FPS)
-    line = {"item": item, "input": f"{item}/input.mp4", "instruction": instruction,
+    line = {"item": item, "input": f"{item}/input.mp4", "instruction": triplet.edit.instruction,
             "outputs": {METHOD_KEYS[r.method]: f"{item}/{METHOD_KEYS[r.method]}.mp4" for r in runs},
-            "reference": f"{item}/target.mp4"}  # fmt: skip
+            "reference": f"{item}/target.mp4", "caption": triplet.input_caption,
+            "edited_caption": triplet.edited_caption, "heldout_offset": offset, "kind": triplet.edit.kind}  # fmt: skip
     with open(folder / "items.jsonl", "a") as f:
         f.write(json.dumps(line) + "\n")
 
