@@ -10,6 +10,7 @@ insv2v eval --toyworld --out results.json            # the toy-world table of th
 insv2v generate "CAPTION" -o OUT.mp4                 # a video from text (the data engine's text-to-video model)
 insv2v synth generate|filter|export ...              # the synthetic paired-video data engine (insv2v/synth/cli.py)
 insv2v tav edit IN.mp4 --source-prompt .. --prompt .. -o OUT.mp4  # the Tune-A-Video baseline (insv2v/tav/cli.py)
+insv2v study build|report ...                        # blind pairwise user studies (insv2v/study/cli.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from insv2v.editing import EditRecipe, model_defaults
+from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
 from insv2v.tav import cli as tav_cli
 
@@ -241,11 +243,19 @@ def _add_toyworld_parsers(commands) -> None:
                    "model instead: does it draw what held-out captions say (default: the shipped toy t2v)")  # fmt: skip
     e.add_argument("--frames", type=_positive_int, default=16, help="--t2v: frames per video (16; 1 for images)")
     e.add_argument("--cfg", type=float, default=9.0, help="--t2v: text guidance (9)")
-    e.add_argument("--baseline", choices=("tav",), help="compare instead: InsV2V vs Tune-A-Video vs the 2-D editor "
-                   "frame by frame on --edits held-out edits (one table, the Compare tab's scores, seconds per edit)")
+    e.add_argument(
+        "--baseline",
+        choices=("tav",),
+        help="compare instead: InsV2V vs Tune-A-Video vs the 2-D editor "
+        "frame by frame on --edits held-out edits (one table, the Compare tab's scores, seconds per edit)",
+    )
     e.add_argument("--tav-model", help="--baseline tav: Tune-A-Video's base (default: the shipped toy text-to-image)")
-    e.add_argument("--tav-preset", choices=("space", "official"), default="space",
-                   help="--baseline tav: Tune-A-Video's settings (space: 300 tuning steps; official: 500)")
+    e.add_argument(
+        "--tav-preset",
+        choices=("space", "official"),
+        default="space",
+        help="--baseline tav: Tune-A-Video's settings (space: 300 tuning steps; official: 500)",
+    )
     e.add_argument("--tav-steps", type=_positive_int, help="--baseline tav: tuning steps (the preset's)")
     e.add_argument("--save-outputs", metavar="DIR", help="--baseline tav: also write every video and DIR/items.jsonl "
                    "(what `insv2v study build --inputs DIR` imports)")  # fmt: skip
@@ -344,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     synth_cli.add_parsers(commands)
     tav_cli.add_parsers(commands)
+    study_cli.add_parsers(commands)
     return parser
 
 
@@ -363,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             "generate": synth_cli.generate_video,
             "synth": synth_cli.synth,
             "tav": tav_cli.tav,
+            "study": study_cli.study,
         }
         commands[args.command](args)
     except (VideoError, ModelLoadError, ValueError, InterruptedError) as err:

@@ -38,15 +38,13 @@ def score_methods(
     """Per method, metrics.COMPARE_SCORES against the edited `caption` plus `seconds`; the input's optical flow
     (for warp error) is computed once for all of them."""
     flows = consecutive_flows(source)
-    return {
-        r.method: {**compare_scores(r.frames, source, caption, scorer, pick_scorer, flows, target), "seconds": r.seconds}
-        for r in results
-    }
+    scores = {r.method: compare_scores(r.frames, source, caption, scorer, pick_scorer, flows, target) for r in results}
+    return {r.method: {**scores[r.method], "seconds": r.seconds} for r in results}
 
 
 def labelled(frames: np.ndarray, label: str) -> np.ndarray:
     """(f, h, w, 3) uint8 frames under a dark strip naming them, so a viewer knows which panel is which."""
-    f, h, w, _ = frames.shape
+    f, _, w, _ = frames.shape
     strip = np.full((LABEL_HEIGHT, w, 3), 32, np.uint8)
     width_at_1 = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0]
     scale = min(0.4, (w - 4) / max(width_at_1, 1))  # as large as fits, small panels (the toy world's 64 px) too

@@ -280,7 +280,7 @@ def test_clip_directional_similarity_of_no_change_is_zero(scorer, toy_videos):
 
 def test_loveu_scores_are_x100_and_consistency_spans_all_frame_pairs(scorer, reference, toy_videos):
     triplet, source, _ = toy_videos
-    images, text, _ = reference
+    images = reference[0]
     e = images(source)  # (3, d)
     pairs = [float(e[i] @ e[j]) for i in range(3) for j in range(3) if i != j]
     got = M.loveu_scores(scorer, source, triplet.input_caption)

@@ -495,4 +495,3 @@ def test_a_language_model_completes_the_output_caption_after_the_given_instructi
     toy = "a red circle moving right on a beach"
     assert propose_output_caption(toy, "make the circle blue", llm) == "a blue circle moving right on a beach"
     assert len(llm.calls) == 2  # the grammar answered: the model was not asked
-

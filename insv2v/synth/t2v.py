@@ -181,7 +181,5 @@ def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
     from insv2v.loading import default_device, default_dtype, from_pretrained_explained
 
     target = torch.device(device) if device else default_device()
-    pipe = from_pretrained_explained(
-        TextToVideoPipeline, source, "text-to-video model", dtype=default_dtype(target)
-    )
+    pipe = from_pretrained_explained(TextToVideoPipeline, source, "text-to-video model", dtype=default_dtype(target))
     return pipe.to(target)

@@ -17,8 +17,8 @@ import numpy as np
 from insv2v.compare import MethodResult, score_methods
 from insv2v.metrics import load_clip, psnr
 from insv2v.stats import bootstrap_interval, wilson_interval
-from insv2v.toyworld.evaluate import EDIT_KINDS, _edit, edit_correct, per_frame_model
 from insv2v.toyworld.dataset import FPS
+from insv2v.toyworld.evaluate import EDIT_KINDS, _edit, edit_correct, per_frame_model
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
 from insv2v.video import write_video
 
@@ -99,7 +99,8 @@ def summarise(records: list[dict]) -> dict:
         for measure in MEASURES:
             values = [row[measure] for row in rows if measure in row and np.isfinite(row[measure])]
             if values:
-                out[measure] = {"mean": float(np.mean(values)), "interval": bootstrap_interval(values), "n": len(values)}
+                mean, interval = float(np.mean(values)), bootstrap_interval(values)
+                out[measure] = {"mean": mean, "interval": interval, "n": len(values)}
         out["seconds"]["median"] = float(np.median([row["seconds"] for row in rows]))
         summary[method] = out
     return summary

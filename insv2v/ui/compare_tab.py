@@ -153,7 +153,8 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
         raise InterruptedError from None
     finally:
         studio.jobs.finish(session, job)
-    tuned = "tuning reused from the cache" if out.cached else f"tuned {settings.tune_steps} steps in {out.tune_seconds:.0f} s"
+    tuned = f"tuned {settings.tune_steps} steps in {out.tune_seconds:.0f} s"
+    tuned = "tuning reused from the cache" if out.cached else tuned
     detail = f"{tuned}; inverted and sampled in {out.edit_seconds:.1f} s"
     seconds = time.perf_counter() - began
     return {**state, "results": [*state["results"], MethodResult("Tune-A-Video", out.frames, seconds, detail)]}
@@ -165,7 +166,8 @@ def finish(studio, state: dict, caption: str) -> tuple[str, pd.DataFrame, str]:
     target = state["target"]
     if target is not None and target.shape != source.shape:  # the example read from another start or stride
         target = None
-    scores = score_methods(results, source, caption, get_scorer(studio.config), get_scorer(studio.config), target=target)
+    scorer = get_scorer(studio.config)  # the toy world has no PickScore model: its CLIP scores both
+    scores = score_methods(results, source, caption, scorer, scorer, target=target)
     path = Path(state["job"]) / f"compare-{len(results)}.mp4"
     write_video(path, panels(source, results), state["fps"])
     lines = [f"**{r.method}**: {r.seconds:.1f} s ({r.detail})" for r in results]
@@ -244,8 +246,10 @@ def build(studio) -> None:
             source_caption = gr.Textbox(label="Source caption (Tune-A-Video)", elem_id="compare-source-caption",
                                         placeholder="what the input video shows")  # fmt: skip
             with gr.Row():
-                edited_caption = gr.Textbox(label="Edited caption (Tune-A-Video)", elem_id="compare-edited-caption",
-                                            placeholder="proposed from the instruction; edit freely", scale=4)  # fmt: skip
+                edited_caption = gr.Textbox(
+                    label="Edited caption (Tune-A-Video)", elem_id="compare-edited-caption", scale=4,
+                    placeholder="proposed from the instruction; edit freely",
+                )  # fmt: skip
                 propose_button = gr.Button("Propose", elem_id="compare-propose", scale=1)
             with gr.Row():
                 preset = gr.Dropdown(list(PRESETS), value="space", label="Tune-A-Video preset",

@@ -1,0 +1,40 @@
+"""What a participant sees of a comparison: the input, edit A and edit B as one labelled video, so that one player
+keeps them in sync. Made on first view, beside the study's served files, under a name derived from the served
+files' (random) names alone, so it tells nothing the page does not already show."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from insv2v.compare import MethodResult, panels
+from insv2v.study.store import Comparison, StudyStore
+from insv2v.video import probe, read_video, write_video
+
+VIEWS = "views"  # folder of the composed videos, inside the study's files folder
+
+
+def view_name(comparison: Comparison) -> str:
+    digest = hashlib.sha256(f"{comparison.input_file}|{comparison.file_a}|{comparison.file_b}".encode()).hexdigest()
+    return digest[:32] + ".mp4"
+
+
+def comparison_video(store: StudyStore, comparison: Comparison) -> Path:
+    """input | A | B of `comparison` as one mp4 (made once; concurrent first views write it once)."""
+    path = store.files_dir / VIEWS / view_name(comparison)
+    if path.is_file():
+        return path
+    path.parent.mkdir(exist_ok=True)
+    source = read_video(str(store.path_of(comparison.input_file))).frames
+    a = read_video(str(store.path_of(comparison.file_a))).frames
+    b = read_video(str(store.path_of(comparison.file_b))).frames
+    frames = panels(source, [MethodResult("A", a, 0.0), MethodResult("B", b, 0.0)])
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.mp4")
+    try:
+        write_video(tmp, frames, probe(str(store.path_of(comparison.input_file))).fps)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
