@@ -25,3 +25,4 @@ EXAMPLES = ASSETS / "examples"  # example clips and their instructions (examples
 TOY_T2I = ASSETS / "toy-t2i"  # the data engine's toy text-to-image model: a TextToVideoPipeline folder (2-D UNet)
 TOY_T2V = ASSETS / "toy-t2v"  # the data engine's toy text-to-video model: the same, inflated with motion modules
 TOY_PAIRS = ASSETS / "toy-pairs"  # a synthetic paired-video dataset made by the toy text-to-video model
+TOY_STUDY = ASSETS / "toy-study" / "study.db"  # a blind study of three toy editors, with its served videos

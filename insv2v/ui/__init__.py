@@ -14,11 +14,13 @@ from insv2v.editing import EditRecipe, model_defaults
 from insv2v.ui.serving import AppConfig, Jobs, OutputCache
 
 TITLE = "InsV2V Studio"
+STUDY_TITLE = "Video study"  # the page title in study mode (app.py --study): neutral, naming no method
 INTRO = (
     "Edit a video from a plain instruction with one diffusion model, no per-video tuning (InsV2V, ICLR 2024). "
     "**Edit**: one video, every setting. **CFG Sweep**: a grid of text x video guidance scales on one video. "
     "**Synthetic pairs**: the paired videos that train such a model, made by video Prompt-to-Prompt and kept by a "
-    "CLIP filter. **Compare**: InsV2V beside Tune-A-Video, which tunes a text-to-image model on each video first."
+    "CLIP filter. **Compare**: InsV2V beside Tune-A-Video, which tunes a text-to-image model on each video first. "
+    "**Rate**: a blind user study of edits."
 )
 
 
@@ -37,9 +39,15 @@ class Studio:
 
 
 def _tabs():
-    from insv2v.ui import compare_tab, edit_tab, sweep_tab, synth_tab
+    from insv2v.ui import compare_tab, edit_tab, rate_tab, sweep_tab, synth_tab
 
-    return [("Edit", edit_tab), ("CFG Sweep", sweep_tab), ("Synthetic pairs", synth_tab), ("Compare", compare_tab)]
+    return [
+        ("Edit", edit_tab),
+        ("CFG Sweep", sweep_tab),
+        ("Synthetic pairs", synth_tab),
+        ("Compare", compare_tab),
+        ("Rate", rate_tab),
+    ]
 
 
 def prepare_environment(config: AppConfig) -> None:
@@ -67,26 +75,40 @@ def build_demo(config: AppConfig | None = None):
         settings_table(config, defaults),
     )
     hour = 3600
-    with gr.Blocks(title=TITLE, delete_cache=(hour, int(config.cache_max_age_s)), analytics_enabled=False) as demo:
+    title = STUDY_TITLE if config.study_only else TITLE
+    with gr.Blocks(title=title, delete_cache=(hour, int(config.cache_max_age_s)), analytics_enabled=False) as demo:
         studio.demo = demo
-        gr.Markdown(f"# {TITLE}\n{INTRO}\n\nModel: `{config.model_name}`")
-        for name, module in _tabs():
-            with gr.Tab(name, id=name.lower().replace(" ", "-")):
-                module.build(studio)
+        if config.study_only:  # what participants see: the study alone, nothing that names a method
+            from insv2v.ui import rate_tab
+
+            gr.Markdown(f"# {STUDY_TITLE}")
+            rate_tab.build(studio)
+        else:
+            gr.Markdown(f"# {TITLE}\n{INTRO}\n\nModel: `{config.model_name}`")
+            for name, module in _tabs():
+                with gr.Tab(name, id=name.lower().replace(" ", "-")):
+                    module.build(studio)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     demo.studio = studio
     return demo
 
 
 def launch_kwargs(config: AppConfig) -> dict:
-    """Arguments of `demo.launch`: upload limit, and the cache directory as the only extra served path.
+    """Arguments of `demo.launch`: upload limit; the cache directory and the study's served videos as the only extra
+    served paths; no run history (a participant's browser must not keep what the study showed).
     Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT unless given."""
     import gradio as gr
 
+    from insv2v.study.store import StudyStore
+    from insv2v.ui.serving import study_path
+
     system = ["ui-sans-serif", "system-ui", "sans-serif"]  # no web fonts: the page works offline
+    study = study_path(config)
+    served = [config.cache_dir] + ([StudyStore(study).files_dir] if study is not None else [])
     return dict(
         theme=gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"]),
         max_file_size=f"{config.max_upload_mb:g}mb",
-        allowed_paths=[str(config.cache_dir)],
+        allowed_paths=[str(path) for path in served],
         show_error=True,
+        run_history=False,
     )

@@ -13,11 +13,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from insv2v.assets import TOY_CLIP, TOY_PAIRS, TOY_T2I, TOY_T2V
+from insv2v.assets import TOY_CLIP, TOY_PAIRS, TOY_STUDY, TOY_T2I, TOY_T2V
 from insv2v.loading import BUNDLED_MODEL, default_source
 from insv2v.video import VideoError, VideoInfo, probe
 
 CLIP_ENV = "INSV2V_CLIP"
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
 
 
 def _env(name: str, cast, default):
@@ -69,6 +73,9 @@ class AppConfig:
     synth_clip: str | None = None  # the CLIP scoring a pair made in the app (None: the one that belongs to t2v)
     datasets: tuple[Path, ...] = field(default_factory=lambda: (TOY_PAIRS,))  # readable datasets, or their parents
     tav: str | None = field(default_factory=lambda: str(TOY_T2I) if TOY_T2I.is_dir() else None)  # Tune-A-Video's base
+    study: Path | None = None  # the Rate tab's study database; None: a copy of the shipped toy study in data_dir
+    study_only: bool = False  # serve the study alone (participants' page): no other tab, nothing naming a method
+    data_dir: Path = field(default_factory=lambda: _data_home() / "insv2v")  # what must outlive the output cache
 
     @classmethod
     def from_env(cls, model: str | None = None, **overrides) -> AppConfig:
@@ -89,6 +96,8 @@ class AppConfig:
             t2v=_env("INSV2V_T2V", str, None),
             synth_clip=_env("INSV2V_SYNTH_CLIP", str, None),
             tav=_env("INSV2V_TAV", str, None),
+            study=_env("INSV2V_STUDY", Path, None),
+            data_dir=_env("INSV2V_DATA_DIR", Path, None),
             datasets=_env("INSV2V_DATASETS", lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), None),
         )
         settings = {k: v for k, v in env.items() if v is not None}
@@ -131,6 +140,30 @@ def get_tav_pipeline(config: AppConfig):
     if config.tav is None:
         raise ValueError("this server has no Tune-A-Video base model (set INSV2V_TAV)")
     return _tav_pipeline(config.tav, config.device)
+
+
+def study_path(config: AppConfig) -> Path | None:
+    """The study the Rate tab collects ratings for: `config.study`, else a copy of the shipped toy study in
+    `config.data_dir` (made once: the ratings live there, outside the output cache, which deletes files after
+    hours), else None."""
+    if config.study is not None:
+        return Path(config.study)
+    if not TOY_STUDY.is_file():
+        return None
+    from insv2v.study.build import files_dir_of
+
+    copy = Path(config.data_dir) / "toy-study" / TOY_STUDY.name
+    files = files_dir_of(TOY_STUDY)
+    if not copy.is_file():
+        staging = copy.parent.with_name(f".{copy.parent.name}.{uuid.uuid4().hex[:8]}")
+        staging.mkdir(parents=True)
+        shutil.copytree(files, staging / files.name)
+        shutil.copyfile(TOY_STUDY, staging / TOY_STUDY.name)
+        try:
+            staging.rename(copy.parent)
+        except OSError:  # another process made the copy meanwhile: keep theirs
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy
 
 
 def get_scorer(config: AppConfig):

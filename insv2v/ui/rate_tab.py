@@ -1,0 +1,163 @@
+"""The Rate tab: a participant rates blind pairs of edits of a study (insv2v/study/), and a researcher, with the token
+from INSV2V_STUDY_TOKEN, sees the results.
+
+A participant arrives with `?pid=...` (Prolific, MTurk) or gets an id; consents after the instructions; then sees one
+comparison per screen: the instruction and one video of the input, edit A and edit B playing in sync, and LOVEU-TGVE's
+three questions, each answered "A", "B" or "can't tell" (keys 1-3, 4-6, 7-9; Enter for Next). *Next* commits the
+three answers, each one row of the study's SQLite database, before the next screen shows; a reload or a server
+restart resumes at the first comparison not fully answered. At the end: a completion code.
+
+Blind by construction: the page holds served files' random names and the letters A and B, never a method; no
+download buttons; every event is private (not in the API page, not callable by Gradio's clients).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import gradio as gr
+
+from insv2v.study.store import Comparison, StudyStore
+from insv2v.study.views import comparison_video
+
+TOKEN_ENV = "INSV2V_STUDY_TOKEN"  # the results view's token; without it the results view stays closed
+LABELS = {"A": "A", "B": "B", "tie": "can't tell"}  # choice -> what the participant reads
+PRIVATE = dict(api_visibility="private", concurrency_limit=None)  # study events: off the API, never queued behind edits
+INSTRUCTIONS = (
+    "### Rate edited videos\n"
+    "Each screen shows a video with an editing instruction, and two edited versions of it, **A** and **B**, playing "
+    "side by side after the original. Answer three questions for each screen by choosing A, B or *can't tell*. There "
+    "are no right answers; go with your first impression. Your answers are saved as you go: if the page reloads, you "
+    "continue where you stopped. At the end you get a completion code.\n\n"
+    "Keys: 1, 2, 3 answer the first question (A, B, can't tell), 4, 5, 6 the second, 7, 8, 9 the third; Enter goes on."
+)
+# Keyboard shortcuts: digits pick a radio of the questions in order, Enter presses Next.
+SHORTCUTS_JS = """
+() => {
+  if (window.__rateKeys) return;
+  window.__rateKeys = true;
+  document.addEventListener('keydown', (e) => {
+    const tab = document.querySelector('#rate-screen');
+    if (!tab || tab.offsetParent === null || e.target.tagName === 'TEXTAREA' || e.target.tagName === 'INPUT'
+        && e.target.type === 'text') return;
+    if (e.key >= '1' && e.key <= '9') {
+      const n = Number(e.key) - 1, q = Math.floor(n / 3), c = n % 3;
+      const radios = document.querySelectorAll(`#rate-q${q} input[type=radio]`);
+      if (radios[c]) { radios[c].click(); e.preventDefault(); }
+    } else if (e.key === 'Enter') {
+      document.querySelector('#rate-next')?.click();
+    }
+  });
+}
+"""
+_PID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def open_study(config) -> StudyStore | None:
+    """The study this server collects ratings for (AppConfig.study), or None when it has none."""
+    from insv2v.ui.serving import study_path
+
+    path = study_path(config)
+    return StudyStore(path) if path is not None else None
+
+
+def screen(store: StudyStore, pid: str) -> tuple:
+    """(consent visible, rating visible, done visible, progress, instruction, video, *radio values, done text, the
+    comparison's id): what the participant `pid` sees now, from what the database holds."""
+    hidden = gr.update(visible=False)
+    shown = gr.update(visible=True)
+    if not store.consented(pid):
+        return (shown, hidden, hidden, "", "", None, *[None] * len(store.questions), "", None)
+    comparison = store.next_comparison(pid)
+    done, planned = store.progress(pid)
+    if comparison is None:
+        code = store.completion_code(pid)
+        text = f"### Thank you!\nYour completion code: **{code}**\n\n(Participant {pid}; {planned} comparisons rated.)"
+        return (hidden, hidden, shown, "", "", None, *[None] * len(store.questions), text, None)
+    answered = store.answers(pid, comparison.id)  # a reload between two answers of one screen keeps them
+    radios = [LABELS[answered[q]] if q in answered else None for q in store.questions]
+    return (hidden, shown, hidden, f"Comparison {done + 1} of {planned}", instruction_text(comparison),
+            str(comparison_video(store, comparison)), *radios, "", comparison.id)  # fmt: skip
+
+
+def instruction_text(comparison: Comparison) -> str:
+    return f"**Instruction:** {comparison.instruction}\n\nLeft: the original. Then edit **A**, then edit **B**."
+
+
+def choice_of(label: str | None) -> str | None:
+    """The stored choice for a radio's label ("can't tell" -> "tie")."""
+    return {v: k for k, v in LABELS.items()}.get(label)
+
+
+def build(studio) -> None:
+    """The Rate tab's layout and wiring, inside the caller's `gr.Tab`."""
+    store = open_study(studio.config)
+    if store is None:
+        gr.Markdown("This server runs no study (set INSV2V_STUDY to a study database made by `insv2v study build`).")
+        return
+    questions = list(store.questions.items())
+    pid_state, comparison_state = gr.State(), gr.State()
+    with gr.Column(visible=True, elem_id="rate-consent") as consent_view:
+        gr.Markdown(INSTRUCTIONS)
+        agree = gr.Button("I agree to take part: start", variant="primary", elem_id="rate-agree")
+    with gr.Column(visible=False, elem_id="rate-screen") as rating_view:
+        progress = gr.Markdown(elem_id="rate-progress")
+        instruction = gr.Markdown(elem_id="rate-instruction")
+        video = gr.Video(label="Original | A | B", autoplay=True, loop=True, buttons=[], interactive=False,
+                         elem_id="rate-video", height=260)  # fmt: skip
+        radios = [gr.Radio(list(LABELS.values()), label=words, elem_id=f"rate-q{i}")
+                  for i, (_, words) in enumerate(questions)]  # fmt: skip
+        next_button = gr.Button("Next", variant="primary", elem_id="rate-next")
+    with gr.Column(visible=False, elem_id="rate-done") as done_view:
+        done_text = gr.Markdown(elem_id="rate-code")
+    with gr.Accordion("Results (researchers)", open=False, elem_id="rate-results"):
+        token = gr.Textbox(label="Token", type="password", elem_id="rate-token")
+        show = gr.Button("Show results", elem_id="rate-show")
+        results = gr.Markdown(elem_id="rate-report")
+        plot = gr.Image(label="Win rates", visible=False, buttons=[], elem_id="rate-plot")
+        csv = gr.File(label="Raw ratings (CSV)", visible=False, elem_id="rate-csv")
+
+    views = [consent_view, rating_view, done_view, progress, instruction, video, *radios, done_text, comparison_state]
+
+    def arrive(request: gr.Request):
+        """A participant opens the page: their id from ?pid=, else a new one; where they stopped."""
+        asked = request.query_params.get("pid") if request is not None else None
+        if asked is not None and not _PID.fullmatch(asked):
+            raise gr.Error("The link's participant id is not valid: use the link you were given.")
+        pid = store.participant(asked)
+        return (pid, *screen(store, pid))
+
+    def start(pid: str):
+        store.consent(pid)
+        return screen(store, pid)
+
+    def answer(pid: str, comparison_id: int | None, *labels):
+        """Commit the three answers of this screen (each one row), then show the next screen."""
+        if comparison_id is None:
+            return screen(store, pid)
+        if any(label is None for label in labels):
+            raise gr.Error("Please answer all three questions.")
+        for (question, _), label in zip(questions, labels, strict=True):
+            store.answer(pid, comparison_id, question, choice_of(label))
+        return screen(store, pid)
+
+    studio.demo.load(arrive, None, [pid_state, *views], **PRIVATE)
+    agree.click(start, pid_state, views, **PRIVATE)
+    next_button.click(answer, [pid_state, comparison_state, *radios], views, **PRIVATE)
+    studio.demo.load(None, None, None, js=SHORTCUTS_JS, api_visibility="private")
+
+    def results_view(given: str):
+        from insv2v.study.report import format_report, report, win_rate_plot, write_csv
+
+        expected = os.environ.get(TOKEN_ENV)
+        if not expected or given != expected:
+            raise gr.Error("Wrong token." if expected else f"Results are closed: this server has no {TOKEN_ENV}.")
+        job = studio.cache.new_job("study-results")
+        result = report(store)
+        write_csv(store, job / "ratings.csv")
+        win_rate_plot(result, job / "win_rates.png")
+        return (format_report(result), gr.update(value=str(job / "win_rates.png"), visible=True),
+                gr.update(value=str(job / "ratings.csv"), visible=True))  # fmt: skip
+
+    show.click(results_view, token, [results, plot, csv], **PRIVATE)

@@ -1,0 +1,107 @@
+"""The Rate tab in study mode (app.py --study), driven over HTTP as its page drives it: a participant's whole
+session, resuming, refusals, the results behind a token, and blinding (no method named anywhere a participant can
+reach)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+from app_server import serve
+from study_media import METHODS, make_study
+
+from insv2v.study.store import StudyStore
+from insv2v.testing.gradio_http import EventError, PageSession
+
+ANSWERS = {"rate-q0": "A", "rate-q1": "B", "rate-q2": "can't tell"}
+NAMES = re.compile(r"insv2v|tune-a-video|frame2d|\btav\b|2-d per frame", re.IGNORECASE)
+SCREEN = dict(progress=3, instruction=4, video=5, code=9)  # output positions of the screen's components
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return make_study(tmp_path_factory.mktemp("study"))
+
+
+@pytest.fixture(scope="module")
+def app(study, tmp_path_factory):
+    with serve(tmp_path_factory.mktemp("app"), study=study, study_only=True) as (url, _demo):
+        yield url
+
+
+def video_url(screen) -> str:
+    return screen[SCREEN["video"]]["url"]
+
+
+def visit(app, pid):
+    session = PageSession(app, {"pid": pid})
+    return session, session.load()[1:]  # the load event's first output is the participant id's State
+
+
+def test_a_participant_goes_from_consent_to_a_completion_code(app, study):
+    session, screen = visit(app, "alice")
+    assert screen[0]["visible"] is True and screen[1]["visible"] is False  # the consent screen first
+    screen = session.trigger("rate-agree")
+    store = StudyStore(study)
+    planned = len(store.plan("alice"))
+    for k in range(planned):
+        assert screen[SCREEN["progress"]] == f"Comparison {k + 1} of {planned}"
+        assert video_url(screen).endswith(".mp4")
+        screen = session.trigger("rate-next", inputs=ANSWERS)
+    code = store.completion_code("alice")
+    assert code and code in screen[SCREEN["code"]]
+    rows = [r for r in store.ratings() if r["pid"] == "alice"]
+    assert len(rows) == 3 * planned  # one committed row per answer
+    assert {(r["question"], r["choice"]) for r in rows} == {("text", "A"), ("structure", "B"), ("aesthetic", "tie")}
+    _, again = visit(app, "alice")  # a reload at the end shows the same code
+    assert code in again[SCREEN["code"]]
+
+
+def test_a_reload_resumes_at_the_first_unanswered_comparison(app, study):
+    session, _ = visit(app, "bob")
+    session.trigger("rate-agree")
+    session.trigger("rate-next", inputs=ANSWERS)
+    _, screen = visit(app, "bob")  # another tab, or the same after a reload: a new session, the same participant
+    planned = len(StudyStore(study).plan("bob"))
+    assert screen[SCREEN["progress"]] == f"Comparison 2 of {planned}"
+
+
+def test_unanswered_questions_and_bad_ids_are_refused_with_a_message(app):
+    session, _ = visit(app, "carol")
+    session.trigger("rate-agree")
+    with pytest.raises(EventError, match="answer all three"):
+        session.trigger("rate-next", inputs={"rate-q0": "A"})
+    with pytest.raises(EventError, match="participant id is not valid"):
+        visit(app, "../etc")
+
+
+def test_the_results_open_with_the_token_only(app, monkeypatch):
+    session, _ = visit(app, "researcher")
+    with pytest.raises(EventError, match="no INSV2V_STUDY_TOKEN"):
+        session.trigger("rate-show", inputs={"rate-token": "x"})
+    monkeypatch.setenv("INSV2V_STUDY_TOKEN", "s3cret")
+    with pytest.raises(EventError, match="Wrong token"):
+        session.trigger("rate-show", inputs={"rate-token": "guess"})
+    report, plot, csv = session.trigger("rate-show", inputs={"rate-token": "s3cret"})
+    assert "insv2v" in report and plot["value"] and csv["value"]  # the researcher sees the methods
+
+
+def test_nothing_a_participant_can_reach_names_a_method(app, study):
+    with httpx.Client() as client:
+        pages = {path: client.get(app.rstrip("/") + path).text for path in
+                 ("/", "/config", "/gradio_api/info", "/gradio_api/openapi.json")}  # fmt: skip
+    assert json.loads(pages["/gradio_api/info"]) == {"named_endpoints": {}, "unnamed_endpoints": {}}  # all private
+    session, screen = visit(app, "dave")
+    responses = [screen, session.trigger("rate-agree")]
+    planned = len(StudyStore(study).plan("dave"))
+    for _ in range(planned):
+        responses.append(session.trigger("rate-next", inputs=ANSWERS))
+    text = json.dumps(responses) + "".join(pages.values())
+    assert not NAMES.findall(text)
+    urls = [video_url(r) for r in responses[1:-1]]
+    assert all(re.fullmatch(r"[0-9a-f]{32}\.mp4", url.rsplit("/", 1)[1]) for url in urls)
+    with httpx.Client() as client:
+        assert all(client.get(url).status_code == 200 for url in urls)
+    assert not any(name in StudyStore(study).files_dir.name for name in METHODS)
