@@ -20,8 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--preload", action="store_true", help="load the model before serving, not on first use")
-    parser.add_argument("--study", metavar="STUDY.db", help="serve this user study alone, for participants (results "
-                        "behind $INSV2V_STUDY_TOKEN); without it the Rate tab shows $INSV2V_STUDY or the toy study")  # fmt: skip
+    parser.add_argument(
+        "--study",
+        metavar="STUDY.db",
+        help="serve this user study alone, for participants (results behind $INSV2V_STUDY_TOKEN); "
+        "without it the Rate tab shows $INSV2V_STUDY or the toy study",
+    )
     args = parser.parse_args(argv)
 
     overrides = {"device": args.device} if args.device else {}

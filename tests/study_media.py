@@ -22,12 +22,14 @@ def make_study(folder: Path, items: int = 3, frames: int = 6, per_participant: i
     for i in range(items):
         triplet = sample_triplet(HELDOUT_SEEDS.start + i)
         source, target = triplet.render(frames)
-        outputs = {"insv2v": target, "tav": source, "frame2d": np.clip(target.astype(int) + 40, 0, 255).astype(np.uint8)}
+        brighter = np.clip(target.astype(int) + 40, 0, 255).astype(np.uint8)
+        outputs = {"insv2v": target, "tav": source, "frame2d": brighter}
         (root / f"{i:04d}").mkdir(parents=True)
         for name, video in {"input": source, "target": target, **outputs}.items():
             write_video(root / f"{i:04d}" / f"{name}.mp4", video, 8)
+        files = {m: f"{i:04d}/{m}.mp4" for m in METHODS}
         lines.append({"item": f"{i:04d}", "input": f"{i:04d}/input.mp4", "instruction": triplet.edit.instruction,
-                      "outputs": {m: f"{i:04d}/{m}.mp4" for m in METHODS}, "reference": f"{i:04d}/target.mp4"})  # fmt: skip
+                      "outputs": files, "reference": f"{i:04d}/target.mp4"})  # fmt: skip
     (root / "items.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return build_study(read_items(root), METHODS, folder / "study.db", size=(64, 64), gold=1,
                        comparisons_per_participant=per_participant)  # fmt: skip
