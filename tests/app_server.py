@@ -20,7 +20,7 @@ def free_port() -> int:
 @contextmanager
 def serve(tmp: Path, model: str | None = None, **settings):
     """Yields (url, demo) for an app on `model` (default: a tiny pipeline saved under `tmp`), its cache under
-    `tmp/cache`."""
+    `tmp/cache` and its data (the Rate tab's copy of the shipped study) under `tmp/data`."""
     from insv2v.ui import build_demo, launch_kwargs
     from insv2v.ui.serving import AppConfig
 
@@ -28,7 +28,7 @@ def serve(tmp: Path, model: str | None = None, **settings):
         model = tmp / "tiny"
         save_tiny([str(model)])
     defaults = dict(max_seconds=4.0, max_upload_mb=2.0, max_frames=12, cache_examples=False, default_steps=1)
-    config = AppConfig(model=str(model), cache_dir=tmp / "cache", **{**defaults, **settings})
+    config = AppConfig(model=str(model), cache_dir=tmp / "cache", data_dir=tmp / "data", **{**defaults, **settings})
     with pytest.MonkeyPatch.context() as mp:
         for name in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE"):
             mp.delenv(name, raising=False)

@@ -335,7 +335,7 @@ def test_python_app_py_honours_gradio_server_port(tmp_path):
     save_tiny([str(tmp_path / "tiny")])
     port = free_port()
     env = {"INSV2V_MODEL": str(tmp_path / "tiny"), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "INSV2V_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+           "INSV2V_CACHE_DIR": str(tmp_path / "cache"), "INSV2V_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
     proc = run_app([], env)
     try:
         assert "InsV2V Studio" in open_page(proc, f"http://127.0.0.1:{port}/")
@@ -351,7 +351,7 @@ def test_python_app_py_alone_serves_the_bundled_toy_editor(tmp_path):
 
     port = free_port()
     env = {"INSV2V_MODEL": "", "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "INSV2V_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+           "INSV2V_CACHE_DIR": str(tmp_path / "cache"), "INSV2V_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
     proc = run_app([], env)
     try:
         page = open_page(proc, f"http://127.0.0.1:{port}/")
@@ -374,7 +374,8 @@ def test_controls_start_at_the_models_recommended_guidance(tmp_path, monkeypatch
     folder = tmp_path / "model"
     save_tiny([str(folder)])
     (folder / "sampling.json").write_text('{"text_cfg": 4}')
-    demo = build_demo(AppConfig(model=str(folder), cache_dir=tmp_path / "cache", cache_examples=False))
+    places = dict(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data")
+    demo = build_demo(AppConfig(model=str(folder), cache_examples=False, **places))
     values = {getattr(block, "label", None): getattr(block, "value", None) for block in demo.blocks.values()}
     assert (values["Text CFG"], values["Video CFG"]) == (4.0, 1.2)
     assert values["Text CFG values (rows)"] == "1.5, 4, 6.5"  # the sweep's rows: the recommendation and 2.5 either side

@@ -105,3 +105,15 @@ def test_nothing_a_participant_can_reach_names_a_method(app, study):
     with httpx.Client() as client:
         assert all(client.get(url).status_code == 200 for url in urls)
     assert not any(name in StudyStore(study).files_dir.name for name in METHODS)
+
+
+def test_a_double_submit_answers_only_the_screen_it_came_from(app, study):
+    session, _ = visit(app, "erin")
+    screen = session.trigger("rate-agree")
+    first = screen[-1]  # the comparison on screen, which the page sends back with its answers
+    session.trigger("rate-next", inputs={**ANSWERS, "rate-shown": first})
+    second = session.trigger("rate-next", inputs={**ANSWERS, "rate-shown": first})  # sent before the page updated
+    store = StudyStore(study)
+    rows = [r for r in store.ratings() if r["pid"] == "erin"]
+    assert len(rows) == 3 and {r["comparison_id"] for r in rows} == {first}
+    assert second[SCREEN["progress"]].startswith("Comparison 2 of") and second[-1] != first

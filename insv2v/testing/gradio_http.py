@@ -45,14 +45,14 @@ class PageSession:
         return 0  # the Blocks itself: the target of its load events
 
     def trigger(self, elem_id: str, event: str = "click", inputs: dict[str, object] | None = None) -> list:
-        """Fire `event` on the component `elem_id`; `inputs`: values by elem_id (others: None, as the page sends a
-        State's). Returns the outputs' values."""
+        """Fire `event` on the component `elem_id`; `inputs`: values by elem_id, set as a user would set them; the
+        other inputs go as the page shows them (a State's as None: the server keeps it). Returns the outputs."""
         fn, dep = self._dependency(self.elements[elem_id], event)
         return self._run(fn, dep, self.elements[elem_id], inputs or {})
 
     def _run(self, fn_index: int, dep: dict, trigger_id: int | None, inputs: dict | None = None) -> list:
-        by_id = {self.elements[k]: v for k, v in (inputs or {}).items()}
-        data = [by_id.get(i) for i in dep["inputs"]]
+        self.values.update({self.elements[k]: v for k, v in (inputs or {}).items()})
+        data = [self.values.get(i) for i in dep["inputs"]]
         body = {"data": data, "fn_index": fn_index, "session_hash": self.session_hash, "event_data": None,
                 "trigger_id": trigger_id}  # fmt: skip
         join = f"{self.url}/gradio_api/queue/join" + (f"?{self.query}" if self.query else "")
@@ -68,5 +68,15 @@ class PageSession:
                 output = message.get("output", {})
                 if not message.get("success", False):
                     raise EventError(output.get("error") or "the event failed")
+                self._show(dep["outputs"], output["data"])
                 return output["data"]
         raise EventError("the event stream ended before the event completed")
+
+    def _show(self, targets: list[int], values: list) -> None:
+        """What the page displays after an event: each output's new value (an update without one keeps it)."""
+        for target, value in zip(targets, values, strict=False):
+            if isinstance(value, dict) and value.get("__type__") == "update":
+                if "value" in value:
+                    self.values[target] = value["value"]
+            else:
+                self.values[target] = value

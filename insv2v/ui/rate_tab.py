@@ -97,7 +97,7 @@ def build(studio) -> None:
         gr.Markdown("This server runs no study (set INSV2V_STUDY to a study database made by `insv2v study build`).")
         return
     questions = list(store.questions.items())
-    pid_state, comparison_state = gr.State(), gr.State()
+    pid_state = gr.State()
     with gr.Column(visible=True, elem_id="rate-consent") as consent_view:
         gr.Markdown(INSTRUCTIONS)
         agree = gr.Button("I agree to take part: start", variant="primary", elem_id="rate-agree")
@@ -109,6 +109,9 @@ def build(studio) -> None:
         radios = [gr.Radio(list(LABELS.values()), label=words, elem_id=f"rate-q{i}")
                   for i, (_, words) in enumerate(questions)]  # fmt: skip
         next_button = gr.Button("Next", variant="primary", elem_id="rate-next")
+        # The comparison on screen, sent back with the answers: a second Next sent before the page updated (a double
+        # click, Enter on the button) then answers the screen it was sent from, which keeps its first answers.
+        shown = gr.Number(visible=False, precision=0, elem_id="rate-shown")
     with gr.Column(visible=False, elem_id="rate-done") as done_view:
         done_text = gr.Markdown(elem_id="rate-code")
     with gr.Accordion("Results (researchers)", open=False, elem_id="rate-results"):
@@ -118,7 +121,7 @@ def build(studio) -> None:
         plot = gr.Image(label="Win rates", visible=False, buttons=[], elem_id="rate-plot")
         csv = gr.File(label="Raw ratings (CSV)", visible=False, elem_id="rate-csv")
 
-    views = [consent_view, rating_view, done_view, progress, instruction, video, *radios, done_text, comparison_state]
+    views = [consent_view, rating_view, done_view, progress, instruction, video, *radios, done_text, shown]
 
     def arrive(request: gr.Request):
         """A participant opens the page: their id from ?pid=, else a new one; where they stopped."""
@@ -132,10 +135,11 @@ def build(studio) -> None:
         store.consent(pid)
         return screen(store, pid)
 
-    def answer(pid: str, comparison_id: int | None, *labels):
-        """Commit the three answers of this screen (each one row), then show the next screen."""
+    def answer(pid: str, comparison_id: float | None, *labels):
+        """Commit the three answers of the screen they were given on (each one row), then show the next screen."""
         if comparison_id is None:
             return screen(store, pid)
+        comparison_id = int(comparison_id)
         if any(label is None for label in labels):
             raise gr.Error("Please answer all three questions.")
         for (question, _), label in zip(questions, labels, strict=True):
@@ -144,7 +148,7 @@ def build(studio) -> None:
 
     studio.demo.load(arrive, None, [pid_state, *views], **PRIVATE)
     agree.click(start, pid_state, views, **PRIVATE)
-    next_button.click(answer, [pid_state, comparison_state, *radios], views, **PRIVATE)
+    next_button.click(answer, [pid_state, shown, *radios], views, **PRIVATE)
     studio.demo.load(None, None, None, js=SHORTCUTS_JS, api_visibility="private")
 
     def results_view(given: str):
