@@ -236,3 +236,32 @@ def test_compare_tab_shows_the_example_computed_ahead_then_compares_a_clip_live(
     page.locator("#compare-status").get_by_text("tuned 2 steps").wait_for()
     page.locator("#compare-table").get_by_text("PSNR to target").wait_for()  # an example clip: its exact edit is known
     assert page.locator("#compare-video video").get_attribute("src")
+
+
+def test_rate_tab_takes_a_participant_from_consent_to_the_completion_code(browser):
+    """The shipped toy study, a whole session with the keyboard shortcuts; a reload midway resumes."""
+    browser, url = browser
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url + "?pid=browser-participant")
+    page.get_by_role("tab", name="Rate").click()
+    page.locator("#rate-agree").click()
+    progress = page.locator("#rate-progress")
+    progress.get_by_text("Comparison 1 of").wait_for()
+    total = int(progress.inner_text().split(" of ")[1])
+    page.locator("#rate-video video").wait_for()
+    screenshot(page, "rate-tab.png")
+    for k in range(total):
+        if k == 2:  # a reload: the participant continues at the first comparison not answered
+            page.reload()
+            page.get_by_role("tab", name="Rate").click()
+        progress.get_by_text(f"Comparison {k + 1} of {total}").wait_for()
+        assert page.locator("#rate-video video").get_attribute("src")
+        for key in ("1", "5", "9"):  # A, B, can't tell
+            page.keyboard.press(key)
+        page.wait_for_function(
+            "() => [0, 1, 2].every(q => document.querySelector(`#rate-q${q} input:checked`))"
+        )  # fmt: skip
+        page.keyboard.press("Enter")
+    page.locator("#rate-code").get_by_text("Your completion code").wait_for()
+    page.close()
