@@ -259,3 +259,17 @@ def test_only_a_study_opens_and_none_is_ever_overwritten(tmp_path):
         make_store(tmp_path)
     assert StudyStore(store.path).consented("p")
     assert not [p.name for p in tmp_path.iterdir() if ".part" in p.name]  # nothing left of the refused creation
+
+
+def test_a_screens_answers_are_stored_together_or_not_at_all(tmp_path):
+    store = make_store(tmp_path)
+    pid = store.participant("p")
+    store.consent(pid)
+    first, second = (c.id for c in store.plan(pid)[:2])
+    assert store.answer_screen(pid, first, {"text": "A", "structure": "B", "aesthetic": "tie"}) == 3
+    assert store.answer_screen(pid, first, {"text": "B", "structure": "B", "aesthetic": "A"}) == 0  # a resubmit
+    assert store.answers(pid, first) == {"text": "A", "structure": "B", "aesthetic": "tie"}
+    with pytest.raises(ValueError, match="choice must be one of"):  # one bad answer: none of the screen is stored
+        store.answer_screen(pid, second, {"text": "A", "structure": "left", "aesthetic": "A"})
+    assert store.answers(pid, second) == {}
+    assert store.progress(pid)[0] == 1

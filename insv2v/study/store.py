@@ -310,23 +310,31 @@ class StudyStore:
     def answer(self, pid: str, comparison_id: int, question: str, choice: str) -> bool:
         """Record one answer, committed when this returns. True if recorded; False if this participant already
         answered this question of this comparison (the first answer is kept: one row, never two)."""
-        if question not in self.questions:
-            raise ValueError(f"question must be one of {', '.join(self.questions)}, got {question!r}")
-        if choice not in CHOICES:
-            raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+        return self.answer_screen(pid, comparison_id, {question: choice}) == 1
+
+    def answer_screen(self, pid: str, comparison_id: int, answers: dict[str, str]) -> int:
+        """Record a screen's answers (question -> choice) together: one row each, all committed in one transaction
+        when this returns, or none (a crash never leaves a screen half answered). Returns how many were new; an
+        answer already given keeps its first value."""
+        for question, choice in answers.items():
+            if question not in self.questions:
+                raise ValueError(f"question must be one of {', '.join(self.questions)}, got {question!r}")
+            if choice not in CHOICES:
+                raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
         if isinstance(comparison_id, bool) or not isinstance(comparison_id, int):
             raise ValueError(f"comparison_id must be an int, got {comparison_id!r}")
 
-        def record(conn: sqlite3.Connection) -> bool:
+        def record(conn: sqlite3.Connection) -> int:
             participant = self._known(conn, pid)
             if participant[2] is None:
                 raise ValueError(f"participant {pid!r} has not consented: call consent(pid) before answers")
             planned = "SELECT 1 FROM assignments WHERE pid = ? AND comparison_id = ?"
             if not conn.execute(planned, (pid, comparison_id)).fetchone():
                 raise ValueError(f"comparison {comparison_id} is not in participant {pid!r}'s plan")
-            cursor = conn.execute("INSERT OR IGNORE INTO ratings VALUES (?, ?, ?, ?, ?)",
-                                  (pid, comparison_id, question, choice, now()))  # fmt: skip
-            return cursor.rowcount == 1
+            stamp = now()
+            rows = [(pid, comparison_id, question, choice, stamp) for question, choice in answers.items()]
+            insert = "INSERT OR IGNORE INTO ratings VALUES (?, ?, ?, ?, ?)"
+            return sum(conn.execute(insert, row).rowcount for row in rows)
 
         return self._transaction(record)
 

@@ -136,14 +136,15 @@ def build(studio) -> None:
         return screen(store, pid)
 
     def answer(pid: str, comparison_id: float | None, *labels):
-        """Commit the three answers of the screen they were given on (each one row), then show the next screen."""
+        """Commit the three answers of the screen they were given on (one row each, in one transaction), then show the
+        next screen."""
         if comparison_id is None:
             return screen(store, pid)
         comparison_id = int(comparison_id)
         if any(label is None for label in labels):
             raise gr.Error("Please answer all three questions.")
-        for (question, _), label in zip(questions, labels, strict=True):
-            store.answer(pid, comparison_id, question, choice_of(label))
+        answers = {question: choice_of(label) for (question, _), label in zip(questions, labels, strict=True)}
+        store.answer_screen(pid, comparison_id, answers)
         return screen(store, pid)
 
     studio.demo.load(arrive, None, [pid_state, *views], **PRIVATE)
