@@ -203,6 +203,8 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--shape-weight", type=float, help="t2i, t2v: extra loss weight on the shapes' pixels (4)")
     t.add_argument("--edit-mix", type=_edit_mix, help="2d, video: how often each edit kind is drawn, e.g. "
                    "shape=5,colour=2,background=2,style=1 (default: the world's 3,3,3,1)")  # fmt: skip
+    t.add_argument("--data", dest="data_dir", metavar="DIR", help="2d, video: train on the kept pairs of a dataset "
+                   "made by `insv2v synth generate` instead of fresh toy-world triplets")  # fmt: skip
     t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=200)
     t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")

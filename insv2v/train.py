@@ -3,11 +3,13 @@
     insv2v train clip  runs/clip                         # 1. a small CLIP on frames and captions
     insv2v train 2d    runs/2d    --clip runs/clip/final   # 2. InstructPix2Pix 2-D UNet on frame pairs
     insv2v train video runs/video --init runs/2d/final     # 3. inflate, train only the motion modules on clips
+    insv2v train 2d    runs/2d    --data data/toy          # 2., 3. on the kept pairs of `insv2v synth generate`
     insv2v train t2i   runs/t2i   --clip runs/clip/final   # a text-to-image model of the same family (the engine's)
     insv2v train t2v   runs/t2v   --init runs/t2i/final    # inflated, only its motion modules trained: text-to-video
 
 Every run checkpoints to OUT_DIR/checkpoint (safetensors weights, optimizer state loaded with weights_only)
-and resumes from it when started again with the same OUT_DIR. The finished model is saved in OUT_DIR/final.
+and resumes from it when started again with the same OUT_DIR (and the same --data). The finished model is saved
+in OUT_DIR/final, with training.json: the settings and, with --data, the dataset, its thresholds and counts.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from insv2v.synth import dataset
 from insv2v.toyworld.models import toy_sample_scheduler, toy_tokenizer
 from insv2v.toyworld.world import (
+    SIZE,
     STYLES,
     TRAIN_SEEDS,
     Triplet,
@@ -58,6 +62,7 @@ class TrainConfig:
     clip_dir: str | None = None  # stages 2d, t2i: a trained CLIP whose text tower starts the text encoder (else random)
     init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder; stage 2d: one to fine-tune (optional)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
+    data_dir: str | None = None  # stages 2d, video: train on this `insv2v synth generate` dataset's kept pairs
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 200
@@ -123,6 +128,105 @@ def captioned_clips(rng: np.random.Generator, n: int, frames: int) -> tuple[torc
         coverage.append(torch.from_numpy(shape_masks(scene, frames, first).max(axis=0))[None])  # (1, f, h, w)
         captions.append(caption(scene))
     return torch.stack(clips), torch.stack(coverage), captions
+
+
+# ---------------------------------------------------------------- data: the kept pairs of a synthetic dataset
+
+
+@dataclass
+class PairData:
+    """The kept pairs of a dataset made by `insv2v synth generate`, decoded once and held as uint8 in memory."""
+
+    root: str  # the dataset folder, resolved
+    inputs: list[np.ndarray]  # per kept pair: (f, h, w, 3) uint8
+    edited: list[np.ndarray]  # the same shapes as `inputs`
+    instructions: list[str]  # the `edit` prompt of each kept pair
+    captions: list[str]  # the `input` prompt of each kept pair
+    thresholds: dict | None  # the CLIP filter's thresholds in force (the dataset card's)
+    counts: dict  # samples and kept ones, as `dataset.counts` gives them
+
+    def record(self) -> dict:
+        """What a run trained on it records: which dataset, under which thresholds, how many pairs."""
+        return {"dir": self.root, "thresholds": self.thresholds, "counts": self.counts}
+
+    def frame_pairs(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+        """n (input frame, edited frame, instruction, input caption): a random frame of a random kept pair, as
+        `frame_pairs` gives them."""
+        inputs, targets, instructions, captions = [], [], [], []
+        for _ in range(n):
+            i = int(rng.integers(len(self.inputs)))
+            t = int(rng.integers(len(self.inputs[i])))
+            inputs.append(self.inputs[i][t])
+            targets.append(self.edited[i][t])
+            instructions.append(self.instructions[i])
+            captions.append(self.captions[i])
+        return to_pixels(np.stack(inputs)), to_pixels(np.stack(targets)), instructions, captions
+
+    def clip_pairs(self, rng: np.random.Generator, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """n (input clip, edited clip, instruction): the same random window of `frames` consecutive frames of both
+        videos of a random kept pair, clips as (n, 3, f, h, w) in [-1, 1], as `clip_pairs` gives them."""
+        inputs, targets, instructions = [], [], []
+        for _ in range(n):
+            i = int(rng.integers(len(self.inputs)))
+            first = int(rng.integers(len(self.inputs[i]) - frames + 1))
+            inputs.append(to_pixels(self.inputs[i][first : first + frames]).transpose(0, 1))  # (3, f, h, w)
+            targets.append(to_pixels(self.edited[i][first : first + frames]).transpose(0, 1))
+            instructions.append(self.instructions[i])
+        return torch.stack(inputs), torch.stack(targets), instructions
+
+
+def load_pairs(data_dir: str, frames: int, size: int) -> PairData:
+    """The kept pairs of `data_dir`, each checked to have at least `frames` frames of `size` x `size` pixels."""
+    from insv2v.video import read_video
+
+    root = Path(data_dir)
+    if not dataset.is_dataset(root):
+        raise ValueError(f"--data {data_dir}: not a dataset made by `insv2v synth generate` (no {dataset.MANIFEST})")
+    records = dataset.read_manifest(root)
+    kept = [r for r in records if r["kept"]]
+    if not kept:
+        raise ValueError(f"--data {data_dir}: none of its {len(records)} samples is kept by the CLIP filter; "
+                         "`insv2v synth filter` can re-apply other thresholds")  # fmt: skip
+    data = PairData(str(root.resolve()), [], [], [], [], dataset.read_card(root).get("thresholds"),
+                    dataset.counts(records))  # fmt: skip
+    for r in kept:
+        source, target = (read_video(root / r["files"][k], multiple=1).frames for k in ("input", "edited"))
+        name = f"--data {data_dir}: pair {r['id']}"
+        if source.shape != target.shape:
+            raise ValueError(f"{name}: its input ({'x'.join(map(str, source.shape[:3]))}) and edited "
+                             f"({'x'.join(map(str, target.shape[:3]))}) videos differ in frames or size")  # fmt: skip
+        if len(source) < frames:
+            raise ValueError(f"{name} has {len(source)} frames, fewer than the {frames} of a training clip (--frames)")
+        if source.shape[1:3] != (size, size):
+            raise ValueError(f"{name} has {source.shape[2]}x{source.shape[1]} frames; the model takes {size}x{size} "
+                             f"(the toy world is {SIZE}x{SIZE})")  # fmt: skip
+        data.inputs.append(source)
+        data.edited.append(target)
+        data.instructions.append(r["edit"])
+        data.captions.append(r["input"])
+    return data
+
+
+def data_source(config: TrainConfig) -> str | None:
+    """The dataset a run trains on, as its checkpoint records it (None: fresh toy-world triplets)."""
+    return str(Path(config.data_dir).resolve()) if config.data_dir else None
+
+
+def check_data_config(config: TrainConfig) -> None:
+    """--data fits the stage and the flags, and a resumed run goes on with the data it started with."""
+    if config.data_dir and config.stage not in ("2d", "video"):
+        raise ValueError(f"--data is for stages 2d and video (the editor), got stage {config.stage}")
+    if config.data_dir and config.edit_mix:
+        raise ValueError("--edit-mix weighs the toy world's edit kinds; with --data the dataset's kept pairs are "
+                         "drawn as they are")  # fmt: skip
+    state = Path(config.out_dir) / "checkpoint" / "state.json"
+    if not state.exists():
+        return
+    before, now = json.loads(state.read_text()).get("data_dir"), data_source(config)
+    if before != now:
+        then, given = (f"--data {d}" if d else "toy-world triplets (no --data)" for d in (before, now))
+        raise ValueError(f"{config.out_dir} was trained on {then}, not {given}; resume it with the same data, or "
+                         "start a new run")  # fmt: skip
 
 
 # ---------------------------------------------------------------- the models of each stage
@@ -247,13 +351,15 @@ def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> tor
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(folder: Path, modules: dict, optimizer, step: int) -> None:
+def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, data_dir: str | None = None) -> None:
+    """Weights, optimizer state and the step; `data_dir`, the dataset trained on (see `data_source`), if any."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, module in modules.items():
         weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
         save_file(weights, folder / f"{name}.safetensors")
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")  # tensors and numbers only
-    (folder / "state.json").write_text(json.dumps({"step": step}))
+    state = {"step": step, **({"data_dir": data_dir} if data_dir else {})}
+    (folder / "state.json").write_text(json.dumps(state))
 
 
 def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
@@ -263,13 +369,21 @@ def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
     return json.loads((folder / "state.json").read_text())["step"]
 
 
-def save_final(config: TrainConfig, modules: dict, helpers: dict) -> Path:
-    """The finished model: a CLIP folder, or an InsV2VPipeline folder (2-D stage: the 2-D UNet inside)."""
+def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None = None) -> Path:
+    """The finished model: a CLIP folder, or an InsV2VPipeline folder (2-D stage: the 2-D UNet inside); with
+    training.json: the settings and the dataset trained on (None: fresh toy-world triplets)."""
     final = Path(config.out_dir) / "final"
+    _save_model(final, config, modules, helpers)
+    record = {"config": dataclasses.asdict(config), "data": data.record() if data else None}
+    (final / "training.json").write_text(json.dumps(record, indent=2))
+    return final
+
+
+def _save_model(final: Path, config: TrainConfig, modules: dict, helpers: dict) -> None:
     if config.stage == "clip":
         modules["clip"].save_pretrained(final)
         toy_tokenizer().save_pretrained(final)
-        return final
+        return
 
     text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
     if config.stage in ("t2i", "t2v"):
@@ -278,18 +392,17 @@ def save_final(config: TrainConfig, modules: dict, helpers: dict) -> Path:
         pipe = TextToVideoPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
                                    unet=modules["unet"], scheduler=toy_sample_scheduler())  # fmt: skip
         pipe.save_pretrained(final)
-        return final
+        return
     if config.stage == "2d":
         for name in ("unet", "text_encoder"):
             modules[name].save_pretrained(final / name)
         helpers["tokenizer"].save_pretrained(final / "tokenizer")
-        return final
+        return
     from insv2v.pipeline import InsV2VPipeline
 
     pipe = InsV2VPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
                           unet=modules["unet"], scheduler=toy_sample_scheduler())  # fmt: skip
     pipe.save_pretrained(final)
-    return final
 
 
 # ---------------------------------------------------------------- the loop
@@ -304,6 +417,7 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def train(config: TrainConfig) -> Path:
+    check_data_config(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     accelerator = Accelerator()
@@ -312,6 +426,11 @@ def train(config: TrainConfig) -> Path:
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     torch.manual_seed(config.seed)
     modules, helpers = build(config)
+    data = None
+    if config.data_dir:
+        size = modules["unet"].config.sample_size * helpers["vae"].config.patch_size  # pixels
+        data = load_pairs(config.data_dir, config.frames if config.stage == "video" else 1, size)
+        accelerator.print(f"training on the {len(data.inputs)} kept pairs of {data.root}")
     tokenizer = toy_tokenizer()
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
@@ -340,8 +459,12 @@ def train(config: TrainConfig) -> Path:
                 clips, coverage, captions = captioned_clips(rng, config.batch_size, frames)
                 loss = generation_loss(modules["unet"], helpers, text_encoder, clips.to(accelerator.device),
                                        coverage.to(accelerator.device), captions, config, rng)  # fmt: skip
+            elif config.stage == "2d" and data:
+                source, target, instructions, _ = data.frame_pairs(rng, config.batch_size)
             elif config.stage == "2d":
                 source, target, instructions, _ = frame_pairs(rng, config.batch_size, config.edit_mix)
+            elif data:
+                source, target, instructions = data.clip_pairs(rng, config.batch_size, config.frames)
             else:
                 source, target, instructions = clip_pairs(rng, config.batch_size, config.frames, config.edit_mix)
             if config.stage in ("2d", "video"):
@@ -362,7 +485,7 @@ def train(config: TrainConfig) -> Path:
             losses = []
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(out / "checkpoint", {n: accelerator.unwrap_model(m) for n, m in modules.items()},
-                            optimizer, step)  # fmt: skip
+                            optimizer, step, data_source(config))  # fmt: skip
     accelerator.wait_for_everyone()
     modules = {n: accelerator.unwrap_model(m).eval() for n, m in modules.items()}
-    return save_final(config, modules, helpers) if accelerator.is_main_process else out / "final"
+    return save_final(config, modules, helpers, data) if accelerator.is_main_process else out / "final"

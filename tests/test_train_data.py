@@ -1,0 +1,161 @@
+"""Training the editor on a synthetic dataset (`--data`): the loader's kept pairs, aligned windows, refusals, and short
+runs of stages 2d and video that record their data and resume only on it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from insv2v.cli import main
+from insv2v.synth import dataset
+from insv2v.synth.clip_filter import PairScores, Thresholds
+from insv2v.synth.generate import FPS
+from insv2v.synth.prompts import PromptPair
+from insv2v.toyworld.world import sample_triplet
+from insv2v.train import TrainConfig, load_pairs, train
+from insv2v.video import write_video
+
+THRESHOLDS = Thresholds(0.1, 0.1, 0.05, 0.4)
+FRAMES = 10  # per pair of the index-coded datasets
+
+
+def make_dataset(root, pairs: list[tuple[np.ndarray, np.ndarray, PromptPair, bool]]) -> None:
+    """A dataset as `insv2v synth generate` writes one: (input frames, edited frames, prompts, kept) per sample."""
+    records = []
+    for index, (source, target, prompts, kept) in enumerate(pairs):
+
+        def write(folder, source=source, target=target):
+            write_video(folder / "input.mp4", source, FPS)
+            write_video(folder / "edited.mp4", target, FPS)
+            return {"input": "input.mp4", "edited": "edited.mp4"}
+
+        files = dataset.publish_pair(root, index, write)
+        record = {"index": index, "id": dataset.pair_id(index), **prompts.to_dict(), "seed": index,
+                  "scores": PairScores(0.3, 0.3, 0.2, 0.8).to_dict(), "kept": kept, "files": files}  # fmt: skip
+        dataset.append_record(root / dataset.MANIFEST, record)
+        records.append(record)
+    dataset.write_card(root, {"thresholds": THRESHOLDS.to_dict(), "counts": dataset.counts(records)})
+
+
+def coded(pair: int, frames: int = FRAMES, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Flat frames that say their index t (red: 8 + 24 t in the input, 255 minus that in the edited video) and their
+    pair (blue: 20 + 40 pair in both)."""
+    t = 8 + 24 * np.arange(frames)
+    source = np.zeros((frames, size, size, 3), np.uint8)
+    source[..., 0] = t[:, None, None]
+    source[..., 2] = 20 + 40 * pair
+    target = source.copy()
+    target[..., 0] = 255 - source[..., 0]
+    return source, target
+
+
+def decode(pixels, edited: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices, pair numbers) of coded frames given as (..., 3, h, w) in [-1, 1]."""
+    mean = ((pixels + 1) * 127.5).mean(dim=(-2, -1)).numpy()  # (..., 3)
+    red = 255 - mean[..., 0] if edited else mean[..., 0]
+    return np.rint((red - 8) / 24).astype(int), np.rint((mean[..., 2] - 20) / 40).astype(int)
+
+
+@pytest.fixture(scope="module")
+def coded_dataset(tmp_path_factory):
+    """Five pairs, 1 and 3 rejected by the filter; pair k's instruction is "edit k"."""
+    root = tmp_path_factory.mktemp("coded")
+    make_dataset(root, [(*coded(k), PromptPair(f"scene {k}", f"edit {k}", f"edited {k}"), k not in (1, 3))
+                        for k in range(5)])  # fmt: skip
+    return root
+
+
+def test_the_loader_holds_the_kept_pairs_and_what_the_run_records(coded_dataset):
+    data = load_pairs(str(coded_dataset), frames=4, size=64)
+    assert data.instructions == ["edit 0", "edit 2", "edit 4"] and data.captions == ["scene 0", "scene 2", "scene 4"]
+    assert all(x.shape == (FRAMES, 64, 64, 3) and x.dtype == np.uint8 for x in data.inputs + data.edited)
+    record = data.record()
+    assert record["dir"] == str(coded_dataset.resolve()) and record["thresholds"] == THRESHOLDS.to_dict()
+    assert record["counts"]["samples"] == 5 and record["counts"]["kept"] == 3
+
+
+def test_video_windows_are_the_same_consecutive_frames_of_both_videos_of_a_kept_pair(coded_dataset):
+    data = load_pairs(str(coded_dataset), frames=4, size=64)
+    source, target, instructions = data.clip_pairs(np.random.default_rng(0), 64, frames=4)
+    assert source.shape == target.shape == (64, 3, 4, 64, 64)  # (n, c, f, h, w)
+    t_in, pair_in = decode(source.transpose(1, 2))  # (n, f)
+    t_out, pair_out = decode(target.transpose(1, 2), edited=True)
+    assert (t_in == t_out).all() and (pair_in == pair_out).all()
+    assert (np.diff(t_in, axis=1) == 1).all()  # consecutive frames
+    assert set(t_in[:, 0]) == set(range(FRAMES - 4 + 1))  # every window start is drawn
+    assert set(pair_in[:, 0]) == {0, 2, 4} and (pair_in == pair_in[:, :1]).all()
+    assert instructions == [f"edit {k}" for k in pair_in[:, 0]]
+
+
+def test_the_2d_sampler_draws_a_frame_of_a_kept_pair(coded_dataset):
+    data = load_pairs(str(coded_dataset), frames=1, size=64)
+    source, target, instructions, captions = data.frame_pairs(np.random.default_rng(1), 64)
+    assert source.shape == target.shape == (64, 3, 64, 64)
+    t_in, pair_in = decode(source)  # (n,)
+    t_out, pair_out = decode(target, edited=True)
+    assert (t_in == t_out).all() and (pair_in == pair_out).all()  # the input frame and its edited frame
+    assert set(pair_in) == {0, 2, 4} and set(t_in) == set(range(FRAMES))
+    assert instructions == [f"edit {k}" for k in pair_in] and captions == [f"scene {k}" for k in pair_in]
+
+
+def test_the_loader_refuses_what_it_cannot_train_on(tmp_path, coded_dataset):
+    with pytest.raises(ValueError, match="not a dataset made by `insv2v synth generate`"):
+        load_pairs(str(tmp_path), frames=1, size=64)
+    none_kept = tmp_path / "none-kept"
+    make_dataset(none_kept, [(*coded(0, frames=2), PromptPair("a", "b", "c"), False)])
+    with pytest.raises(ValueError, match="none of its 1 samples is kept by the CLIP filter"):
+        load_pairs(str(none_kept), frames=1, size=64)
+    with pytest.raises(ValueError, match=f"pair 000000 has {FRAMES} frames, fewer than the 11 of a training clip"):
+        load_pairs(str(coded_dataset), frames=11, size=64)
+    small = tmp_path / "small"
+    make_dataset(small, [(*coded(0, frames=2, size=32), PromptPair("a", "b", "c"), True)])
+    with pytest.raises(ValueError, match=r"pair 000000 has 32x32 frames; the model takes 64x64 \(the toy world is "
+                       r"64x64\)"):  # fmt: skip
+        load_pairs(str(small), frames=1, size=64)
+
+
+def test_data_is_for_the_editor_stages_and_replaces_the_edit_mix(tmp_path, coded_dataset):
+    with pytest.raises(ValueError, match="--data is for stages 2d and video"):
+        train(TrainConfig("t2i", str(tmp_path / "t2i"), data_dir=str(coded_dataset)))
+    with pytest.raises(ValueError, match="--edit-mix weighs the toy world's edit kinds"):
+        train(TrainConfig("2d", str(tmp_path / "2d"), data_dir=str(coded_dataset), edit_mix={"shape": 1.0}))
+    assert not (tmp_path / "2d").exists()  # refused before anything is written
+
+
+@pytest.mark.slow  # trains two stages
+def test_2d_and_video_train_on_a_dataset_record_it_and_resume_only_on_it(tmp_path, capsys):
+    data = tmp_path / "data"
+    pairs = []
+    for seed in range(3):
+        triplet = sample_triplet(seed)
+        prompts = PromptPair(triplet.input_caption, triplet.edit.instruction, triplet.edited_caption)
+        pairs.append((*triplet.render(4), prompts, seed != 1))
+    make_dataset(data, pairs)
+    expected = {"dir": str(data.resolve()), "thresholds": THRESHOLDS.to_dict()}
+
+    # 2d through the command line's flag
+    flat = tmp_path / "2d"
+    assert main(["train", "2d", str(flat), "--data", str(data), "--steps", "2", "--batch-size", "2"]) == 0
+    record = json.loads((flat / "final" / "training.json").read_text())
+    assert record["data"]["counts"]["samples"] == 3 and record["data"]["counts"]["kept"] == 2
+    assert {k: record["data"][k] for k in expected} == expected and record["config"]["data_dir"] == str(data)
+    assert json.loads((flat / "checkpoint" / "state.json").read_text()) == {"step": 2, "data_dir": str(data.resolve())}
+
+    video = tmp_path / "video"
+    small = {"batch_size": 2, "frames": 3, "init_dir": str(flat / "final"), "warmup": 1}
+    final = train(TrainConfig("video", str(video), steps=1, data_dir=str(data), **small))
+    assert {k: json.loads((final / "training.json").read_text())["data"][k] for k in expected} == expected
+
+    # Resuming on other data (or none) is refused before anything is written; on the same data it goes on.
+    other = tmp_path / "other"
+    make_dataset(other, pairs[:1])
+    with pytest.raises(ValueError, match=f"was trained on --data {data.resolve()}, not --data {other.resolve()}; "
+                       "resume it with the same data"):  # fmt: skip
+        train(TrainConfig("video", str(video), steps=2, data_dir=str(other), **small))
+    with pytest.raises(ValueError, match=r"not toy-world triplets \(no --data\)"):
+        train(TrainConfig("video", str(video), steps=2, **small))
+    assert json.loads((video / "config.json").read_text())["data_dir"] == str(data)
+    train(TrainConfig("video", str(video), steps=2, data_dir=str(data), **{**small, "log_every": 1}))
+    assert [json.loads(line)["step"] for line in (video / "log.jsonl").read_text().splitlines()] == [1, 2]
