@@ -101,3 +101,15 @@ def test_compare_refuses_bad_inputs_with_a_message(client, tmp_path, kwargs, wor
     video = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
     with pytest.raises(AppError, match=words):
         compare(client, video, **kwargs)
+
+
+def test_every_example_has_its_comparison_computed_ahead(tmp_path):
+    """What a visitor sees at once: each example clip's comparison, found by the clip's content, with both rows."""
+    index = json.loads((EXAMPLES / "examples.json").read_text())
+    for e in index:
+        video, frame, status = compare_tab.shipped_comparison(str(EXAMPLES / e["file"]))
+        assert probe(video).num_frames >= 2 and status.startswith("Example, computed ahead")
+        assert frame["Method"].tolist() == ["InsV2V", "Tune-A-Video"] and "PSNR to target (dB)" in frame.columns
+    first = compare_tab.shipped_comparison()
+    assert first[0] == compare_tab.shipped_comparison(str(EXAMPLES / index[0]["file"]))[0]
+    assert compare_tab.shipped_comparison(make_video(tmp_path / "other.mp4", num_frames=4, size=(64, 64)))[0] is None

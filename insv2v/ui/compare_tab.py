@@ -4,8 +4,8 @@ same scores for both (insv2v/compare.py).
 
 InsV2V runs first and shows its result while Tune-A-Video tunes, each with its own progress; the API endpoint
 `compare` runs both in one call. Tune-A-Video's tuned weights are cached per video and caption, so another edited
-caption on the same video skips the tuning. The shipped example's comparison is computed ahead
-(`python assets/examples/make_compare.py`) and shown when the page opens.
+caption on the same video skips the tuning. The examples' comparisons are computed ahead
+(`python assets/examples/make_compare.py`): the first is shown when the page opens, each when its example is picked.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ COLUMNS = {  # score -> column title of the table
 }
 SETTINGS = ("steps", "length", "seed")  # the edit settings this tab shows; the rest keep their defaults
 PRESETS = ("space", "official")  # Tune-A-Video's: its Space (8 frames, 300 steps) and its paper (24, 500)
-COMPARE_DIR = EXAMPLES / "compare"  # the example's comparison, computed ahead
+COMPARE_DIR = EXAMPLES / "compare"  # the examples' comparisons, computed ahead
 
 
 def example_rows() -> list[list[str]]:
@@ -225,12 +225,23 @@ def make_handlers(studio):
     return compare_insv2v, compare_tav, compare
 
 
-def shipped_comparison() -> tuple[str | None, pd.DataFrame | None, str]:
-    """The example comparison computed ahead, shown when the page opens."""
+def shipped_comparisons() -> dict[str, dict]:
+    """The examples' comparisons computed ahead (assets/examples/make_compare.py), by example clip file name."""
     record = COMPARE_DIR / "compare.json"
-    if not record.is_file():
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def shipped_comparison(video: str | None = None) -> tuple[str | None, pd.DataFrame | None, str]:
+    """The comparison computed ahead for the example clip `video` (found by content; None: the first example), as
+    (panels video, table, status); Nones when there is none."""
+    computed = shipped_comparisons()
+    name = next(iter(computed), None) if video is None else None
+    if video is not None:
+        digest = file_sha256(video)
+        name = next((n for n in computed if file_sha256(EXAMPLES / n) == digest), None)
+    if name is None:
         return None, None, ""
-    data = json.loads(record.read_text())
+    data = computed[name]
     status = "Example, computed ahead: " + " · ".join(f"{m}: {d}" for m, d in data["details"].items())
     return str(COMPARE_DIR / data["video"]), table(data["scores"]), status
 
@@ -294,5 +305,10 @@ def build(studio) -> None:
 
     cancel_button.click(cancel, None, None, api_name=False)
     rows = example_rows()
-    if rows:
-        gr.Examples(rows, [video, instruction, source_caption, edited_caption], label="Examples (toy world)")
+    if rows:  # picking one shows its comparison computed ahead; Compare runs it live
+
+        def show(clip: str, *captions):
+            return shipped_comparison(clip)
+
+        gr.Examples(rows, [video, instruction, source_caption, edited_caption], [output, scores, status], fn=show,
+                    run_on_click=True, cache_examples=False, api_name=False, label="Examples (toy world)")  # fmt: skip
