@@ -23,6 +23,7 @@ Exits non-zero when a check of phase 1 or 2 fails; `--json OUT` writes the figur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -197,6 +198,8 @@ class Oracle:
                 refs[comparison.item] = reference_frames(references[comparison.item], fps, len(a), size)
             ref = refs[comparison.item]
             self.by_view[view_name(comparison)] = Shown(comparison, role_a, role_b, psnr(a, ref), psnr(b, ref))
+            swapped = dataclasses.replace(comparison, file_a=comparison.file_b, file_b=comparison.file_a)
+            self.by_view[view_name(swapped)] = Shown(swapped, role_b, role_a, psnr(b, ref), psnr(a, ref))  # its B|A
 
     def answers(self, pid: str, view: str) -> dict[str, str]:
         """The radios' labels (by elem_id) a participant gives on the screen showing `view`; the same every time

@@ -215,7 +215,10 @@ def test_the_report_counts_excludes_careless_raters_and_lays_out_every_number(st
     strengths = result["bradley_terry"]["text"]
     assert strengths["insv2v"]["strength"] > strengths["frame2d"]["strength"] > strengths["tav"]["strength"]
     assert result["alpha"]["text"] == 1.0  # the two careful raters agree on every comparison
-    assert result["side_bias"]["share_a"] == 0.5  # sides balanced, choices by method only
+    # choices by method only: A is chosen exactly where the preferred method was shown on the left
+    shown_left = [PREFERENCE.index(mapping[c.file_a]) < PREFERENCE.index(mapping[c.file_b])
+                  for pid in ("careful1", "careful2") for c in store.plan(pid) if not c.gold]  # fmt: skip
+    assert result["side_bias"]["share_a"] == pytest.approx(sum(shown_left) / len(shown_left))
 
     kept = report(store, exclude_failed_gold=False, resamples=50)
     assert kept["failed_gold"] == ["careless"] and kept["excluded"] == [] and kept["counts"]["included"] == 3

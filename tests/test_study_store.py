@@ -9,7 +9,7 @@ from itertools import combinations
 
 import pytest
 
-from insv2v.study.store import CHOICES, QUESTIONS, StudyError, StudyStore, make_plan
+from insv2v.study.store import CHOICES, QUESTIONS, StudyError, StudyStore, draw_sides, make_plan
 
 METHODS = ("m1", "m2", "m3")
 THREADS = 8
@@ -217,8 +217,12 @@ def test_ratings_join_the_secret_mapping_and_methods_keep_their_order(tmp_path):
     assert len(ratings) == len(store.plan(pid)) * 3
     gold = [r for r in ratings if r["gold"]]
     assert {(r["method_a"], r["method_b"]) for r in gold} == {("input", "reference")}
-    regular = {(r["method_a"], r["method_b"]) for r in ratings if not r["gold"]}
-    assert regular == set(combinations(METHODS, 2))
+    regular = {frozenset((r["method_a"], r["method_b"])) for r in ratings if not r["gold"]}
+    assert regular == {frozenset(pair) for pair in combinations(METHODS, 2)}
+    with closing(sqlite3.connect(store.path)) as conn:
+        role = dict(conn.execute("SELECT name, role FROM files").fetchall())
+    shown = {c.id: (role[c.file_a], role[c.file_b]) for c in store.plan(pid)}
+    assert all((r["method_a"], r["method_b"]) == shown[r["comparison_id"]] for r in ratings)  # the sides as seen
     assert set(ratings[0]) == {"pid", "item", "comparison_id", "gold", "method_a", "method_b", "question", "choice",
                                "created"}  # fmt: skip
     assert store.participants()[0]["answered"] == store.participants()[0]["planned"] == len(store.plan(pid))
@@ -273,3 +277,16 @@ def test_a_screens_answers_are_stored_together_or_not_at_all(tmp_path):
         store.answer_screen(pid, second, {"text": "A", "structure": "left", "aesthetic": "A"})
     assert store.answers(pid, second) == {}
     assert store.progress(pid)[0] == 1
+
+
+def test_each_participant_sees_half_the_sides_swapped_independently_of_the_items(tmp_path):
+    store = make_store(tmp_path, items=6)
+    with closing(sqlite3.connect(store.path)) as conn:
+        stored = {cid: (a, b) for cid, a, b in conn.execute("SELECT id, file_a, file_b FROM comparisons")}
+    for pid in ("p1", "p2", "p3"):
+        plan = store.plan(store.participant(pid))
+        swapped = [(c.file_b, c.file_a) == stored[c.id] for c in plan]
+        assert all(swapped[i] or (c.file_a, c.file_b) == stored[c.id] for i, c in enumerate(plan))
+        assert abs(2 * sum(swapped) - len(plan)) <= 1  # half, per participant
+    assert draw_sides("p1", 0, 10) == draw_sides("p1", 0, 10) != draw_sides("p2", 0, 10)
+    assert sum(draw_sides("p1", 0, 11)) in (5, 6)

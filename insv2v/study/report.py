@@ -55,10 +55,11 @@ def tally(ratings: Sequence[dict], first: str, second: str) -> tuple[int, int, i
 
 
 def _agreement(ratings: Sequence[dict]) -> float:
-    """Krippendorff's alpha (nominal) over comparisons: each comparison a unit, its participants' choices."""
+    """Krippendorff's alpha (nominal) over comparisons: each comparison a unit, the method its participants chose
+    (or a tie), not the letter: each participant sees the sides in their own order."""
     units = defaultdict(list)
     for r in ratings:
-        units[r["comparison_id"]].append(r["choice"])
+        units[r["comparison_id"]].append({"A": r["method_a"], "B": r["method_b"]}.get(r["choice"], "tie"))
     return stats.krippendorff_alpha_nominal(list(units.values()))
 
 
@@ -173,7 +174,7 @@ def format_report(result: dict) -> str:
         "## Left/right bias",
         "",
         f"The left video (A) was chosen in {share} ({low:.0%}-{high:.0%}) of {bias['A'] + bias['B']} decided "
-        f"answers ({bias['ties']} can't tell); sides are balanced per method pair, so a lean is the raters'.",
+        f"answers ({bias['ties']} can't tell); each participant sees half the comparisons with their sides swapped, so a lean is the raters'.",
     ]
     return "\n".join(lines) + "\n"
 

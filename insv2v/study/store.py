@@ -33,7 +33,7 @@ QUESTIONS = {  # LOVEU-TGVE's questions (Wu et al. 2023), each a pairwise choice
 CHOICES = ("A", "B", "tie")  # "tie" is shown as "can't tell"
 ROLES = ("input", "reference")  # roles of served files that are not a method's output
 FORMAT = "pairwise-video-study"  # meta "format": what marks a database as a study (names no method)
-VERSION = 1  # meta "version": the schema's
+VERSION = 2  # meta "version": the schema's (2: sides drawn per participant)
 PID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # participant ids: Prolific's, MTurk's, ours (hex)
 BUSY_TIMEOUT_MS = 60_000  # how long SQLite waits for another writer before it reports "database is locked"
 WRITE_ATTEMPTS = 5  # tries of a transaction that still finds the database locked
@@ -58,6 +58,7 @@ CREATE TABLE participants (
 CREATE TABLE assignments (  -- each participant's plan, in the order they see it
     pid TEXT NOT NULL REFERENCES participants(pid), position INTEGER NOT NULL,
     comparison_id INTEGER NOT NULL REFERENCES comparisons(id),
+    swap INTEGER NOT NULL CHECK (swap IN (0, 1)),  -- 1: this participant sees file_b as A (left), file_a as B
     PRIMARY KEY (pid, position), UNIQUE (pid, comparison_id)
 );
 CREATE INDEX assignments_by_comparison ON assignments(comparison_id);
@@ -119,6 +120,15 @@ def make_plan(
     plan = [*sorted(chosen), *gold]
     rng.shuffle(plan)
     return plan
+
+
+def draw_sides(pid: str, seed: int, n: int) -> list[bool]:
+    """Which of a participant's `n` comparisons show their sides swapped: half of them (one more or less), chosen by
+    the pid's generator. Sides drawn per presentation are independent of the items, so the left/right check
+    measures the raters, not which items happened to put which method left."""
+    swaps = [i % 2 == 1 for i in range(n)]
+    pid_rng(pid, seed + 1).shuffle(swaps)
+    return swaps
 
 
 def _is_locked(err: sqlite3.OperationalError) -> bool:
@@ -260,9 +270,11 @@ class StudyStore:
             ).fetchall()
             assigned = {cid: n for cid, gold, n in counts if not gold}
             gold = [cid for cid, gold, _ in counts if gold]
-            plan = make_plan(pid, self.settings.get("seed", 0), assigned, gold,
-                             self.settings.get("comparisons_per_participant"))  # fmt: skip
-            conn.executemany("INSERT INTO assignments VALUES (?, ?, ?)", [(pid, i, c) for i, c in enumerate(plan)])
+            seed = self.settings.get("seed", 0)
+            plan = make_plan(pid, seed, assigned, gold, self.settings.get("comparisons_per_participant"))
+            sides = draw_sides(pid, seed, len(plan))
+            rows = [(pid, i, c, int(s)) for i, (c, s) in enumerate(zip(plan, sides, strict=True))]
+            conn.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?)", rows)
 
         self._transaction(arrive)
         return pid
@@ -281,9 +293,10 @@ class StudyStore:
 
     def _plan(self, conn: sqlite3.Connection, pid: str) -> list[Comparison]:
         self._known(conn, pid)
-        rows = conn.execute(
-            "SELECT c.id, c.item, i.instruction, i.input_file, c.file_a, c.file_b, c.gold FROM assignments a "
-            "JOIN comparisons c ON c.id = a.comparison_id JOIN items i ON i.item = c.item "
+        rows = conn.execute(  # the sides as this participant sees them
+            "SELECT c.id, c.item, i.instruction, i.input_file, "
+            "CASE a.swap WHEN 1 THEN c.file_b ELSE c.file_a END, CASE a.swap WHEN 1 THEN c.file_a ELSE c.file_b END, "
+            "c.gold FROM assignments a JOIN comparisons c ON c.id = a.comparison_id JOIN items i ON i.item = c.item "
             "WHERE a.pid = ? ORDER BY a.position",
             (pid,),
         )
@@ -391,13 +404,15 @@ class StudyStore:
 
     def ratings(self) -> list[dict]:
         """Every rating joined with the secret mapping (for the report only, never for the rating UI): pid, item,
-        comparison_id, gold, method_a, method_b (a method, or "input"/"reference" for gold), question, choice,
-        created."""
+        comparison_id, gold, method_a, method_b (what the participant saw as A and B: a method, or "input" /
+        "reference" for gold), question, choice, created."""
         keys = ("pid", "item", "comparison_id", "gold", "method_a", "method_b", "question", "choice", "created")
         rows = self._read(lambda conn: conn.execute(
-            "SELECT r.pid, c.item, c.id, c.gold, fa.role, fb.role, r.question, r.choice, r.created FROM ratings r "
+            "SELECT r.pid, c.item, c.id, c.gold, CASE a.swap WHEN 1 THEN fb.role ELSE fa.role END, "
+            "CASE a.swap WHEN 1 THEN fa.role ELSE fb.role END, r.question, r.choice, r.created FROM ratings r "
             "JOIN comparisons c ON c.id = r.comparison_id JOIN files fa ON fa.name = c.file_a "
-            "JOIN files fb ON fb.name = c.file_b ORDER BY r.created, r.pid, c.id, r.question"
+            "JOIN files fb ON fb.name = c.file_b JOIN assignments a ON a.pid = r.pid AND a.comparison_id = c.id "
+            "ORDER BY r.created, r.pid, c.id, r.question"
         ).fetchall())  # fmt: skip
         return [{**dict(zip(keys, row, strict=True)), "gold": bool(row[3])} for row in rows]
 
