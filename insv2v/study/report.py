@@ -174,7 +174,8 @@ def format_report(result: dict) -> str:
         "## Left/right bias",
         "",
         f"The left video (A) was chosen in {share} ({low:.0%}-{high:.0%}) of {bias['A'] + bias['B']} decided "
-        f"answers ({bias['ties']} can't tell); each participant sees half the comparisons with their sides swapped, so a lean is the raters'.",
+        f"answers ({bias['ties']} can't tell); each participant sees half the comparisons with their sides "
+        "swapped, so a lean is the raters'.",
     ]
     return "\n".join(lines) + "\n"
 

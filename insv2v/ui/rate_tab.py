@@ -39,8 +39,9 @@ SHORTCUTS_JS = """
   window.__rateKeys = true;
   document.addEventListener('keydown', (e) => {
     const tab = document.querySelector('#rate-screen');
-    if (!tab || tab.offsetParent === null || e.target.tagName === 'TEXTAREA' || e.target.tagName === 'INPUT'
-        && e.target.type === 'text') return;
+    const typing = e.target.tagName === 'TEXTAREA' || e.target.tagName === 'SELECT'
+      || e.target.tagName === 'INPUT' && !['radio', 'checkbox'].includes(e.target.type);
+    if (!tab || tab.offsetParent === null || typing) return;  // keys typed into a field are the field's
     if (e.key >= '1' && e.key <= '9') {
       const n = Number(e.key) - 1, q = Math.floor(n / 3), c = n % 3;
       const radios = document.querySelectorAll(`#rate-q${q} input[type=radio]`);
