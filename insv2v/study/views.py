@@ -11,7 +11,7 @@ from pathlib import Path
 
 from insv2v.compare import MethodResult, panels
 from insv2v.study.store import Comparison, StudyStore
-from insv2v.video import probe, read_video, write_video
+from insv2v.video import read_video, write_video
 
 VIEWS = "views"  # folder of the composed videos, inside the study's files folder
 
@@ -27,13 +27,13 @@ def comparison_video(store: StudyStore, comparison: Comparison) -> Path:
     if path.is_file():
         return path
     path.parent.mkdir(exist_ok=True)
-    source = read_video(str(store.path_of(comparison.input_file))).frames
+    source = read_video(str(store.path_of(comparison.input_file)))
     a = read_video(str(store.path_of(comparison.file_a))).frames
     b = read_video(str(store.path_of(comparison.file_b))).frames
-    frames = panels(source, [MethodResult("A", a, 0.0), MethodResult("B", b, 0.0)])
+    frames = panels(source.frames, [MethodResult("A", a, 0.0), MethodResult("B", b, 0.0)])
     tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.mp4")
     try:
-        write_video(tmp, frames, probe(str(store.path_of(comparison.input_file))).fps)
+        write_video(tmp, frames, source.fps)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

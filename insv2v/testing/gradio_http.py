@@ -9,6 +9,8 @@ import urllib.parse
 
 import httpx
 
+ROOT = 0  # the component id of the Blocks itself: the target of its load events
+
 
 class EventError(RuntimeError):
     """An event that ended in an error (a gr.Error's message, or the server's)."""
@@ -37,12 +39,9 @@ class PageSession:
         """The page's load events that run server code, in order; the last one's outputs."""
         outputs = []
         for index, dep in enumerate(self.config["dependencies"]):
-            if [self.config_root(), "load"] in [list(t) for t in dep["targets"]] and dep.get("backend_fn", True):
+            if [ROOT, "load"] in [list(t) for t in dep["targets"]] and dep.get("backend_fn", True):
                 outputs = self._run(dep.get("id", index), dep, None)
         return outputs
-
-    def config_root(self) -> int:
-        return 0  # the Blocks itself: the target of its load events
 
     def trigger(self, elem_id: str, event: str = "click", inputs: dict[str, object] | None = None) -> list:
         """Fire `event` on the component `elem_id`; `inputs`: values by elem_id, set as a user would set them; the

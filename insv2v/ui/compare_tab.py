@@ -23,9 +23,8 @@ import pandas as pd
 from insv2v.assets import EXAMPLES
 from insv2v.compare import MethodResult, panels, score_methods
 from insv2v.editing import check_instruction, file_sha256, run_edit
-from insv2v.longvideo import plan_clips
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, get_tav_pipeline, gpu, user_message
-from insv2v.ui.settings import Controls, recipe_from_settings
+from insv2v.ui.settings import Controls, planned_clips, recipe_from_settings
 from insv2v.video import write_video
 
 COLUMNS = {  # score -> column title of the table
@@ -97,17 +96,14 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
     """Edit with InsV2V (the Edit tab's path); returns the comparison so far, for `run_tav`."""
     config = studio.config
     check_instruction(instruction)
-    check_upload(video, config)
+    info = check_upload(video, config)
     values = {"randomize_seed": False, **values}  # both methods start from the seed shown
     recipe, note = recipe_from_settings(studio, video, instruction, values, preview=False)
     job_dir = studio.cache.new_job("compare")
     recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
     progress(0, desc="InsV2V: loading the model")
     pipe = get_pipeline(config)
-    info = check_upload(video, config)
-    expected = min(recipe.max_frames, max(1, int((info.duration - recipe.start) * info.fps / recipe.stride + 0.5)))
-    clips = len(plan_clips(expected, recipe.frames_per_clip, recipe.ref_frames))
-    job = studio.jobs.start(session, Job(clips * recipe.steps, progress, "InsV2V"))
+    job = studio.jobs.start(session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V"))
     try:
         result = run_edit(recipe, job_dir / "insv2v.mp4", pipe, callback_on_step_end=job.callback(), keep_frames=True)
     finally:

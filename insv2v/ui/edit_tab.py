@@ -12,10 +12,9 @@ import gradio as gr
 
 from insv2v.assets import EXAMPLES
 from insv2v.editing import check_instruction, run_edit
-from insv2v.longvideo import plan_clips
 from insv2v.metrics import edit_scores
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
-from insv2v.ui.settings import Controls, load_recipe, recipe_from_settings
+from insv2v.ui.settings import Controls, load_recipe, planned_clips, recipe_from_settings
 
 
 def examples() -> list[list[str]]:
@@ -37,8 +36,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
         recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
         progress(0, desc="loading the model")
         pipe = get_pipeline(config)
-        expected = min(recipe.max_frames, max(1, int((info.duration - recipe.start) * info.fps / recipe.stride + 0.5)))
-        clips = len(plan_clips(expected, recipe.frames_per_clip, recipe.ref_frames))
+        clips = planned_clips(recipe, info)
         job = studio.jobs.start(session, Job(clips * recipe.steps, progress, "preview" if preview else "edit"))
 
         def detail(step: int) -> str:

@@ -165,6 +165,14 @@ def recipe_from_settings(studio, video: str, instruction: str, values: dict, pre
     return recipe, note
 
 
+def planned_clips(recipe: EditRecipe, info) -> int:
+    """How many clips the edit of `recipe` on the upload described by `info` (VideoInfo) denoises: for progress."""
+    from insv2v.longvideo import plan_clips
+
+    expected = min(recipe.max_frames, max(1, int((info.duration - recipe.start) * info.fps / recipe.stride + 0.5)))
+    return len(plan_clips(expected, recipe.frames_per_clip, recipe.ref_frames))
+
+
 def load_recipe(path: str | None) -> dict:
     """The instruction and settings of a recipe JSON by name, for the controls; nothing without a file. The input
     and model named in it are ignored: they are server-side paths."""
