@@ -156,3 +156,30 @@ def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):
     generate(config(t2v, tmp_path, 2, thresholds=strict), lambda: toy_prompts(5))
     assert main(["synth", "filter", str(tmp_path), "--sim-0", "-0.5"]) == 0
     assert dataset.read_card(tmp_path)["thresholds"] == {**strict.to_dict(), "sim_0": -0.5}  # the rest kept
+
+
+def test_image_pairs_follow_instructpix2pix_recipe_and_a_dataset_keeps_its_recipe(tmp_path):
+    """One-frame pairs from a 2-D text-to-image model with InstructPix2Pix's draws (self-attention only)."""
+    t2i = tmp_path / "tiny-t2i"
+    tiny_t2v_pipeline("2d").save_pretrained(t2i)
+    out = tmp_path / "images"
+    image = dataclasses.replace(config(str(t2i), out, 2), frames=1, recipe="image")
+    generate(image, lambda: toy_prompts(5))
+    records = check_complete(out, 2)
+    for i, r in enumerate(records):
+        assert r["settings"] == P2PSettings.draw_image(5 + i).to_dict()
+        assert r["settings"]["ca_end"] == r["settings"]["sa_end"] and r["settings"]["edit_weight"] == 1.0
+    card = dataset.read_card(out)
+    assert card["run"]["recipe"] == "image" and card["frames"] == 1
+    with pytest.raises(ValueError, match=r"other settings \(recipe: 'image' then, 'video' now\)"):
+        generate(dataclasses.replace(image, n=3, recipe="video"), lambda: toy_prompts(5))
+    assert len(dataset.read_manifest(out)) == 2
+
+
+def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):
+    generate(config(t2v, tmp_path, 1), lambda: toy_prompts(5))
+    card = dataset.read_card(tmp_path)
+    del card["run"]["recipe"]  # as written before the field existed
+    (tmp_path / dataset.CARD).write_text(json.dumps(card))
+    generate(config(t2v, tmp_path, 2), lambda: toy_prompts(5))
+    assert len(dataset.read_manifest(tmp_path)) == 2

@@ -283,6 +283,20 @@ def test_alignment_falls_back_to_tokens_when_words_disagree():
 # ---------------------------------------------------------------------------------------------- settings
 
 
+def test_image_recipe_draws_instructpix2pix_settings():
+    draws = [P2PSettings.draw_image(seed) for seed in range(300)]
+    assert P2PSettings.draw_for("image", 7) == draws[7] and P2PSettings.draw_for("video", 7) == P2PSettings.draw(7)
+    rng = np.random.RandomState(3)  # its order: the self-attention fraction, then CFG, both uniform
+    expected_sa, expected_cfg = rng.uniform(0.1, 0.9), rng.uniform(7.5, 15)
+    assert (draws[3].sa_end, draws[3].guidance_scale) == (round(expected_sa, 2), round(expected_cfg, 2))
+    assert all(d.ca_end == d.sa_end and d.edit_weight == 1.0 for d in draws)  # no cross-attention edit
+    sa, cfg = np.array([d.sa_end for d in draws]), np.array([d.guidance_scale for d in draws])
+    assert 0.1 <= sa.min() < 0.15 and 0.85 < sa.max() <= 0.9 and 7.5 <= cfg.min() < 8 and 14.5 < cfg.max() <= 15
+    assert all(phase_at(step, 30, d) is not Phase.CROSS for d in draws[:20] for step in range(30))
+    with pytest.raises(ValueError, match="recipe must be one of video, image"):
+        P2PSettings.draw_for("audio", 0)
+
+
 def test_settings_draw_matches_the_reference_and_covers_every_value():
     draws = [P2PSettings.draw(seed) for seed in range(300)]
     assert P2PSettings.draw(7) == draws[7]

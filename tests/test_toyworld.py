@@ -416,3 +416,25 @@ def test_autoencoder_save_and_load(tmp_path):
     x = _images(1, seed=2)
     torch.testing.assert_close(vae.decode(vae.encode(x).latent_dist.mode()).sample, x, rtol=0, atol=0)
     assert vae.encode(x).latent_dist.mode().shape == (1, 12, 32, 32)
+
+
+@pytest.mark.parametrize("source_conditioned", [False, True])
+def test_grown_fine_attention_computes_what_the_unet_did_and_can_learn(source_conditioned):
+    """Attention grown at 16x16 starts as the identity (zero output projection), so the grown model equals the
+    trained one exactly; the new layers still receive gradients, so they learn."""
+    from insv2v.toyworld.models import grow_fine_attention, has_fine_attention, toy_unet2d
+
+    torch.manual_seed(0)
+    unet = toy_unet2d(source_conditioned)
+    grown = grow_fine_attention(unet)
+    assert not has_fine_attention(unet) and has_fine_attention(grown)
+    assert grown.down_blocks[0].attentions[0].proj_in.in_channels == 96  # attention at the 16x16 level
+    x = torch.randn(2, unet.config.in_channels, 16, 16)
+    t, text = torch.tensor([10, 700]), torch.randn(2, 5, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        before = unet(x, t, encoder_hidden_states=text).sample
+    after = grown(x, t, encoder_hidden_states=text).sample
+    assert torch.equal(before, after)
+    after.pow(2).mean().backward()
+    assert grown.down_blocks[0].attentions[0].proj_out.weight.grad.abs().sum() > 0
+    assert grow_fine_attention(grown) is grown  # already grown: nothing to add

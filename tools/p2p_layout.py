@@ -1,6 +1,7 @@
-"""Does injecting the source's self-attention longer hold the toy text-to-video model's layout?
+"""Does injecting the source's self-attention (longer) hold a toy text-to-video model's layout?
 
     python tools/p2p_layout.py --sa-end 0.4 1.0 --n 24 --seed 800000 --out results.json
+    python tools/p2p_layout.py --t2v runs/t2i-fine/final --frames 1      # image Prompt-to-Prompt
 
 Held-out toy prompts from `--seed` (not the shipped set's 600000), 8 frames, 30 DDIM steps, CFG 8, cross-attention
 edited until 0.8 of the steps, edit weight 2; the same prompts and noise for every `--sa-end`; each pair judged by the
@@ -21,20 +22,22 @@ from insv2v.synth.prompts import toy_prompts
 from insv2v.synth.t2v import load_t2v
 from insv2v.toyworld.synthetic import toy_judge
 
-FRAMES, STEPS, CFG, CA_END, EDIT_WEIGHT = 8, 30, 8.0, 0.8, 2.0  # the other settings, fixed
+STEPS, CFG, CA_END, EDIT_WEIGHT = 30, 8.0, 0.8, 2.0  # the other settings, fixed
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sa-end", type=float, nargs="+", default=[0.4, 1.0])
     parser.add_argument("--n", type=int, default=24)
     parser.add_argument("--seed", type=int, default=800000)
+    parser.add_argument("--t2v", default=str(TOY_T2V), help="text-to-video (or -image) model (the shipped toy t2v)")
+    parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--out")
     args = parser.parse_args()
-    pipe = load_t2v(str(TOY_T2V), "cpu")
+    pipe = load_t2v(args.t2v, "cpu")
     pipe.set_progress_bar_config(disable=True)
     clip = str(TOY_CLIP)
-    config = GenerateConfig(out_dir="", t2v=str(TOY_T2V), prompts="toy", n=1, clip=clip,
-                            thresholds=Thresholds.for_clip(clip), frames=FRAMES, steps=STEPS)  # fmt: skip
+    config = GenerateConfig(out_dir="", t2v=args.t2v, prompts="toy", n=1, clip=clip,
+                            thresholds=Thresholds.for_clip(clip), frames=args.frames, steps=STEPS)  # fmt: skip
     pairs = list(itertools.islice(toy_prompts(args.seed, "heldout"), args.n))
     results = {}
     for sa_end in args.sa_end:

@@ -66,7 +66,10 @@ def add_parsers(commands) -> None:
                      "(default: the shipped toy model)")  # fmt: skip
     gen.add_argument("--clip", help="CLIP for the filter (default: the toy CLIP for toy models, else "
                      "open_clip:ViT-L-14/openai)")  # fmt: skip
-    gen.add_argument("--frames", type=_positive_int, default=16, help="(16)")
+    gen.add_argument("--frames", type=_positive_int, default=16, help="(16; 1 for image pairs)")
+    gen.add_argument("--recipe", choices=("video", "image"), default="video", help="settings each sample draws: "
+                     "video (InsV2V's reference: CFG 5-12, self- then cross-attention edits) or image "
+                     "(InstructPix2Pix's: self-attention shared for 10-90%% of the steps, CFG 7.5-15)")  # fmt: skip
     gen.add_argument("--steps", type=_positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=int, help="side in pixels (default: the model's)")
     _add_threshold_flags(gen)
@@ -118,7 +121,7 @@ def synth(args: argparse.Namespace) -> None:
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, n=args.n, seed=args.seed, clip=clip,
             thresholds=Thresholds.for_clip(clip, **_overrides(args)), frames=args.frames, steps=args.steps,
-            size=args.size, command=shlex.join(["insv2v", *sys.argv[1:]]),
+            size=args.size, recipe=args.recipe, command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip
         from insv2v.synth.prompts import PromptStats, is_llm_spec, toy_captions
 

@@ -7,7 +7,7 @@
     4. Per sample: settings and noise from its seed, a P2P pair, the four scores, the judge (toy world), files
     5. Merge the processes' manifests; write the card
 
-Sample i has seed `seed + i`: its Prompt-to-Prompt settings (`P2PSettings.draw`) and its initial noise come from
+Sample i has seed `seed + i`: its Prompt-to-Prompt settings (`P2PSettings.draw_for`) and its initial noise come from
 it, so any sample can be made again alone.
 """
 
@@ -45,11 +45,14 @@ class GenerateConfig:
     frames: int = 16
     steps: int = 30  # DDIM steps, as the reference
     size: int | None = None  # pixels (square); None: the model's own
+    recipe: str = "video"  # settings drawn per sample: "video" (InsV2V's reference) or "image" (InstructPix2Pix's)
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
 
 
-RUN_FIELDS = ("t2v", "prompts", "seed", "clip", "frames", "steps", "size", "negative_prompt")  # fixed per dataset
+# Fixed per dataset.
+RUN_FIELDS = ("t2v", "prompts", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe")
+RUN_DEFAULTS = {"recipe": "video"}  # what a card written before a field existed ran with
 
 
 def run_settings(config: GenerateConfig) -> dict:
@@ -68,7 +71,7 @@ def source_name(source: str | None) -> str | None:
 
 def check_same_run(card: dict, config: GenerateConfig) -> None:
     """A dataset is one run's: resuming it with other settings would mix samples the card cannot describe."""
-    before = card.get("run")
+    before = {**RUN_DEFAULTS, **card["run"]} if card.get("run") is not None else None
     now = run_settings(config)
     if before is not None and before != now:
         changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in RUN_FIELDS
@@ -102,7 +105,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
     (P2PSettings) default to those drawn from the seed; `callback(step, total)` follows the sampling."""
     from insv2v.synth.p2p import P2PSettings, generate_pair
 
-    settings = settings or P2PSettings.draw(seed)
+    settings = settings or P2PSettings.draw_for(config.recipe, seed)
     began = time.perf_counter()
     size = config.size or pipe.default_resolution
     out = generate_pair(

@@ -36,6 +36,11 @@ SA_END_CHOICES = (0.30, 0.35, 0.40, 0.45)  # rng.choice(np.linspace(0.3, 0.45, 4
 CA_END_CHOICES = (0.60, 0.65, 0.70, 0.75, 0.80, 0.85)  # rng.choice(np.linspace(0.6, 0.85, 6)), rounded
 EDIT_WEIGHT_CHOICES = (1, 6)  # rng.randint(1, 6): 1..5
 VIDEOS = 4  # the UNet batch: [source_uncond, target_uncond, source_cond, target_cond]
+# InstructPix2Pix's image recipe (its generate_img_dataset.py): the source's self-attention shared for a uniform
+# fraction of the steps, no cross-attention edit, CFG uniform in [7.5, 15].
+IMAGE_SA_END_RANGE = (0.1, 0.9)
+IMAGE_GUIDANCE_RANGE = (7.5, 15.0)
+RECIPES = ("video", "image")  # which settings a sample's seed draws: InsV2V's video P2P, or InstructPix2Pix's
 
 
 # ---------------------------------------------------------------------------------------------------- settings
@@ -76,6 +81,22 @@ class P2PSettings:
         ca_end = round(float(rng.choice(np.linspace(CA_END_CHOICES[0], CA_END_CHOICES[-1], len(CA_END_CHOICES)))), 2)
         edit_weight = rng.randint(*EDIT_WEIGHT_CHOICES)
         return cls(float(guidance), sa_end, ca_end, float(edit_weight))
+
+    @classmethod
+    def draw_image(cls, seed: int) -> P2PSettings:
+        """InstructPix2Pix's draw for image pairs: self-attention injection only (ca_end = sa_end), rounded to 2
+        decimals so that a record reads as it was drawn."""
+        rng = np.random.RandomState(seed)
+        sa_end = round(float(rng.uniform(*IMAGE_SA_END_RANGE)), 2)
+        guidance = round(float(rng.uniform(*IMAGE_GUIDANCE_RANGE)), 2)
+        return cls(guidance, sa_end, sa_end, 1.0)
+
+    @classmethod
+    def draw_for(cls, recipe: str, seed: int) -> P2PSettings:
+        """The settings `recipe` ("video" or "image") draws from a sample's seed."""
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+        return cls.draw(seed) if recipe == "video" else cls.draw_image(seed)
 
 
 class Phase(Enum):
