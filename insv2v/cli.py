@@ -198,8 +198,10 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--frames", type=_positive_int, default=8, help="frames per clip in stages video, t2v (8)")
     t.add_argument("--clip", dest="clip_dir", help="2d, t2i: trained CLIP folder whose text tower starts the encoder")
-    t.add_argument("--init", dest="init_dir", help="video (t2v): the 2d (t2i) stage's final folder; 2d: one to "
-                   "fine-tune")  # fmt: skip
+    t.add_argument("--init", dest="init_dir", help="video (t2v): the 2d (t2i) stage's final folder; 2d, t2i: one "
+                   "to go on from")  # fmt: skip
+    t.add_argument("--fine-attention", action="store_true", help="2d, t2i: attention at 16x16 too (2.7x slower "
+                   "steps; added to an --init model without it, starting as the identity)")  # fmt: skip
     t.add_argument("--shape-weight", type=float, help="t2i, t2v: extra loss weight on the shapes' pixels (4)")
     t.add_argument("--edit-mix", type=_edit_mix, help="2d, video: how often each edit kind is drawn, e.g. "
                    "shape=5,colour=2,background=2,style=1 (default: the world's 3,3,3,1)")  # fmt: skip

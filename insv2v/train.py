@@ -60,7 +60,8 @@ class TrainConfig:
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
     clip_dir: str | None = None  # stages 2d, t2i: a trained CLIP whose text tower starts the text encoder (else random)
-    init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder; stage 2d: one to fine-tune (optional)
+    init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder; 2d, t2i: one to go on from (optional)
+    fine_attention: bool = False  # 2d, t2i: attention at 16x16 too (grown into an --init model that lacks it)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     data_dir: str | None = None  # stages 2d, video: train on this `insv2v synth generate` dataset's kept pairs
     seed: int = 0
@@ -245,14 +246,18 @@ def build(config: TrainConfig):
     vae = models.toy_autoencoder()
     scheduler = models.toy_train_scheduler()
     helpers = {"tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}
-    if config.stage == "2d":
-        if config.init_dir:  # fine-tune a trained 2-D model
+    if config.stage in ("2d", "t2i"):
+        if config.init_dir:  # go on from a trained model of the stage
             init = Path(config.init_dir)
             unet = UNet2DConditionModel.from_pretrained(init / "unet")
-            return {"unet": unet, "text_encoder": CLIPTextModel.from_pretrained(init / "text_encoder")}, helpers
-        clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
-        text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet
-        return {"unet": models.toy_unet2d(), "text_encoder": text_encoder}, helpers
+            text_encoder = CLIPTextModel.from_pretrained(init / "text_encoder")
+        else:
+            clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
+            text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet
+            unet = models.toy_unet2d(source_conditioned=config.stage == "2d")
+        if config.fine_attention:
+            unet = models.grow_fine_attention(unet)
+        return {"unet": unet, "text_encoder": text_encoder}, helpers
     if config.stage in ("video", "t2v"):
         if not config.init_dir:
             raise ValueError(f"stage {config.stage} needs --init (the trained 2-D model folder)")
@@ -264,10 +269,6 @@ def build(config: TrainConfig):
         for name, param in unet.named_parameters():
             param.requires_grad_("motion_modules" in name)  # only the motion modules learn (InsV2V sec. 3.2)
         return {"unet": unet}, {**helpers, "text_encoder": text_encoder}
-    if config.stage == "t2i":
-        clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
-        text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet, as in stage 2d
-        return {"unet": models.toy_unet2d(source_conditioned=False), "text_encoder": text_encoder}, helpers
     raise ValueError(f"stage must be clip, 2d, video, t2i or t2v, got {config.stage!r}")
 
 
