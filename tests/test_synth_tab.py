@@ -14,7 +14,7 @@ from insv2v.synth.p2p import P2PSettings
 from insv2v.synth.prompts import toy_prompts
 from insv2v.testing.tiny import tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
-from insv2v.ui.synth_tab import available_datasets, filtered, histograms, summary
+from insv2v.ui.synth_tab import available_datasets, describe_pair, filtered, histograms, summary
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,11 @@ def test_make_one_pair_refuses_bad_captions_with_a_message(client, captions, wor
 
     with pytest.raises(AppError, match=words):
         client.predict(*captions, "", steps=2, frames=3, api_name="/synth_pair")
+
+
+def test_a_pair_says_its_prompt_to_prompt_phases_for_either_recipe():
+    record = {"input": "a red circle on a beach", "edit": "make it snowy", "output": "a red circle on snow", "seed": 4}
+    video = describe_pair({**record, "settings": P2PSettings.draw(4).to_dict()})
+    image = describe_pair({**record, "settings": P2PSettings.draw_image(4).to_dict()})
+    assert "cross-attention until" in video and "edit weight" in video and "seed 4" in video
+    assert "no cross-attention edit" in image and "edit weight" not in image and "seed 4" in image

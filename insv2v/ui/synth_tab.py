@@ -150,8 +150,10 @@ def describe_pair(record: dict) -> str:
         f"**Instruction:** {record['edit']}",
         f"**Output caption:** {record['output']}",
         f"Prompt-to-Prompt: CFG {s['guidance_scale']:g}, self-attention injected for the first {s['sa_end']:.0%} of "
-        f"steps, cross-attention until {s['ca_end']:.0%}, edit weight {s['edit_weight']:g} · seed {record['seed']}",
-    ]
+        + (f"steps, cross-attention until {s['ca_end']:.0%}, edit weight {s['edit_weight']:g}"
+           if s["ca_end"] > s["sa_end"] else "steps, no cross-attention edit")  # the image recipe's
+        + f" · seed {record['seed']}",
+    ]  # fmt: skip
     if judge:
         lines.append(
             f"Toy-world judge: **{'right' if judge['edit_right'] else 'wrong'} edit** ({judge.get('reason', '')})"
