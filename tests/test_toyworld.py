@@ -438,3 +438,22 @@ def test_grown_fine_attention_computes_what_the_unet_did_and_can_learn(source_co
     after.pow(2).mean().backward()
     assert grown.down_blocks[0].attentions[0].proj_out.weight.grad.abs().sum() > 0
     assert grow_fine_attention(grown) is grown  # already grown: nothing to add
+
+
+def test_a_text_to_image_unet_given_source_channels_starts_as_itself_whatever_the_source():
+    """InstructPix2Pix's initialisation: the source's input channels start with zero weights."""
+    from insv2v.models import add_source_channels
+    from insv2v.toyworld.models import toy_unet2d
+
+    torch.manual_seed(0)
+    t2i = toy_unet2d(source_conditioned=False)
+    editing = add_source_channels(t2i)
+    assert (editing.config.in_channels, editing.config.out_channels) == (96, 48)
+    x, text, t = torch.randn(2, 48, 16, 16), torch.randn(2, 5, 64), torch.tensor([3, 900])
+    with torch.no_grad():
+        alone = t2i(x, t, encoder_hidden_states=text).sample
+        for source in (torch.zeros_like(x), torch.randn_like(x)):
+            got = editing(torch.cat([x, source], 1), t, encoder_hidden_states=text).sample
+            assert torch.allclose(got, alone, atol=1e-5)  # a wider convolution may sum in another order
+    with pytest.raises(ValueError, match="not a text-to-image UNet"):
+        add_source_channels(editing)

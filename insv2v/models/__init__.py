@@ -1,7 +1,14 @@
-"""Model construction: inflating a 2-D InstructPix2Pix UNet to video, the video UNet's GroupNorm layout (norm mode),
-and converting the reference implementation's checkpoint."""
+"""Model construction: a text-to-image UNet made an InstructPix2Pix one, inflating a 2-D InstructPix2Pix UNet to
+video, the video UNet's GroupNorm layout (norm mode), and converting the reference implementation's checkpoint."""
 
-from insv2v.models.inflate import inflate_unet, motion_adapter_for, zero_motion_outputs
+from insv2v.models.inflate import add_source_channels, inflate_unet, motion_adapter_for, zero_motion_outputs
 from insv2v.models.unet import NORM_MODES, InsV2VUNetMotionModel
 
-__all__ = ["NORM_MODES", "InsV2VUNetMotionModel", "inflate_unet", "motion_adapter_for", "zero_motion_outputs"]
+__all__ = [
+    "NORM_MODES",
+    "InsV2VUNetMotionModel",
+    "add_source_channels",
+    "inflate_unet",
+    "motion_adapter_for",
+    "zero_motion_outputs",
+]

@@ -53,3 +53,20 @@ def inflate_unet(
     if zero_init:
         zero_motion_outputs(video_unet)
     return video_unet
+
+
+@torch.no_grad()
+def add_source_channels(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A text-to-image UNet -> an InstructPix2Pix UNet that also reads the source image's latents.
+
+    InstructPix2Pix's initialisation: the input convolution gains as many input channels, with zero weights,
+    so the editing model starts as the text-to-image model whatever the source is.
+    """
+    if unet.config.in_channels != unet.config.out_channels:
+        raise ValueError(f"the UNet already takes {unet.config.in_channels} input channels for "
+                         f"{unet.config.out_channels} outputs: it is not a text-to-image UNet")  # fmt: skip
+    editing = UNet2DConditionModel.from_config({**unet.config, "in_channels": 2 * unet.config.in_channels})
+    state = unet.state_dict()
+    state["conv_in.weight"] = torch.cat([state["conv_in.weight"], torch.zeros_like(state["conv_in.weight"])], dim=1)
+    editing.load_state_dict(state)
+    return editing.to(unet.device, unet.dtype)
