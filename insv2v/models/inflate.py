@@ -69,4 +69,4 @@ def add_source_channels(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     state = unet.state_dict()
     state["conv_in.weight"] = torch.cat([state["conv_in.weight"], torch.zeros_like(state["conv_in.weight"])], dim=1)
     editing.load_state_dict(state)
-    return editing.to(unet.device, unet.dtype)
+    return editing  # float32, as training wants it
