@@ -189,25 +189,59 @@ def _add_toyworld_parsers(commands) -> None:
     make.add_argument("--split", choices=["train", "heldout"], default="train")
     make.add_argument("--frames", type=_positive_int, default=16, help="frames per video (16)")
 
-    t = commands.add_parser("train", help="train on the toy world: the CLIP, the 2-D editor, its motion modules, "
-                            "the text-to-image and text-to-video models of the data engine")  # fmt: skip
+    t = commands.add_parser("train", help="train the toy world's models (the CLIP, the 2-D editor, its motion modules, "
+                            "the data engine's text-to-image and text-to-video models), or the real editor's motion "
+                            "modules at the paper's scale (stage video)")  # fmt: skip
+    from insv2v.train import OPTIMIZERS, PRESETS
+
     t.add_argument("stage", choices=["clip", "2d", "video", "t2i", "t2v"])
     t.add_argument("out_dir", help="run folder (checkpoint, log.jsonl, final/); an existing run resumes")
-    t.add_argument("--steps", type=_positive_int, default=3000)
-    t.add_argument("--batch-size", type=_positive_int, default=32, help="frames (clip, 2d) or clips (video)")
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--frames", type=_positive_int, default=8, help="frames per clip in stages video, t2v (8)")
+    t.add_argument("--steps", type=_positive_int, help="optimizer steps (the --preset's, else 3000)")
+    t.add_argument("--batch-size", type=_positive_int, help="frames (clip, 2d) or clips (video) per process and "
+                   "micro-step (the --preset's, else 32)")  # fmt: skip
+    t.add_argument("--lr", type=float, help="peak learning rate (the --preset's, else 3e-4)")
+    t.add_argument("--frames", type=_positive_int, help="frames per clip in stages video, t2v (the --preset's, else 8)")
     t.add_argument("--clip", dest="clip_dir", help="2d, t2i: trained CLIP folder whose text tower starts the encoder")
-    t.add_argument("--init", dest="init_dir", help="video (t2v): the 2d (t2i) stage's final folder; 2d, t2i: one "
-                   "to go on from")  # fmt: skip
+    t.add_argument("--init", dest="init_dir", help="video (t2v): the 2d (t2i) stage's final folder, or (video) a "
+                   "model source: an InsV2V pipeline folder or hub id, or compose:IMAGE_MODEL+MOTION_ADAPTER, e.g. "
+                   "compose:timbrooks/instruct-pix2pix+guoyww/animatediff-motion-adapter-v1-5; 2d, t2i: one to go "
+                   "on from (2d also a text-to-image model: InstructPix2Pix's start)")  # fmt: skip
     t.add_argument("--fine-attention", action="store_true", help="2d, t2i: attention at 16x16 too (2.7x slower "
                    "steps; added to an --init model without it, starting as the identity)")  # fmt: skip
     t.add_argument("--shape-weight", type=float, help="t2i, t2v: extra loss weight on the shapes' pixels (4)")
     t.add_argument("--edit-mix", type=_edit_mix, help="2d, video: how often each edit kind is drawn, e.g. "
                    "shape=5,colour=2,background=2,style=1 (default: the world's 3,3,3,1)")  # fmt: skip
     t.add_argument("--data", dest="data_dir", metavar="DIR", help="2d, video: train on the kept pairs of a dataset "
-                   "made by `insv2v synth generate` instead of fresh toy-world triplets")  # fmt: skip
-    t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4)")
+                   "made by `insv2v synth generate` instead of fresh toy-world triplets (under accelerate launch, "
+                   "process i of n takes pairs i, i+n, ...)")  # fmt: skip
+    t.add_argument("--size", type=_positive_int, help="--data: frames resized to SIZE x SIZE pixels (default: "
+                   "256 for real models, or their own size if smaller; the toy's pixel model takes its 64 "
+                   "as they are)")  # fmt: skip
+    t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4; the toy's "
+                   "pixel models only)")  # fmt: skip
+    r = t.add_argument_group("real-scale training")
+    r.add_argument("--preset", choices=list(PRESETS), help="video: a recipe for the settings not given: paper (2000 "
+                   "steps, AdamW lr 5e-5, batch 512, 16 frames, motion augmentation) or reference (the reference "
+                   "code's: Adam8bit lr 1e-5, batch 1024, fp16, gradient checkpointing)")  # fmt: skip
+    r.add_argument("--motion-augment", dest="augment", action=argparse.BooleanOptionalAction, help="video: random "
+                   "pans (70%%, up to 20%% of the frame) and zooms (20%%, up to 1.25x), the same on input and "
+                   "target (the --preset's, else off)")  # fmt: skip
+    r.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw, or adam8bit (bitsandbytes' 8-bit AdamW; AdamW "
+                   "with a warning where it is not installed) (the --preset's, else adamw)")  # fmt: skip
+    r.add_argument("--grad-accum", type=_positive_int, help="micro-steps per optimizer step: the batch is batch-size "
+                   "x grad-accum x processes (default: a --preset's batch, else 1)")  # fmt: skip
+    r.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="autocast precision (the --preset's, "
+                   "else accelerate launch's, else no)")  # fmt: skip
+    r.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, help="recompute the "
+                   "UNet's activations in the backward pass: less memory, slower steps (the --preset's, "
+                   "else off)")  # fmt: skip
+    r.add_argument("--ema", action="store_true", help="keep an exponential moving average of the trained weights "
+                   "(checkpointed); the final model is the average")  # fmt: skip
+    r.add_argument("--report-to", metavar="TRACKERS", help="also log loss and lr to accelerate trackers, "
+                   "comma-separated: tensorboard, wandb, ... (log.jsonl is always written)")  # fmt: skip
+    r.add_argument("--push-to-hub", metavar="REPO", help="upload the final folder to this Hugging Face Hub repo "
+                   "(OWNER/NAME) at the end")  # fmt: skip
+    t.add_argument("--log-every", type=_positive_int, default=25, help="optimizer steps per log.jsonl record (25)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=200)
     t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     t.add_argument("--seed", type=int, default=0)

@@ -168,7 +168,8 @@ def _with_positions(adapter, max_frames: int):
     return longer
 
 
-def _load(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeline:
+def load_fresh(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeline:
+    """The pipeline at `source`, loaded anew: its own weights, for whoever changes them (training)."""
     if source.startswith(COMPOSE_PREFIX):
         image_model, plus, motion_adapter = source[len(COMPOSE_PREFIX) :].partition("+")
         if not plus or not image_model or not motion_adapter:
@@ -181,7 +182,7 @@ def _load(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeli
 
 @lru_cache(maxsize=4)
 def _cached(source: str, device: str, dtype: torch.dtype) -> InsV2VPipeline:
-    return _load(source, torch.device(device), dtype)
+    return load_fresh(source, torch.device(device), dtype)
 
 
 def load_pipeline(

@@ -1,4 +1,5 @@
-"""Training on the toy world, the paper's recipe in miniature, with HF Accelerate (`accelerate launch` for many GPUs).
+"""The one training loop, with HF Accelerate (`accelerate launch` for many GPUs): the toy world's models, and the
+video stage of the real editor at the paper's scale.
 
     insv2v train clip  runs/clip                         # 1. a small CLIP on frames and captions
     insv2v train 2d    runs/2d    --clip runs/clip/final   # 2. InstructPix2Pix 2-D UNet on frame pairs
@@ -7,9 +8,15 @@
     insv2v train t2i   runs/t2i   --clip runs/clip/final   # a text-to-image model of the same family (the engine's)
     insv2v train t2v   runs/t2v   --init runs/t2i/final    # inflated, only its motion modules trained: text-to-video
 
-Every run checkpoints to OUT_DIR/checkpoint (safetensors weights, optimizer state loaded with weights_only)
-and resumes from it when started again with the same OUT_DIR (and the same --data). The finished model is saved
-in OUT_DIR/final, with training.json: the settings and, with --data, the dataset, its thresholds and counts.
+    accelerate launch -m insv2v.cli train video runs/real --data DIR --preset paper --mixed-precision bf16 \
+        --gradient-checkpointing --ema --init compose:timbrooks/instruct-pix2pix+guoyww/animatediff-motion-adapter-v1-5
+
+Stage video starts from a 2-D folder of stage 2d, or from any model source `insv2v.loading` understands (an
+InsV2VPipeline folder or hub id, `compose:IMAGE+MOTION`): then the VAE, text encoder, tokenizer and noise schedule
+are that pipeline's, and the loss follows its scheduler's prediction type. Every run checkpoints to
+OUT_DIR/checkpoint (safetensors weights, optimizer state loaded with weights_only) and resumes from it when started
+again with the same OUT_DIR (and the same --data). The finished model is saved in OUT_DIR/final, with
+training.json: the settings and, with --data, the dataset, its thresholds and counts, and each process's pairs.
 """
 
 from __future__ import annotations
@@ -18,17 +25,20 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 
+from insv2v.augment import augment_pairs
+from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.synth import dataset
-from insv2v.toyworld.models import toy_sample_scheduler, toy_tokenizer
 from insv2v.toyworld.world import (
     SIZE,
     STYLES,
@@ -43,31 +53,71 @@ from insv2v.toyworld.world import (
 
 EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
 STYLE_SHARE = 0.2  # t2i, t2v: share of scenes drawn in a style, so that a style edit's output caption can be drawn
+REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
+OPTIMIZERS = ("adamw", "adam8bit")
+WEIGHT_DECAY = 0.01
+
+# What a setting left unset (None) becomes: the preset's value, else DEFAULTS' (the toy world's). A preset's
+# `batch` is the batch the paper means, batch_size x grad_accum x processes: it sets grad_accum unless given.
+DEFAULTS = dict(steps=3000, batch_size=32, lr=3e-4, frames=8, optimizer="adamw", grad_accum=1,
+                gradient_checkpointing=False, augment=False)  # fmt: skip
+PRESETS = {
+    # The paper (sec. 4): 2000 iterations, Adam lr 5e-5 (here AdamW, as everywhere in this loop), batch 512.
+    "paper": dict(steps=2000, lr=5e-5, optimizer="adamw", batch=512, batch_size=1, frames=16, augment=True),
+    # The reference code's config: Adam8bit lr 1e-5, 1 clip per GPU x 4 GPUs x 256 accumulated, fp16, checkpointing
+    # (its 10 epochs of 2048 clips per GPU are only 80 steps: the paper's 2000 here).
+    "reference": dict(steps=2000, lr=1e-5, optimizer="adam8bit", batch=1024, batch_size=1, frames=16, augment=True,
+                      mixed_precision="fp16", gradient_checkpointing=True),
+}  # fmt: skip
 
 
 @dataclass
 class TrainConfig:
     stage: str  # "clip", "2d", "video" (the editor), "t2i" or "t2v" (the data engine's generators)
     out_dir: str
-    steps: int = 3000  # optimizer steps
-    batch_size: int = 32  # frames (clip, 2d) or clips (video) per step
-    lr: float = 3e-4
+    steps: int | None = None  # optimizer steps (None: the preset's, else 3000)
+    batch_size: int | None = None  # frames (clip, 2d) or clips (video) per process, micro-step (None: preset's, 32)
+    lr: float | None = None  # peak learning rate (None: the preset's, else 3e-4)
     warmup: int = 100  # linear warm-up steps, then cosine decay to 10%
-    frames: int = 8  # frames per clip in the video stage
+    frames: int | None = None  # frames per clip in the video stage (None: the preset's, else 8)
     drop_text: float = 0.05  # condition dropout, for guidance (InstructPix2Pix: 5% each, 5% both)
     drop_video: float = 0.05
     drop_both: float = 0.05  # (t2i, t2v: only drop_text + drop_both applies: the caption is dropped)
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
     clip_dir: str | None = None  # stages 2d, t2i: a trained CLIP whose text tower starts the text encoder (else random)
-    init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder; 2d, t2i: one to go on from (optional)
+    init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder, or (video) a model source of
+    #                              insv2v.loading: a pipeline folder or hub id, compose:IMAGE+MOTION; 2d, t2i: one to
+    #                              go on from (optional)
     fine_attention: bool = False  # 2d, t2i: attention at 16x16 too (grown into an --init model that lacks it)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     data_dir: str | None = None  # stages 2d, video: train on this `insv2v synth generate` dataset's kept pairs
+    size: int | None = None  # --data's frames resized to size x size (None: see `training_size`)
+    augment: bool | None = None  # video: random pans and zooms, the same on input and target (None: preset's, off)
+    preset: str | None = None  # video: "paper" or "reference" (PRESETS) fills in the settings left unset
+    optimizer: str | None = None  # "adamw", or "adam8bit" (bitsandbytes' AdamW8bit) (None: the preset's, adamw)
+    grad_accum: int | None = None  # micro-steps per optimizer step (None: from the preset's batch, else 1)
+    mixed_precision: str | None = None  # "no", "fp16", "bf16" (None: the preset's, else `accelerate launch`'s)
+    gradient_checkpointing: bool | None = None  # recompute UNet activations in the backward pass: less memory
+    ema: bool = False  # keep an exponential moving average of the trained weights; the final model is the EMA
+    report_to: str | None = None  # accelerate trackers, comma-separated: tensorboard, wandb, ... (log.jsonl always)
+    push_to_hub: str | None = None  # upload OUT_DIR/final to this Hugging Face Hub repo at the end
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 200
     threads: int | None = None  # CPU threads for torch (None: torch's default)
+
+
+def resolve_settings(config: TrainConfig, processes: int = 1) -> TrainConfig:
+    """`config` with every unset setting filled in: given values first, then its preset's, then DEFAULTS' (an unset
+    mixed_precision outside the reference preset stays unset: accelerate's own)."""
+    recipe = dict(PRESETS[config.preset]) if config.preset else {}
+    batch = recipe.pop("batch", None)
+    values = {**DEFAULTS, **recipe}
+    values.update({k: getattr(config, k) for k in values if getattr(config, k) is not None})
+    if batch and config.grad_accum is None:
+        values["grad_accum"] = max(1, math.ceil(batch / (values["batch_size"] * processes)))
+    return dataclasses.replace(config, **values)
 
 
 # ---------------------------------------------------------------- data: fresh procedural samples every step
@@ -136,7 +186,8 @@ def captioned_clips(rng: np.random.Generator, n: int, frames: int) -> tuple[torc
 
 @dataclass
 class PairData:
-    """The kept pairs of a dataset made by `insv2v synth generate`, decoded once and held as uint8 in memory."""
+    """The kept pairs of a dataset made by `insv2v synth generate` (under `accelerate launch`, this process's share),
+    decoded once and held as uint8 in memory."""
 
     root: str  # the dataset folder, resolved
     inputs: list[np.ndarray]  # per kept pair: (f, h, w, 3) uint8
@@ -145,6 +196,7 @@ class PairData:
     captions: list[str]  # the `input` prompt of each kept pair
     thresholds: dict | None  # the CLIP filter's thresholds in force (the dataset card's)
     counts: dict  # samples and kept ones, as `dataset.counts` gives them
+    ids: list[str] = field(default_factory=list)  # the pair id of each kept pair held
 
     def record(self) -> dict:
         """What a run trained on it records: which dataset, under which thresholds, how many pairs."""
@@ -176,8 +228,22 @@ class PairData:
         return torch.stack(inputs), torch.stack(targets), instructions
 
 
-def load_pairs(data_dir: str, frames: int, size: int) -> PairData:
-    """The kept pairs of `data_dir`, each checked to have at least `frames` frames of `size` x `size` pixels."""
+def fit_square(frames: np.ndarray, size: int) -> np.ndarray:
+    """(f, h, w, 3) -> (f, size, size, 3): the centred square of each frame, resized."""
+    from insv2v.video import resize
+
+    h, w = frames.shape[1:3]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return np.stack([resize(frame[top : top + side, left : left + side], size, size) for frame in frames])
+
+
+def load_pairs(
+    data_dir: str, frames: int, size: int, resize: bool = False, shard: tuple[int, int] = (0, 1)
+) -> PairData:
+    """The kept pairs of `data_dir`, each checked to have at least `frames` frames of `size` x `size` pixels (with
+    `resize`: of any size, made `size` x `size` by `fit_square`). `shard` (i, n): only kept pairs i, i + n, i + 2n ...
+    are decoded, process i's share of n."""
     from insv2v.video import read_video
 
     root = Path(data_dir)
@@ -188,9 +254,12 @@ def load_pairs(data_dir: str, frames: int, size: int) -> PairData:
     if not kept:
         raise ValueError(f"--data {data_dir}: none of its {len(records)} samples is kept by the CLIP filter; "
                          "`insv2v synth filter` can re-apply other thresholds")  # fmt: skip
+    index, processes = shard
+    if len(kept) < processes:
+        raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
     data = PairData(str(root.resolve()), [], [], [], [], dataset.read_card(root).get("thresholds"),
                     dataset.counts(records))  # fmt: skip
-    for r in kept:
+    for r in kept[index::processes]:
         source, target = (read_video(root / r["files"][k], multiple=1).frames for k in ("input", "edited"))
         name = f"--data {data_dir}: pair {r['id']}"
         if source.shape != target.shape:
@@ -198,13 +267,16 @@ def load_pairs(data_dir: str, frames: int, size: int) -> PairData:
                              f"({'x'.join(map(str, target.shape[:3]))}) videos differ in frames or size")  # fmt: skip
         if len(source) < frames:
             raise ValueError(f"{name} has {len(source)} frames, fewer than the {frames} of a training clip (--frames)")
-        if source.shape[1:3] != (size, size):
+        if resize:
+            source, target = fit_square(source, size), fit_square(target, size)
+        elif source.shape[1:3] != (size, size):
             raise ValueError(f"{name} has {source.shape[2]}x{source.shape[1]} frames; the model takes {size}x{size} "
                              f"(the toy world is {SIZE}x{SIZE})")  # fmt: skip
         data.inputs.append(source)
         data.edited.append(target)
         data.instructions.append(r["edit"])
         data.captions.append(r["input"])
+        data.ids.append(r["id"])
     return data
 
 
@@ -213,13 +285,35 @@ def data_source(config: TrainConfig) -> str | None:
     return str(Path(config.data_dir).resolve()) if config.data_dir else None
 
 
-def check_data_config(config: TrainConfig) -> None:
-    """--data fits the stage and the flags, and a resumed run goes on with the data it started with."""
+def check_config(config: TrainConfig) -> None:
+    """The settings fit the stage and each other, and a resumed run goes on with the data it started with: all
+    checked before anything is written."""
     if config.data_dir and config.stage not in ("2d", "video"):
         raise ValueError(f"--data is for stages 2d and video (the editor), got stage {config.stage}")
     if config.data_dir and config.edit_mix:
         raise ValueError("--edit-mix weighs the toy world's edit kinds; with --data the dataset's kept pairs are "
                          "drawn as they are")  # fmt: skip
+    if config.size and not config.data_dir:
+        raise ValueError(f"--size resizes the frames of --data; the toy world's are {SIZE}x{SIZE}")
+    if config.preset and config.preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {config.preset!r}")
+    if config.preset and config.stage != "video":
+        raise ValueError(f"--preset is a recipe of the video stage, got stage {config.stage}")
+    if config.augment and config.stage != "video":
+        raise ValueError(f"--motion-augment moves the clips of the video stage, got stage {config.stage}")
+    if config.optimizer and config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.gradient_checkpointing and config.stage == "clip":
+        raise ValueError("--gradient-checkpointing is for the UNet stages (2d, video, t2i, t2v), got stage clip")
+    if config.report_to:
+        check_trackers(config.report_to)
+    if config.push_to_hub:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(config.push_to_hub)
+        except HFValidationError as err:
+            raise ValueError(f"--push-to-hub {config.push_to_hub}: not a hub repo id (OWNER/NAME): {err}") from None
     state = Path(config.out_dir) / "checkpoint" / "state.json"
     if not state.exists():
         return
@@ -230,27 +324,46 @@ def check_data_config(config: TrainConfig) -> None:
                          "start a new run")  # fmt: skip
 
 
+def check_trackers(report_to: str) -> None:
+    """Each of the comma-separated trackers is one accelerate knows and whose package is installed (accelerate
+    itself would drop a missing one without a word)."""
+    from accelerate import tracking
+    from accelerate.utils import LoggerType
+
+    for name in report_to.split(","):
+        if name not in LoggerType.list():
+            raise ValueError(f"--report-to {name}: not a tracker accelerate knows ({', '.join(LoggerType.list())})")
+        if name != "all" and LoggerType(name) not in tracking.get_available_trackers():
+            raise ValueError(f"--report-to {name}: its package is not installed (pip install {name})")
+
+
 # ---------------------------------------------------------------- the models of each stage
 
 
 def build(config: TrainConfig):
-    """(trainable modules by name, frozen helpers) for the stage."""
+    """(trainable modules by name, frozen helpers) for the stage; helpers: tokenizer, vae, scheduler (training
+    noise), sampler (the saved pipeline's scheduler), and a frozen text_encoder where it does not train."""
+    from insv2v.models import add_source_channels
     from insv2v.toyworld import models
 
     if config.stage == "clip":
-        return {"clip": models.toy_clip()}, {}
+        return {"clip": models.toy_clip()}, {"tokenizer": models.toy_tokenizer()}
+    if config.stage == "video" and config.init_dir and not is_2d_folder(config.init_dir):
+        from insv2v.loading import load_fresh  # not load_pipeline: its cache would share the weights this run changes
+
+        return pipeline_parts(load_fresh(config.init_dir, torch.device("cpu"), torch.float32))
     from diffusers import UNet2DConditionModel
     from transformers import CLIPModel, CLIPTextModel
 
-    tokenizer = models.toy_tokenizer()
-    vae = models.toy_autoencoder()
-    scheduler = models.toy_train_scheduler()
-    helpers = {"tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}
+    helpers = {"tokenizer": models.toy_tokenizer(), "vae": models.toy_autoencoder(),
+               "scheduler": models.toy_train_scheduler(), "sampler": models.toy_sample_scheduler()}  # fmt: skip
     if config.stage in ("2d", "t2i"):
-        if config.init_dir:  # go on from a trained model of the stage
+        if config.init_dir:  # go on from a trained model of the stage; stage 2d also from a text-to-image model
             init = Path(config.init_dir)
             unet = UNet2DConditionModel.from_pretrained(init / "unet")
             text_encoder = CLIPTextModel.from_pretrained(init / "text_encoder")
+            if config.stage == "2d" and unet.config.in_channels == unet.config.out_channels:
+                unet = add_source_channels(unet)  # InstructPix2Pix's start: its text-to-image model
         else:
             clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
             text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet
@@ -265,17 +378,63 @@ def build(config: TrainConfig):
 
         unet = inflate_unet(UNet2DConditionModel.from_pretrained(Path(config.init_dir) / "unet"))
         text_encoder = CLIPTextModel.from_pretrained(Path(config.init_dir) / "text_encoder").requires_grad_(False)
-        unet.requires_grad_(False)
-        for name, param in unet.named_parameters():
-            param.requires_grad_("motion_modules" in name)  # only the motion modules learn (InsV2V sec. 3.2)
-        return {"unet": unet}, {**helpers, "text_encoder": text_encoder}
+        return {"unet": only_motion_modules_train(unet)}, {**helpers, "text_encoder": text_encoder}
     raise ValueError(f"stage must be clip, 2d, video, t2i or t2v, got {config.stage!r}")
 
 
-def encode_text(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
+def is_2d_folder(source: str) -> bool:
+    """Whether `source` is a folder written by stage 2d (unet/, text_encoder/, tokenizer/; no pipeline index)."""
+    path = Path(source).expanduser()
+    return (path / "unet").is_dir() and not (path / "model_index.json").is_file()
+
+
+def only_motion_modules_train(unet):
+    unet.requires_grad_(False)
+    for name, param in unet.named_parameters():
+        param.requires_grad_("motion_modules" in name)  # only the motion modules learn (InsV2V sec. 3.2)
+    return unet
+
+
+def pipeline_parts(pipe) -> tuple[dict, dict]:
+    """Stage video's modules and helpers from an InsV2V pipeline: its UNet (motion modules trained), its frozen
+    VAE and text encoder, its tokenizer; noise is added on its scheduler's schedule, which also samples the result."""
+    from diffusers import DDPMScheduler
+
+    helpers = {"tokenizer": pipe.tokenizer, "vae": pipe.vae.requires_grad_(False),
+               "text_encoder": pipe.text_encoder.requires_grad_(False),
+               "scheduler": DDPMScheduler.from_config(pipe.scheduler.config), "sampler": pipe.scheduler}  # fmt: skip
+    return {"unet": only_motion_modules_train(pipe.unet)}, helpers
+
+
+def is_pixel_fold(vae) -> bool:
+    """The toy world's lossless "autoencoder": latents are the pixels, folded."""
+    return isinstance(vae, PixelUnshuffleAutoencoder)
+
+
+def training_size(config: TrainConfig, unet, vae) -> tuple[int, bool]:
+    """(side in pixels, whether --data's frames are resized to it): --size if given; else a learned VAE's model
+    trains at REAL_SIZE (or its own size if smaller), the toy's pixel model on frames of its own size as they are."""
+    from insv2v.pipeline import vae_scale_factor
+
+    sample_size = unet.config.sample_size
+    native = (sample_size if isinstance(sample_size, int) else min(sample_size)) * vae_scale_factor(vae)
+    if config.size:
+        return config.size, True
+    return (native, False) if is_pixel_fold(vae) else (min(REAL_SIZE, native), True)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def encode_text(tokenizer, text_encoder, texts: list[str], device: torch.device | None = None) -> torch.Tensor:
     tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")  # fmt: skip
-    return text_encoder(tokens.input_ids)[0]  # (n, L, C)
+    return text_encoder(tokens.input_ids.to(device))[0]  # (n, L, C)
+
+
+def encode_pixels(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """Unscaled posterior means of (n, 3, h, w) pixels in [-1, 1], as float32."""
+    return vae.encode(pixels.to(vae.dtype)).latent_dist.mode().float()
 
 
 def fold_frames(x: torch.Tensor) -> torch.Tensor:
@@ -288,34 +447,61 @@ def unfold_frames(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.unflatten(0, (n, -1)).transpose(1, 2)
 
 
+def drop_conditions(rng: np.random.Generator, n: int, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(no_text, no_video) masks of n samples for dual guidance (InstructPix2Pix sec. 3.2.1): the text alone is
+    dropped with probability drop_text, both with drop_both, the source video alone with drop_video."""
+    roll = torch.from_numpy(rng.random(n)).float()
+    no_text = roll < config.drop_text + config.drop_both
+    no_video = (roll >= config.drop_text) & (roll < config.drop_text + config.drop_both + config.drop_video)
+    return no_text, no_video
+
+
+def loss_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to output for x_t = add_noise(x0, noise, t), by the scheduler's `prediction_type`."""
+    from insv2v.guidance import PREDICTION_TYPES
+
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {kind!r}")
+
+
 def editing_loss(unet, helpers, text_encoder, source, target, instructions, config, rng) -> torch.Tensor:
     """InstructPix2Pix loss with condition dropout; source/target (n, 3, h, w) or (n, 3, f, h, w) in [-1, 1]."""
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
     video = source.ndim == 5
     n = source.shape[0]
     target_px, source_px = (fold_frames(target), fold_frames(source)) if video else (target, source)
-    x0 = vae.encode(target_px).latent_dist.mode() * vae.config.scaling_factor
-    cond = source_latents = vae.encode(source_px).latent_dist.mode()
-    roll = torch.from_numpy(rng.random(n)).float()
-    no_text = roll < config.drop_text + config.drop_both
-    no_video = (roll >= config.drop_text) & (roll < config.drop_text + config.drop_both + config.drop_video)
+    with torch.no_grad():  # the VAE never trains
+        x0 = encode_pixels(vae, target_px) * vae.config.scaling_factor
+        cond = source_latents = encode_pixels(vae, source_px)  # unscaled, as InstructPix2Pix conditions
+    no_text, no_video = drop_conditions(rng, n, config)
     texts = ["" if drop else text for drop, text in zip(no_text.tolist(), instructions, strict=True)]
-    embeds = encode_text(tokenizer, text_encoder, texts)  # (n, L, C)
+    embeds = encode_text(tokenizer, text_encoder, texts, source.device).float()  # (n, L, C)
+    keep_video = (~no_video).float().to(source.device)
     if video:
         f = source.shape[2]
         x0, cond, source_latents = (unfold_frames(x, n) for x in (x0, cond, source_latents))
-        cond = cond * (~no_video).float().view(n, 1, 1, 1, 1)
+        cond = cond * keep_video.view(n, 1, 1, 1, 1)
         embeds = embeds.repeat_interleave(f, dim=0)  # (n*f, L, C)
     else:
-        cond = cond * (~no_video).float().view(n, 1, 1, 1)
+        cond = cond * keep_video.view(n, 1, 1, 1)
     noise = torch.randn_like(x0)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,))
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,)).to(source.device)
     noisy = scheduler.add_noise(x0, noise, t)  # per-sample timesteps broadcast over (c, [f,] h, w)
     pred = unet(torch.cat([noisy, cond], dim=1), t, encoder_hidden_states=embeds).sample
+    error = F.mse_loss(pred.float(), loss_target(scheduler, x0, noise, t), reduction="none")
+    if not is_pixel_fold(vae):
+        return error.mean()
     # A recoloured shape is a few percent of the pixels; weighting what the edit changes makes the model learn
-    # the edit instead of only the copy (x0 and the unscaled source share one space: a lossless pixel fold).
+    # the edit instead of only the copy. Only the lossless pixel fold says which latents an edit changed (x0 and
+    # the unscaled source share one space); a learned VAE's latents differ all over, so real models train unweighted.
     changed = ((x0 / vae.config.scaling_factor - source_latents).abs() > EDIT_THRESHOLD).float()
-    return (F.mse_loss(pred, x0, reduction="none") * (1 + config.edit_weight * changed)).mean()  # "sample" prediction
+    return (error * (1 + config.edit_weight * changed)).mean()
 
 
 def generation_loss(unet, helpers, text_encoder, clips, coverage, captions, config, rng) -> torch.Tensor:
@@ -325,11 +511,13 @@ def generation_loss(unet, helpers, text_encoder, clips, coverage, captions, conf
     """
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
     n, f = clips.shape[0], clips.shape[2]
-    x0 = vae.encode(fold_frames(clips)).latent_dist.mode() * vae.config.scaling_factor  # (n*f, c, h, w)
+    with torch.no_grad():
+        x0 = encode_pixels(vae, fold_frames(clips)) * vae.config.scaling_factor  # (n*f, c, h, w)
     dropped = rng.random(n) < config.drop_text + config.drop_both
-    embeds = encode_text(tokenizer, text_encoder, ["" if d else c for d, c in zip(dropped, captions, strict=True)])
+    texts = ["" if d else c for d, c in zip(dropped, captions, strict=True)]
+    embeds = encode_text(tokenizer, text_encoder, texts, clips.device).float()
     noise = torch.randn_like(x0)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,))
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,)).to(clips.device)
     noisy = scheduler.add_noise(x0, noise, t.repeat_interleave(f))  # one timestep per clip
     if config.stage == "t2i":
         pred = unet(noisy, t.repeat_interleave(f), encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
@@ -339,74 +527,59 @@ def generation_loss(unet, helpers, text_encoder, clips, coverage, captions, conf
     # The shapes carry what a caption says beyond the background; they are a few percent of the pixels.
     weight = 1 + config.shape_weight * F.pixel_unshuffle(fold_frames(coverage), vae.config.patch_size)
     weight = weight.mean(dim=1, keepdim=True)  # (n*f, 1, h, w): the coverage of each folded 4x4 patch
-    return (F.mse_loss(pred, x0, reduction="none") * weight).mean()  # "sample" prediction
+    target = loss_target(scheduler, x0, noise, t.repeat_interleave(f))
+    return (F.mse_loss(pred.float(), target, reduction="none") * weight).mean()
 
 
 def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")  # fmt: skip
     pixels = (images + 1) / 2  # toy CLIP sees [0, 1] pixels, no normalisation
-    return clip(input_ids=tokens.input_ids, pixel_values=pixels, return_loss=True).loss
+    return clip(input_ids=tokens.input_ids.to(images.device), pixel_values=pixels, return_loss=True).loss
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, data_dir: str | None = None) -> None:
-    """Weights, optimizer state and the step; `data_dir`, the dataset trained on (see `data_source`), if any."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, module in modules.items():
-        weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        save_file(weights, folder / f"{name}.safetensors")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")  # tensors and numbers only
-    state = {"step": step, **({"data_dir": data_dir} if data_dir else {})}
-    (folder / "state.json").write_text(json.dumps(state))
-
-
-def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
-    for name, module in modules.items():
-        module.load_state_dict(load_file(folder / f"{name}.safetensors"))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    return json.loads((folder / "state.json").read_text())["step"]
-
-
-def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None = None) -> Path:
-    """The finished model: a CLIP folder, or an InsV2VPipeline folder (2-D stage: the 2-D UNet inside); with
-    training.json: the settings and the dataset trained on (None: fresh toy-world triplets)."""
-    final = Path(config.out_dir) / "final"
-    _save_model(final, config, modules, helpers)
-    record = {"config": dataclasses.asdict(config), "data": data.record() if data else None}
-    (final / "training.json").write_text(json.dumps(record, indent=2))
-    return final
-
-
-def _save_model(final: Path, config: TrainConfig, modules: dict, helpers: dict) -> None:
+def batch_loss(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None, rng, device) -> torch.Tensor:
+    """The loss of one micro-batch of the stage, on fresh toy-world samples or on the kept pairs of --data."""
+    n = config.batch_size
     if config.stage == "clip":
-        modules["clip"].save_pretrained(final)
-        toy_tokenizer().save_pretrained(final)
-        return
-
+        source, _, _, captions = frame_pairs(rng, n)
+        return clip_loss(modules["clip"], helpers["tokenizer"], source.to(device), captions)
     text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
     if config.stage in ("t2i", "t2v"):
-        from insv2v.synth.t2v import TextToVideoPipeline
-
-        pipe = TextToVideoPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
-                                   unet=modules["unet"], scheduler=toy_sample_scheduler())  # fmt: skip
-        pipe.save_pretrained(final)
-        return
+        clips, coverage, captions = captioned_clips(rng, n, 1 if config.stage == "t2i" else config.frames)
+        return generation_loss(modules["unet"], helpers, text_encoder, clips.to(device), coverage.to(device),
+                               captions, config, rng)  # fmt: skip
     if config.stage == "2d":
-        for name in ("unet", "text_encoder"):
-            modules[name].save_pretrained(final / name)
-        helpers["tokenizer"].save_pretrained(final / "tokenizer")
-        return
-    from insv2v.pipeline import InsV2VPipeline
+        source, target, instructions, _ = data.frame_pairs(rng, n) if data else frame_pairs(rng, n, config.edit_mix)
+    elif data:
+        source, target, instructions = data.clip_pairs(rng, n, config.frames)
+    else:
+        source, target, instructions = clip_pairs(rng, n, config.frames, config.edit_mix)
+    source, target = source.to(device), target.to(device)
+    if config.augment:
+        source, target = augment_pairs(rng, source, target)
+    return editing_loss(modules["unet"], helpers, text_encoder, source, target, instructions, config, rng)
 
-    pipe = InsV2VPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
-                          unet=modules["unet"], scheduler=toy_sample_scheduler())  # fmt: skip
-    pipe.save_pretrained(final)
+
+# ---------------------------------------------------------------- optimisation
 
 
-# ---------------------------------------------------------------- the loop
+def trainable_parameters(modules: dict) -> dict[str, torch.nn.Parameter]:
+    """The parameters that learn, by "module.parameter" name."""
+    return {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, or bitsandbytes' 8-bit AdamW (its state in a quarter of the memory) where installed."""
+    if config.optimizer == "adam8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            warnings.warn("--optimizer adam8bit needs bitsandbytes (pip install bitsandbytes); training with AdamW "
+                          "(32-bit state) instead", stacklevel=2)  # fmt: skip
+        else:
+            return bitsandbytes.optim.AdamW8bit(params, lr=config.lr, weight_decay=WEIGHT_DECAY)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=WEIGHT_DECAY)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -417,76 +590,195 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def make_ema(params: dict[str, torch.nn.Parameter], checkpoint: Path | None = None):
+    """An exponential moving average of `params`: the one saved in `checkpoint` if it holds one, else starting at
+    the weights as they are (diffusers' EMAModel: decay (1 + n) / (10 + n) after n updates, at most 0.9999)."""
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(list(params.values()))
+    if checkpoint and (checkpoint / "ema.safetensors").exists():
+        shadows = load_file(checkpoint / "ema.safetensors")
+        updates = json.loads((checkpoint / "state.json").read_text())["ema_updates"]
+        ema.load_state_dict({"shadow_params": [shadows[name] for name in params], "optimization_step": updates})
+    return ema
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, data_dir: str | None = None, ema=None) -> None:
+    """Weights, optimizer state and the step; `data_dir`, the dataset trained on (see `data_source`), if any; the
+    EMA of the trainable weights, if kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, module in modules.items():
+        weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(weights, folder / f"{name}.safetensors")
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")  # tensors and numbers only
+    state = {"step": step, **({"data_dir": data_dir} if data_dir else {})}
+    if ema is not None:
+        shadows = dict(zip(trainable_parameters(modules), ema.shadow_params, strict=True))
+        save_file({k: v.detach().contiguous() for k, v in shadows.items()}, folder / "ema.safetensors")
+        state["ema_updates"] = ema.optimization_step
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
+    for name, module in modules.items():
+        module.load_state_dict(load_file(folder / f"{name}.safetensors"))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    return json.loads((folder / "state.json").read_text())["step"]
+
+
+def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None = None,
+               shards: list[list[str]] | None = None) -> Path:  # fmt: skip
+    """The finished model: a CLIP folder, or an InsV2VPipeline folder (2-D stage: the 2-D UNet inside); with
+    training.json: the settings and the dataset trained on (None: fresh toy-world triplets), with the pair ids each
+    process drew from (`shards`)."""
+    final = Path(config.out_dir) / "final"
+    _save_model(final, config, modules, helpers)
+    record = {"config": dataclasses.asdict(config), "data": {**data.record(), "shards": shards} if data else None}
+    (final / "training.json").write_text(json.dumps(record, indent=2))
+    return final
+
+
+def _save_model(final: Path, config: TrainConfig, modules: dict, helpers: dict) -> None:
+    if config.stage == "clip":
+        modules["clip"].save_pretrained(final)
+        helpers["tokenizer"].save_pretrained(final)
+        return
+
+    text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
+    if config.stage in ("t2i", "t2v"):
+        from insv2v.synth.t2v import TextToVideoPipeline
+
+        pipe = TextToVideoPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
+                                   unet=modules["unet"], scheduler=helpers["sampler"])  # fmt: skip
+        pipe.save_pretrained(final)
+        return
+    if config.stage == "2d":
+        for name in ("unet", "text_encoder"):
+            modules[name].save_pretrained(final / name)
+        helpers["tokenizer"].save_pretrained(final / "tokenizer")
+        return
+    from insv2v.pipeline import InsV2VPipeline
+
+    pipe = InsV2VPipeline(vae=helpers["vae"], text_encoder=text_encoder, tokenizer=helpers["tokenizer"],
+                          unet=modules["unet"], scheduler=helpers["sampler"])  # fmt: skip
+    pipe.save_pretrained(final)
+
+
+def push_final(final: Path, repo_id: str) -> str:
+    """Upload the finished model folder to the Hugging Face Hub repo `repo_id` (made if missing); its commit URL."""
+    import huggingface_hub
+
+    huggingface_hub.create_repo(repo_id, exist_ok=True)
+    commit = huggingface_hub.upload_folder(repo_id=repo_id, folder_path=final, commit_message="insv2v train")
+    return commit.commit_url
+
+
+# ---------------------------------------------------------------- the loop
+
+
 def train(config: TrainConfig) -> Path:
-    check_data_config(config)
+    check_config(config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    accelerator = Accelerator()
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    log_with = config.report_to.split(",") if config.report_to else None
+    accelerator = Accelerator(mixed_precision=resolve_settings(config).mixed_precision, log_with=log_with,
+                              project_dir=out)  # fmt: skip
+    # A preset's batch sets the accumulation by the number of processes; the precision is what accelerate runs.
+    config = resolve_settings(config, accelerator.num_processes)
+    config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)
+    accelerator.gradient_accumulation_steps = config.grad_accum
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     torch.manual_seed(config.seed)
     modules, helpers = build(config)
+    if config.gradient_checkpointing:
+        modules["unet"].enable_gradient_checkpointing()
     data = None
     if config.data_dir:
-        size = modules["unet"].config.sample_size * helpers["vae"].config.patch_size  # pixels
-        data = load_pairs(config.data_dir, config.frames if config.stage == "video" else 1, size)
-        accelerator.print(f"training on the {len(data.inputs)} kept pairs of {data.root}")
-    tokenizer = toy_tokenizer()
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+        size, resize = training_size(config, modules["unet"], helpers["vae"])
+        data = load_pairs(config.data_dir, config.frames if config.stage == "video" else 1, size, resize,
+                          shard=(accelerator.process_index, accelerator.num_processes))  # fmt: skip
+        accelerator.print(f"training on the {data.counts['kept']} kept pairs of {data.root} at {size}x{size}, "
+                          f"shared by {accelerator.num_processes} process(es)")  # fmt: skip
+    accelerator.print(f"batch {config.batch_size} x {config.grad_accum} accumulated x {accelerator.num_processes} "
+                      f"process(es) = {config.batch_size * config.grad_accum * accelerator.num_processes}")  # fmt: skip
+    trainable = trainable_parameters(modules)
+    params = list(trainable.values())
+    optimizer = make_optimizer(params, config)
+    checkpoint = out / "checkpoint"
     step = 0
-    if (out / "checkpoint" / "state.json").exists():
-        step = load_checkpoint(out / "checkpoint", modules, optimizer)
+    if (checkpoint / "state.json").exists():  # every process loads it; only the main process writes it
+        step = load_checkpoint(checkpoint, modules, optimizer)
         accelerator.print(f"resumed from step {step}")
+    ema = make_ema(trainable, checkpoint if step else None) if config.ema else None
     names = list(modules)
     prepared = accelerator.prepare(*modules.values(), optimizer)
     modules, optimizer = dict(zip(names, prepared[:-1], strict=True)), prepared[-1]
     for module in modules.values():
         module.train()
-    # Each process and each resumed run draws different samples.
-    rng = np.random.default_rng([config.seed, accelerator.process_index, step])
+    for name in ("vae", "text_encoder"):
+        if name in helpers:
+            helpers[name].to(accelerator.device)
+    if ema is not None:
+        ema.to(accelerator.device)
+    if config.report_to:
+        settings = {k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("insv2v", config=settings)
+    # Each process and each resumed run draws different samples and different noise.
+    seeds = np.random.SeedSequence([config.seed, accelerator.process_index, step])
+    rng = np.random.default_rng(seeds)
+    torch.manual_seed(int(seeds.generate_state(1)[0]))
+    # The first record of each run says where every process started and how many pairs it draws from.
+    started = gather_object([{"process": accelerator.process_index, "started_at": step,
+                              **({"pairs": len(data.ids)} if data else {})}])  # fmt: skip
     began, losses = time.perf_counter(), []
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        if config.stage == "clip":
-            source, _, _, captions = frame_pairs(rng, config.batch_size)
-            loss = clip_loss(modules["clip"], tokenizer, source.to(accelerator.device), captions)
-        else:
-            text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
-            if config.stage in ("t2i", "t2v"):
-                frames = 1 if config.stage == "t2i" else config.frames
-                clips, coverage, captions = captioned_clips(rng, config.batch_size, frames)
-                loss = generation_loss(modules["unet"], helpers, text_encoder, clips.to(accelerator.device),
-                                       coverage.to(accelerator.device), captions, config, rng)  # fmt: skip
-            elif config.stage == "2d" and data:
-                source, target, instructions, _ = data.frame_pairs(rng, config.batch_size)
-            elif config.stage == "2d":
-                source, target, instructions, _ = frame_pairs(rng, config.batch_size, config.edit_mix)
-            elif data:
-                source, target, instructions = data.clip_pairs(rng, config.batch_size, config.frames)
-            else:
-                source, target, instructions = clip_pairs(rng, config.batch_size, config.frames, config.edit_mix)
-            if config.stage in ("2d", "video"):
-                loss = editing_loss(modules["unet"], helpers, text_encoder, source.to(accelerator.device),
-                                    target.to(accelerator.device), instructions, config, rng)  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        for _ in range(config.grad_accum):  # accelerate steps the optimizer on the last micro-step only
+            with accelerator.accumulate(*modules.values()):
+                with accelerator.autocast():
+                    loss = batch_loss(config, modules, helpers, data, rng, accelerator.device)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
         step += 1
-        losses.append(loss.item())
+        if ema is not None:
+            ema.step(params)
         if step % config.log_every == 0 or step == config.steps:
-            record = {"step": step, "loss": float(np.mean(losses)), "lr": learning_rate(step - 1, config),
+            mean = torch.tensor(np.mean(losses), dtype=torch.float64, device=accelerator.device)
+            record = {"step": step, "loss": accelerator.reduce(mean, "mean").item(),
+                      "lr": learning_rate(step - 1, config),
                       "seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
-            with open(out / "log.jsonl", "a") as log:
-                log.write(json.dumps(record) + "\n")
+            accelerator.log({"loss": record["loss"], "lr": record["lr"]}, step=step)
+            if started:
+                record["processes"], started = started, None
+            if accelerator.is_main_process:
+                with open(out / "log.jsonl", "a") as log:
+                    log.write(json.dumps(record) + "\n")
             accelerator.print(record)
             losses = []
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
-            save_checkpoint(out / "checkpoint", {n: accelerator.unwrap_model(m) for n, m in modules.items()},
-                            optimizer, step, data_source(config))  # fmt: skip
+            save_checkpoint(checkpoint, {n: accelerator.unwrap_model(m) for n, m in modules.items()}, optimizer,
+                            step, data_source(config), ema)  # fmt: skip
     accelerator.wait_for_everyone()
-    modules = {n: accelerator.unwrap_model(m).eval() for n, m in modules.items()}
-    return save_final(config, modules, helpers, data) if accelerator.is_main_process else out / "final"
+    modules = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False).eval() for n, m in modules.items()}
+    if ema is not None:
+        ema.copy_to(params)  # the finished model is the average
+    shards = gather_object([data.ids]) if data else None
+    if config.report_to:
+        accelerator.end_training()
+    if not accelerator.is_main_process:
+        return out / "final"
+    final = save_final(config, modules, helpers, data, shards)
+    if config.push_to_hub:
+        accelerator.print(f"pushed {final} to {push_final(final, config.push_to_hub)}")
+    return final

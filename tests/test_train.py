@@ -115,3 +115,22 @@ def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
     out = pipe(source, "make the background a forest", num_inference_steps=2, frames_per_clip=4, ref_frames=1).frames
     assert out.shape == (4, 64, 64, 3)
     assert type(pipe.vae).__name__ == "PixelUnshuffleAutoencoder" and pipe.scheduler.config.prediction_type == "sample"
+
+
+def test_the_2d_stage_starts_from_a_text_to_image_model_as_instructpix2pix_does(tmp_path):
+    """--init with the toy text-to-image model: the editing UNet gains zero-weighted source channels and so starts
+    as that model, its text encoder included."""
+    from insv2v.assets import TOY_T2I
+    from insv2v.synth.t2v import load_t2v
+
+    modules, _ = build(TrainConfig(stage="2d", out_dir=str(tmp_path), init_dir=str(TOY_T2I)))
+    t2i = load_t2v(str(TOY_T2I), "cpu")
+    unet = modules["unet"]
+    assert (unet.config.in_channels, unet.config.out_channels) == (96, 48)
+    x, source, t = torch.randn(1, 48, 16, 16), torch.randn(1, 48, 16, 16), torch.tensor([500])
+    tokens = t2i.tokenizer(["a red circle on a beach"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        text = t2i.text_encoder(tokens)[0]
+        assert torch.equal(modules["text_encoder"](tokens)[0], text)
+        edited = unet(torch.cat([x, source], 1), t, encoder_hidden_states=text).sample
+        assert torch.allclose(edited, t2i.unet(x, t, encoder_hidden_states=text).sample, atol=1e-5)
