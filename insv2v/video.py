@@ -567,6 +567,9 @@ class VideoWriter:
         self._video.codec_context.time_base = 1 / self.rate
         for key, value in BT601.items():  # PyAV converts RGB -> YUV with BT.601; say so, or players may guess BT.709
             setattr(self._video.codec_context, key, value)
+        # One encoder thread: PyAV has x264 cut each frame into a slice per thread, and its automatic count follows
+        # the machine's cores, so the same frames would make other files on other machines (a recipe should not).
+        self._video.codec_context.thread_count = 1
         if self._video.codec_context.name == "libx264":
             self._video.options = {"crf": str(self.crf)}
         else:
