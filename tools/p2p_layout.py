@@ -3,9 +3,10 @@
     python tools/p2p_layout.py --sa-end 0.4 1.0 --n 24 --seed 800000 --out results.json
     python tools/p2p_layout.py --t2v runs/t2i-fine/final --frames 1      # image Prompt-to-Prompt
 
-Held-out toy prompts from `--seed` (not the shipped set's 600000), 8 frames, 30 DDIM steps, CFG 8, cross-attention
-edited until 0.8 of the steps, edit weight 2; the same prompts and noise for every `--sa-end`; each pair judged by the
-attribute reader (insv2v/toyworld/reader.py), with and without shape kinds, and counted where a kept shape moved.
+Held-out toy prompts from `--seed` (not the shipped set's 600000), 8 frames (`--frames`), 30 DDIM steps, CFG 8
+(`--cfg`), cross-attention edited until 0.8 of the steps, edit weight 2; the same prompts and noise for every
+`--sa-end`; each pair judged by the attribute reader (insv2v/toyworld/reader.py), with and without shape kinds, and
+counted where a kept shape moved.
 """
 
 import argparse
@@ -22,7 +23,7 @@ from insv2v.synth.prompts import toy_prompts
 from insv2v.synth.t2v import load_t2v
 from insv2v.toyworld.synthetic import toy_judge
 
-STEPS, CFG, CA_END, EDIT_WEIGHT = 30, 8.0, 0.8, 2.0  # the other settings, fixed
+STEPS, CA_END, EDIT_WEIGHT = 30, 0.8, 2.0  # the other settings, fixed
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,6 +32,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=800000)
     parser.add_argument("--t2v", default=str(TOY_T2V), help="text-to-video (or -image) model (the shipped toy t2v)")
     parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--cfg", type=float, default=8.0, help="classifier-free guidance of both (8)")
     parser.add_argument("--out")
     args = parser.parse_args()
     pipe = load_t2v(args.t2v, "cpu")
@@ -41,7 +43,7 @@ if __name__ == "__main__":
     pairs = list(itertools.islice(toy_prompts(args.seed, "heldout"), args.n))
     results = {}
     for sa_end in args.sa_end:
-        settings = P2PSettings(CFG, sa_end, CA_END, EDIT_WEIGHT)
+        settings = P2PSettings(args.cfg, sa_end, CA_END, EDIT_WEIGHT)
         verdicts = []
         for i, pair in enumerate(pairs):
             source, target, _ = make_sample(pipe, load_clip(clip), pair, args.seed + i, config, settings)
