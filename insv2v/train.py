@@ -184,33 +184,62 @@ def captioned_clips(rng: np.random.Generator, n: int, frames: int) -> tuple[torc
 # ---------------------------------------------------------------- data: the kept pairs of a synthetic dataset
 
 
+PAIR_MEMORY = 2 * 2**30  # bytes of decoded pairs a process keeps (a toy set entirely; of a large one, a share)
+
+
 @dataclass
 class PairData:
-    """The kept pairs of a dataset made by `insv2v synth generate` (under `accelerate launch`, this process's share),
-    decoded once and held as uint8 in memory."""
+    """The kept pairs of a dataset made by `insv2v synth generate` (under `accelerate launch`, this process's share):
+    checked from their headers when loaded, decoded when first drawn, and kept decoded while `memory` allows, so a
+    dataset of any size trains without holding it all."""
 
     root: str  # the dataset folder, resolved
-    inputs: list[np.ndarray]  # per kept pair: (f, h, w, 3) uint8
-    edited: list[np.ndarray]  # the same shapes as `inputs`
+    files: list[tuple[Path, Path]]  # per kept pair: its input and edited videos
     instructions: list[str]  # the `edit` prompt of each kept pair
     captions: list[str]  # the `input` prompt of each kept pair
     thresholds: dict | None  # the CLIP filter's thresholds in force (the dataset card's)
     counts: dict  # samples and kept ones, as `dataset.counts` gives them
-    ids: list[str] = field(default_factory=list)  # the pair id of each kept pair held
+    ids: list[str]  # the pair id of each kept pair held
+    size: int  # frames are size x size pixels (resized by `fit_square` where `resize`)
+    resize: bool
+    memory: int = PAIR_MEMORY
+    decoded: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
 
     def record(self) -> dict:
         """What a run trained on it records: which dataset, under which thresholds, how many pairs."""
         return {"dir": self.root, "thresholds": self.thresholds, "counts": self.counts}
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Kept pair i's input and edited frames, (f, size, size, 3) uint8 each."""
+        if i in self.decoded:
+            return self.decoded[i]
+        from insv2v.video import read_video
+
+        source, target = (read_video(path, multiple=1).frames for path in self.files[i])
+        if source.shape != target.shape:  # the headers agreed; the streams did not
+            shapes = ["x".join(map(str, x.shape[:3])) for x in (source, target)]
+            raise ValueError(f"--data {self.root}: pair {self.ids[i]}'s input and edited videos decode to "
+                             f"{shapes[0]} and {shapes[1]}")  # fmt: skip
+        if self.resize:
+            source, target = fit_square(source, self.size), fit_square(target, self.size)
+        held = sum(a.nbytes + b.nbytes for a, b in self.decoded.values())
+        if held + source.nbytes + target.nbytes <= self.memory:
+            self.decoded[i] = source, target
+        return source, target
 
     def frame_pairs(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
         """n (input frame, edited frame, instruction, input caption): a random frame of a random kept pair, as
         `frame_pairs` gives them."""
         inputs, targets, instructions, captions = [], [], [], []
         for _ in range(n):
-            i = int(rng.integers(len(self.inputs)))
-            t = int(rng.integers(len(self.inputs[i])))
-            inputs.append(self.inputs[i][t])
-            targets.append(self.edited[i][t])
+            i = int(rng.integers(len(self)))
+            source, target = self.pair(i)
+            t = int(rng.integers(len(source)))
+            inputs.append(source[t])
+            targets.append(target[t])
             instructions.append(self.instructions[i])
             captions.append(self.captions[i])
         return to_pixels(np.stack(inputs)), to_pixels(np.stack(targets)), instructions, captions
@@ -220,10 +249,11 @@ class PairData:
         videos of a random kept pair, clips as (n, 3, f, h, w) in [-1, 1], as `clip_pairs` gives them."""
         inputs, targets, instructions = [], [], []
         for _ in range(n):
-            i = int(rng.integers(len(self.inputs)))
-            first = int(rng.integers(len(self.inputs[i]) - frames + 1))
-            inputs.append(to_pixels(self.inputs[i][first : first + frames]).transpose(0, 1))  # (3, f, h, w)
-            targets.append(to_pixels(self.edited[i][first : first + frames]).transpose(0, 1))
+            i = int(rng.integers(len(self)))
+            source, target = self.pair(i)
+            first = int(rng.integers(len(source) - frames + 1))
+            inputs.append(to_pixels(source[first : first + frames]).transpose(0, 1))  # (3, f, h, w)
+            targets.append(to_pixels(target[first : first + frames]).transpose(0, 1))
             instructions.append(self.instructions[i])
         return torch.stack(inputs), torch.stack(targets), instructions
 
@@ -241,10 +271,10 @@ def fit_square(frames: np.ndarray, size: int) -> np.ndarray:
 def load_pairs(
     data_dir: str, frames: int, size: int, resize: bool = False, shard: tuple[int, int] = (0, 1)
 ) -> PairData:
-    """The kept pairs of `data_dir`, each checked to have at least `frames` frames of `size` x `size` pixels (with
-    `resize`: of any size, made `size` x `size` by `fit_square`). `shard` (i, n): only kept pairs i, i + n, i + 2n ...
-    are decoded, process i's share of n."""
-    from insv2v.video import read_video
+    """The kept pairs of `data_dir`, each checked from its headers to have at least `frames` frames of `size` x
+    `size` pixels (with `resize`: of any size, made `size` x `size` by `fit_square`). `shard` (i, n): only kept
+    pairs i, i + n, i + 2n ... are held, process i's share of n."""
+    from insv2v.video import probe
 
     root = Path(data_dir)
     if not dataset.is_dataset(root):
@@ -257,23 +287,23 @@ def load_pairs(
     index, processes = shard
     if len(kept) < processes:
         raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
-    data = PairData(str(root.resolve()), [], [], [], [], dataset.read_card(root).get("thresholds"),
-                    dataset.counts(records))  # fmt: skip
+    data = PairData(str(root.resolve()), [], [], [], dataset.read_card(root).get("thresholds"),
+                    dataset.counts(records), [], size, resize)  # fmt: skip
     for r in kept[index::processes]:
-        source, target = (read_video(root / r["files"][k], multiple=1).frames for k in ("input", "edited"))
+        paths = tuple(root / r["files"][k] for k in ("input", "edited"))
+        source, target = (probe(path) for path in paths)
         name = f"--data {data_dir}: pair {r['id']}"
-        if source.shape != target.shape:
-            raise ValueError(f"{name}: its input ({'x'.join(map(str, source.shape[:3]))}) and edited "
-                             f"({'x'.join(map(str, target.shape[:3]))}) videos differ in frames or size")  # fmt: skip
-        if len(source) < frames:
-            raise ValueError(f"{name} has {len(source)} frames, fewer than the {frames} of a training clip (--frames)")
-        if resize:
-            source, target = fit_square(source, size), fit_square(target, size)
-        elif source.shape[1:3] != (size, size):
-            raise ValueError(f"{name} has {source.shape[2]}x{source.shape[1]} frames; the model takes {size}x{size} "
+        shapes = [(info.num_frames, info.height, info.width) for info in (source, target)]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"{name}: its input ({'x'.join(map(str, shapes[0]))}) and edited "
+                             f"({'x'.join(map(str, shapes[1]))}) videos differ in frames or size")  # fmt: skip
+        if source.num_frames < frames:
+            raise ValueError(f"{name} has {source.num_frames} frames, fewer than the {frames} of a training clip "
+                             "(--frames)")  # fmt: skip
+        if not resize and (source.height, source.width) != (size, size):
+            raise ValueError(f"{name} has {source.width}x{source.height} frames; the model takes {size}x{size} "
                              f"(the toy world is {SIZE}x{SIZE})")  # fmt: skip
-        data.inputs.append(source)
-        data.edited.append(target)
+        data.files.append(paths)
         data.instructions.append(r["edit"])
         data.captions.append(r["input"])
         data.ids.append(r["id"])

@@ -70,14 +70,32 @@ def coded_dataset(tmp_path_factory):
 def test_the_loader_holds_the_kept_pairs_and_what_the_run_records(coded_dataset):
     data = load_pairs(str(coded_dataset), frames=4, size=64)
     assert data.instructions == ["edit 0", "edit 2", "edit 4"] and data.captions == ["scene 0", "scene 2", "scene 4"]
-    assert all(x.shape == (FRAMES, 64, 64, 3) and x.dtype == np.uint8 for x in data.inputs + data.edited)
+    pairs = [data.pair(i) for i in range(len(data))]
+    assert all(x.shape == (FRAMES, 64, 64, 3) and x.dtype == np.uint8 for pair in pairs for x in pair)
     record = data.record()
     assert record["dir"] == str(coded_dataset.resolve()) and record["thresholds"] == THRESHOLDS.to_dict()
     assert record["counts"]["samples"] == 5 and record["counts"]["kept"] == 3
 
 
-def test_video_windows_are_the_same_consecutive_frames_of_both_videos_of_a_kept_pair(coded_dataset):
+def test_pairs_are_decoded_when_drawn_and_kept_while_memory_allows(coded_dataset):
     data = load_pairs(str(coded_dataset), frames=4, size=64)
+    assert not data.decoded  # loading reads the headers only
+    source, target = data.pair(1)
+    assert list(data.decoded) == [1] and data.pair(1)[0] is source  # decoded once
+    one_pair = source.nbytes + target.nbytes
+    data.memory = 2 * one_pair  # room for two pairs: the third is decoded each time it is drawn
+    for i in range(len(data)):
+        data.pair(i)
+    assert sorted(data.decoded) == [0, 1]
+    again = data.pair(2)
+    np.testing.assert_array_equal(again[0], data.pair(2)[0])
+    assert data.pair(2)[0] is not again[0]
+
+
+@pytest.mark.parametrize("memory", [0, None])  # nothing kept decoded, or everything
+def test_video_windows_are_the_same_consecutive_frames_of_both_videos_of_a_kept_pair(coded_dataset, memory):
+    data = load_pairs(str(coded_dataset), frames=4, size=64)
+    data.memory = data.memory if memory is None else memory
     source, target, instructions = data.clip_pairs(np.random.default_rng(0), 64, frames=4)
     assert source.shape == target.shape == (64, 3, 4, 64, 64)  # (n, c, f, h, w)
     t_in, pair_in = decode(source.transpose(1, 2))  # (n, f)
