@@ -397,9 +397,11 @@ def build(studio) -> None:
             browse(None), pair_inputs, pair_outputs, **in_order)  # fmt: skip
     for slider in sliders:  # counts and histograms follow the slider; the pair shown, once it is let go
         slider.change(refilter, [data, *sliders], [counts, plot], api_name=False)
-        slider.release(browse(0), pair_inputs, pair_outputs, **in_order)
-    for control in (which, kind):
-        control.change(browse(None), pair_inputs, pair_outputs, **in_order)
+    # Any filter changed: the first pair that matches. One listener, so the page sends its triggers one after the
+    # other with the controls as they are then: a slider let go by clicking a radio (its release fires on the blur,
+    # with the old radio value) cannot overtake the radio's own event.
+    filters = [slider.release for slider in sliders] + [which.change, kind.change]
+    gr.on(filters, browse(None), pair_inputs, pair_outputs, trigger_mode="always_last", **in_order)
     position.submit(browse(0), pair_inputs, pair_outputs, **in_order)
     prev_button.click(browse(-1), pair_inputs, pair_outputs, **in_order)
     next_button.click(browse(1), pair_inputs, pair_outputs, **in_order)
