@@ -37,6 +37,7 @@ from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
+from insv2v.guidance import PREDICTION_TYPES
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.synth import dataset
 from insv2v.toyworld.world import (
@@ -90,6 +91,7 @@ class TrainConfig:
     #                              insv2v.loading: a pipeline folder or hub id, compose:IMAGE+MOTION; 2d, t2i: one to
     #                              go on from (optional)
     fine_attention: bool = False  # 2d, t2i: attention at 16x16 too (grown into an --init model that lacks it)
+    prediction_type: str = "sample"  # t2i started afresh: what its UNet predicts (sample, epsilon, v_prediction)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     data_dir: str | None = None  # stages 2d, video: train on this `insv2v synth generate` dataset's kept pairs
     size: int | None = None  # --data's frames resized to size x size (None: see `training_size`)
@@ -320,6 +322,13 @@ def check_config(config: TrainConfig) -> None:
     checked before anything is written."""
     if config.data_dir and config.stage not in ("2d", "video"):
         raise ValueError(f"--data is for stages 2d and video (the editor), got stage {config.stage}")
+    if config.prediction_type != "sample" and (config.stage != "t2i" or config.init_dir):
+        raise ValueError("--prediction-type is for stage t2i started afresh (a model given by --init goes on "
+                         "predicting what it learned to)")  # fmt: skip
+    if config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"--prediction-type must be one of {', '.join(PREDICTION_TYPES)}, got {config.prediction_type!r}"
+        )
     if config.data_dir and config.edit_mix:
         raise ValueError("--edit-mix weighs the toy world's edit kinds; with --data the dataset's kept pairs are "
                          "drawn as they are")  # fmt: skip
@@ -385,8 +394,12 @@ def build(config: TrainConfig):
     from diffusers import UNet2DConditionModel
     from transformers import CLIPModel, CLIPTextModel
 
+    kind = config.prediction_type
+    if config.init_dir and config.stage != "clip":  # a trained model goes on predicting what it learned to
+        sampler_config = Path(config.init_dir) / "scheduler" / "scheduler_config.json"
+        kind = json.loads(sampler_config.read_text())["prediction_type"] if sampler_config.is_file() else "sample"
     helpers = {"tokenizer": models.toy_tokenizer(), "vae": models.toy_autoencoder(),
-               "scheduler": models.toy_train_scheduler(), "sampler": models.toy_sample_scheduler()}  # fmt: skip
+               "scheduler": models.toy_train_scheduler(kind), "sampler": models.toy_sample_scheduler(kind)}  # fmt: skip
     if config.stage in ("2d", "t2i"):
         if config.init_dir:  # go on from a trained model of the stage; stage 2d also from a text-to-image model
             init = Path(config.init_dir)
@@ -488,8 +501,6 @@ def drop_conditions(rng: np.random.Generator, n: int, config: TrainConfig) -> tu
 
 def loss_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """What the UNet learns to output for x_t = add_noise(x0, noise, t), by the scheduler's `prediction_type`."""
-    from insv2v.guidance import PREDICTION_TYPES
-
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return noise

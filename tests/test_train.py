@@ -134,3 +134,16 @@ def test_the_2d_stage_starts_from_a_text_to_image_model_as_instructpix2pix_does(
         assert torch.equal(modules["text_encoder"](tokens)[0], text)
         edited = unet(torch.cat([x, source], 1), t, encoder_hidden_states=text).sample
         assert torch.allclose(edited, t2i.unet(x, t, encoder_hidden_states=text).sample, atol=1e-5)
+
+
+def test_a_text_to_image_model_may_predict_velocity_and_its_video_model_follows(tmp_path):
+    final = train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "t2i"), prediction_type="v_prediction", steps=1,
+                              batch_size=2, warmup=1))  # fmt: skip
+    saved = json.loads((final / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "v_prediction"
+    _, helpers = build(TrainConfig(stage="t2v", out_dir=str(tmp_path / "t2v"), init_dir=str(final)))
+    assert helpers["scheduler"].config.prediction_type == helpers["sampler"].config.prediction_type == "v_prediction"
+    for stage, init in (("2d", None), ("t2i", str(final))):
+        with pytest.raises(ValueError, match="--prediction-type is for stage t2i started afresh"):
+            train(TrainConfig(stage=stage, out_dir=str(tmp_path / "no"), init_dir=init, prediction_type="epsilon"))
+    assert not (tmp_path / "no").exists()

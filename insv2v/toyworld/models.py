@@ -115,11 +115,11 @@ def toy_autoencoder() -> PixelUnshuffleAutoencoder:
     return PixelUnshuffleAutoencoder(patch_size=PATCH)
 
 
-def toy_train_scheduler() -> DDPMScheduler:
-    """x0-prediction on a cosine schedule: in pixel space, epsilon-prediction leaves pixel noise (measured)."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+def toy_train_scheduler(prediction_type: str = "sample") -> DDPMScheduler:
+    """A cosine schedule; x0-prediction by default: in pixel space, epsilon-prediction leaves pixel noise (measured)."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
                          clip_sample=False)  # fmt: skip
 
 
-def toy_sample_scheduler() -> DDIMScheduler:
-    return DDIMScheduler.from_config(toy_train_scheduler().config, set_alpha_to_one=True)
+def toy_sample_scheduler(prediction_type: str = "sample") -> DDIMScheduler:
+    return DDIMScheduler.from_config(toy_train_scheduler(prediction_type).config, set_alpha_to_one=True)
