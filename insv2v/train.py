@@ -700,6 +700,7 @@ def _save_model(final: Path, config: TrainConfig, modules: dict, helpers: dict) 
         for name in ("unet", "text_encoder"):
             modules[name].save_pretrained(final / name)
         helpers["tokenizer"].save_pretrained(final / "tokenizer")
+        helpers["sampler"].save_pretrained(final / "scheduler")  # what it predicts, for the video stage that follows
         return
     from insv2v.pipeline import InsV2VPipeline
 

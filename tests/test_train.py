@@ -143,6 +143,11 @@ def test_a_text_to_image_model_may_predict_velocity_and_its_video_model_follows(
     assert saved["prediction_type"] == "v_prediction"
     _, helpers = build(TrainConfig(stage="t2v", out_dir=str(tmp_path / "t2v"), init_dir=str(final)))
     assert helpers["scheduler"].config.prediction_type == helpers["sampler"].config.prediction_type == "v_prediction"
+    # An editor's 2-D stage started from it predicts velocity too, and so does the video stage after it.
+    editor_2d = train(TrainConfig(stage="2d", out_dir=str(tmp_path / "2d"), init_dir=str(final), steps=1,
+                                  batch_size=2, warmup=1))  # fmt: skip
+    _, helpers = build(TrainConfig(stage="video", out_dir=str(tmp_path / "video"), init_dir=str(editor_2d)))
+    assert helpers["scheduler"].config.prediction_type == helpers["sampler"].config.prediction_type == "v_prediction"
     for stage, init in (("2d", None), ("t2i", str(final))):
         with pytest.raises(ValueError, match="--prediction-type is for stage t2i started afresh"):
             train(TrainConfig(stage=stage, out_dir=str(tmp_path / "no"), init_dir=init, prediction_type="epsilon"))
