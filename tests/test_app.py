@@ -238,6 +238,21 @@ def test_output_cache_deletes_by_age_then_size(tmp_path):
     assert cache.new_job("edit").parent == cache.jobs and not jobs[3].exists()  # a new request cleans first
 
 
+def test_output_cache_counts_tunings_and_evicts_the_least_recently_used(tmp_path):
+    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100)
+    folders = [cache.jobs / "job0", cache.tav / "tuning0", cache.jobs / "job1"]
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        (folder / "data").write_bytes(b"x" * 1000)
+        os.utime(folder, (1000 + i, 1000 + i))
+    assert cache.clean(now=1050) == [folders[0]]  # 3000 bytes: the oldest of either kind goes
+    os.utime(folders[1], (1060, 1060))  # the tuning reused: now the most recently used
+    (folders[2] / "more").write_bytes(b"x" * 1000)
+    os.utime(folders[2], (1002, 1002))
+    assert cache.clean(now=1070) == [folders[2]] and folders[1].exists()
+    assert cache.clean(now=1161) == [folders[1]]  # expired
+
+
 def test_user_message_drops_server_paths_and_names_controls():
     text = "/tmp/gradio/abc123/notes.mp4: could not be opened (C:\\x\\y.mp4)"
     assert user_message(text) == "notes.mp4: could not be opened (y.mp4)"

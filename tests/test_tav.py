@@ -2,6 +2,7 @@
 of tuned weights, and `insv2v tav edit`."""
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -232,9 +233,11 @@ def test_a_second_prompt_reuses_the_tuning_and_another_video_starts_from_pristin
 
     again = tav_edit(pipe, video(0), "a red ball", "a green ball", FAST, cache_dir=tmp_path)  # in memory
     assert again.cached and again.tune_seconds < 0.05 and again.losses == first.losses
-    fresh = make_pipe(t2i)  # a new process: from the disk
+    fresh = make_pipe(t2i)  # a new process: from the disk, marking the entry used
+    os.utime(entry, (1000, 1000))
     from_disk = tav_edit(fresh, video(0), "a red ball", "a green ball", FAST, cache_dir=tmp_path)
     assert from_disk.cached and from_disk.tune_seconds < 0.5 and from_disk.losses == first.losses
+    assert entry.stat().st_mtime > 1000
     assert_same_state(tuned_state(fresh), tuned_a)
     np.testing.assert_array_equal(from_disk.frames, again.frames)
 

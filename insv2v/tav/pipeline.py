@@ -510,6 +510,7 @@ def tav_edit(
         losses = pipe.tuned_losses
     elif entry is not None and (entry / TUNED_FILE).is_file():
         losses = pipe.load_tuned(entry / TUNED_FILE)
+        os.utime(entry)  # used now: a cache that evicts the least recently used keeps it
     else:
         cached = False
         if entry is not None:

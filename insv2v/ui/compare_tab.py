@@ -144,7 +144,7 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
     began = time.perf_counter()
     try:
         out = tav_edit(pipe, state["source"], source_caption, edited_caption, settings,
-                       cache_dir=studio.config.cache_dir / "tav", callback=on_tune_step, cancel=cancel)  # fmt: skip
+                       cache_dir=studio.cache.tav, callback=on_tune_step, cancel=cancel)  # fmt: skip
     except TuningCancelled:
         raise InterruptedError from None
     finally:

@@ -238,13 +238,15 @@ def describe(info: VideoInfo) -> str:
 
 
 class OutputCache:
-    """Request folders under `root`; `clean` deletes those older than `max_age_s`, then the oldest while the
-    total exceeds `max_bytes`. Everything the app serves lives under `root`."""
+    """Request folders (`jobs/`) and Tune-A-Video tunings (`tav/`) under `root`; `clean` deletes those older than
+    `max_age_s`, then the least recently used while the total exceeds `max_bytes` (a tuning counts as used when an
+    edit reuses it). Everything the app serves lives under `root`."""
 
     def __init__(self, root: Path, max_bytes: float, max_age_s: float):
         self.root, self.max_bytes, self.max_age_s = Path(root), max_bytes, max_age_s
-        self.jobs = self.root / "jobs"
-        self.jobs.mkdir(parents=True, exist_ok=True)
+        self.jobs, self.tav = self.root / "jobs", self.root / "tav"
+        for folder in (self.jobs, self.tav):
+            folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
     def new_job(self, kind: str) -> Path:
@@ -258,10 +260,11 @@ class OutputCache:
         return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
     def clean(self, now: float | None = None) -> list[Path]:
-        """Delete expired and excess request folders; returns what was deleted."""
+        """Delete expired and excess folders, least recently used first; returns what was deleted."""
         now = time.time() if now is None else now
         with self._lock:
-            folders = sorted((f for f in self.jobs.iterdir() if f.is_dir()), key=lambda f: f.stat().st_mtime)
+            folders = [f for parent in (self.jobs, self.tav) for f in parent.iterdir() if f.is_dir()]
+            folders.sort(key=lambda f: f.stat().st_mtime)
             sizes = {f: self._size(f) for f in folders}
             total, deleted = sum(sizes.values()), []
             for folder in folders:
