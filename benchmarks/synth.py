@@ -44,13 +44,11 @@ def modelscope_sized_pipeline(device: str, dtype: torch.dtype):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+    from insv2v.models.reference import REFERENCE_VAE_CONFIG
     from insv2v.synth.t2v import TextToVideoPipeline
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=256,
-    )  # fmt: skip
+    vae = AutoencoderKL(**REFERENCE_VAE_CONFIG)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, hidden_size=1024, intermediate_size=1024,
                                         num_hidden_layers=1, num_attention_heads=16))  # fmt: skip
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
