@@ -93,6 +93,7 @@ def test_compare_endpoint_runs_both_methods_and_reuses_the_tuning(client, tmp_pa
     [
         (dict(source=""), "needs the source video's caption"),
         (dict(preset="fast"), "fast"),  # not a preset: refused, naming the value
+        (dict(tune_steps=10**6), "greater than maximum value 1000"),  # no API call holds the model for hours
     ],
 )
 def test_compare_refuses_bad_inputs_with_a_message(client, tmp_path, kwargs, words):

@@ -49,6 +49,9 @@ def test_thresholds_come_from_the_clip_folder_and_flags_override(tmp_path):
     assert Thresholds.for_clip(str(tmp_path), sim_dir=0.1, sim_1=None) == Thresholds(0.3, 0.2, 0.1, 0.5)
     with pytest.raises(ValueError, match="unknown threshold"):
         Thresholds.from_dict({"sim_2": 0.1})
+    for bad in (float("nan"), 5.0, None, "0.2"):  # NaN would keep every pair, 5 none
+        with pytest.raises(ValueError, match=r"threshold sim_dir must be a number in \[-1, 1\]"):
+            Thresholds.from_dict({"sim_dir": bad})
 
 
 def record(index: int, kept: bool, sim_dir: float = 0.3, kind: str = "colour") -> dict:
@@ -83,6 +86,32 @@ def test_recover_removes_what_a_kill_left_and_keeps_finished_pairs(tmp_path):
     assert (tmp_path / "pairs" / "000001" / "edited.mp4").read_bytes() == b"out"
 
 
+def test_a_sample_whose_videos_are_gone_is_made_again_and_its_new_line_wins(tmp_path):
+    manifest = tmp_path / dataset.MANIFEST
+    for i in (0, 1):
+        publish(tmp_path, i)
+        dataset.append_record(manifest, record(i, True))
+    (tmp_path / "pairs" / "000001" / "edited.mp4").unlink()  # a copy cut short
+    assert dataset.recover(tmp_path) == {0}
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["000000"]
+    publish(tmp_path, 1)
+    dataset.append_record(manifest, record(1, False))
+    assert [r["kept"] for r in dataset.read_manifest(tmp_path)] == [True, False]
+
+
+def test_a_damaged_manifest_line_is_named(tmp_path):
+    manifest = tmp_path / dataset.MANIFEST
+    dataset.append_record(manifest, record(0, True))
+    with open(manifest, "a") as f:
+        f.write('{"index": 1, oops}\n')
+    dataset.append_record(manifest, record(2, True))
+    with pytest.raises(ValueError, match=r"manifest\.jsonl line 2 is not a JSON record"):
+        dataset.read_manifest(tmp_path)
+    manifest.write_text(json.dumps({"id": "000000"}) + "\n")
+    with pytest.raises(ValueError, match="line 1 is not a sample's record"):
+        dataset.read_manifest(tmp_path)
+
+
 def test_recover_touches_only_the_samples_a_process_owns(tmp_path):
     publish(tmp_path, 2)
     publish(tmp_path, 3)  # neither has a line: another process may be writing one of them right now
@@ -95,11 +124,11 @@ def test_parts_merge_in_index_order_and_refilter_changes_only_kept(tmp_path):
         dataset.append_record(tmp_path / "manifest.part1.jsonl", record(i, True, sim_dir=0.1 * i))
     for i in (0, 2):
         dataset.append_record(tmp_path / "manifest.part0.jsonl", record(i, True, sim_dir=0.1 * i))
-    merged = dataset.merge_manifests(tmp_path)
-    assert [r["index"] for r in merged] == [0, 1, 2, 3]
+    counts = dataset.refilter(tmp_path, Thresholds(sim_dir=0.15))  # merges the parts too
     assert [p.name for p in dataset.manifest_files(tmp_path)] == [dataset.MANIFEST]
-    counts = dataset.refilter(tmp_path, Thresholds(sim_dir=0.15))
-    assert [r["kept"] for r in dataset.read_manifest(tmp_path)] == [False, False, True, True]
+    merged = dataset.read_manifest(tmp_path)
+    assert [r["index"] for r in merged] == [0, 1, 2, 3]
+    assert [r["kept"] for r in merged] == [False, False, True, True]
     assert counts["samples"] == 4 and counts["kept"] == 2
     card = dataset.read_card(tmp_path)
     assert card["thresholds"]["sim_dir"] == 0.15 and "kept 2" in (tmp_path / "README.md").read_text()
@@ -130,3 +159,15 @@ def test_webdataset_export_holds_the_kept_pairs(tmp_path):
         assert tar.getnames() == ["000002.input.mp4", "000002.edited.mp4", "000002.json"]
         assert json.loads(tar.extractfile("000002.json").read())["index"] == 2
         assert tar.extractfile("000002.edited.mp4").read() == b"out"
+
+
+def test_export_refuses_files_outside_the_dataset(tmp_path):
+    root = tmp_path / "data"
+    (tmp_path / "secret.txt").write_text("private")
+    r = record(0, True)
+    r["files"] = {"input": "../secret.txt", "edited": "../secret.txt"}
+    root.mkdir()
+    dataset.append_record(root / dataset.MANIFEST, r)
+    with pytest.raises(ValueError, match="names files outside the dataset"):
+        dataset.export_webdataset(root, tmp_path / "shards")
+    assert not (tmp_path / "shards").exists()

@@ -118,7 +118,9 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     assert main(["synth", "generate", "--t2v", t2v, "--clip", str(TOY_CLIP), "--n", "3", "--out", str(out),
                  "--sim-image", "0", "--sim-0", "-1", "--sim-1", "-1", "--sim-dir", "-1", *SMALL]) == 0  # fmt: skip
     assert "3 of 3 samples kept" in capsys.readouterr().out
-    assert main(["synth", "filter", str(out), "--sim-image", "1.01"]) == 0  # nothing is that similar
+    assert main(["synth", "filter", str(out), "--sim-image", "1.01"]) == 2  # no cosine is that large: refused
+    assert "threshold sim_image must be a number in [-1, 1]" in capsys.readouterr().err
+    assert main(["synth", "filter", str(out), "--sim-dir", "1"]) == 0  # no edit moves exactly as its text
     assert "0 of 3 samples kept" in capsys.readouterr().out
     assert not any(r["kept"] for r in dataset.read_manifest(out))
     assert main(["synth", "filter", str(out), "--sim-image", "0", "--sim-0", "-1", "--sim-1", "-1",
@@ -149,6 +151,19 @@ def test_resuming_with_other_settings_is_refused(t2v, tmp_path):
     with pytest.raises(ValueError, match=r"other settings \(steps: 2 then, 3 now\)"):
         generate(dataclasses.replace(config(t2v, tmp_path, 2), steps=3), lambda: toy_prompts(5))
     assert len(dataset.read_manifest(tmp_path)) == 1  # nothing was made or lost
+
+
+def test_a_resumed_run_keeps_the_dataset_filter_and_applies_it_to_every_sample(t2v, tmp_path):
+    out = tmp_path / "data"
+    loose = ["--sim-image", "-1", "--sim-0", "-1", "--sim-1", "-1", "--sim-dir", "-1"]
+    command = ["synth", "generate", "--t2v", t2v, "--clip", str(TOY_CLIP), "--out", str(out), *SMALL]
+    assert main([*command, "--n", "2", *loose]) == 0
+    assert main(["synth", "filter", str(out), "--sim-dir", "1"]) == 0  # nothing kept now
+    assert main([*command, "--n", "3"]) == 0  # resumed without threshold flags: the dataset's filter goes on
+    assert dataset.read_card(out)["thresholds"] == {"sim_0": -1.0, "sim_1": -1.0, "sim_dir": 1.0, "sim_image": -1.0}
+    assert [r["kept"] for r in dataset.read_manifest(out)] == [False] * 3
+    assert main([*command, "--n", "3", "--sim-dir", "-1"]) == 0  # a flag changes the filter of every sample
+    assert [r["kept"] for r in dataset.read_manifest(out)] == [True] * 3
 
 
 def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):

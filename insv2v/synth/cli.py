@@ -11,6 +11,7 @@ insv2v synth report data/toy                                            # the fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import shlex
 import sys
@@ -118,9 +119,13 @@ def synth(args: argparse.Namespace) -> None:
             raise ValueError(f"--seed must be in [0, 2**32 - 1 - n], got {args.seed}")
         t2v = args.t2v or str(TOY_T2V)
         clip = args.clip or default_clip(t2v)
+        # A resumed dataset keeps the thresholds it is filtered with now (a `synth filter` may have changed them).
+        card = dataset.read_card(args.out)
+        base = Thresholds.from_dict(card["thresholds"]) if card.get("thresholds") else Thresholds.for_clip(clip)
+        thresholds = dataclasses.replace(base, **{k: v for k, v in _overrides(args).items() if v is not None})
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, n=args.n, seed=args.seed, clip=clip,
-            thresholds=Thresholds.for_clip(clip, **_overrides(args)), frames=args.frames, steps=args.steps,
+            thresholds=thresholds, frames=args.frames, steps=args.steps,
             size=args.size, recipe=args.recipe, command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip
         from insv2v.synth.prompts import PromptStats, is_llm_spec, toy_captions
@@ -142,8 +147,6 @@ def synth(args: argparse.Namespace) -> None:
         if counts:
             print(f"{args.out}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "filter":
-        import dataclasses
-
         from insv2v.synth.clip_filter import Thresholds
 
         card = dataset.read_card(args.dataset)

@@ -35,6 +35,13 @@ class Thresholds:
     sim_dir: float = 0.2
     sim_image: float = 0.5
 
+    def __post_init__(self):
+        for name in SCORE_NAMES:
+            value = getattr(self, name)
+            # the scores are cosine similarities; NaN fails the comparison too (it would keep every pair)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+                raise ValueError(f"threshold {name} must be a number in [-1, 1] (a cosine similarity), got {value!r}")
+
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
@@ -43,7 +50,7 @@ class Thresholds:
         unknown = set(values) - set(SCORE_NAMES)
         if unknown:
             raise ValueError(f"unknown threshold(s) {sorted(unknown)}; thresholds: {', '.join(SCORE_NAMES)}")
-        return cls(**{k: float(v) for k, v in values.items()})
+        return cls(**{k: float(v) if isinstance(v, (int, float)) else v for k, v in values.items()})
 
     @classmethod
     def for_clip(cls, clip_source: str | None, **overrides: float | None) -> Thresholds:

@@ -9,7 +9,7 @@
 A pair's videos are written to a temporary folder renamed into place, and only then is its manifest line
 appended, in one write, flushed to disk. So a pair folder without a line, a temporary folder or a line cut short
 are leftovers of a kill, which `recover` removes before a run goes on. Several processes (`accelerate launch`)
-each append to their own `manifest.partK.jsonl`, merged into `manifest.jsonl` at the end.
+each append to their own `manifest.partK.jsonl`, merged into `manifest.jsonl` at the end (`refilter`).
 """
 
 from __future__ import annotations
@@ -45,12 +45,20 @@ def manifest_files(root: Path) -> list[Path]:
 
 
 def _read_lines(path: Path) -> list[dict]:
-    """Complete JSON lines of `path`; a last line cut short by a kill is ignored."""
+    """Complete JSON records of `path`, each with its sample's index; a last line cut short by a kill is ignored,
+    any other damaged line is an error naming the file and line."""
     records = []
     text = path.read_text() if path.exists() else ""
-    for line in text.splitlines(keepends=True):
-        if line.endswith("\n") and line.strip():
-            records.append(json.loads(line))
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        if not (line.endswith("\n") and line.strip()):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {number} is not a JSON record ({e.msg}); repair or delete it") from None
+        if not isinstance(record, dict) or not isinstance(record.get("index"), int):
+            raise ValueError(f"{path} line {number} is not a sample's record (no integer index); repair or delete it")
+        records.append(record)
     return records
 
 
@@ -82,13 +90,23 @@ def recover(root: str | os.PathLike, owns=lambda index: True, manifests: list[Pa
     root = Path(root)
     for path in manifest_files(root) if manifests is None else [p for p in manifests if p.exists()]:
         _truncate_partial_line(path)
-    done = {r["index"] for r in read_manifest(root)}
+    # A sample whose videos are gone (a copy cut short) is not done: it is made again, and its new line wins.
+    done = {r["index"] for r in read_manifest(root) if all(p.is_file() for p in pair_paths(root, r))}
     pairs = root / PAIRS
     for folder in pairs.iterdir() if pairs.is_dir() else ():
         name = folder.name.removeprefix(".tmp-")
         if name.isdigit() and owns(int(name)) and (folder.name.startswith(".tmp-") or int(name) not in done):
             shutil.rmtree(folder)
     return done
+
+
+def pair_paths(root: Path, record: dict) -> list[Path]:
+    """The sample's input and edited videos, refused unless they lie inside the dataset's folder (a manifest from
+    elsewhere must not make an export pack, or the app show, any other file)."""
+    paths = [(root / record["files"][k]).resolve() for k in ("input", "edited")]
+    if not all(p.is_relative_to(root.resolve()) for p in paths):
+        raise ValueError(f"sample {record['index']} of {root} names files outside the dataset; it is refused")
+    return paths
 
 
 def publish_pair(root: Path, index: int, write) -> dict[str, str]:
@@ -112,19 +130,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def merge_manifests(root: str | os.PathLike) -> list[dict]:
-    """Fold the per-process parts into manifest.jsonl, sorted by index."""
-    records = read_manifest(root)
-    rewrite_manifest(root, records)
-    return records
-
-
 def rewrite_manifest(root: str | os.PathLike, records: list[dict]) -> None:
     """manifest.jsonl holding exactly `records` (written whole, then renamed into place); parts removed."""
     root = Path(root)
     tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with open(tmp, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, root / MANIFEST)
+    _fsync_dir(root)  # the merged manifest is on disk before the parts it replaces are removed
     for path in manifest_files(root):
         if path.name != MANIFEST:
             path.unlink()
@@ -202,7 +217,8 @@ def is_dataset(folder: str | os.PathLike) -> bool:
 
 
 def refilter(root: str | os.PathLike, thresholds: Thresholds) -> dict:
-    """Re-apply `thresholds` to every recorded sample (no video is made again); the new counts."""
+    """Re-apply `thresholds` to every recorded sample (no video is made again), merging the processes' manifests
+    into one; the new counts."""
     root = Path(root)
     records = read_manifest(root)
     if not records:
@@ -221,7 +237,8 @@ def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard
     earlier export in `out_dir` are replaced, so the folder holds exactly this export."""
     root, out_dir = Path(root), Path(out_dir)
     kept = [r for r in read_manifest(root) if r["kept"]]
-    missing = [root / r["files"][k] for r in kept for k in ("input", "edited") if not (root / r["files"][k]).is_file()]
+    files = {r["index"]: pair_paths(root, r) for r in kept}
+    missing = [path for paths in files.values() for path in paths if not path.is_file()]
     if missing:
         raise ValueError(f"{root}: {len(missing)} video(s) named in the manifest are missing, e.g. {missing[0]}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -234,8 +251,9 @@ def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard
         with tarfile.open(tmp, "w") as tar:
             for r in kept[start : start + shard_size]:
                 key = pair_id(r["index"])
-                tar.add(root / r["files"]["input"], arcname=f"{key}.input.mp4")
-                tar.add(root / r["files"]["edited"], arcname=f"{key}.edited.mp4")
+                source, edited = files[r["index"]]
+                tar.add(source, arcname=f"{key}.input.mp4")
+                tar.add(edited, arcname=f"{key}.edited.mp4")
                 meta = json.dumps(r).encode()
                 info = tarfile.TarInfo(f"{key}.json")
                 info.size = len(meta)

@@ -5,7 +5,7 @@
        GPU, many nodes; on a machine without GPUs, K CPU processes)
     3. Remove what a killed run left half-done; skip finished samples
     4. Per sample: settings and noise from its seed, a P2P pair, the four scores, the judge (toy world), files
-    5. Merge the processes' manifests; write the card
+    5. Merge the processes' manifests under one filter; write the card
 
 Sample i has seed `seed + i`: its Prompt-to-Prompt settings (`P2PSettings.draw_for`) and its initial noise come from
 it, so any sample can be made again alone.
@@ -196,12 +196,12 @@ def generate(
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
-    records = dataset.merge_manifests(root)
+    dataset.refilter(root, config.thresholds)  # one filter for every sample, whatever earlier runs had
     card = dataset.read_card(root)
     card.update(
         t2v=source_name(config.t2v), clip=source_name(config.clip), prompts=config.prompts, seed=config.seed,
         n=config.n, frames=config.frames, steps=config.steps, size=config.size or pipe.default_resolution,
-        thresholds=config.thresholds.to_dict(), counts=dataset.counts(records), command=config.command,
+        command=config.command,
     )  # fmt: skip
     dataset.write_card(root, card)
     return card["counts"]

@@ -39,6 +39,7 @@ COLUMNS = {  # score -> column title of the table
 }
 SETTINGS = ("steps", "length", "seed")  # the edit settings this tab shows; the rest keep their defaults
 PRESETS = ("space", "official")  # Tune-A-Video's: its Space (8 frames, 300 steps) and its paper (24, 500)
+MAX_TUNE_STEPS = 1000  # a request holds the one model slot while it tunes (the slider bounds API calls too)
 COMPARE_DIR = EXAMPLES / "compare"  # the examples' comparisons, computed ahead
 
 
@@ -262,7 +263,8 @@ def build(studio) -> None:
                 preset = gr.Dropdown(list(PRESETS), value="space", label="Tune-A-Video preset",
                                      info="space: 300 steps (its demo); official: 500 (its paper)",
                                      elem_id="compare-preset")  # fmt: skip
-                tune_steps = gr.Slider(1, 1000, value=300, step=1, label="Tuning steps", elem_id="compare-tune-steps")
+                tune_steps = gr.Slider(1, MAX_TUNE_STEPS, value=300, step=1, label="Tuning steps",
+                                       elem_id="compare-tune-steps")  # fmt: skip
             controls = Controls(studio.settings, "compare")
             with gr.Accordion("InsV2V and frames", open=False):
                 for name in SETTINGS:

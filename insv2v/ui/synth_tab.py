@@ -51,7 +51,13 @@ def open_dataset(studio, name: str) -> dict:
     if name not in folders:
         raise gr.Error(f"no dataset named {name!r} here; choose one of: {', '.join(folders) or 'none'}")
     folder = folders[name]
-    return {"name": name, "card": dataset.read_card(folder), "records": dataset.read_manifest(folder)}
+    try:
+        card, records = dataset.read_card(folder), dataset.read_manifest(folder)
+        if card.get("thresholds"):
+            Thresholds.from_dict(card["thresholds"])
+    except (ValueError, OSError) as err:  # a damaged manifest or card: say which line, show nothing of it
+        raise gr.Error(f"{name} cannot be opened: {user_message(err)}") from None
+    return {"name": name, "card": card, "records": records}
 
 
 # ---------------------------------------------------------------- what the page shows
@@ -184,14 +190,6 @@ def filtered(data: dict, thresholds: Thresholds, which: str, kind: str) -> list[
     return wanted
 
 
-def pair_files(folder: Path, record: dict) -> list[Path]:
-    """The pair's input and edited videos, refused unless they lie inside the dataset's folder."""
-    paths = [(folder / record["files"][k]).resolve() for k in ("input", "edited")]
-    if not all(p.is_relative_to(folder.resolve()) for p in paths):
-        raise gr.Error(f"pair {record.get('id')} names files outside its dataset; it is not shown")
-    return paths
-
-
 def show_pair(studio, data: dict | None, position, which: str, kind: str, *values):
     """The pair at `position` (clipped to those the filters show): video, text, score table, label, position."""
     if not data:
@@ -208,7 +206,7 @@ def show_pair(studio, data: dict | None, position, which: str, kind: str, *value
     if folder is None:
         raise gr.Error(f"the dataset {data['name']} is no longer here; choose another")
     try:
-        frames = [read_video(path).frames for path in pair_files(folder, record)]
+        frames = [read_video(path).frames for path in dataset.pair_paths(folder, record)]
     except (ValueError, OSError) as err:
         raise gr.Error(user_message(err)) from None
     video = side_by_side_file(studio, *frames, f"pair-{record['id']}")
