@@ -139,6 +139,16 @@ def test_a_malformed_jsonl_line_is_named_by_its_number(tmp_path, line, message):
         next(pairs)
 
 
+def test_a_line_that_is_not_utf8_is_named_by_its_number(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps({"input": "a cat", "edit": "make it a dog", "output": "a dog"}).encode()
+    path.write_bytes(good + b"\n" + '{"input": "a caf\u00e9"}'.encode("latin-1") + b"\n")
+    pairs = jsonl_prompts(path)
+    assert next(pairs) == PromptPair("a cat", "make it a dog", "a dog")
+    with pytest.raises(ValueError, match=r"latin1\.jsonl line 2: 'utf-8' codec can't decode"):
+        next(pairs)
+
+
 def test_a_missing_jsonl_file_fails_before_iterating(tmp_path):
     with pytest.raises(ValueError, match=r"prompt file .*nope\.jsonl does not exist"):
         jsonl_prompts(tmp_path / "nope.jsonl")

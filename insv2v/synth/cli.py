@@ -115,8 +115,8 @@ def synth(args: argparse.Namespace) -> None:
         from insv2v.synth.generate import GenerateConfig, generate
         from insv2v.synth.prompts import prompt_source
 
-        if not 0 <= args.seed <= 2**32 - 1 - args.n:  # sample i's settings come from RandomState(seed + i)
-            raise ValueError(f"--seed must be in [0, 2**32 - 1 - n], got {args.seed}")
+        if not 0 <= args.seed <= 2**32 - args.n:  # sample i < n draws its settings from RandomState(seed + i)
+            raise ValueError(f"--seed must be in [0, 2**32 - n], got {args.seed}")
         t2v = args.t2v or str(TOY_T2V)
         clip = args.clip or default_clip(t2v)
         # A resumed dataset keeps the thresholds it is filtered with now (a `synth filter` may have changed them).

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from insv2v.synth import dataset
-from insv2v.synth.clip_filter import Thresholds, score_pair
+from insv2v.synth.clip_filter import PairScores, Thresholds, score_pair
 from insv2v.synth.prompts import PromptPair
 
 FPS = 8  # frame rate of the written pairs (the generated frames carry no time of their own)
@@ -119,7 +119,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
         "seed": seed,
         "settings": settings.to_dict(),
         "scores": scores.to_dict(),
-        "kept": scores.passes(config.thresholds),
+        "kept": PairScores(**scores.to_dict()).passes(config.thresholds),  # as recorded, as a refilter decides
         "seconds": round(time.perf_counter() - began, 2),
     }
     return out.source, out.target, record

@@ -226,16 +226,16 @@ def jsonl_prompts(path: str | os.PathLike, stats: PromptStats | None = None) -> 
     stats = stats if stats is not None else PromptStats()
 
     def pairs() -> Iterator[PromptPair]:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
+        with path.open("rb") as f:  # decoded line by line, so a bad byte is reported with its line
+            for number, raw in enumerate(f, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(raw.decode("utf-8"))
                     if not isinstance(row, dict):
                         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
                     pair = PromptPair.from_dict(row)
-                except ValueError as err:  # json.JSONDecodeError is a ValueError
+                except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                     raise ValueError(f"{path.name} line {number}: {err}") from err
                 reason = validate_pair(pair.input, pair.edit, pair.output)
                 stats.count(reason)
