@@ -14,7 +14,7 @@ from insv2v.synth.p2p import P2PSettings
 from insv2v.synth.prompts import toy_prompts
 from insv2v.testing.tiny import tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
-from insv2v.ui.synth_tab import available_datasets, describe_pair, filtered, histograms, summary
+from insv2v.ui.synth_tab import available_datasets, describe_pair, filtered, histograms, open_dataset, summary
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,21 @@ def test_datasets_are_found_inside_the_allowed_folders_only(made, tmp_path):
     found = available_datasets([made / "datasets", tmp_path])
     assert list(found) == ["datasets/tiny-set"] and dataset.is_dataset(found["datasets/tiny-set"])
     assert available_datasets([made / "datasets" / "tiny-set"]) == {"tiny-set": made / "datasets" / "tiny-set"}
+
+
+def test_a_damaged_dataset_is_refused_naming_the_line(made, tmp_path):
+    import shutil
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    copy = tmp_path / "sets" / "damaged"
+    shutil.copytree(made / "datasets" / "tiny-set", copy)
+    lines = (copy / dataset.MANIFEST).read_text().splitlines(keepends=True)
+    (copy / dataset.MANIFEST).write_text("".join([*lines[:2], "{not json\n", *lines[2:]]))
+    studio = SimpleNamespace(config=SimpleNamespace(datasets=(tmp_path / "sets",)))
+    with pytest.raises(gr.Error, match=r"damaged cannot be opened: manifest\.jsonl line 3 is not a JSON record"):
+        open_dataset(studio, "sets/damaged")
 
 
 @pytest.fixture(scope="module")
