@@ -166,6 +166,18 @@ def test_a_resumed_run_keeps_the_dataset_filter_and_applies_it_to_every_sample(t
     assert [r["kept"] for r in dataset.read_manifest(out)] == [True] * 3
 
 
+def test_one_writer_at_a_time(t2v, tmp_path, capsys):
+    generate(config(t2v, tmp_path, 1), lambda: toy_prompts(5))
+    before = (tmp_path / dataset.MANIFEST).read_text()
+    with dataset.writing(tmp_path):  # a generate run going on
+        assert main(["synth", "filter", str(tmp_path), "--sim-dir", "1"]) == 2
+        assert "is being written by another run" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="is being written by another run"):
+            generate(config(t2v, tmp_path, 2), lambda: toy_prompts(5))
+    assert (tmp_path / dataset.MANIFEST).read_text() == before  # nothing rewritten, nothing lost
+    assert main(["synth", "filter", str(tmp_path), "--sim-dir", "1"]) == 0  # the lock went with its run
+
+
 def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):
     strict = Thresholds(-1.0, -1.0, -1.0, 0.99)
     generate(config(t2v, tmp_path, 2, thresholds=strict), lambda: toy_prompts(5))

@@ -157,7 +157,8 @@ def synth(args: argparse.Namespace) -> None:
         else:
             base = Thresholds()
         changes = {k: v for k, v in _overrides(args).items() if v is not None}
-        counts = dataset.refilter(args.dataset, dataclasses.replace(base, **changes))
+        with dataset.writing(args.dataset):
+            counts = dataset.refilter(args.dataset, dataclasses.replace(base, **changes))
         print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "report":
         import json

@@ -5,6 +5,7 @@
     DIR/manifest.jsonl         one line per finished sample, rejected ones included: prompts, seed, P2P
                                settings, the four CLIP scores, kept (and the toy judge's verdict where known)
     DIR/pairs/NNNNNN/          input.mp4 and edited.mp4 of sample NNNNNN
+    DIR/.lock                  the write lock of a generate or filter run
 
 A pair's videos are written to a temporary folder renamed into place, and only then is its manifest line
 appended, in one write, flushed to disk. So a pair folder without a line, a temporary folder or a line cut short
@@ -20,8 +21,14 @@ import os
 import shutil
 import tarfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from insv2v.synth.clip_filter import PairScores, Thresholds
 
@@ -29,6 +36,26 @@ MANIFEST = "manifest.jsonl"
 PROMPTS = "prompts.jsonl"
 CARD = "card.json"
 PAIRS = "pairs"
+LOCK = ".lock"  # held by the one process that may rewrite the manifest
+
+
+@contextmanager
+def writing(root: str | os.PathLike) -> Iterator[None]:
+    """Hold the dataset's write lock (a `synth generate` run, a `synth filter`): a second writer is refused at once
+    instead of rewriting the manifest under the first, which would lose its lines. Where the system has no `flock`
+    (Windows), nor is a folder that does not exist (it has nothing to lose)."""
+    root = Path(root)
+    if not root.is_dir():
+        yield
+        return
+    with open(root / LOCK, "w") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"{root} is being written by another run (synth generate or filter); try again when "
+                                 "it ends") from None  # fmt: skip
+        yield
 
 
 def pair_id(index: int) -> str:

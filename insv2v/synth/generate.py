@@ -13,6 +13,7 @@ it, so any sample can be made again alone.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
@@ -132,8 +133,18 @@ def generate(
     prompt_stats: Callable[[], dict] | None = None,
 ) -> dict:
     """Make (or finish) the dataset in `config.out_dir`; the counts. `pairs()` is called only when fewer than n
-    prompts are fixed (on the main process); `prompt_stats()` then says how they were made, for the card."""
+    prompts are fixed (on the main process); `prompt_stats()` then says how they were made, for the card. The main
+    process holds the dataset's write lock throughout, so no `synth filter` rewrites the manifest meanwhile."""
     from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # without GPUs, processes talk over gloo
+    if state.is_main_process:
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+    with dataset.writing(config.out_dir) if state.is_main_process else contextlib.nullcontext():
+        return _generate(config, state, pairs, judge, prompt_stats)
+
+
+def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict:
     from tqdm.auto import tqdm
 
     from insv2v.loading import default_dtype, from_pretrained_explained
@@ -141,13 +152,11 @@ def generate(
     from insv2v.synth.t2v import TextToVideoPipeline
     from insv2v.video import write_video
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # without GPUs, processes talk over gloo
     root = Path(config.out_dir)
     # 1. Fix the paired prompts, once
     check_same_run(dataset.read_card(root), config)
     state.wait_for_everyone()
     if state.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
         card = {**dataset.read_card(root), "run": run_settings(config)}
         if len(read_prompts(root)) < config.n:
             fix_prompts(root, pairs, config.n)
