@@ -166,6 +166,12 @@ def test_a_resumed_run_keeps_the_dataset_filter_and_applies_it_to_every_sample(t
     assert [r["kept"] for r in dataset.read_manifest(out)] == [True] * 3
 
 
+def test_a_prompt_source_that_gives_nothing_leaves_an_empty_dataset_with_its_card(t2v, tmp_path, capsys):
+    counts = generate(config(t2v, tmp_path, 2), lambda: iter(()))
+    assert counts["samples"] == 0 and dataset.read_card(tmp_path)["counts"]["kept"] == 0
+    assert "gave 0 prompts of the 2 asked for" in capsys.readouterr().err
+
+
 def test_one_writer_at_a_time(t2v, tmp_path, capsys):
     generate(config(t2v, tmp_path, 1), lambda: toy_prompts(5))
     before = (tmp_path / dataset.MANIFEST).read_text()
