@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
@@ -204,6 +207,7 @@ class PairData:
     ids: list[str]  # the pair id of each kept pair held
     size: int  # frames are size x size pixels (resized by `fit_square` where `resize`)
     resize: bool
+    clip_frames: int = 1  # frames a training clip takes: a pair that decodes to fewer is refused, naming its file
     memory: int = PAIR_MEMORY
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -221,6 +225,11 @@ class PairData:
         from insv2v.video import read_video
 
         source, target = (read_video(path, multiple=1).frames for path in self.files[i])
+        for path, frames in zip(self.files[i], (source, target), strict=True):
+            if len(frames) < self.clip_frames:  # a file cut short: its header still counts the frames it lost
+                raise ValueError(f"--data {self.root}: pair {self.ids[i]}'s {path.name} decodes to {len(frames)} "
+                                 f"frames, fewer than the {self.clip_frames} of a training clip: it is cut "
+                                 "short")  # fmt: skip
         if source.shape != target.shape:  # the headers agreed; the streams did not
             shapes = ["x".join(map(str, x.shape[:3])) for x in (source, target)]
             raise ValueError(f"--data {self.root}: pair {self.ids[i]}'s input and edited videos decode to "
@@ -290,7 +299,7 @@ def load_pairs(
     if len(kept) < processes:
         raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
     data = PairData(str(root.resolve()), [], [], [], dataset.read_card(root).get("thresholds"),
-                    dataset.counts(records), [], size, resize)  # fmt: skip
+                    dataset.counts(records), [], size, resize, frames)  # fmt: skip
     for r in kept[index::processes]:
         paths = tuple(root / r["files"][k] for k in ("input", "edited"))
         source, target = (probe(path) for path in paths)
@@ -342,6 +351,9 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"--motion-augment moves the clips of the video stage, got stage {config.stage}")
     if config.optimizer and config.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if resolve_settings(config).mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("fp16 mixed precision needs a GPU (on the CPU it would run in fp32); use "
+                         "--mixed-precision bf16 or no")  # fmt: skip
     if config.gradient_checkpointing and config.stage == "clip":
         raise ValueError("--gradient-checkpointing is for the UNet stages (2d, video, t2i, t2v), got stage clip")
     if config.report_to:
@@ -353,10 +365,10 @@ def check_config(config: TrainConfig) -> None:
             validate_repo_id(config.push_to_hub)
         except HFValidationError as err:
             raise ValueError(f"--push-to-hub {config.push_to_hub}: not a hub repo id (OWNER/NAME): {err}") from None
-    state = Path(config.out_dir) / "checkpoint" / "state.json"
-    if not state.exists():
+    state = checkpoint_state(Path(config.out_dir) / "checkpoint")
+    if state is None:
         return
-    before, now = json.loads(state.read_text()).get("data_dir"), data_source(config)
+    before, now = state.get("data_dir"), data_source(config)
     if before != now:
         then, given = (f"--data {d}" if d else "toy-world triplets (no --data)" for d in (before, now))
         raise ValueError(f"{config.out_dir} was trained on {then}, not {given}; resume it with the same data, or "
@@ -639,7 +651,7 @@ def make_ema(params: dict[str, torch.nn.Parameter], checkpoint: Path | None = No
     ema = EMAModel(list(params.values()))
     if checkpoint and (checkpoint / "ema.safetensors").exists():
         shadows = load_file(checkpoint / "ema.safetensors")
-        updates = json.loads((checkpoint / "state.json").read_text())["ema_updates"]
+        updates = json.loads((checkpoint / "state.json").read_text()).get("ema_updates", 0)
         ema.load_state_dict({"shadow_params": [shadows[name] for name in params], "optimization_step": updates})
     return ema
 
@@ -647,27 +659,85 @@ def make_ema(params: dict[str, torch.nn.Parameter], checkpoint: Path | None = No
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, data_dir: str | None = None, ema=None) -> None:
-    """Weights, optimizer state and the step; `data_dir`, the dataset trained on (see `data_source`), if any; the
-    EMA of the trainable weights, if kept."""
-    folder.mkdir(parents=True, exist_ok=True)
+def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, config: TrainConfig, ema=None) -> None:
+    """Weights, optimizer state, the step and the run's settings (`data_dir` as `data_source` records it); the EMA of
+    the trainable weights, if kept. Written whole into a temporary folder (state.json last) and swapped in, so a run
+    killed while saving resumes from this checkpoint or the one before, never a mix (see `settle_checkpoint`)."""
+    tmp, old = _checkpoint_siblings(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     for name, module in modules.items():
         weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        save_file(weights, folder / f"{name}.safetensors")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")  # tensors and numbers only
-    state = {"step": step, **({"data_dir": data_dir} if data_dir else {})}
+        save_file(weights, tmp / f"{name}.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")  # tensors and numbers only
+    data_dir = data_source(config)
+    state = {"step": step, **({"data_dir": data_dir} if data_dir else {}), "config": dataclasses.asdict(config)}
     if ema is not None:
         shadows = dict(zip(trainable_parameters(modules), ema.shadow_params, strict=True))
-        save_file({k: v.detach().contiguous() for k, v in shadows.items()}, folder / "ema.safetensors")
+        save_file({k: v.detach().contiguous() for k, v in shadows.items()}, tmp / "ema.safetensors")
         state["ema_updates"] = ema.optimization_step
-    (folder / "state.json").write_text(json.dumps(state))
+    (tmp / "state.json").write_text(json.dumps(state))
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_siblings(folder: Path) -> tuple[Path, Path]:
+    return folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+
+
+def settle_checkpoint(folder: Path) -> None:
+    """After a kill while saving: a complete new checkpoint (its state.json is written last) takes the place of a
+    missing or unfinished one; leftovers go."""
+    tmp, old = _checkpoint_siblings(folder)
+    if (tmp / "state.json").exists() and not (folder / "state.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def checkpoint_state(folder: Path) -> dict | None:
+    """The state.json of the checkpoint a run resumes from (a complete one not swapped in yet counts), or None."""
+    for candidate in (folder, _checkpoint_siblings(folder)[0]):
+        if (candidate / "state.json").exists():
+            return json.loads((candidate / "state.json").read_text())
+    return None
+
+
+# What a resumed run may change: how long it trains; how it logs, checkpoints and uploads; the accumulation (a preset's
+# follows the number of processes); the data's path (check_config compares it resolved).
+RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "threads", "report_to", "push_to_hub", "out_dir",
+                     "grad_accum", "data_dir"}  # fmt: skip
+
+
+def check_resume(config: TrainConfig, state: dict | None) -> None:
+    """A resumed run goes on as it started (the settings its checkpoint recorded, preset and accelerate's choices
+    resolved), and not past where it already is."""
+    if state is None:
+        return
+    if state["step"] > config.steps:
+        raise ValueError(f"{config.out_dir} has trained {state['step']} steps already; --steps must be at least that")
+    before = state.get("config")  # checkpoints of earlier versions did not record it
+    if before is None:
+        return
+    now = dataclasses.asdict(config)
+    changed = [k for k in now if k not in RESUMABLE_CHANGES and k in before and before[k] != now[k]]
+    if changed:
+        listed = ", ".join(f"{k}: {before[k]!r} then, {now[k]!r} now" for k in changed)
+        raise ValueError(f"{config.out_dir} was started with other settings ({listed}); resume it with the same ones "
+                         "(only --steps and logging may change), or start a new run")  # fmt: skip
 
 
 def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
-    for name, module in modules.items():
-        module.load_state_dict(load_file(folder / f"{name}.safetensors"))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    return json.loads((folder / "state.json").read_text())["step"]
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(load_file(folder / f"{name}.safetensors"))
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        return json.loads((folder / "state.json").read_text())["step"]
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
+        raise ValueError(f"the checkpoint in {folder} is damaged ({err}); delete it to start the run afresh") from None
 
 
 def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None = None,
@@ -733,9 +803,11 @@ def train(config: TrainConfig) -> Path:
     config = resolve_settings(config, accelerator.num_processes)
     config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)
     accelerator.gradient_accumulation_steps = config.grad_accum
+    checkpoint = out / "checkpoint"
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        settle_checkpoint(checkpoint)
+    accelerator.wait_for_everyone()
+    check_resume(config, checkpoint_state(checkpoint))
     torch.manual_seed(config.seed)
     modules, helpers = build(config)
     if config.gradient_checkpointing:
@@ -747,12 +819,14 @@ def train(config: TrainConfig) -> Path:
                           shard=(accelerator.process_index, accelerator.num_processes))  # fmt: skip
         accelerator.print(f"training on the {data.counts['kept']} kept pairs of {data.root} at {size}x{size}, "
                           f"shared by {accelerator.num_processes} process(es)")  # fmt: skip
+    if accelerator.is_main_process:  # the settings, once every check has passed
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     accelerator.print(f"batch {config.batch_size} x {config.grad_accum} accumulated x {accelerator.num_processes} "
                       f"process(es) = {config.batch_size * config.grad_accum * accelerator.num_processes}")  # fmt: skip
     trainable = trainable_parameters(modules)
     params = list(trainable.values())
     optimizer = make_optimizer(params, config)
-    checkpoint = out / "checkpoint"
     step = 0
     if (checkpoint / "state.json").exists():  # every process loads it; only the main process writes it
         step = load_checkpoint(checkpoint, modules, optimizer)
@@ -810,7 +884,7 @@ def train(config: TrainConfig) -> Path:
             losses = []
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(checkpoint, {n: accelerator.unwrap_model(m) for n, m in modules.items()}, optimizer,
-                            step, data_source(config), ema)  # fmt: skip
+                            step, config, ema)  # fmt: skip
     accelerator.wait_for_everyone()
     modules = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False).eval() for n, m in modules.items()}
     if ema is not None:

@@ -1,6 +1,8 @@
 """Training smoke runs (all three stages, checkpoint and resume), triplet files, and the toy evaluation's checks."""
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -107,7 +109,7 @@ def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
     final = train(TrainConfig("video", str(video_dir), steps=2, frames=3, init_dir=str(flat), **small))
     log = [json.loads(line) for line in (video_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
-    assert json.loads((video_dir / "checkpoint" / "state.json").read_text()) == {"step": 2}
+    assert json.loads((video_dir / "checkpoint" / "state.json").read_text())["step"] == 2
 
     pipe = InsV2VPipeline.from_pretrained(final)
     pipe.set_progress_bar_config(disable=True)
@@ -115,6 +117,36 @@ def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
     out = pipe(source, "make the background a forest", num_inference_steps=2, frames_per_clip=4, ref_frames=1).frames
     assert out.shape == (4, 64, 64, 3)
     assert type(pipe.vae).__name__ == "PixelUnshuffleAutoencoder" and pipe.scheduler.config.prediction_type == "sample"
+
+
+def test_a_resumed_run_goes_on_as_it_started_from_a_whole_checkpoint(tmp_path):
+    run = TrainConfig("clip", str(tmp_path / "clip"), steps=2, batch_size=2, log_every=1, checkpoint_every=1, warmup=1)
+    train(run)
+    checkpoint = tmp_path / "clip" / "checkpoint"
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0\.0003 then, 0\.001 now\)"):
+        train(dataclasses.replace(run, steps=3, lr=1e-3))
+    with pytest.raises(ValueError, match="has trained 2 steps already; --steps must be at least that"):
+        train(dataclasses.replace(run, steps=1))
+    assert json.loads((tmp_path / "clip" / "config.json").read_text())["lr"] == 3e-4  # nothing refused was written
+
+    # Killed between swapping the old checkpoint out and the new one in: the new one, complete, is used.
+    tmp, old = checkpoint.with_name("checkpoint.tmp"), checkpoint.with_name("checkpoint.old")
+    shutil.copytree(checkpoint, tmp)
+    (tmp / "state.json").write_text(json.dumps({**json.loads((tmp / "state.json").read_text()), "step": 1}))
+    checkpoint.rename(old)
+    train(dataclasses.replace(run, steps=3))
+    log = [json.loads(line)["step"] for line in (tmp_path / "clip" / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 2, 3] and not tmp.exists() and not old.exists()  # resumed at 1, from the swapped-in one
+
+    # Killed while writing the weights of a run saved in place (as before this was atomic): a clear message.
+    (checkpoint / "clip.safetensors").write_bytes((checkpoint / "clip.safetensors").read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"checkpoint in .* is damaged .*; delete it to start the run afresh"):
+        train(dataclasses.replace(run, steps=4))
+
+
+def test_fp16_on_the_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fp16 mixed precision needs a GPU"):
+        train(TrainConfig("clip", str(tmp_path), steps=1, batch_size=2, mixed_precision="fp16"))
 
 
 def test_the_2d_stage_starts_from_a_text_to_image_model_as_instructpix2pix_does(tmp_path):
