@@ -327,8 +327,8 @@ def data_source(config: TrainConfig) -> str | None:
 
 
 def check_config(config: TrainConfig) -> None:
-    """The settings fit the stage and each other, and a resumed run goes on with the data it started with: all
-    checked before anything is written."""
+    """The settings fit the stage and each other, checked before anything is written (a resumed run's agreement with
+    its checkpoint: `check_resume`)."""
     if config.data_dir and config.stage not in ("2d", "video"):
         raise ValueError(f"--data is for stages 2d and video (the editor), got stage {config.stage}")
     if config.prediction_type != "sample" and (config.stage != "t2i" or config.init_dir):
@@ -365,14 +365,6 @@ def check_config(config: TrainConfig) -> None:
             validate_repo_id(config.push_to_hub)
         except HFValidationError as err:
             raise ValueError(f"--push-to-hub {config.push_to_hub}: not a hub repo id (OWNER/NAME): {err}") from None
-    state = checkpoint_state(Path(config.out_dir) / "checkpoint")
-    if state is None:
-        return
-    before, now = state.get("data_dir"), data_source(config)
-    if before != now:
-        then, given = (f"--data {d}" if d else "toy-world triplets (no --data)" for d in (before, now))
-        raise ValueError(f"{config.out_dir} was trained on {then}, not {given}; resume it with the same data, or "
-                         "start a new run")  # fmt: skip
 
 
 def check_trackers(report_to: str) -> None:
@@ -699,24 +691,26 @@ def settle_checkpoint(folder: Path) -> None:
 
 
 def checkpoint_state(folder: Path) -> dict | None:
-    """The state.json of the checkpoint a run resumes from (a complete one not swapped in yet counts), or None."""
-    for candidate in (folder, _checkpoint_siblings(folder)[0]):
-        if (candidate / "state.json").exists():
-            return json.loads((candidate / "state.json").read_text())
-    return None
+    """The state.json of the (settled) checkpoint a run resumes from, or None."""
+    return json.loads((folder / "state.json").read_text()) if (folder / "state.json").exists() else None
 
 
 # What a resumed run may change: how long it trains; how it logs, checkpoints and uploads; the accumulation (a preset's
-# follows the number of processes); the data's path (check_config compares it resolved).
+# follows the number of processes); the data's path (compared resolved, as `data_source` records it).
 RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "threads", "report_to", "push_to_hub", "out_dir",
                      "grad_accum", "data_dir"}  # fmt: skip
 
 
 def check_resume(config: TrainConfig, state: dict | None) -> None:
-    """A resumed run goes on as it started (the settings its checkpoint recorded, preset and accelerate's choices
-    resolved), and not past where it already is."""
+    """A resumed run goes on as it started (its data, and the settings its checkpoint recorded, preset and
+    accelerate's choices resolved), and not below the steps it has done."""
     if state is None:
         return
+    before, now = state.get("data_dir"), data_source(config)
+    if before != now:
+        then, given = (f"--data {d}" if d else "toy-world triplets (no --data)" for d in (before, now))
+        raise ValueError(f"{config.out_dir} was trained on {then}, not {given}; resume it with the same data, or "
+                         "start a new run")  # fmt: skip
     if state["step"] > config.steps:
         raise ValueError(f"{config.out_dir} has trained {state['step']} steps already; --steps must be at least that")
     before = state.get("config")  # checkpoints of earlier versions did not record it
@@ -807,7 +801,8 @@ def train(config: TrainConfig) -> Path:
     if accelerator.is_main_process:
         settle_checkpoint(checkpoint)
     accelerator.wait_for_everyone()
-    check_resume(config, checkpoint_state(checkpoint))
+    state = checkpoint_state(checkpoint)
+    check_resume(config, state)
     torch.manual_seed(config.seed)
     modules, helpers = build(config)
     if config.gradient_checkpointing:
@@ -828,7 +823,7 @@ def train(config: TrainConfig) -> Path:
     params = list(trainable.values())
     optimizer = make_optimizer(params, config)
     step = 0
-    if (checkpoint / "state.json").exists():  # every process loads it; only the main process writes it
+    if state is not None:  # every process loads it; only the main process writes it
         step = load_checkpoint(checkpoint, modules, optimizer)
         accelerator.print(f"resumed from step {step}")
     ema = make_ema(trainable, checkpoint if step else None) if config.ema else None

@@ -144,7 +144,8 @@ def test_a_resumed_run_goes_on_as_it_started_from_a_whole_checkpoint(tmp_path):
         train(dataclasses.replace(run, steps=4))
 
 
-def test_fp16_on_the_cpu_is_refused(tmp_path):
+def test_fp16_on_the_cpu_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as here, on a machine with a GPU too
     with pytest.raises(ValueError, match="fp16 mixed precision needs a GPU"):
         train(TrainConfig("clip", str(tmp_path), steps=1, batch_size=2, mixed_precision="fp16"))
 

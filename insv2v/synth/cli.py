@@ -34,8 +34,10 @@ def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sim-image", type=float, help="input vs edited frames")
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    return {"sim_0": args.sim_0, "sim_1": args.sim_1, "sim_dir": args.sim_dir, "sim_image": args.sim_image}
+def _with_flags(base, args: argparse.Namespace):
+    """`base` thresholds with those the threshold flags give in place."""
+    flags = {"sim_0": args.sim_0, "sim_1": args.sim_1, "sim_dir": args.sim_dir, "sim_image": args.sim_image}
+    return dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
 
 
 def add_parsers(commands) -> None:
@@ -122,10 +124,9 @@ def synth(args: argparse.Namespace) -> None:
         # A resumed dataset keeps the thresholds it is filtered with now (a `synth filter` may have changed them).
         card = dataset.read_card(args.out)
         base = Thresholds.from_dict(card["thresholds"]) if card.get("thresholds") else Thresholds.for_clip(clip)
-        thresholds = dataclasses.replace(base, **{k: v for k, v in _overrides(args).items() if v is not None})
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, n=args.n, seed=args.seed, clip=clip,
-            thresholds=thresholds, frames=args.frames, steps=args.steps,
+            thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
             size=args.size, recipe=args.recipe, command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip
         from insv2v.synth.prompts import PromptStats, is_llm_spec, toy_captions
@@ -156,9 +157,8 @@ def synth(args: argparse.Namespace) -> None:
             base = Thresholds.from_dict(card["thresholds"])  # what the dataset was filtered with
         else:
             base = Thresholds()
-        changes = {k: v for k, v in _overrides(args).items() if v is not None}
         with dataset.writing(args.dataset):
-            counts = dataset.refilter(args.dataset, dataclasses.replace(base, **changes))
+            counts = dataset.refilter(args.dataset, _with_flags(base, args))
         print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "report":
         import json

@@ -205,13 +205,13 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
-    if dataset.read_manifest(root):  # one filter for every sample, whatever earlier runs had
-        dataset.refilter(root, config.thresholds)
+    # One filter for every sample, whatever earlier runs had; the processes' parts merged.
+    counts = dataset.refilter(root, config.thresholds) if dataset.read_manifest(root) else dataset.counts([])
     card = dataset.read_card(root)
     card.update(
         t2v=source_name(config.t2v), clip=source_name(config.clip), prompts=config.prompts, seed=config.seed,
         n=config.n, frames=config.frames, steps=config.steps, size=config.size or pipe.default_resolution,
-        thresholds=config.thresholds.to_dict(), counts=dataset.counts(dataset.read_manifest(root)),
+        thresholds=config.thresholds.to_dict(), counts=counts,
         command=config.command,
     )  # fmt: skip
     dataset.write_card(root, card)
