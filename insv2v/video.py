@@ -129,6 +129,11 @@ def sample_times(
         k += 1
 
 
+def off_grid(times: list[float], fps: float) -> bool:
+    """Whether frames at `times` (s) stray more than half a frame from a constant `fps` started at the first."""
+    return any(abs(t - (times[0] + k / fps)) > 0.5 / fps for k, t in enumerate(times))
+
+
 def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Place `right` beside `left`, resizing right to left's height (aspect kept) if they differ."""
     left, right = np.asarray(left), np.asarray(right)
@@ -383,6 +388,12 @@ def read_video(
             raise VideoError(f"{path}: start {start:g}s is at or beyond the last frame")
         raise VideoError(f"{path}: has no video frames")
     clip_fps = float(fps) if fps is not None else float(source_fps / stride)
+    if fps is None and off_grid(times, clip_fps):
+        # A variable-rate source (a phone's): its frames written at a constant rate would slide against its audio,
+        # so take the frame shown at each tick of its average rate instead (some repeat, some are skipped).
+        logger.info("%s: variable frame rate; resampled to %.3g fps", path, clip_fps)
+        return read_video(path, start=start, max_frames=max_frames, fps=clip_fps, resolution=resolution,
+                          multiple=multiple, max_pixels=max_pixels, max_decode_frames=max_decode_frames)  # fmt: skip
     return Clip(
         frames=frames.finish(),  # (f, h, w, 3) uint8
         fps=clip_fps,

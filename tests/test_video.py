@@ -103,6 +103,13 @@ def test_target_size_multiple_and_limits():
             target_size(640, 480, resolution)
 
 
+def test_off_grid():
+    assert not video.off_grid([1.0, 1.1, 1.2, 1.3], 10)
+    assert not video.off_grid([0.0, 0.1001, 0.2002, 0.3003], 10)  # container rounding
+    assert video.off_grid([0.0, 0.1, 0.15, 0.5], 10)  # a variable-rate source
+    assert video.off_grid([0.0, 0.1, 0.2, 0.3], 20)  # a stride the rate does not say
+
+
 def test_sample_times_stride_and_fps():
     items = [(i / 10, i) for i in range(20)]  # 10 fps, 2 s
     assert [i for _, i in video.sample_times(items, start=0.5, stride=4)] == [5, 9, 13, 17]
@@ -190,12 +197,17 @@ def test_read_resolution(files):
 def test_variable_frame_rate(files):
     info = probe(files["vfr"])
     assert info.num_frames == len(VFR_TIMES)
-    assert indices(read_video(files["vfr"])) == list(range(10))
     # ticks every 0.25 s; nearest time stamps 0, .15, .5, .6, 1, 1.3, 1.35, 1.8
     assert indices(read_video(files["vfr"], fps=4, max_frames=8)) == [0, 2, 3, 5, 6, 7, 8, 9]
-    clip = read_video(files["vfr"], start=0.52)
-    assert indices(clip) == [4, 5, 6, 7, 8, 9]
-    assert clip.start == pytest.approx(0.55)
+    # Without a rate, the frame shown at each tick of the average rate (10 frames in 1.9 s), so that written at
+    # that rate each frame keeps its time (and its audio): ticks 0, .19, .38, .57, .76, .95, 1.14, 1.33, ...
+    clip = read_video(files["vfr"])
+    assert clip.fps == pytest.approx(10 / 1.9)
+    assert indices(clip) == [0, 2, 3, 4, 5, 6, 6, 8, 8, 9, 9]
+    clip = read_video(files["vfr"], start=0.52)  # ticks .52, .71, .90, 1.09, 1.28, ...
+    assert indices(clip)[:5] == [3, 5, 6, 6, 7] and clip.start == pytest.approx(0.52)
+    # A constant-rate file is read frame by frame, its own time stamps on the grid
+    assert indices(read_video(files["ntsc"], stride=3)) == list(range(0, 30, 3))
 
 
 def test_rotation_metadata_is_applied(files):
