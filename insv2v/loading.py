@@ -94,7 +94,24 @@ def from_pretrained_explained(cls, source: str, what: str, **kwargs):
     try:
         return cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:  # offline, unknown id, gated repo: all surface as OSError here
+        snapshot = _cached_snapshot(source)
+        if snapshot is not None:  # downloaded, but cut short or damaged
+            raise ModelLoadError(
+                f"could not load {what} {source!r} from the Hugging Face cache ({snapshot}): {err}. The download may "
+                f"be incomplete or damaged: fetch it again with `hf download {source} --force-download`"
+            ) from err
         raise _unavailable(source, what, err) from err
+
+
+def _cached_snapshot(source: str) -> str | None:
+    """The folder of a hub model's snapshot in the Hugging Face cache, if one is there (whole or not)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in ("model_index.json", "config.json"):  # a pipeline's, a single model's
+        hit = try_to_load_from_cache(source, name)
+        if isinstance(hit, str):
+            return str(Path(hit).parent)
+    return None
 
 
 def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:

@@ -124,6 +124,26 @@ def test_offline_hub_ids_say_what_to_download_and_where(parts, source, what):
     assert f"`hf download {name}`" in message and constants.HF_HUB_CACHE in message
 
 
+@pytest.mark.skipif(not OFFLINE, reason="only runs offline (HF_HUB_OFFLINE=1), so that it never downloads")
+def test_a_damaged_download_is_named_as_such(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # A pipeline whose download stopped after model_index.json: the cache holds it, its parts are missing
+    repo = tmp_path / "hub" / "models--someone--cut-short"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    (snapshot / "model_index.json").write_text(json.dumps({"_class_name": "InsV2VPipeline", "unet": ["diffusers",
+                                                           "UNetMotionModel"]}))  # fmt: skip
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelLoadError) as err:
+        load_pipeline("someone/cut-short", device="cpu")
+    message = str(err.value)
+    assert f"from the Hugging Face cache ({snapshot})" in message and "not in the Hugging Face cache" not in message
+    assert "`hf download someone/cut-short --force-download`" in message
+
+
 def test_a_checkpoint_file_is_converted_first(tmp_path):
     path = tmp_path / "insv2v.pth"
     path.write_bytes(b"")
