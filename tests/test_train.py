@@ -17,8 +17,10 @@ from insv2v.train import (
     EDIT_THRESHOLD,
     TrainConfig,
     build,
+    captioned_clips,
     editing_loss,
     frame_pairs,
+    generation_loss,
     learning_rate,
     random_triplet,
     train,
@@ -82,6 +84,25 @@ def test_editing_loss_weights_what_the_edit_changes():
         config = TrainConfig("2d", "unused", edit_weight=weight)
         loss = editing_loss(OffByOne(), helpers, text_encoder, source, target, instructions, config, rng)
         assert loss.item() == pytest.approx(1 + weight * changed, rel=1e-5)
+
+
+def test_generation_loss_weights_the_shapes():
+    """A UNet that is off by 1 everywhere: the loss is 1 + shape_weight x the share of shape pixels in the frames."""
+    _, helpers = build(TrainConfig("t2i", "unused"))
+    clips, coverage, captions = captioned_clips(np.random.default_rng(0), 4, 1)
+    shapes = coverage.mean().item()
+    assert 0.01 < shapes < 0.5
+
+    class OffByOne(torch.nn.Module):
+        def forward(self, sample, t, encoder_hidden_states):
+            return type("Out", (), {"sample": helpers["vae"].encode(clips[:, :, 0]).latent_dist.mode() + 1})()
+
+    text_encoder = lambda ids: (torch.zeros(len(ids), ids.shape[1], 64),)  # noqa: E731
+    for weight in (0.0, 4.0):
+        config = TrainConfig("t2i", "unused", shape_weight=weight)
+        loss = generation_loss(OffByOne(), helpers, text_encoder, clips, coverage, captions, config,
+                               np.random.default_rng(1))  # fmt: skip
+        assert loss.item() == pytest.approx(1 + weight * shapes, rel=1e-5)
 
 
 @pytest.mark.slow  # trains three stages
