@@ -196,6 +196,24 @@ def test_bad_sweep_grid(client, media):
         client.predict(handle_file(media["good"]), "make it snowy", text_cfgs="5, lots", api_name="/sweep")
 
 
+def test_every_run_of_the_model_waits_in_one_queue(tmp_path, monkeypatch):
+    """An example cached on first use runs the edit in Gradio's own event; it must queue with the edits and sweeps,
+    which share the pipeline's scheduler and stop flag."""
+    from insv2v.testing.tiny import main as save_tiny
+    from insv2v.ui import build_demo
+
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    save_tiny([str(tmp_path / "tiny")])
+    config = AppConfig(model=str(tmp_path / "tiny"), cache_dir=tmp_path / "cache", data_dir=tmp_path / "data",
+                       cache_examples=True)  # fmt: skip
+    fns = build_demo(config).fns.values()
+    example = [f for f in fns if f.name == "load_example_output"]
+    heavy = [f for f in fns if f.api_name in ("edit", "preview", "sweep", "compare", "synth_pair")]
+    assert len(example) == 1 and len(heavy) == 5
+    assert {(f.concurrency_id, f.concurrency_limit) for f in example + heavy} == {("model", 1)}
+
+
 def test_only_the_cache_is_served(app):
     url, _demo = app
     for path in ("/etc/passwd", str(REPO / "README.md"), str(REPO / "app.py")):

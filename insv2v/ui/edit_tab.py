@@ -164,7 +164,7 @@ def build(studio) -> None:
             """An example with the default settings and seed 0, so that its cached result is reproducible."""
             return handler(video, instruction, seed=0, randomize_seed=False, request=request)
 
-        gr.Examples(
+        shown = gr.Examples(
             examples(),
             [video, instruction],
             outputs,
@@ -174,3 +174,6 @@ def build(studio) -> None:
             api_name=False,
             label="Examples (toy world)",
         )
+        if shown.cache_event is not None:  # an example cached on first use runs the model in Gradio's own event:
+            caching = studio.demo.fns[shown.cache_event["id"]]  # it waits its turn with the edits and sweeps,
+            caching.concurrency_id, caching.concurrency_limit = "model", 1  # which share the pipeline's scheduler
