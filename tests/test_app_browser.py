@@ -244,11 +244,12 @@ def test_compare_tab_shows_the_example_computed_ahead_then_compares_a_clip_live(
 
 
 def test_rate_tab_takes_a_participant_from_consent_to_the_completion_code(browser):
-    """The shipped toy study, a whole session with the keyboard shortcuts; a reload midway resumes."""
+    """The shipped toy study, a whole session with the keyboard shortcuts; a reload midway resumes, by the id the
+    browser kept (no ?pid= in the link)."""
     browser, url = browser
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(url + "?pid=browser-participant")
+    page.goto(url)
     page.get_by_role("tab", name="Rate").click()
     page.locator("#rate-agree").click()
     progress = page.locator("#rate-progress")

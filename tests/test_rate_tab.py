@@ -35,15 +35,23 @@ def video_url(screen) -> str:
     return screen[SCREEN["video"]]["url"]
 
 
-def visit(app, pid):
-    session = PageSession(app, {"pid": pid})
-    return session, session.load()[1:]  # the load event's first output is the participant id's State
+def visit(app, pid, kept=None):
+    """A page opened with ?pid=pid (None: without), the browser keeping the id `kept` from an earlier visit."""
+    session = PageSession(app, {"pid": pid} if pid else None)
+    session.values[kept_id(session)] = kept
+    return session, session.load()[2:]  # the load event's first outputs: the participant id's State, and the kept id
+
+
+def kept_id(session) -> int:
+    """The component of the id the browser keeps (its localStorage)."""
+    (found,) = [c["id"] for c in session.config["components"] if c["type"] == "browserstate"]
+    return found
 
 
 def test_a_participant_goes_from_consent_to_a_completion_code(app, study):
     session, screen = visit(app, "alice")
     assert screen[0]["visible"] is True and screen[1]["visible"] is False  # the consent screen first
-    screen = session.trigger("rate-agree")
+    screen = session.trigger("rate-agree")[2:]  # after the id and the kept id
     store = StudyStore(study)
     planned = len(store.plan("alice"))
     for k in range(planned):
@@ -66,6 +74,22 @@ def test_a_reload_resumes_at_the_first_unanswered_comparison(app, study):
     _, screen = visit(app, "bob")  # another tab, or the same after a reload: a new session, the same participant
     planned = len(StudyStore(study).plan("bob"))
     assert screen[SCREEN["progress"]] == f"Comparison 2 of {planned}"
+
+
+def test_a_participant_without_a_link_id_resumes_by_the_id_their_browser_kept(app, study):
+    store = StudyStore(study)
+    before = len(store.participants())
+    session, screen = visit(app, None)
+    assert screen[0]["visible"] is True  # the consent screen; no participant, no plan yet
+    assert len(store.participants()) == before and session.values[kept_id(session)] is None
+    session.trigger("rate-agree")
+    pid = session.values[kept_id(session)]
+    assert store.known(pid) and store.consented(pid) and len(store.participants()) == before + 1
+    session.trigger("rate-next", inputs=ANSWERS)
+    _, screen = visit(app, None, kept=pid)  # a reload, or the server started again: the browser still has the id
+    assert screen[SCREEN["progress"]] == f"Comparison 2 of {len(store.plan(pid))}"
+    _, screen = visit(app, None, kept="not-a-known-id")
+    assert screen[0]["visible"] is True and len(store.participants()) == before + 1
 
 
 def test_unanswered_questions_and_bad_ids_are_refused_with_a_message(app):
@@ -94,7 +118,7 @@ def test_nothing_a_participant_can_reach_names_a_method(app, study):
                  ("/", "/config", "/gradio_api/info", "/gradio_api/openapi.json")}  # fmt: skip
     assert json.loads(pages["/gradio_api/info"]) == {"named_endpoints": {}, "unnamed_endpoints": {}}  # all private
     session, screen = visit(app, "dave")
-    responses = [screen, session.trigger("rate-agree")]
+    responses = [screen, session.trigger("rate-agree")[2:]]
     planned = len(StudyStore(study).plan("dave"))
     for _ in range(planned):
         responses.append(session.trigger("rate-next", inputs=ANSWERS))
@@ -109,7 +133,7 @@ def test_nothing_a_participant_can_reach_names_a_method(app, study):
 
 def test_a_double_submit_answers_only_the_screen_it_came_from(app, study):
     session, _ = visit(app, "erin")
-    screen = session.trigger("rate-agree")
+    screen = session.trigger("rate-agree")[2:]
     first = screen[-1]  # the comparison on screen, which the page sends back with its answers
     session.trigger("rate-next", inputs={**ANSWERS, "rate-shown": first})
     second = session.trigger("rate-next", inputs={**ANSWERS, "rate-shown": first})  # sent before the page updated

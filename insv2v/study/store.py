@@ -288,6 +288,11 @@ class StudyStore:
 
         self._transaction(record)
 
+    def known(self, pid: str) -> bool:
+        """Whether `pid` has arrived (has a plan)."""
+        return self._read(lambda conn: conn.execute("SELECT 1 FROM participants WHERE pid = ?",
+                                                    (check_pid(pid),)).fetchone() is not None)  # fmt: skip
+
     def consented(self, pid: str) -> bool:
         return self._read(lambda conn: self._known(conn, pid)[2] is not None)
 
@@ -422,6 +427,14 @@ class StudyStore:
             "SELECT role FROM files WHERE role NOT IN (?, ?) GROUP BY role ORDER BY MIN(rowid)", ROLES
         ).fetchall())  # fmt: skip
         return [role for (role,) in rows]
+
+    def comparison_methods(self) -> dict[int, tuple[str, str]]:
+        """Comparison id -> the roles of its file_a and file_b: a fixed order per comparison, as built (sides
+        balanced per method pair), before any participant's swap."""
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT c.id, fa.role, fb.role FROM comparisons c JOIN files fa ON fa.name = c.file_a "
+            "JOIN files fb ON fb.name = c.file_b").fetchall())  # fmt: skip
+        return {cid: (a, b) for cid, a, b in rows}
 
     def comparison_count(self) -> tuple[int, int]:
         """(regular comparisons, gold comparisons)."""

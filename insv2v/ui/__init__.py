@@ -36,6 +36,7 @@ class Studio:
     defaults: EditRecipe
     settings: dict  # name -> settings.Setting, in the Edit endpoint's order
     demo: object = None  # the gr.Blocks being built, for tabs that fill themselves when the page opens
+    kept_pid: object = None  # the Rate tab's participant id in the browser's storage (rate_tab.kept_pid)
 
 
 def _tabs():
@@ -77,10 +78,10 @@ def build_demo(config: AppConfig | None = None):
     hour = 3600
     title = STUDY_TITLE if config.study_only else TITLE
     with gr.Blocks(title=title, delete_cache=(hour, int(config.cache_max_age_s)), analytics_enabled=False) as demo:
-        studio.demo = demo
-        if config.study_only:  # what participants see: the study alone, nothing that names a method
-            from insv2v.ui import rate_tab
+        from insv2v.ui import rate_tab
 
+        studio.demo, studio.kept_pid = demo, rate_tab.kept_pid(config)
+        if config.study_only:  # what participants see: the study alone, nothing that names a method
             gr.Markdown(f"# {STUDY_TITLE}")
             rate_tab.build(studio)
         else:

@@ -1,11 +1,13 @@
 """The Rate tab: a participant rates blind pairs of edits of a study (insv2v/study/), and a researcher, with the token
 from INSV2V_STUDY_TOKEN, sees the results.
 
-A participant arrives with `?pid=...` (Prolific, MTurk) or gets an id; consents after the instructions; then sees one
+A participant arrives with `?pid=...` (Prolific, MTurk) or gets an id when they consent, kept in their browser; consents
+after the instructions (no plan is made before); then sees one
 comparison per screen: the instruction and one video of the input, edit A and edit B playing in sync, and LOVEU-TGVE's
 three questions, each answered "A", "B" or "can't tell" (keys 1-3, 4-6, 7-9; Enter for Next). *Next* commits the
 three answers, each one row of the study's SQLite database, before the next screen shows; a reload or a server
-restart resumes at the first comparison not fully answered. At the end: a completion code.
+restart resumes at the first comparison not fully answered (the id from the link, else from the browser's storage).
+At the end: a completion code.
 
 Blind by construction: the page holds served files' random names and the letters A and B, never a method; no
 download buttons; every event is private (not in the API page, not callable by Gradio's clients).
@@ -13,8 +15,10 @@ download buttons; every event is private (not in the API page, not callable by G
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from pathlib import Path
 
 import gradio as gr
 
@@ -63,13 +67,26 @@ def open_study(config) -> StudyStore | None:
     return StudyStore(path) if path is not None else None
 
 
+def kept_pid(config):
+    """The participant id the browser keeps for this server's study (None without a study), so that a participant
+    without ?pid= is known again after a reload or a server restart: a key and secret fixed per study (neither
+    changes when the server starts again). At the page's root: a tab's components mount only when it is shown."""
+    from insv2v.ui.serving import study_path
+
+    path = study_path(config)
+    if path is None:
+        return None
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    return gr.BrowserState(storage_key=f"study-{key}", secret=key)
+
+
 def screen(store: StudyStore, pid: str) -> tuple:
     """(consent visible, rating visible, done visible, progress, instruction, video, *radio values, done text, the
     comparison's id): what the participant `pid` sees now, from what the database holds."""
+    if not store.consented(pid):
+        return consent_screen(len(store.questions))
     hidden = gr.update(visible=False)
     shown = gr.update(visible=True)
-    if not store.consented(pid):
-        return (shown, hidden, hidden, "", "", None, *[None] * len(store.questions), "", None)
     comparison = store.next_comparison(pid)
     done, planned = store.progress(pid)
     if comparison is None:
@@ -80,6 +97,12 @@ def screen(store: StudyStore, pid: str) -> tuple:
     radios = [LABELS[answered[q]] if q in answered else None for q in store.questions]
     return (hidden, shown, hidden, f"Comparison {done + 1} of {planned}", instruction_text(comparison),
             str(comparison_video(store, comparison)), *radios, "", comparison.id)  # fmt: skip
+
+
+def consent_screen(questions: int) -> tuple:
+    """The instructions and the consent button, as `screen` shows them."""
+    hidden = gr.update(visible=False)
+    return (gr.update(visible=True), hidden, hidden, "", "", None, *[None] * questions, "", None)
 
 
 def instruction_text(comparison: Comparison) -> str:
@@ -99,6 +122,7 @@ def build(studio) -> None:
         return
     questions = list(store.questions.items())
     pid_state = gr.State()
+    saved_pid = studio.kept_pid
     with gr.Column(visible=True, elem_id="rate-consent") as consent_view:
         gr.Markdown(INSTRUCTIONS)
         agree = gr.Button("I agree to take part: start", variant="primary", elem_id="rate-agree")
@@ -124,17 +148,21 @@ def build(studio) -> None:
 
     views = [consent_view, rating_view, done_view, progress, instruction, video, *radios, done_text, shown]
 
-    def arrive(request: gr.Request):
-        """A participant opens the page: their id from ?pid=, else a new one; where they stopped."""
+    def arrive(saved: str | None, request: gr.Request):
+        """A participant opens the page: their id from ?pid=, else the one their browser kept; where they stopped
+        (the consent screen for an id not seen before, which gets its plan only when it consents)."""
         asked = request.query_params.get("pid") if request is not None else None
         if asked is not None and not _PID.fullmatch(asked):
             raise gr.Error("The link's participant id is not valid: use the link you were given.")
-        pid = store.participant(asked)
-        return (pid, *screen(store, pid))
+        pid = asked or (saved if isinstance(saved, str) and _PID.fullmatch(saved) else None)
+        if pid is None or not store.known(pid):
+            return (pid, gr.update(), *consent_screen(len(questions)))
+        return (pid, pid, *screen(store, pid))
 
-    def start(pid: str):
+    def start(pid: str | None):
+        pid = store.participant(pid)  # a new id if the link gave none
         store.consent(pid)
-        return screen(store, pid)
+        return (pid, pid, *screen(store, pid))
 
     def answer(pid: str, comparison_id: float | None, *labels):
         """Commit the three answers of the screen they were given on (one row each, in one transaction), then show the
@@ -148,8 +176,8 @@ def build(studio) -> None:
         store.answer_screen(pid, comparison_id, answers)
         return screen(store, pid)
 
-    studio.demo.load(arrive, None, [pid_state, *views], **PRIVATE)
-    agree.click(start, pid_state, views, **PRIVATE)
+    studio.demo.load(arrive, saved_pid, [pid_state, saved_pid, *views], **PRIVATE)
+    agree.click(start, pid_state, [pid_state, saved_pid, *views], **PRIVATE)
     next_button.click(answer, [pid_state, shown, *radios], views, **PRIVATE)
     studio.demo.load(None, None, None, js=SHORTCUTS_JS, api_visibility="private")
 
