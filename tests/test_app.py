@@ -73,6 +73,15 @@ def test_edit_endpoint_returns_video_side_by_side_recipe_and_metrics(client, med
     assert status.startswith("Edited 6 frames (96x64, 30 fps)") and "seed 5" in status
 
 
+def test_the_status_says_when_the_server_limit_cut_the_selection(client, tmp_path):
+    clip = make_video(tmp_path / "twenty.mp4", num_frames=20, fps=10, size=(32, 32))  # the app's limit: 12 frames
+    for length, frames, cut in ((0, 12, True), (12, 12, False), (8, 8, False), (0, 10, False)):
+        stride = 2 if frames == 10 else 1  # every other frame: 10 of them, within the limit
+        output, *_, status = edit(client, clip, length=length, stride=stride)
+        assert probe(output).num_frames == frames
+        assert ("cut to 12 frames, this server's limit" in status) == cut, (length, stride, status)
+
+
 def test_preview_is_the_first_clip_only(client, media):
     output, *_, status = edit(client, media["good"], api_name="/preview", length=10)
     assert probe(output).num_frames == 4 and status.startswith("Preview 4 frames")

@@ -223,7 +223,7 @@ def check_upload(path: str | None, config: AppConfig) -> VideoInfo:
     if info.duration > config.max_seconds + 1e-3:
         raise ValueError(
             f"{name} is {info.duration:.1f} s long; this server edits videos up to {config.max_seconds:g} s. "
-            "Trim it first, or choose a start and length within the first part."
+            f"Trim it to the part to edit ({config.max_seconds:g} s at most) and upload that."
         )
     return info
 

@@ -129,17 +129,21 @@ class Controls(dict):
         return {name: self[name] for name in names}
 
 
-def recipe_from_settings(studio, video: str, instruction: str, values: dict, preview: bool) -> tuple[EditRecipe, str]:
-    """The recipe the settings describe (one not in `values`: its default), with the server's frame limit applied
-    and, for a preview, only the first clip; and a note when it cut frames."""
+def recipe_from_settings(studio, video: str, info, instruction: str, values: dict,
+                         preview: bool) -> tuple[EditRecipe, str]:  # fmt: skip
+    """The recipe the settings describe (one not in `values`: its default) for the upload `video` that `info`
+    (VideoInfo) describes, with the server's frame limit applied and, for a preview, only the first clip; and a note
+    when the limit cut the selection short."""
     unknown = set(values) - set(studio.settings)
     if unknown:  # only a Python caller can pass these: the API takes the names it was wired with
         raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     values = {name: setting.default for name, setting in studio.settings.items()} | values
     config = studio.config
-    length = int(values["length"] or 0)
+    length = int(values["length"] or 0)  # 0: all of it
     max_frames = min(length or config.max_frames, config.max_frames)
-    note = f"cut to {config.max_frames} frames, this server's limit" if length > config.max_frames else ""
+    available = selected_frames(info, float(values["start"] or 0), int(values["stride"]))
+    cut = min(length or available, available) > config.max_frames
+    note = f"cut to {config.max_frames} frames, this server's limit" if cut else ""
     if preview:
         max_frames = min(max_frames, int(values["frames_per_clip"]))
     seed = None if values["randomize_seed"] else int(values["seed"] or 0)
@@ -169,8 +173,13 @@ def planned_clips(recipe: EditRecipe, info) -> int:
     """How many clips the edit of `recipe` on the upload described by `info` (VideoInfo) denoises: for progress."""
     from insv2v.longvideo import plan_clips
 
-    expected = min(recipe.max_frames, max(1, int((info.duration - recipe.start) * info.fps / recipe.stride + 0.5)))
+    expected = min(recipe.max_frames, selected_frames(info, recipe.start, recipe.stride))
     return len(plan_clips(expected, recipe.frames_per_clip, recipe.ref_frames))
+
+
+def selected_frames(info, start: float, stride: int) -> int:
+    """About how many frames an edit from `start` seconds taking every `stride`-th frame reads from the upload."""
+    return max(1, int((info.duration - start) * info.fps / stride + 0.5))
 
 
 def load_recipe(path: str | None) -> dict:
