@@ -63,8 +63,10 @@ def client(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
     tav = tmp / "t2i"
     tiny_t2v_pipeline("2d").save_pretrained(tav)
-    with serve(tmp, tav=str(tav), max_frames=4) as (url, _demo):
-        yield Client(url, verbose=False)
+    with serve(tmp, tav=str(tav), max_frames=4) as (url, demo):
+        client = Client(url, verbose=False)
+        client.compare_jobs = lambda: sorted(demo.studio.cache.jobs.glob("*-compare-*"))  # what the server ran
+        yield client
 
 
 def compare(client, video, source="a red circle on a beach", edited="a blue circle on a beach", **kwargs):
@@ -76,7 +78,7 @@ def compare(client, video, source="a red circle on a beach", edited="a blue circ
 
 @pytest.mark.slow
 def test_compare_endpoint_runs_both_methods_and_reuses_the_tuning(client, tmp_path):
-    video = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
+    video = make_video(tmp_path / "insv2v.mp4", num_frames=6, size=(64, 64))  # any name, even an output's
     panels, table, status = compare(client, video)
     path = panels["video"] if isinstance(panels, dict) else panels
     info = probe(path)
@@ -100,8 +102,10 @@ def test_compare_refuses_bad_inputs_with_a_message(client, tmp_path, kwargs, wor
     from gradio_client.exceptions import AppError
 
     video = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
+    before = client.compare_jobs()
     with pytest.raises(AppError, match=words):
         compare(client, video, **kwargs)
+    assert client.compare_jobs() == before  # refused before InsV2V's edit ran
 
 
 def test_every_example_has_its_comparison_computed_ahead(tmp_path):

@@ -99,14 +99,15 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
     check_instruction(instruction)
     info = check_upload(video, config)
     values = {"randomize_seed": False, **values}  # both methods start from the seed shown
-    recipe, note = recipe_from_settings(studio, video, instruction, values, preview=False)
+    recipe, note = recipe_from_settings(studio, video, info, instruction, values, preview=False)
     job_dir = studio.cache.new_job("compare")
     recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
     progress(0, desc="InsV2V: loading the model")
     pipe = get_pipeline(config)
     job = studio.jobs.start(session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V"))
     try:
-        result = run_edit(recipe, job_dir / "insv2v.mp4", pipe, callback_on_step_end=job.callback(), keep_frames=True)
+        output = job_dir / f"{Path(video).stem}_insv2v.mp4"  # never the upload's own name, linked beside it
+        result = run_edit(recipe, output, pipe, callback_on_step_end=job.callback(), keep_frames=True)
     finally:
         studio.jobs.finish(session, job)
     return {
@@ -120,16 +121,24 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
     }
 
 
-def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_steps, session, progress) -> dict:
-    """Tune-A-Video on the frames InsV2V edited: tune (or reuse the cached tuning), invert, sample."""
-    from insv2v.tav import PRESETS as TAV_PRESETS
-    from insv2v.tav import TuningCancelled, tav_edit
-
+def check_tav_request(config, source_caption: str | None, edited_caption: str | None, preset: str) -> tuple[str, str]:
+    """The captions, stripped, if this server can run Tune-A-Video with them and the preset; else a ValueError."""
     source_caption, edited_caption = (source_caption or "").strip(), (edited_caption or "").strip()
     if not source_caption or not edited_caption:
         raise ValueError("Tune-A-Video needs the source video's caption and the edited caption")
     if preset not in PRESETS:
         raise ValueError(f"Tune-A-Video preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if config.tav is None:
+        raise ValueError("this server has no Tune-A-Video base model (set INSV2V_TAV)")
+    return source_caption, edited_caption
+
+
+def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_steps, session, progress) -> dict:
+    """Tune-A-Video on the frames InsV2V edited: tune (or reuse the cached tuning), invert, sample."""
+    from insv2v.tav import PRESETS as TAV_PRESETS
+    from insv2v.tav import TuningCancelled, tav_edit
+
+    source_caption, edited_caption = check_tav_request(studio.config, source_caption, edited_caption, preset)
     settings = dataclasses.replace(TAV_PRESETS[preset], tune_steps=int(tune_steps), seed=int(state["seed"]))
     progress(0, desc="Tune-A-Video: loading the model")
     pipe = get_tav_pipeline(studio.config)
@@ -215,6 +224,7 @@ def make_handlers(studio):
                 tune_steps: int = 300, request: gr.Request = None, progress=gr.Progress(), **settings):  # fmt: skip
         """InsV2V and Tune-A-Video on one video: (panels video, table, status)."""
         session = request.session_hash if request is not None else None
+        _errors(check_tav_request)(studio.config, source_caption, edited_caption, preset)  # before minutes of InsV2V
         state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress)
         state = _errors(run_tav)(studio, state, source_caption, edited_caption, preset, tune_steps, session, progress)
         return _errors(finish)(studio, state, (edited_caption or "").strip())
