@@ -118,8 +118,8 @@ def check_grid(text_cfgs: Sequence[float], video_cfgs: Sequence[float]) -> None:
         bad = [v for v in values if not low <= v <= high]
         if bad:
             raise ValueError(f"{name} values must be in [{low}, {high}], got {bad}")
-        if len(set(values)) != len(values):
-            raise ValueError(f"{name} values repeat: {list(values)}")
+        if len({f"{v:g}" for v in values}) != len(values):  # each cell's file is named by its values so written
+            raise ValueError(f"{name} values repeat (to 6 significant digits): {list(values)}")
     if len(text_cfgs) * len(video_cfgs) > MAX_CELLS:
         raise ValueError(f"a sweep has at most {MAX_CELLS} cells, got {len(text_cfgs)} x {len(video_cfgs)}")
 

@@ -128,6 +128,8 @@ def test_grid_and_scale_parsing_errors():
         check_grid([99.0], [1.2])
     with pytest.raises(ValueError, match="repeat"):
         check_grid([5.0, 5.0], [1.2])
+    with pytest.raises(ValueError, match="repeat"):  # two cells would write one file, text7.5_video1.2.mp4
+        check_grid([7.5, 7.500001], [1.2])
     with pytest.raises(ValueError, match="at most 49 cells"):
         check_grid([float(i) for i in range(8)], [1.0 + i / 10 for i in range(7)])
 
