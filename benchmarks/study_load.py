@@ -346,13 +346,13 @@ def simulate(p: Participant, url: str, oracle: Oracle, gate: Gate, planned: int)
             try:
                 if session_generation != generation:  # first visit, or the server came back: (re)load the page
                     session = PageSession(url, {"pid": p.pid}, timeout=REQUEST_TIMEOUT_S)
-                    screen = session.load()[1:]  # the first output is the participant id's State
+                    screen = session.load()[2:]  # the first outputs: the participant id's State and the kept id
                     if session_generation is not None:
                         problem = resume_problem(screen, gate.resume_at[p.pid], planned)
                         p.resumed.append(problem or "ok")
                     session_generation = generation
                 if _visible(screen[SCREEN["consent"]]):
-                    screen = session.trigger("rate-agree")
+                    screen = session.trigger("rate-agree")[2:]
                 if _visible(screen[SCREEN["done"]]):
                     p.code_shown = screen[SCREEN["code"]]
                     if gate.restart_pending(generation) and gate.await_restart(generation):

@@ -211,7 +211,9 @@ def test_the_report_counts_excludes_careless_raters_and_lays_out_every_number(st
     assert first["methods"] == ["insv2v", "tav"]
     row = first["questions"]["text"]
     assert (row["wins"], row["losses"], row["ties"], row["rate"]) == (8, 0, 0, 1.0)
-    assert row["p"] == pytest.approx(2 / 256) and row["p_holm"] == pytest.approx(3 * 2 / 256)  # 3 equal p-values
+    # two participants, 4 wins each: the sign-flip test over participants can say no more than p = 2/4 (a sign
+    # test over the 8 answers said 2/256); Holm over all 3 pairs x 3 questions caps 9 * 1/2 at 1
+    assert row["participants"] == 2 and row["p"] == 0.5 and row["p_holm"] == 1.0
     strengths = result["bradley_terry"]["text"]
     assert strengths["insv2v"]["strength"] > strengths["frame2d"]["strength"] > strengths["tav"]["strength"]
     assert result["alpha"]["text"] == 1.0  # the two careful raters agree on every comparison
@@ -225,7 +227,8 @@ def test_the_report_counts_excludes_careless_raters_and_lays_out_every_number(st
 
     text = format_report(result)
     assert "Failed an attention check (excluded): careless." in text
-    assert "| insv2v vs tav | 8 | 0 | 0 | 100% (68%-100%) | 0.008 | 0.023 |" in text
+    assert "| insv2v vs tav | 8 | 0 | 0 | 2 | 100% (68%-100%) | 1.00 | 0.500 | 1.000 |" in text  # no spread: Wilson
+    assert "Holm's correction runs over all 9 tests" in text
     assert all(words in text for words in QUESTIONS.values())
 
     write_csv(store, tmp_path / "ratings.csv")

@@ -1,46 +1,114 @@
 """The user study's statistics against values computed by hand, and the invariants they promise."""
 
+import json
 import math
+from itertools import combinations
 
 import numpy as np
 import pytest
 
+from insv2v.stats import wilson_interval
+from insv2v.study.report import agreement, format_report, report
 from insv2v.study.stats import (
+    SIGN_FLIPS,
     bradley_terry,
     bradley_terry_bootstrap,
     holm,
     krippendorff_alpha_nominal,
     side_bias,
-    sign_test,
+    sign_flip_test,
     win_rate,
 )
 
 
-def test_win_rate_counts_decided_comparisons_only_with_a_wilson_interval():
-    # 9 wins of 12 decided: p = 0.75; Wilson: centre (0.75 + z^2/24) / (1 + z^2/12) = 0.6894, half-width 0.2217.
-    result = win_rate(9, 3, ties=5)
-    assert result["rate"] == 0.75 and result["decided"] == 12 and result["ties"] == 5
-    assert [round(bound, 3) for bound in result["interval"]] == [0.468, 0.911]
-    nothing = win_rate(0, 0, ties=4)
-    assert math.isnan(nothing["rate"]) and nothing["interval"] == (0.0, 1.0)
-    with pytest.raises(ValueError, match="ties must be >= 0, got -1"):
-        win_rate(1, 1, -1)
+def _sign_test(wins: int, losses: int) -> float:
+    """The exact two-sided sign test, twice the smaller binomial tail at 1/2, capped at 1 (Conover 1999)."""
+    n = wins + losses
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n)
 
 
-def test_sign_test_is_the_exact_two_sided_binomial_without_ties():
+def test_sign_flip_test_is_the_exact_sign_test_on_unit_nets_and_counts_every_pattern():
+    # Nets of +-1: every pattern of signs is a binomial draw, so the test is the sign test.
     # 9 vs 3: P(X <= 3 | n=12, 1/2) = (1 + 12 + 66 + 220) / 4096 = 299/4096; two-sided: 598/4096.
-    assert sign_test(9, 3) == pytest.approx(598 / 4096, abs=1e-15)
-    assert sign_test(3, 9) == sign_test(9, 3)
-    assert sign_test(10, 0) == pytest.approx(2 / 1024)  # both all-or-nothing outcomes
-    assert sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0 and sign_test(0, 1) == 1.0  # capped at 1
-    # 17 vs 4: 2 * (1 + 21 + 210 + 1330 + 5985) / 2**21
-    assert sign_test(17, 4) == pytest.approx(2 * 7547 / 2**21)
+    assert sign_flip_test([1] * 9 + [-1] * 3) == pytest.approx(598 / 4096, abs=1e-15)
+    assert sign_flip_test([-1] * 9 + [1] * 3) == sign_flip_test([1] * 9 + [-1] * 3)
+    assert sign_flip_test([1] * 10) == pytest.approx(2 / 1024)  # both all-or-nothing patterns
+    assert sign_flip_test([1] * 5 + [-1] * 5 + [0] * 3) == 1.0 and sign_flip_test([0, 0]) == 1.0  # nets of 0 dropped
+    # Magnitudes count: nets 3, 1, -1 sum to 3; of the 8 sums +-3 +-1 +-1 (5, 3, 3, 1 and their negatives) six
+    # reach |3|: p = 6/8. Nets 5, 1: sums +-6, +-4; two of four reach 6.
+    assert sign_flip_test([3, 1, -1]) == 0.75 and sign_flip_test([5, 1]) == 0.5
 
 
-def test_sign_test_agrees_with_scipy_where_it_is_installed():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for wins, losses in [(9, 3), (30, 45), (0, 7), (50, 50), (61, 39)]:
-        assert sign_test(wins, losses) == pytest.approx(scipy_stats.binomtest(wins, wins + losses).pvalue, rel=1e-9)
+def test_sign_flip_test_draws_seeded_patterns_past_the_exact_limit():
+    nets = [1] * 14 + [-1] * 6  # 2**20 patterns: more than SIGN_FLIPS, so drawn
+    assert SIGN_FLIPS < 2**20
+    drawn = sign_flip_test(nets, seed=3)
+    assert drawn == sign_flip_test(nets, seed=3)  # seeded
+    # the sign test's 0.1153; the draws' standard error sqrt(0.115 * 0.885 / 10_000) = 0.0032
+    assert drawn == pytest.approx(_sign_test(14, 6), abs=0.013)
+    assert sign_flip_test([1] * 20) == pytest.approx(1 / (1 + SIGN_FLIPS))  # (1 + hits) / (1 + flips), never 0
+
+
+def test_win_rate_widens_wilson_by_the_design_effect_of_participants():
+    # Participants (wins, losses, ties): W = 9 of D = 16 decided, rate r = 9/16. Residuals w - r d per participant:
+    # 1.75, -2.25, -0.25, 0.75, squares summing to 8.75. Clustered variance 4/3 * 8.75 / 16^2; binomial
+    # r (1 - r) / 16 = 63/4096; design effect (35/768) / (63/4096) = 80/27. Wilson at 9 / (80/27) of 16 / (80/27).
+    result = win_rate([(4, 0, 1), (0, 4, 0), (2, 2, 0), (3, 1, 2)])
+    assert (result["wins"], result["losses"], result["ties"], result["decided"]) == (9, 7, 3, 16)
+    assert result["participants"] == 4 and result["rate"] == 9 / 16
+    assert result["design_effect"] == pytest.approx(80 / 27, rel=1e-12)
+    assert result["interval"] == pytest.approx(wilson_interval(9 * 27 / 80, 16 * 27 / 80), rel=1e-12)
+    # Nets 4, -4, 0, 2: nonzero 4, -4, 2; all 8 sums +-4 +-4 +-2 reach |2|.
+    assert result["p"] == 1.0
+
+
+def test_win_rate_is_wilson_over_answers_where_participants_agree_and_ignores_copies_within_one():
+    # Every participant at 3 of 4: no spread, design effect 1: Wilson over answers, 9 of 12 -> 0.468-0.911
+    # (centre (0.75 + z^2/24) / (1 + z^2/12) = 0.6894, half-width 0.2217).
+    same = win_rate([(3, 1, 2), (3, 1, 0), (3, 1, 3)])
+    assert same["rate"] == 0.75 and same["design_effect"] == 1.0 and same["ties"] == 5
+    assert [round(bound, 3) for bound in same["interval"]] == [0.468, 0.911]
+    # Ten copies of every answer inside each participant multiply the design effect by ten and leave the interval
+    # and the test unchanged; counting answers as independent would have shrunk the interval about sqrt(10) times.
+    tallies = [(5, 1, 0), (2, 4, 2), (6, 0, 0), (3, 3, 0), (1, 2, 1)]
+    copied = win_rate([tuple(10 * c for c in t) for t in tallies])
+    base = win_rate(tallies)
+    assert copied["design_effect"] == pytest.approx(10 * base["design_effect"])
+    assert copied["interval"] == pytest.approx(base["interval"]) and copied["p"] == base["p"]
+    nothing = win_rate([(0, 0, 4)])
+    assert math.isnan(nothing["rate"]) and nothing["interval"] == (0.0, 1.0) and nothing["p"] == 1.0
+    assert math.isnan(win_rate([])["rate"])
+    with pytest.raises(ValueError, match="must be >= 0"):
+        win_rate([(1, 1, -1)])
+
+
+def _clustered_study(rng: np.random.Generator, lean_a: float, lean_b: float) -> list[tuple[int, int, int]]:
+    """20 participants x 18 decided answers, each participant winning with their own chance from Beta(a, b)."""
+    chances = rng.beta(lean_a, lean_b, size=20)
+    wins = rng.binomial(18, chances)
+    return [(int(w), 18 - int(w), 0) for w in wins]
+
+
+def test_win_rate_keeps_its_level_when_participants_each_lean_their_own_way():
+    # No preference overall, but each participant leans their own way (Beta(5, 5): sd 0.15 around 1/2). Counting
+    # answers as independent rejects about 20% of such studies at 5%; clustering by participant keeps near 5%.
+    rng = np.random.default_rng(0)
+    studies = [_clustered_study(rng, 5, 5) for _ in range(1000)]
+    results = [win_rate(t, seed=i) for i, t in enumerate(studies)]
+    rejected = np.mean([r["p"] < 0.05 for r in results])
+    missed = np.mean([not r["interval"][0] <= 0.5 <= r["interval"][1] for r in results])
+    naive = np.mean(
+        [
+            not wilson_interval(r["wins"], r["decided"])[0] <= 0.5 <= wilson_interval(r["wins"], r["decided"])[1]
+            for r in results
+        ]
+    )
+    assert 0.03 <= rejected <= 0.07
+    assert 0.03 <= missed <= 0.08
+    assert naive > 0.15  # the clustering is real: answers as independent miss three to four times too often
+    # and a real preference (Beta(7, 3): 70% on average) is found in nearly every study
+    found = [win_rate(_clustered_study(rng, 7, 3), seed=i) for i in range(200)]
+    assert np.mean([r["p"] < 0.05 for r in found]) > 0.9 and np.mean([r["interval"][0] > 0.5 for r in found]) > 0.9
 
 
 def test_holm_adjusts_in_order_keeps_monotone_and_caps_at_one():
@@ -121,9 +189,129 @@ def test_krippendorff_alpha_nominal_on_wikipedias_example_and_edge_cases():
     assert math.isnan(krippendorff_alpha_nominal([["A", "A"], ["A", "A"]]))  # no variation: undefined
 
 
-def test_side_bias_is_the_share_of_decided_answers_on_the_left():
-    result = side_bias(["A"] * 9 + ["B"] * 3 + ["tie"] * 4)
-    assert (result["A"], result["B"], result["ties"], result["share_a"]) == (9, 3, 4, 0.75)
-    assert [round(bound, 3) for bound in result["interval"]] == [0.468, 0.911]
-    assert side_bias([{"choice": "A"}, {"choice": "B"}])["share_a"] == 0.5
+def _random_raters(methods: list[str], items: int, raters: int, seed: int) -> tuple[list[dict], dict]:
+    """Every pair of methods on every item, each rated by `raters` raters who choose A or B at random, each shown
+    the sides in their own order; and each comparison's fixed order, alternating per pair as a study is built."""
+    rng = np.random.default_rng(seed)
+    ratings, order = [], {}
+    for item in range(items):
+        for first, second in combinations(methods, 2):
+            cid = len(order)
+            order[cid] = (first, second) if item % 2 else (second, first)
+            for rater in range(raters):
+                a, b = (first, second) if rng.random() < 0.5 else (second, first)
+                ratings.append({"pid": f"r{rater}", "comparison_id": cid, "method_a": a, "method_b": b,
+                                "choice": "A" if rng.random() < 0.5 else "B"})  # fmt: skip
+    return ratings, order
+
+
+@pytest.mark.parametrize(("methods", "by_name"), [(["x", "y", "z"], 0.25), (["w", "x", "y", "z"], 1 / 3)])
+def test_agreement_of_random_raters_is_near_zero_however_many_methods(methods, by_name):
+    # Random A/B raters, 10 per comparison, 12 items. Coding an answer as the chosen method's name pools values of
+    # comparisons that share no method: the expected disagreement is that of k names, 1 - 1/k, the observed 1/2, so
+    # alpha = 1 - (1/2) / (1 - 1/k): 0.25 with 3 methods, 1/3 with 4. Coded first/second within each comparison, the
+    # values are two, expected disagreement 1/2 like the observed: alpha near 0.
+    alphas = [agreement(*_random_raters(methods, 12, 10, seed)) for seed in range(10)]
+    assert abs(np.mean(alphas)) < 0.01 and max(map(abs, alphas)) < 0.05
+    ratings, _ = _random_raters(methods, 12, 10, 0)
+    units = {}
+    for r in ratings:
+        units.setdefault(r["comparison_id"], []).append(r["method_a"] if r["choice"] == "A" else r["method_b"])
+    assert krippendorff_alpha_nominal(list(units.values())) == pytest.approx(by_name, abs=0.05)
+
+
+def test_agreement_is_one_when_raters_agree_whichever_side_they_saw():
+    ratings, order = _random_raters(["x", "y", "z"], 4, 5, 1)
+    for r in ratings:  # everyone prefers the method earlier in the alphabet, wherever it was shown
+        r["choice"] = "A" if r["method_a"] < r["method_b"] else "B"
+    assert agreement(ratings, order) == 1.0
+    # with every comparison ordered as the methods, the preferred one would always be "first": no variation, and
+    # alpha undefined; the balanced order of a built study avoids that
+    assert math.isnan(agreement(ratings, {cid: tuple(sorted(pair)) for cid, pair in order.items()}))
+    ratings[0]["choice"] = "tie"
+    assert 0.9 < agreement(ratings, order) < 1.0
+
+
+class _Store:
+    """What `report` reads of a StudyStore, from ratings in memory."""
+
+    def __init__(self, ratings: list[dict], methods: list[str], order: dict):
+        self._ratings, self._methods, self._order = ratings, methods, order
+        self.questions = {"text": "?", "structure": "?", "aesthetic": "?"}
+
+    def methods(self) -> list[str]:
+        return self._methods
+
+    def ratings(self) -> list[dict]:
+        return self._ratings
+
+    def participants(self) -> list[dict]:
+        pids = sorted({r["pid"] for r in self._ratings})
+        return [{"pid": p, "consented": "now", "planned": 1, "answered": 1} for p in pids]
+
+    def comparison_methods(self) -> dict:
+        return self._order
+
+    def comparison_count(self) -> tuple[int, int]:
+        return len(self._order), 0
+
+
+def test_the_report_applies_holm_over_every_pair_and_question():
+    # 30 participants prefer x, y, z in that order with their own strength; 3 pairs x 3 questions = 9 tests.
+    rng = np.random.default_rng(2)
+    ratings = []
+    for i in range(30):
+        lean = rng.beta(6, 4)
+        shown, order = _random_raters(["x", "y", "z"], 2, 1, i)
+        for r in shown:
+            better = min(r["method_a"], r["method_b"])  # x beats y and z, y beats z
+            for question in ("text", "structure", "aesthetic"):
+                won = rng.random() < lean
+                choice = ("A" if r["method_a"] == better else "B") if won else ("B" if r["method_a"] == better else "A")
+                ratings.append({**r, "pid": f"p{i}", "gold": False, "question": question, "choice": choice})
+    result = report(_Store(ratings, ["x", "y", "z"], order), resamples=20)
+    rows = [pair["questions"][q] for pair in result["pairs"] for q in ("text", "structure", "aesthetic")]
+    assert len(rows) == 9
+    assert [row["p_holm"] for row in rows] == holm([row["p"] for row in rows])
+    smallest = min(rows, key=lambda row: row["p"])
+    assert smallest["p_holm"] == pytest.approx(min(1.0, 9 * smallest["p"]))
+    assert "Holm's correction runs over all 9 tests" in format_report(result)
+    json.dumps(result)  # `insv2v study report --json` writes it: plain Python numbers, no numpy scalars
+
+
+def test_side_bias_counts_each_screen_once_on_its_majority():
+    # p1: c1 A A B -> left; c2 B B tie -> right; c3 tie x3 -> no side; c4 A B tie -> no side. p2: c1 A A A -> left.
+    # Per answer it would have been 6 A to 4 B; per screen it is 2 to 1.
+    screens = {("p1", "c1"): "AAB", ("p1", "c2"): "BBt", ("p1", "c3"): "ttt", ("p1", "c4"): "ABt", ("p2", "c1"): "AAA"}
+    ratings = [{"pid": pid, "comparison_id": c, "choice": {"t": "tie"}.get(x, x)}
+               for (pid, c), answers in screens.items() for x in answers]  # fmt: skip
+    result = side_bias(ratings)
+    assert (result["A"], result["B"], result["no_side"], result["participants"]) == (2, 1, 2, 2)
+    assert result["share_a"] == 2 / 3
+    # p1: 1 left, 1 right; p2: 1 left: no spread beyond the binomial's (design effect 1): Wilson over 3 screens
+    assert result["interval"] == pytest.approx(wilson_interval(2, 3))
+    assert result["p"] == 1.0  # nets 0 and 1: one participant left, p = 2/2
     assert np.isnan(side_bias([])["share_a"])
+
+
+def test_side_bias_keeps_its_level_when_screens_and_participants_are_clustered():
+    # No bias overall; each participant leans left with their own chance from Beta(5, 5); a screen's three answers
+    # copy the side the participant picked for it, each at random one time in five. 20 participants x 18 screens.
+    rng = np.random.default_rng(4)
+    flagged, naive = [], []
+    for study in range(400):
+        ratings = []
+        for pid in range(20):
+            lean = rng.beta(5, 5)
+            for screen in range(18):
+                left = rng.random() < lean
+                for _ in range(3):
+                    side = left if rng.random() < 0.8 else rng.random() < 0.5
+                    ratings.append({"pid": pid, "comparison_id": screen, "choice": "A" if side else "B"})
+        result = side_bias(ratings, seed=study)
+        flagged.append(result["p"] < 0.05)
+        a = sum(r["choice"] == "A" for r in ratings)
+        low, high = wilson_interval(a, len(ratings))  # the old check: every answer independent
+        naive.append(not low <= 0.5 <= high)
+    assert 0.02 <= np.mean(flagged) <= 0.08
+    assert np.mean(naive) > 0.3

@@ -1,7 +1,8 @@
-"""A study's report: per question and method pair, wins/losses/ties, the win rate with its Wilson interval, the
-sign test and Holm's correction over the questions; Bradley-Terry strengths with intervals from resampling
-participants (3+ methods); Krippendorff's alpha per question; left/right bias; the participants who failed an
-attention check (chose the unedited input as the better match to the instruction), excluded unless kept.
+"""A study's report: per question and method pair, wins/losses/ties, the win rate with its interval and a sign-flip
+test, both with participants as clusters (`stats.win_rate`), and Holm's correction over every pair and question;
+Bradley-Terry strengths with intervals from resampling participants (3+ methods); Krippendorff's alpha per question;
+left/right bias, a screen counted once; the participants who failed an attention check (chose the unedited input as
+the better match to the instruction), excluded unless kept.
 
 Regular comparisons only feed the statistics; gold ones only decide who failed.
 """
@@ -12,7 +13,7 @@ import csv
 import math
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 from PIL import Image, ImageDraw, ImageFont
@@ -41,25 +42,28 @@ def failed_gold(ratings: Sequence[dict]) -> list[str]:
     return sorted(failed)
 
 
-def tally(ratings: Sequence[dict], first: str, second: str) -> tuple[int, int, int]:
-    """(wins, losses, ties) of `first` against `second` in the ratings of comparisons between the two."""
-    wins = losses = ties = 0
+def tallies(ratings: Sequence[dict], first: str, second: str) -> list[tuple[int, int, int]]:
+    """(wins, losses, ties) of `first` against `second` per participant who rated comparisons between the two."""
+    per_pid = defaultdict(lambda: [0, 0, 0])
     for r in ratings:
         if {r["method_a"], r["method_b"]} != {first, second}:
             continue
         chosen = {"A": r["method_a"], "B": r["method_b"]}.get(r["choice"])
-        wins += chosen == first
-        losses += chosen == second
-        ties += chosen is None
-    return wins, losses, ties
+        per_pid[r["pid"]][0 if chosen == first else 1 if chosen == second else 2] += 1
+    return [tuple(counts) for _, counts in sorted(per_pid.items())]
 
 
-def _agreement(ratings: Sequence[dict]) -> float:
-    """Krippendorff's alpha (nominal) over comparisons: each comparison a unit, the method its participants chose
-    (or a tie), not the letter: each participant sees the sides in their own order."""
+def agreement(ratings: Sequence[dict], order: Mapping[int, tuple[str, str]]) -> float:
+    """Krippendorff's alpha (nominal) over comparisons: each comparison a unit, each answer coded within it as the
+    comparison's first method, its second (`order`: comparison id -> the two, a fixed order such as
+    `StudyStore.comparison_methods`, whose sides are balanced per pair) or a tie. Not the letter: each participant
+    sees the sides in their own order; nor the method's name: values of comparisons that share no method would pool,
+    and raters choosing at random would agree above chance (alpha 0.25 with 3 methods)."""
     units = defaultdict(list)
     for r in ratings:
-        units[r["comparison_id"]].append({"A": r["method_a"], "B": r["method_b"]}.get(r["choice"], "tie"))
+        chosen = {"A": r["method_a"], "B": r["method_b"]}.get(r["choice"])
+        first = order[r["comparison_id"]][0]
+        units[r["comparison_id"]].append("tie" if chosen is None else "first" if chosen == first else "second")
     return stats.krippendorff_alpha_nominal(list(units.values()))
 
 
@@ -74,14 +78,12 @@ def report(
     ratings = [r for r in everything if not r["gold"] and r["pid"] not in excluded]
     by_question = {q: [r for r in ratings if r["question"] == q] for q in questions}
 
-    pairs = []
-    for first, second in combinations(methods, 2):
-        rows = {q: stats.win_rate(*tally(by_question[q], first, second)) for q in questions}
-        for q in questions:
-            rows[q]["p"] = stats.sign_test(rows[q]["wins"], rows[q]["losses"])
-        for q, adjusted in zip(questions, stats.holm([rows[q]["p"] for q in questions]), strict=True):
-            rows[q]["p_holm"] = adjusted
-        pairs.append({"methods": [first, second], "questions": rows})
+    pairs = [{"methods": [first, second],
+              "questions": {q: stats.win_rate(tallies(by_question[q], first, second), seed=seed) for q in questions}}
+             for first, second in combinations(methods, 2)]  # fmt: skip
+    rows = [pair["questions"][q] for pair in pairs for q in questions]  # every test the report makes
+    for row, adjusted in zip(rows, stats.holm([row["p"] for row in rows]), strict=True):
+        row["p_holm"] = adjusted
 
     strengths = None
     if len(methods) >= 3:
@@ -94,8 +96,8 @@ def report(
         "questions": questions,
         "pairs": pairs,
         "bradley_terry": strengths,
-        "alpha": {q: _agreement(by_question[q]) for q in questions},
-        "side_bias": stats.side_bias(ratings),
+        "alpha": {q: agreement(by_question[q], store.comparison_methods()) for q in questions},
+        "side_bias": stats.side_bias(ratings, seed=seed),
         "failed_gold": failed,
         "excluded": sorted(excluded),
         "counts": {
@@ -146,14 +148,19 @@ def format_report(result: dict) -> str:
         lines += [f"Failed an attention check ({verb}): {', '.join(result['failed_gold'])}.", ""]
     else:
         lines += ["No participant failed an attention check.", ""]
+    tests = len(result["pairs"]) * len(result["questions"])
+    lines += [f"Participants are the clusters: a win rate's 95% interval is Wilson's at the effective sample size "
+              f"(decided answers / design effect); p is a sign-flip test of the participants' net preferences; Holm's "
+              f"correction runs over all {tests} tests (method pairs x questions).", ""]  # fmt: skip
     for q, words in result["questions"].items():
         lines += [f"## {words} ({q})", "",
-                  "| first vs second | first wins | second wins | ties | first's win rate (95% Wilson) | sign test p "
-                  "| Holm p (over questions) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| first vs second | first wins | second wins | ties | participants | first's win rate (95%) "
+                  "| design effect | p | Holm p |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for pair in result["pairs"]:
             row = pair["questions"][q]
             lines.append(f"| {' vs '.join(pair['methods'])} | {row['wins']} | {row['losses']} | {row['ties']} | "
-                         f"{_rate(row)} | {_p(row['p'])} | {_p(row['p_holm'])} |")  # fmt: skip
+                         f"{row['participants']} | {_rate(row)} | {row['design_effect']:.2f} | {_p(row['p'])} | "
+                         f"{_p(row['p_holm'])} |")  # fmt: skip
         if result["bradley_terry"]:
             lines += ["", "| method | Bradley-Terry strength (sums to 1; ties as half wins) | 95% interval "
                       "(participants resampled) |", "|---|---|---|"]  # fmt: skip
@@ -166,16 +173,18 @@ def format_report(result: dict) -> str:
                           "or was never rated; Bradley-Terry has no finite fit then: read the win rates."]  # fmt: skip
         alpha = result["alpha"][q]
         value = "n/a (no comparison rated twice, or no variation)" if math.isnan(alpha) else f"{alpha:.3f}"
-        lines += ["", f"Krippendorff's alpha (nominal, comparisons as units): {value}", ""]
+        lines += ["", f"Krippendorff's alpha (nominal, comparisons as units, answers as first method, second or tie): "
+                  f"{value}", ""]  # fmt: skip
     bias = result["side_bias"]
     share = "n/a" if math.isnan(bias["share_a"]) else f"{bias['share_a']:.0%}"
     low, high = bias["interval"]
     lines += [
         "## Left/right bias",
         "",
-        f"The left video (A) was chosen in {share} ({low:.0%}-{high:.0%}) of {bias['A'] + bias['B']} decided "
-        f"answers ({bias['ties']} can't tell); each participant sees half the comparisons with their sides "
-        "swapped, so a lean is the raters'.",
+        f"The left video (A) was chosen on {share} ({low:.0%}-{high:.0%}, p {_p(bias['p'])}) of "
+        f"{bias['A'] + bias['B']} screens with a side ({bias['no_side']} without), from {bias['participants']} "
+        "participants as clusters; a screen counts once, on the side most of its answers chose. Each participant "
+        "sees half the comparisons with their sides swapped, so a lean is the raters'.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -189,7 +198,8 @@ def write_csv(store: StudyStore, path: str | os.PathLike) -> None:
 
 
 def win_rate_plot(result: dict, path: str | os.PathLike) -> None:
-    """A PNG of each pair's win rate (dot) and Wilson 95% interval (bar) on [0, 1], a block per question."""
+    """A PNG of each pair's win rate (dot) and 95% interval (bar, participants as clusters) on [0, 1], a block per
+    question."""
     rows = len(result["pairs"])
     block = PLOT_ROW * (rows + 2)  # a title row, the pairs, an axis row
     image = Image.new("RGB", (PLOT_WIDTH, PLOT_ROW + block * len(result["questions"]) + PLOT_MARGIN), "white")
@@ -197,7 +207,7 @@ def win_rate_plot(result: dict, path: str | os.PathLike) -> None:
     draw.font = ImageFont.load_default(size=13)
     left, right = PLOT_LABEL, PLOT_WIDTH - PLOT_MARGIN
     draw.text((10, 10), "Win rate of the first method over decided answers (dot; their number in brackets), with its "
-              "Wilson 95% interval (bar); ties left out", fill="black")  # fmt: skip
+              "95% interval, participants as clusters (bar); ties left out", fill="black")  # fmt: skip
 
     def x(value: float) -> float:
         return left + value * (right - left)

@@ -1,11 +1,12 @@
-"""The statistics of a pairwise user study, as pure functions of counts: win rates with Wilson intervals, the
-exact sign test and Holm's correction, Bradley-Terry strengths (with a bootstrap over participants) and
-Krippendorff's alpha for nominal data."""
+"""The statistics of a pairwise user study, as pure functions of counts, with participants as clusters (one
+participant answers many comparisons): win rates with Wilson intervals at the effective sample size, a sign-flip test
+over participants, Holm's correction, Bradley-Terry strengths (with a bootstrap over participants), Krippendorff's
+alpha for nominal data and the left/right bias per screen."""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -14,33 +15,64 @@ from insv2v.stats import wilson_interval
 
 BT_ITERATIONS = 10_000  # most MM updates of a Bradley-Terry fit
 BT_TOLERANCE = 1e-10  # a fit has converged when no strength moves by more than this in one update
+SIGN_FLIPS = 10_000  # random sign patterns of a participant-level test (every pattern when 2**participants is fewer)
 
 
-def win_rate(wins: int, losses: int, ties: int = 0) -> dict:
-    """Share of wins among decided comparisons (ties shown, not decided) with its Wilson 95% interval; the rate
-    is nan when nothing was decided."""
-    for name, value in (("wins", wins), ("losses", losses), ("ties", ties)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+def sign_flip_test(nets: Sequence[int], flips: int = SIGN_FLIPS, seed: int = 0) -> float:
+    """Two-sided sign-flip test that participants' net preferences (wins - losses, one integer each) centre on 0
+    (Fisher 1935, the randomisation test of paired differences): with no preference a net is as likely negated, so
+    |sum| is ranked among the sums of every sign pattern: all 2**n of them when that is at most `flips`, else `flips`
+    seeded random ones with p = (1 + hits) / (1 + flips) (Phipson & Smyth 2010). Nets of 0 are dropped; 1 when none
+    is left. With every net +-1 it is the exact sign test."""
+    nets = np.asarray([net for net in nets if net != 0], dtype=np.int64)  # (n,)
+    n = len(nets)
+    if n == 0:
+        return 1.0
+    observed = abs(int(nets.sum()))
+    if 2**n <= flips:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)  # (2**n, n) every pattern of +-1
+        return float((np.abs(signs @ nets) >= observed).mean())
+    signs = np.random.default_rng(seed).choice(np.array([-1, 1]), size=(flips, n))  # (flips, n)
+    return float((1 + (np.abs(signs @ nets) >= observed).sum()) / (1 + flips))
+
+
+def _design_effect(wins: np.ndarray, decided: np.ndarray) -> float:
+    """The ratio estimator's between-participant (linearised) variance over the binomial one, floored at 1; 1 when
+    it cannot be estimated (fewer than two participants decided anything, or every answer went one way)."""
+    clusters = decided > 0
+    n, total = int(clusters.sum()), decided.sum()
+    rate = wins.sum() / total if total else math.nan
+    if n < 2 or not 0 < rate < 1:
+        return 1.0
+    variance = n / (n - 1) * ((wins[clusters] - rate * decided[clusters]) ** 2).sum() / total**2
+    return max(1.0, float(variance / (rate * (1 - rate) / total)))
+
+
+def win_rate(tallies: Iterable[Sequence[int]], flips: int = SIGN_FLIPS, seed: int = 0) -> dict:
+    """Share of wins among decided answers (ties shown, not decided), each participant one cluster: `tallies` has
+    one (wins, losses, ties) per participant, since one participant's answers are not independent.
+
+    interval: Wilson 95% at the effective sample size decided / design effect (Korn & Graubard 1998), the design
+    effect from the spread of the participants' results (`_design_effect`), so never narrower than Wilson over
+    answers; p: `sign_flip_test` of the participants' nets, seeded. The rate is nan when nothing was decided.
+    """
+    counts = np.asarray(list(tallies), dtype=np.int64).reshape(-1, 3)  # (participants, [wins, losses, ties])
+    if (counts < 0).any():
+        raise ValueError(f"wins, losses and ties must be >= 0, got {counts.tolist()}")
+    wins, losses, ties = (int(total) for total in counts.sum(0))
     decided = wins + losses
+    effect = _design_effect(counts[:, 0], counts[:, 0] + counts[:, 1])
     return {
         "wins": wins,
         "losses": losses,
         "ties": ties,
         "decided": decided,
+        "participants": len(counts),
         "rate": wins / decided if decided else math.nan,
-        "interval": wilson_interval(wins, decided),
+        "design_effect": effect,
+        "interval": wilson_interval(wins / effect, decided / effect),
+        "p": sign_flip_test(counts[:, 0] - counts[:, 1], flips, seed),
     }
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact binomial test of wins against losses at 1/2 (ties dropped): twice the smaller tail,
-    capped at 1; 1 when nothing was decided (Conover 1999, the sign test)."""
-    if wins < 0 or losses < 0:
-        raise ValueError(f"wins and losses must be >= 0, got {wins} and {losses}")
-    n = wins + losses
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))  # P(X <= min) * 2**n, exact integers
-    return min(1.0, 2 * tail / 2**n)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -161,15 +193,23 @@ def krippendorff_alpha_nominal(units: Iterable[Sequence[Hashable]]) -> float:
     return 1.0 - (n - 1) * observed / expected
 
 
-def side_bias(ratings: Iterable[Mapping | str]) -> dict:
-    """Share of decided answers that chose the left video (A), with its Wilson 95% interval; 1/2 is no bias.
-    Each rating is a choice ("A", "B", "tie") or a mapping with one under "choice"."""
-    counts = Counter(r["choice"] if isinstance(r, Mapping) else r for r in ratings)
-    a, b = counts["A"], counts["B"]
+def side_bias(ratings: Iterable[Mapping], flips: int = SIGN_FLIPS, seed: int = 0) -> dict:
+    """Share of screens on which the left video (A) was chosen, as `win_rate` with participants as clusters; 1/2 is
+    no bias. Ratings are {pid, comparison_id, choice}; a screen (one participant's comparison) counts once, on the
+    side most of its answers chose: none when A and B are even (e.g. every answer "tie")."""
+    screens = defaultdict(Counter)  # (pid, comparison_id) -> choices
+    for r in ratings:
+        screens[r["pid"], r["comparison_id"]][r["choice"]] += 1
+    sides = defaultdict(lambda: [0, 0, 0])  # pid -> screens [left, right, no side]
+    for (pid, _), choices in screens.items():
+        sides[pid][0 if choices["A"] > choices["B"] else 1 if choices["B"] > choices["A"] else 2] += 1
+    rate = win_rate(sides.values(), flips, seed)
     return {
-        "A": a,
-        "B": b,
-        "ties": counts["tie"],
-        "share_a": a / (a + b) if a + b else math.nan,
-        "interval": wilson_interval(a, a + b),
+        "A": rate["wins"],
+        "B": rate["losses"],
+        "no_side": rate["ties"],
+        "participants": rate["participants"],
+        "share_a": rate["rate"],
+        "interval": rate["interval"],
+        "p": rate["p"],
     }
