@@ -234,8 +234,10 @@ def run_edit(
     output = Path(output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name}")
-    if output.resolve() == Path(recipe.input).resolve():
-        raise ValueError(f"output {output} would overwrite the input")
+    recipe_path, sbs_path = sidecar_paths(output)
+    for path in (output, recipe_path, *([sbs_path] if side_by_side_view else [])):
+        if path.resolve() == Path(recipe.input).resolve():
+            raise ValueError(f"output {path} would overwrite the input")
     check_instruction(recipe.instruction)
     recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution
@@ -249,7 +251,6 @@ def run_edit(
     clip = source.clip
     frames = clip.frames  # (f, h, w, 3) uint8
     output.parent.mkdir(parents=True, exist_ok=True)
-    recipe_path, sbs_path = sidecar_paths(output)
     audio = {"audio_from": recipe.input, "audio_start": clip.start, "audio_end": clip.end}
     sinks = [_Sink(output, clip.fps, audio, None)]
     if side_by_side_view:

@@ -1,6 +1,7 @@
 """`insv2v edit` end to end on a tiny random pipeline saved to disk and loaded offline."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,17 @@ def test_bad_input_gets_one_line_error_and_keeps_existing_output(model, tmp_path
     assert last.startswith("insv2v: error: ") and "Traceback" not in err
     assert words in last
     assert out.read_bytes() == b"an earlier result"
+
+
+def test_no_output_overwrites_the_input(model, tmp_path, capsys):
+    """The edit, its side-by-side view and its recipe each go beside `-o`; none may be the input."""
+    for name, out, extra in (("clip.mp4", "clip.mp4", []), ("clip_side_by_side.mp4", "clip.mp4", ["--side-by-side"]),
+                             ("clip.json", "clip.mp4", [])):  # fmt: skip
+        source = tmp_path / name
+        shutil.copyfile(make_video(tmp_path / "made.mp4", num_frames=6), source)
+        before = source.read_bytes()
+        assert edit(source, "make it snowy", "-o", tmp_path / out, "--model", model, *FAST, *extra) == 2
+        assert "would overwrite the input" in capsys.readouterr().err and source.read_bytes() == before
 
 
 @pytest.mark.parametrize("instruction", ["", "   "])
