@@ -326,8 +326,11 @@ def test_job_reports_progress_with_eta_and_cancels(tmp_path):
     assert [p for p, _ in reports] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert reports[2][1].startswith("edit · clip 2/2 · step 3/4 · ETA ")
     jobs = Jobs()
-    job = jobs.start("session", Job(total=4))
+    job = jobs.start("session", Job(total=4))  # started before the model loads, so that Cancel reaches that too
+    job.check()
     assert jobs.cancel("session") and not jobs.cancel("other")
+    with pytest.raises(InterruptedError):
+        job.check()  # where no step callback runs: after loading the model
     with pytest.raises(InterruptedError):
         run_edit(recipe, tmp_path / "b.mp4", pipe, callback_on_step_end=job.callback())
     assert job.done == 1 and not (tmp_path / "b.mp4").exists()

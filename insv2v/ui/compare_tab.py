@@ -102,10 +102,11 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
     recipe, note = recipe_from_settings(studio, video, info, instruction, values, preview=False)
     job_dir = studio.cache.new_job("compare")
     recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
-    progress(0, desc="InsV2V: loading the model")
-    pipe = get_pipeline(config)
     job = studio.jobs.start(session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V"))
     try:
+        progress(0, desc="InsV2V: loading the model")
+        pipe = get_pipeline(config)
+        job.check()  # a Cancel pressed while the model loaded
         output = job_dir / f"{Path(video).stem}_insv2v.mp4"  # never the upload's own name, linked beside it
         result = run_edit(recipe, output, pipe, callback_on_step_end=job.callback(), keep_frames=True)
     finally:
@@ -140,8 +141,6 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
 
     source_caption, edited_caption = check_tav_request(studio.config, source_caption, edited_caption, preset)
     settings = dataclasses.replace(TAV_PRESETS[preset], tune_steps=int(tune_steps), seed=int(state["seed"]))
-    progress(0, desc="Tune-A-Video: loading the model")
-    pipe = get_tav_pipeline(studio.config)
     job = studio.jobs.start(session, Job(settings.tune_steps, progress, "Tune-A-Video: tuning"))
     cancel = threading.Event()
 
@@ -153,6 +152,9 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
 
     began = time.perf_counter()
     try:
+        progress(0, desc="Tune-A-Video: loading the model")
+        pipe = get_tav_pipeline(studio.config)
+        job.check()  # a Cancel pressed while the model loaded
         out = tav_edit(pipe, state["source"], source_caption, edited_caption, settings,
                        cache_dir=studio.cache.tav, callback=on_tune_step, cancel=cancel)  # fmt: skip
     except TuningCancelled:

@@ -34,8 +34,6 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
         recipe, note = recipe_from_settings(studio, video, info, instruction, values, preview)
         job_dir = studio.cache.new_job("preview" if preview else "edit")
         recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
-        progress(0, desc="loading the model")
-        pipe = get_pipeline(config)
         clips = planned_clips(recipe, info)
         job = studio.jobs.start(session, Job(clips * recipe.steps, progress, "preview" if preview else "edit"))
 
@@ -43,6 +41,9 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
             return f"clip {step // recipe.steps + 1}/{clips}"
 
         try:
+            progress(0, desc="loading the model")
+            pipe = get_pipeline(config)
+            job.check()  # a Cancel pressed while the model loaded
             result = run_edit(
                 recipe,
                 job_dir / f"{Path(video).stem}_edited.mp4",

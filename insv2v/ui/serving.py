@@ -310,6 +310,11 @@ class Job:
         parts = [self.label, detail, f"step {self.done}/{self.total}", f"ETA {eta:.0f} s" if eta is not None else ""]
         return " · ".join(p for p in parts if p)
 
+    def check(self) -> None:
+        """Stop here if cancelled (between steps that have no callback: loading a model, say)."""
+        if self.cancelled:
+            raise InterruptedError(f"{self.label} cancelled")
+
     def update(self, detail: str = "") -> None:
         if self.report is not None:
             self.report((self.done, self.total), desc=self.message(detail), unit="steps")

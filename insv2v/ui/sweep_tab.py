@@ -13,11 +13,10 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from insv2v.editing import check_instruction
-from insv2v.longvideo import plan_clips
 from insv2v.metrics import EDIT_SCORES
 from insv2v.sweep import check_grid, parse_scales, run_sweep
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
-from insv2v.ui.settings import Controls, recipe_from_settings
+from insv2v.ui.settings import Controls, planned_clips, recipe_from_settings
 
 # The settings the sweep shows, in the order its API takes them (README); the grid supplies the guidance scales.
 SETTINGS = ("negative_prompt", "seed", "randomize_seed", "steps", "lvsc", "frames_per_clip", "ref_frames",
@@ -102,10 +101,7 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
         recipe, note = recipe_from_settings(studio, video, info, instruction, values, preview=False)
         job_dir = studio.cache.new_job("sweep")
         recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
-        progress(0, desc="loading the model")
-        pipe = get_pipeline(config)
-        expected = min(recipe.max_frames, max(1, int((info.duration - recipe.start) * info.fps / recipe.stride + 0.5)))
-        per_cell = len(plan_clips(expected, recipe.frames_per_clip, recipe.ref_frames)) * recipe.steps
+        per_cell = planned_clips(recipe, info) * recipe.steps
         n = len(text_cfgs) * len(video_cfgs)
         grid = [(t, v) for t in text_cfgs for v in video_cfgs]
         job = studio.jobs.start(session, Job(n * per_cell, progress, "sweep"))
@@ -115,6 +111,9 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
             return f"cell {i + 1}/{n} (text {grid[i][0]:g}, video {grid[i][1]:g})"
 
         try:
+            progress(0, desc="loading the model")
+            pipe = get_pipeline(config)
+            job.check()  # a Cancel pressed while the model loaded
             result = run_sweep(
                 recipe, text_cfgs, video_cfgs, pipe, job_dir / "cells",
                 scorer=get_scorer(config), callback_on_step_end=job.callback(detail),
