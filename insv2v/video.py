@@ -27,6 +27,7 @@ MIN_RESOLUTION = 8  # smallest short side read_video resizes to
 MAX_RESOLUTION = 4096  # largest short side read_video resizes to
 TIME_EPS = 1e-3  # seconds; time stamps this close count as equal (container rounding)
 SEEK_MARGIN = 0.5  # seconds; seek this far before `start`, then decode forward to it
+AUDIO_GAP = 0.01  # seconds; a jump in audio time stamps beyond this is a hole to fill with silence (less is rounding)
 VIDEO_ENCODERS = ("libx264", "libopenh264", "h264", "mpeg4")  # tried in order; the first that opens is used
 AUDIO_ENCODER = "aac"
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
@@ -146,6 +147,16 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         w = max(1, round(w2 * h1 / h2))
         right = np.stack([resize(frame, w, h1) for frame in right])  # (n, h1, w, 3)
     return np.concatenate([left, right], axis=2)  # (n, h1, w1 + w, 3)
+
+
+def gif_durations(num_frames: int, fps: float) -> list[int]:
+    """Frame durations in ms for a GIF: whole centiseconds (its unit), frame k ending at round(100 k / fps) cs.
+
+    Carrying the rounding from frame to frame keeps the total right (30 fps: 30, 40, 30 ms, ...); one rounded
+    duration for all frames would play 30 fps at 33.
+    """
+    ends = [round(100 * k / fps) for k in range(num_frames + 1)]  # centiseconds
+    return [10 * (b - a) for a, b in itertools.pairwise(ends)]
 
 
 def _as_rate(fps: float | Fraction) -> Fraction:
@@ -453,21 +464,29 @@ class _AudioTrack:
         self.stream = None
 
     def _chunks(self, stream) -> Iterator[np.ndarray]:
-        """Float planar sample chunks (c, n) inside [start, end), in order."""
-        first = round(self.start * self.rate)
+        """Float planar sample chunks (c, n) covering [start, end) without holes, in order; silence where none."""
+        done = round(self.start * self.rate)  # index of the next sample to yield, counted from the video start
         stop = None if self.end is None else round(self.end * self.rate)
-        pos = None  # index of the next resampled sample, counted from the video start
+        pos = None  # index of the next resampled sample
+        gap = round(AUDIO_GAP * self.rate)
         try:
             decoded = _decode_from(self.source, stream, self.origin + self.start)
             for frame in itertools.chain(decoded, [None]):  # None flushes the resampler
-                if pos is None and frame is not None:
-                    pos = round(((frame.time or 0.0) - self.origin) * self.rate)
+                if frame is not None and (pos is None or frame.time is not None):
+                    at = round(((frame.time or 0.0) - self.origin) * self.rate)
+                    # Counting samples keeps the time within a run of packets; a late start or a hole jumps it.
+                    pos = at if pos is None or at - pos > gap else pos
                 for out in self.resampler.resample(frame):
                     data = out.to_ndarray()  # (c, n) float32
-                    lo, hi = max(pos, first), pos + data.shape[1]
+                    silent = (pos if stop is None else min(pos, stop)) - done
+                    if silent > 0:  # the sound keeps its time: silence until it starts
+                        yield np.zeros((data.shape[0], silent), np.float32)
+                        done += silent
+                    lo, hi = max(pos, done), pos + data.shape[1]
                     hi = hi if stop is None else min(hi, stop)
                     if hi > lo:
                         yield data[:, lo - pos : hi - pos]
+                        done = hi
                     pos += data.shape[1]
                 if stop is not None and pos is not None and pos >= stop:
                     return
@@ -489,9 +508,11 @@ class _AudioTrack:
             if chunk is None:
                 break
             self.pending = np.concatenate([self.pending, chunk], axis=1)
-        self.pending = self.pending[:, : max(0, target - self.written)]
-        while self.pending.shape[1] >= size or (final and self.pending.shape[1] > 0):
-            chunk, self.pending = self.pending[:, :size], self.pending[:, size:]
+        # Samples past `target` stay pending for the next call; dropping them would pull later sound earlier.
+        due = min(self.pending.shape[1], max(0, target - self.written))
+        while due >= size or (final and due > 0):
+            chunk, self.pending = self.pending[:, : min(size, due)], self.pending[:, min(size, due) :]
+            due -= chunk.shape[1]
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=self.layout)
             frame.sample_rate, frame.pts, frame.time_base = self.rate, self.written, Fraction(1, self.rate)
             packets += self.stream.encode(frame)
@@ -667,7 +688,7 @@ def write_video(
 
 
 def write_gif(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float) -> None:
-    """Write (n, h, w, 3) uint8 frames as a looping GIF (frame times rounded to 10 ms by the format)."""
+    """Write (n, h, w, 3) uint8 frames as a looping GIF (frame times in 10 ms steps, see gif_durations)."""
     path = os.fspath(path)
     if not fps > 0:
         raise VideoError(f"{path}: fps must be > 0, got {fps}")
@@ -683,8 +704,9 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray]
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
     os.close(fd)
     try:
+        durations = gif_durations(len(images), fps)  # ms
         images[0].save(
-            tmp, format="GIF", save_all=True, append_images=images[1:], duration=1000 / fps, loop=0, optimize=False
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False
         )
         _publish(tmp, path)
     finally:

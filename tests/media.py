@@ -125,3 +125,48 @@ def burst_time(samples: np.ndarray, rate: int) -> float:
     window = rate // 200
     peaks = np.abs(samples[: len(samples) // window * window]).reshape(-1, window).max(axis=1)
     return float(np.argmax(peaks > BURST_LEVEL / 2) * window / rate)
+
+
+def make_clicks(
+    path,
+    seconds: float,
+    clicks: Sequence[float],
+    *,
+    fps: int = 25,
+    audio_start: float = 0.0,
+    hole: tuple[float, float] | None = None,
+) -> str:
+    """Write a black 32x32 video with mono audio that is silent but for 10 ms clicks at `clicks` (s).
+
+    The audio's packets start at `audio_start` (s) and skip the span `hole` (s), so their time stamps say where
+    the sound lies; use .mkv, which keeps them as given.
+    """
+    container = av.open(str(path), "w")
+    video = container.add_stream("mpeg4", rate=fps)
+    video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+    audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+    for i in range(round(seconds * fps)):
+        frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+        frame.pts = i
+        container.mux(video.encode(frame))
+    container.mux(video.encode(None))
+
+    samples = np.zeros(round(seconds * AUDIO_RATE), np.float32)
+    for t in clicks:
+        samples[round(t * AUDIO_RATE) : round((t + 0.01) * AUDIO_RATE)] = BURST_LEVEL
+    for pos in range(round(audio_start * AUDIO_RATE), len(samples), 1024):
+        if hole is not None and hole[0] * AUDIO_RATE <= pos < hole[1] * AUDIO_RATE:
+            continue
+        frame = av.AudioFrame.from_ndarray(samples[None, pos : pos + 1024], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pos, Fraction(1, AUDIO_RATE)
+        container.mux(audio.encode(frame))
+    container.mux(audio.encode(None))
+    container.close()
+    return str(path)
+
+
+def click_times(samples: np.ndarray, rate: int) -> list[float]:
+    """Seconds at which each click starts (a sample above half the click level after 0.1 s of quiet)."""
+    loud = np.flatnonzero(np.abs(samples) > BURST_LEVEL / 2)
+    starts = loud[np.r_[True, np.diff(loud) > rate // 10]] if len(loud) else loud
+    return [float(i / rate) for i in starts]

@@ -12,20 +12,23 @@ import pytest
 from media import (
     audio_track,
     burst_time,
+    click_times,
     index_frame,
     make_audio_only,
+    make_clicks,
     make_empty_avi,
     make_video,
     marker_frame,
     read_index,
 )
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from insv2v import video
 from insv2v.video import (
     Clip,
     VideoError,
     VideoWriter,
+    gif_durations,
     probe,
     read_video,
     side_by_side,
@@ -118,6 +121,15 @@ def test_sample_times_stride_and_fps():
     assert [i for _, i in picked] == [0, 3, 7, 10, 13, 17]
     upsampled = [i for _, i in video.sample_times(items[:3], fps=25, frame_duration=0.1)]
     assert upsampled == [0, 0, 1, 1, 2, 2, 2, 2]  # repeats, and runs to the end of the last frame (0.3 s)
+
+
+@pytest.mark.parametrize("fps, head", [(30, [30, 40, 30, 30, 40, 30]), (24, [40, 40, 40, 50, 40, 40]), (10, [100] * 6)])
+def test_gif_durations_carry_rounding(fps, head):
+    durations = gif_durations(120, fps)  # 4, 5 and 12 s
+    assert durations[:6] == head
+    assert all(d % 10 == 0 for d in durations)  # GIF stores centiseconds
+    assert sum(durations) == 120 * 1000 / fps  # exact, where 1000 / fps rounded each frame would drift
+    assert sum(gif_durations(7, 29.97)) == 230  # 233.6 ms: never more than 5 ms off
 
 
 def test_side_by_side_resizes_right_to_left_height():
@@ -317,6 +329,34 @@ def test_write_with_audio_round_trip(files, tmp_path):
     assert os.listdir(tmp_path) == ["out.mp4"]  # no temporary files left
 
 
+@pytest.mark.parametrize("batches", [[1] * 100, [16] + [12] * 7], ids=["one_frame_per_write", "run_edit_clips"])
+def test_audio_stays_in_step_across_writes(tmp_path, batches):
+    # Each write used to drop the unneeded rest of the last 1024-sample chunk read: with one frame per write the
+    # 3 s click came out at 2.81 s, with run_edit's clips (16 frames, then 12s) at 2.96 s.
+    src = make_clicks(tmp_path / "clicks.mkv", 4.0, [1.0, 2.0, 3.0], fps=25)
+    clip = read_video(src)
+    with VideoWriter(tmp_path / "out.mp4", clip.fps, audio_from=src, audio_start=clip.start, audio_end=clip.end) as w:
+        for batch in np.split(clip.frames, np.cumsum(batches)[:-1]):
+            w.write(batch)
+    duration, samples, rate = audio_track(tmp_path / "out.mp4")
+    assert click_times(samples, rate) == pytest.approx([1.0, 2.0, 3.0], abs=0.002)
+    assert duration == pytest.approx(4.0, abs=0.025)  # the video's length, give or take one AAC frame
+
+
+@pytest.mark.parametrize("start, clicks", [(0.0, [0.7, 1.6]), (1.0, [0.6])])
+def test_late_audio_and_holes_keep_their_time(tmp_path, start, clicks):
+    # Audio packets from 0.5 s, none between 1.0 and 1.4 s; clicks at 0.7 and 1.6 s. The sound used to be
+    # pulled to the clip's start (a click at 0.2 s) and closed over the hole.
+    src = make_clicks(tmp_path / "late.mkv", 2.0, [0.7, 1.6], fps=10, audio_start=0.5, hole=(1.0, 1.4))
+    clip = read_video(src, start=start)
+    write_video(tmp_path / "out.mp4", clip.frames, clip.fps, audio_from=src, audio_start=clip.start, audio_end=clip.end)
+    duration, samples, rate = audio_track(tmp_path / "out.mp4")
+    assert click_times(samples, rate) == pytest.approx(clicks, abs=0.002)
+    assert duration == pytest.approx(2.0 - start, abs=0.025)
+    silent = round((0.5 - start) * rate) - 1024  # before the first packet (less one AAC frame of encoder smear)
+    assert np.abs(samples[:silent]).max(initial=0) < 1e-3
+
+
 def test_write_audio_capped_to_video_and_missing_audio(files, tmp_path):
     frames = read_video(files["src"], max_frames=15).frames
     write_video(tmp_path / "a.mp4", frames, 30, audio_from=files["src"])  # source audio 2 s, video 0.5 s
@@ -407,3 +447,11 @@ def test_write_gif_loops(tmp_path):
         write_gif(tmp_path / "b.gif", frames / 255.0, fps=10)
     clip = read_video(tmp_path / "a.gif")  # GIFs read back as videos
     assert indices(clip) == list(range(6)) and clip.fps == pytest.approx(10)
+
+
+def test_write_gif_keeps_total_duration(tmp_path):
+    # Each frame's 33.3 ms used to be stored as 30 ms: 30 frames at 30 fps played in 0.9 s.
+    write_gif(tmp_path / "a.gif", np.stack([index_frame(i, 32, 32) for i in range(30)]), fps=30)
+    with Image.open(tmp_path / "a.gif") as gif:
+        durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
+    assert durations[:3] == [30, 40, 30] and sum(durations) == 1000
