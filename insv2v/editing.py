@@ -96,7 +96,9 @@ class EditRecipe:
         for name in ("input", "model"):
             if data[name] and Path(data[name]).exists():
                 data[name] = os.path.relpath(Path(data[name]).resolve(), folder)
-        Path(path).write_text(json.dumps({**data, "_meta": meta}, indent=2, default=str))
+        part = Path(path).with_name(f".{Path(path).name}.part")  # whole or not at all, as the videos
+        part.write_text(json.dumps({**data, "_meta": meta}, indent=2, default=str))
+        os.replace(part, path)
 
 
 MODEL_SAMPLING_FILE = "sampling.json"  # in a model folder: the guidance its card recommends, e.g. {"text_cfg": 4}
@@ -289,8 +291,14 @@ def run_edit(
         )
         ok = not pipe.interrupt
     finally:
-        for sink in sinks:
-            sink.close(ok)
+        failed = None
+        for sink in sinks:  # each one closed, so that no temporary file stays behind when another fails
+            try:
+                sink.close(ok and failed is None)
+            except Exception as err:
+                failed = failed or err
+        if failed is not None:
+            raise failed
     if not ok:
         raise InterruptedError("the edit was cancelled; nothing was written")
 

@@ -336,6 +336,28 @@ def test_job_reports_progress_with_eta_and_cancels(tmp_path):
     assert job.done == 1 and not (tmp_path / "b.mp4").exists()
 
 
+def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_path, monkeypatch):
+    from insv2v import editing
+
+    clip = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
+    out = tmp_path / "out" / "edit.mp4"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier edit")
+    close = editing._Sink.close
+
+    def failing_first(sink, ok):  # the edit's own file fails as it is finished; the side-by-side view is next
+        if sink.path == out:
+            close(sink, False)  # a writer that fails removes its own temporary file
+            raise OSError("disk full")
+        close(sink, ok)
+
+    monkeypatch.setattr(editing._Sink, "close", failing_first)
+    recipe = EditRecipe(input=clip, instruction="make it snowy", steps=1, seed=0, frames_per_clip=4, ref_frames=1)
+    with pytest.raises(OSError, match="disk full"):
+        run_edit(recipe, out, tiny_pipeline(), side_by_side_view=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["edit.mp4"] and out.read_bytes() == b"an earlier edit"
+
+
 def test_recipe_loads_back_into_the_controls(tmp_path):
     path = tmp_path / "r.json"
     recipe = EditRecipe(input="/srv/x.mp4", instruction="make it snowy", text_cfg=9, seed=4, max_frames=8, mc=True)
