@@ -194,6 +194,9 @@ def load_recipe(path: str | None) -> dict:
         recipe = EditRecipe.from_json({"input": "", "instruction": "", **data})
     except (OSError, ValueError, TypeError) as err:
         raise gr.Error(f"cannot load this recipe: {user_message(err)}") from None
+    if recipe.fps:
+        gr.Warning(f"This recipe samples the video at {recipe.fps:g} fps, which the app does not: it takes every "
+                   "Stride-th frame, so the edit will differ (`insv2v edit --recipe` reproduces it).")  # fmt: skip
     values = recipe.to_json()
     for name in ("input", "model", "instruction", "fps", "max_frames"):  # no control for these, or another name
         del values[name]
