@@ -162,7 +162,9 @@ def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype =
         "vae": part(AutoencoderKL, "vae"),
         "text_encoder": part(CLIPTextModel, "text_encoder"),
         "tokenizer": part(CLIPTokenizer, "tokenizer"),
-        "scheduler": part(DDPMScheduler, "scheduler"),  # the image model's betas, sampled with DDPM
+        # The image model's betas, sampled with DDPM; DDPM's default clip_sample (absent from InstructPix2Pix's Euler
+        # config) would clip every predicted x0 to [-1, 1], where Stable Diffusion's latents reach beyond.
+        "scheduler": DDPMScheduler.from_config(part(DDPMScheduler, "scheduler").config, clip_sample=False),
     }
     for name in ("unet", "vae", "text_encoder"):
         components[name].eval()

@@ -8,6 +8,7 @@ and each clip's new frames are decoded as soon as they are final.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -335,6 +336,10 @@ class InsV2VPipeline(DiffusionPipeline):
             branches[i] = branch
         return tuple(branches)
 
+    def _step_kwargs(self, generator) -> dict:
+        """The generator, for the schedulers whose `step` draws noise with one (UniPC, Heun, PNDM, ... take none)."""
+        return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+
     def _lvsc(self, model_output, x_in, latent_ref, t, flows):
         """LVSC on a model output of any parameterisation, through the equivalent noise prediction."""
         a = self._alpha_bar(t, x_in.device)
@@ -509,7 +514,7 @@ class InsV2VPipeline(DiffusionPipeline):
             model_output = dual_guidance(*branches, run.video_guidance_scale, run.guidance_scale)
             if i < corrected_steps:
                 model_output = self._lvsc(model_output, x_in, latent_ref, t, flows)
-            x = self.scheduler.step(model_output, t, x, generator=run.generator, return_dict=False)[0]
+            x = self.scheduler.step(model_output, t, x, **self._step_kwargs(run.generator), return_dict=False)[0]
 
             if run.callback_on_step_end is not None:
                 names = {"latents": x, "prompt_embeds": run.prompt_embeds, "video_latents": run.video_latents}

@@ -74,6 +74,7 @@ def test_composition_of_local_parts_is_inflated_with_zeroed_motion_outputs(parts
     assert isinstance(pipe, InsV2VPipeline) and type(pipe.unet) is UNetMotionModel
     assert pipe.max_frames_per_clip == 32  # positions extended from the adapter's 24
     assert isinstance(pipe.scheduler, DDPMScheduler) and pipe.scheduler.config.beta_end == 0.02
+    assert pipe.scheduler.config.clip_sample is False  # latents reach beyond [-1, 1]; DDPM's default clips them
     unet = pipe.unet.state_dict()  # MotionAdapter keys are the video UNet's keys of the same layers
     motion = {k: v for k, v in adapter.state_dict().items() if not k.endswith("pos_embed.pe")}
     assert motion and all(k in unet for k in motion)

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import (
+    DDIMScheduler,
+    EulerAncestralDiscreteScheduler,
+    HeunDiscreteScheduler,
+    UNet2DConditionModel,
+    UniPCMultistepScheduler,
+)
 
 from insv2v import InsV2VPipeline
 from insv2v.guidance import dual_guidance
@@ -78,6 +84,14 @@ def test_same_seed_same_output_and_latents_equal_generator(pipe):
     d1 = run(ddim, v, latents=noise, generator=None)
     d2 = run(ddim, v, latents=noise.clone(), generator=None)
     np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize("scheduler", [UniPCMultistepScheduler, HeunDiscreteScheduler, EulerAncestralDiscreteScheduler])
+def test_any_diffusers_scheduler_samples(pipe, scheduler):
+    """Some schedulers' `step` takes a generator (Euler ancestral), others none (UniPC, Heun)."""
+    other = InsV2VPipeline(**{**pipe.components, "scheduler": scheduler.from_config(pipe.scheduler.config)})
+    frames = run(other, video(5), frames_per_clip=4, ref_frames=1)
+    assert frames.shape == (5, H, W, 3) and np.isfinite(frames).all()
 
 
 def test_video_latents_input_equals_video_input(pipe):
