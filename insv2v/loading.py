@@ -115,6 +115,8 @@ def _cached_snapshot(source: str) -> str | None:
 
 
 def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
+    from diffusers import UNetMotionModel
+
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix in CHECKPOINT_SUFFIXES:
@@ -129,12 +131,18 @@ def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
             raise ModelLoadError(f"{source} is not a pipeline folder (no model_index.json in it)")
         kind = json.loads(index.read_text()).get("_class_name")
         if kind != InsV2VPipeline.__name__:
-            raise ModelLoadError(
-                f"{source} holds a {kind}, not an InsV2V pipeline; an InstructPix2Pix image model becomes a video "
-                f"model with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER "
-                "(e.g. guoyww/animatediff-motion-adapter-v1-5)"
-            )
-    return from_pretrained_explained(InsV2VPipeline, source, "model", dtype=dtype)
+            raise _not_a_video_model(source, kind)
+    pipe = from_pretrained_explained(InsV2VPipeline, source, "model", dtype=dtype)
+    if not isinstance(pipe.unet, UNetMotionModel):  # a hub image model loads, with another class's UNet
+        raise _not_a_video_model(source, f"{type(pipe.unet).__name__} (an image model's UNet)")
+    return pipe
+
+
+def _not_a_video_model(source: str, kind: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{source} holds a {kind}, not an InsV2V pipeline; an InstructPix2Pix image model becomes a video model "
+        f"with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER (e.g. guoyww/animatediff-motion-adapter-v1-5)"
+    )
 
 
 def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype = torch.float32) -> InsV2VPipeline:

@@ -145,6 +145,27 @@ def test_a_damaged_download_is_named_as_such(tmp_path, monkeypatch):
     assert "`hf download someone/cut-short --force-download`" in message
 
 
+def test_an_image_model_from_the_hub_points_to_composition(tmp_path, parts, monkeypatch):
+    import shutil
+
+    from huggingface_hub import constants
+
+    # InstructPix2Pix by its hub id, without compose: it loads (a 2-D UNet in the video pipeline), then is refused.
+    repo = tmp_path / "hub" / "models--someone--ip2p"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(parts[0], snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    index = {"_class_name": "StableDiffusionInstructPix2PixPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"],
+             "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"]}  # fmt: skip
+    (snapshot / "model_index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelLoadError, match=r"holds a UNet2DConditionModel .*--model compose:someone/ip2p\+"):
+        load_pipeline("someone/ip2p", device="cpu")
+
+
 def test_a_checkpoint_file_is_converted_first(tmp_path):
     path = tmp_path / "insv2v.pth"
     path.write_bytes(b"")
