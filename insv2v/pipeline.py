@@ -203,10 +203,13 @@ class InsV2VPipeline(DiffusionPipeline):
                         f"got {video.shape} {video.dtype}."
                     )
             elif isinstance(video, torch.Tensor):
-                if video.ndim != 4 or video.shape[1] != 3 or len(video) == 0:
+                if video.ndim != 4 or video.shape[1] != 3 or len(video) == 0 or not video.is_floating_point():
                     raise ValueError(
-                        f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}."
+                        "`video` as a tensor must be (frames, 3, height, width) floats in [0, 1], "
+                        f"got {tuple(video.shape)} {video.dtype}."
                     )
+                if video.min() < 0 or video.max() > 1:  # 0-255 pixels would be clipped to black and white
+                    raise ValueError(f"`video` as a tensor must be in [0, 1], got [{video.min():g}, {video.max():g}].")
             else:
                 raise ValueError(f"`video` must be a uint8 array, a tensor or a list of PIL images, got {type(video)}.")
             height, width = self._video_size(video)

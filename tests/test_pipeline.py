@@ -220,6 +220,8 @@ def test_interrupt_returns_only_finished_clips(pipe):
         ({"latents": torch.zeros(1, 4, 2, 4, 6)}, "`latents` must have shape (1, 4, 6, 4, 6)"),
         ({"video": np.zeros((3, 30, 48, 3), np.uint8)}, "divisible by 8, got 48x30"),
         ({"video": np.zeros((0, 32, 48, 3), np.uint8)}, "(frames, height, width, 3) uint8"),
+        ({"video": torch.zeros(3, 3, 32, 48, dtype=torch.uint8)}, "floats in [0, 1], got (3, 3, 32, 48) torch.uint8"),
+        ({"video": torch.full((3, 3, 32, 48), 255.0)}, "must be in [0, 1], got [255, 255]"),  # 0-255 pixels
         ({"video": None, "video_latents": torch.zeros(1, 4, 3, 4, 6), "motion_compensation": True}, "optical flow"),
     ],
 )
