@@ -323,6 +323,11 @@ class InsV2VPipeline(DiffusionPipeline):
         return latents.to(device=device, dtype=torch.float32)
 
     def _alpha_bar(self, t: torch.Tensor, device) -> torch.Tensor:
+        """The noise level of this step: from the scheduler's own sigma where it steps by sigmas (Euler, Heun,
+        DPM-Solver; their timesteps may fall between the table's), alpha_bar = 1 / (1 + sigma^2); else the table's."""
+        sigmas, index = getattr(self.scheduler, "sigmas", None), getattr(self.scheduler, "step_index", None)
+        if sigmas is not None and index is not None:
+            return (1 / (1 + sigmas[index].float() ** 2)).to(device)
         return self.scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
 
     def _branches(self, x_in, source, empty_source, embeds, t, wanted=(0, 1, 2)) -> tuple[torch.Tensor | None, ...]:

@@ -6,6 +6,7 @@ import torch
 from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     UNet2DConditionModel,
     UniPCMultistepScheduler,
@@ -92,6 +93,30 @@ def test_any_diffusers_scheduler_samples(pipe, scheduler):
     other = InsV2VPipeline(**{**pipe.components, "scheduler": scheduler.from_config(pipe.scheduler.config)})
     frames = run(other, video(5), frames_per_clip=4, ref_frames=1)
     assert frames.shape == (5, H, W, 3) and np.isfinite(frames).all()
+
+
+@pytest.mark.parametrize(
+    "scheduler, config",
+    [(DDIMScheduler, {}), (EulerDiscreteScheduler, {"use_karras_sigmas": True}), (EulerAncestralDiscreteScheduler, {})],
+)
+def test_lvsc_reference_frames_predict_their_latents_with_any_scheduler(pipe, scheduler, config):
+    """The second clip's reference frames (2, 3 of 6) predict the first clip's final latents of those frames while
+    LVSC corrects (its first 2 of 4 steps), also where the scheduler steps by sigmas between the table's timesteps."""
+    other = InsV2VPipeline(**{**pipe.components, "scheduler": scheduler.from_config(pipe.scheduler.config, **config)})
+    predicted, step = [], other.scheduler.step
+
+    def recording(*args, **kwargs):
+        out = step(*args, **{**kwargs, "return_dict": True})
+        predicted.append(out.pred_original_sample)
+        return (out.prev_sample,)
+
+    other.scheduler.step = recording
+    latents = run(other, video(6), frames_per_clip=4, ref_frames=2, lvsc_fraction=0.5, num_inference_steps=4,
+                  output_type="latent")  # fmt: skip
+    assert len(predicted) == 8  # two clips of 4 steps
+    for x0 in predicted[4:6]:
+        torch.testing.assert_close(x0[:, :, :2], latents[:, :, 2:4], atol=2e-5, rtol=0)
+    assert (predicted[6][:, :, :2] - latents[:, :, 2:4]).abs().max() > 1e-3  # uncorrected after LVSC's share
 
 
 def test_video_latents_input_equals_video_input(pipe):
