@@ -205,6 +205,10 @@ def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vid
 
 def _frame_rate(path: str, stream: av.video.stream.VideoStream) -> Fraction:
     """Average frame rate of the stream (exact where the container has it)."""
+    if stream.container.format.name == "gif" and stream.frames and stream.duration:
+        # GIF frames last whole centiseconds, the rounding carried (gif_durations); FFmpeg's rate comes from the
+        # first few frames, so the average is the count over the length.
+        return Fraction(stream.frames) / (stream.duration * stream.time_base)
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
             return Fraction(rate)

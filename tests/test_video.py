@@ -455,3 +455,6 @@ def test_write_gif_keeps_total_duration(tmp_path):
     with Image.open(tmp_path / "a.gif") as gif:
         durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
     assert durations[:3] == [30, 40, 30] and sum(durations) == 1000
+    # Read back, it is the same 30 frames at its average rate (FFmpeg's own guess, from the first frames, is 33 fps).
+    info, clip = probe(tmp_path / "a.gif"), read_video(tmp_path / "a.gif")
+    assert (info.num_frames, info.fps, info.duration) == (30, 30.0, 1.0) and len(clip.frames) == 30
