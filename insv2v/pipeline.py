@@ -530,4 +530,4 @@ class InsV2VPipeline(DiffusionPipeline):
                 outputs = run.callback_on_step_end(self, k * len(timesteps) + i, t, inputs)
                 x = outputs.pop("latents", x)
             progress.update()
-        return None if self.interrupt else x
+        return x  # whole even if interrupted at its last step: the next clip stops before its first

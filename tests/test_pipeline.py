@@ -230,6 +230,16 @@ def test_interrupt_returns_only_finished_clips(pipe):
                  on_frames=lambda first, f: seen.append(len(f)))  # fmt: skip
     assert seen == [4] and frames.shape[0] == 4 and pipe.interrupt
 
+    def stop_at_end_of_first_clip(p, step, t, kwargs):
+        if step == 1:  # the first clip's last step: that clip is finished, and kept
+            p._interrupt = True
+        return kwargs
+
+    seen = []
+    frames = run(pipe, video(10), frames_per_clip=4, ref_frames=1, callback_on_step_end=stop_at_end_of_first_clip,
+                 on_frames=lambda first, f: seen.append(len(f)))  # fmt: skip
+    assert seen == [4] and frames.shape[0] == 4 and pipe.interrupt
+
 
 @pytest.mark.parametrize(
     "kwargs, words",
