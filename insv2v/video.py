@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 MIN_RESOLUTION = 8  # smallest short side read_video resizes to
 MAX_RESOLUTION = 4096  # largest short side read_video resizes to
+MAX_PIXELS = 4096 * 4096  # larger frames are refused before they are decoded
 TIME_EPS = 1e-3  # seconds; time stamps this close count as equal (container rounding)
 SEEK_MARGIN = 0.5  # seconds; seek this far before `start`, then decode forward to it
 AUDIO_GAP = 0.01  # seconds; a jump in audio time stamps beyond this is a hole to fill with silence (less is rounding)
@@ -309,6 +310,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     path = os.fspath(path)
     with _open_video(path) as (container, stream):
         fps = _frame_rate(path, stream)
+        _check_pixels(path, stream.codec_context.width, stream.codec_context.height, MAX_PIXELS)  # before decoding
         decoded = _decode(path, container, stream, 0.0, fps, limit=1)
         first = next(decoded, None)
         decoded.close()
@@ -364,7 +366,7 @@ def read_video(
     fps: float | None = None,
     resolution: int | None = None,
     multiple: int = 8,
-    max_pixels: int = 4096 * 4096,
+    max_pixels: int = MAX_PIXELS,
     max_decode_frames: int = 100_000,
 ) -> Clip:
     """Decode a clip: frames from `start` (s), every `stride`-th or resampled to `fps`, short side -> `resolution`."""

@@ -289,6 +289,13 @@ def test_bad_files(files, tmp_path, name, match):
         assert str(error.value).startswith(path) and "\n" not in str(error.value)
 
 
+def test_huge_frames_are_refused_before_decoding(tmp_path):
+    huge = make_video(tmp_path / "huge.mp4", num_frames=1, size=(4352, 4352))  # over 4096 x 4096 pixels
+    for call in (probe, read_video):  # probe too: an upload is probed first, and decoding one frame costs ~1 GB
+        with pytest.raises(VideoError, match="huge resolution 4352x4352, at most 16777216 pixels"):
+            call(huge)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
