@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 
 import av
@@ -76,12 +76,7 @@ def make_video(
         t = np.arange(n) / AUDIO_RATE
         level = np.where((t >= audio_burst) & (t < audio_burst + 0.1), BURST_LEVEL, AUDIO_LEVEL)
         samples = (level * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for pos in range(0, n, 1024):
-            chunk = np.stack([samples[pos : pos + 1024]] * 2)  # (2, <=1024)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pos, Fraction(1, AUDIO_RATE)
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
+        mux_audio(container, audio, np.stack([samples] * 2), "stereo", range(0, n, 1024))
     container.close()
     return str(path)
 
@@ -92,13 +87,20 @@ def make_audio_only(path, seconds: float = 1.0) -> str:
     audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
     n = round(seconds * AUDIO_RATE)
     samples = (AUDIO_LEVEL * np.sin(2 * np.pi * 440 * np.arange(n) / AUDIO_RATE)).astype(np.float32)
-    for pos in range(0, n, 1024):
-        frame = av.AudioFrame.from_ndarray(samples[None, pos : pos + 1024], format="fltp", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pos, Fraction(1, AUDIO_RATE)
-        container.mux(audio.encode(frame))
-    container.mux(audio.encode(None))
+    mux_audio(container, audio, samples[None], "mono", range(0, n, 1024))
     container.close()
     return str(path)
+
+
+def mux_audio(container, stream, samples: np.ndarray, layout: str, starts: Iterable[int]) -> None:
+    """Encode (channels, n) float samples into `stream` as 1024-sample packets at `starts` (time stamps as given,
+    so skipped starts leave holes), then flush it."""
+    for pos in starts:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, pos : pos + 1024]), format="fltp",
+                                           layout=layout)  # fmt: skip
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pos, Fraction(1, AUDIO_RATE)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
 
 
 def make_empty_avi(path, size: tuple[int, int] = (64, 48)) -> str:
@@ -154,13 +156,10 @@ def make_clicks(
     samples = np.zeros(round(seconds * AUDIO_RATE), np.float32)
     for t in clicks:
         samples[round(t * AUDIO_RATE) : round((t + 0.01) * AUDIO_RATE)] = BURST_LEVEL
-    for pos in range(round(audio_start * AUDIO_RATE), len(samples), 1024):
-        if hole is not None and hole[0] * AUDIO_RATE <= pos < hole[1] * AUDIO_RATE:
-            continue
-        frame = av.AudioFrame.from_ndarray(samples[None, pos : pos + 1024], format="fltp", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pos, Fraction(1, AUDIO_RATE)
-        container.mux(audio.encode(frame))
-    container.mux(audio.encode(None))
+    starts = range(round(audio_start * AUDIO_RATE), len(samples), 1024)
+    if hole is not None:
+        starts = [pos for pos in starts if not hole[0] * AUDIO_RATE <= pos < hole[1] * AUDIO_RATE]
+    mux_audio(container, audio, samples[None], "mono", starts)
     container.close()
     return str(path)
 

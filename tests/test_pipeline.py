@@ -219,24 +219,15 @@ def test_on_frames_streams_every_frame_once_in_order(pipe):
     np.testing.assert_array_equal(streamed, (frames * 255).round().astype(np.uint8))
 
 
-def test_interrupt_returns_only_finished_clips(pipe):
-    def stop_in_second_clip(p, step, t, kwargs):
-        if step == 2:  # first step of the second clip (2 steps a clip)
+@pytest.mark.parametrize("stop_at", [2, 1])  # the second clip's first step; the first clip's last step (finished)
+def test_interrupt_returns_only_finished_clips(pipe, stop_at):
+    def stop(p, step, t, kwargs):  # 2 steps a clip
+        if step == stop_at:
             p._interrupt = True
         return kwargs
 
     seen = []
-    frames = run(pipe, video(10), frames_per_clip=4, ref_frames=1, callback_on_step_end=stop_in_second_clip,
-                 on_frames=lambda first, f: seen.append(len(f)))  # fmt: skip
-    assert seen == [4] and frames.shape[0] == 4 and pipe.interrupt
-
-    def stop_at_end_of_first_clip(p, step, t, kwargs):
-        if step == 1:  # the first clip's last step: that clip is finished, and kept
-            p._interrupt = True
-        return kwargs
-
-    seen = []
-    frames = run(pipe, video(10), frames_per_clip=4, ref_frames=1, callback_on_step_end=stop_at_end_of_first_clip,
+    frames = run(pipe, video(10), frames_per_clip=4, ref_frames=1, callback_on_step_end=stop,
                  on_frames=lambda first, f: seen.append(len(f)))  # fmt: skip
     assert seen == [4] and frames.shape[0] == 4 and pipe.interrupt
 

@@ -91,12 +91,13 @@ def report(
 
     participants = store.participants()
     regular, gold = store.comparison_count()
+    order = store.comparison_methods()  # each comparison's first and second method, for the agreement's coding
     return {
         "methods": methods,
         "questions": questions,
         "pairs": pairs,
         "bradley_terry": strengths,
-        "alpha": {q: agreement(by_question[q], store.comparison_methods()) for q in questions},
+        "alpha": {q: agreement(by_question[q], order) for q in questions},
         "side_bias": stats.side_bias(ratings, seed=seed),
         "failed_gold": failed,
         "excluded": sorted(excluded),

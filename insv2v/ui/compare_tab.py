@@ -23,7 +23,16 @@ import pandas as pd
 from insv2v.assets import EXAMPLES
 from insv2v.compare import MethodResult, panels, score_methods
 from insv2v.editing import check_instruction, file_sha256, run_edit
-from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, get_tav_pipeline, gpu, user_message
+from insv2v.ui.serving import (
+    Job,
+    check_upload,
+    get_pipeline,
+    get_scorer,
+    get_tav_pipeline,
+    gpu,
+    tav_source,
+    user_message,
+)
 from insv2v.ui.settings import Controls, planned_clips, recipe_from_settings
 from insv2v.video import write_video
 
@@ -99,7 +108,7 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
     check_instruction(instruction)
     info = check_upload(video, config)
     values = {"randomize_seed": False, **values}  # both methods start from the seed shown
-    recipe, note = recipe_from_settings(studio, video, info, instruction, values, preview=False)
+    recipe, note = recipe_from_settings(studio, info, instruction, values, preview=False)
     job_dir = studio.cache.new_job("compare")
     recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
     job = studio.jobs.start(session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V"))
@@ -129,8 +138,7 @@ def check_tav_request(config, source_caption: str | None, edited_caption: str | 
         raise ValueError("Tune-A-Video needs the source video's caption and the edited caption")
     if preset not in PRESETS:
         raise ValueError(f"Tune-A-Video preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    if config.tav is None:
-        raise ValueError("this server has no Tune-A-Video base model (set INSV2V_TAV)")
+    tav_source(config)
     return source_caption, edited_caption
 
 

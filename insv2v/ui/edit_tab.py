@@ -31,7 +31,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
     try:
         check_instruction(instruction)
         info = check_upload(video, config)
-        recipe, note = recipe_from_settings(studio, video, info, instruction, values, preview)
+        recipe, note = recipe_from_settings(studio, info, instruction, values, preview)
         job_dir = studio.cache.new_job("preview" if preview else "edit")
         recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
         clips = planned_clips(recipe, info)

@@ -137,9 +137,14 @@ def _tav_pipeline(source: str, device: str | None):
 def get_tav_pipeline(config: AppConfig):
     """Tune-A-Video on `config.tav` (a Stable Diffusion 1.x id or folder; the toy text-to-image model by default),
     loaded once per process; each video's tuning is cached on disk, not in it."""
+    return _tav_pipeline(tav_source(config), config.device)
+
+
+def tav_source(config: AppConfig) -> str:
+    """The Tune-A-Video base model this server runs; a ValueError when it has none."""
     if config.tav is None:
         raise ValueError("this server has no Tune-A-Video base model (set INSV2V_TAV)")
-    return _tav_pipeline(config.tav, config.device)
+    return config.tav
 
 
 def study_path(config: AppConfig) -> Path | None:

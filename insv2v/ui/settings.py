@@ -129,10 +129,9 @@ class Controls(dict):
         return {name: self[name] for name in names}
 
 
-def recipe_from_settings(studio, video: str, info, instruction: str, values: dict,
-                         preview: bool) -> tuple[EditRecipe, str]:  # fmt: skip
-    """The recipe the settings describe (one not in `values`: its default) for the upload `video` that `info`
-    (VideoInfo) describes, with the server's frame limit applied and, for a preview, only the first clip; and a note
+def recipe_from_settings(studio, info, instruction: str, values: dict, preview: bool) -> tuple[EditRecipe, str]:
+    """The recipe the settings describe (one not in `values`: its default) for the upload that `info` (VideoInfo)
+    describes, with the server's frame limit applied and, for a preview, only the first clip; and a note
     when the limit cut the selection short."""
     unknown = set(values) - set(studio.settings)
     if unknown:  # only a Python caller can pass these: the API takes the names it was wired with
@@ -148,7 +147,7 @@ def recipe_from_settings(studio, video: str, info, instruction: str, values: dic
         max_frames = min(max_frames, int(values["frames_per_clip"]))
     seed = None if values["randomize_seed"] else int(values["seed"] or 0)
     recipe = EditRecipe(
-        input=video,
+        input=info.path,
         instruction=(instruction or "").strip(),
         negative_prompt=values["negative_prompt"] or "",
         model=config.model_name,

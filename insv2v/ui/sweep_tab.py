@@ -98,7 +98,7 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
         text_cfgs, video_cfgs = parse_scales(text_values, "text CFG"), parse_scales(video_values, "video CFG")
         check_grid(text_cfgs, video_cfgs)
         info = check_upload(video, config)
-        recipe, note = recipe_from_settings(studio, video, info, instruction, values, preview=False)
+        recipe, note = recipe_from_settings(studio, info, instruction, values, preview=False)
         job_dir = studio.cache.new_job("sweep")
         recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
         per_cell = planned_clips(recipe, info) * recipe.steps
