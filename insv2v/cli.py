@@ -211,6 +211,8 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--shape-weight", type=float, help="t2i, t2v: extra loss weight on the shapes' pixels (4)")
     t.add_argument("--prediction-type", choices=["sample", "epsilon", "v_prediction"], help="t2i started afresh: "
                    "what its UNet predicts (sample: x0, the toy models' choice)")  # fmt: skip
+    t.add_argument("--patch-size", type=int, choices=[4, 2], help="t2i started afresh: pixels folded into "
+                   "channels, 4 (16x16x48 latents, the editor's) or 2 (32x32x12, one more UNet level)")  # fmt: skip
     t.add_argument("--edit-mix", type=_edit_mix, help="2d, video: how often each edit kind is drawn, e.g. "
                    "shape=5,colour=2,background=2,style=1 (default: the world's 3,3,3,1)")  # fmt: skip
     t.add_argument("--data", dest="data_dir", metavar="DIR", help="2d, video: train on the kept pairs of a dataset "

@@ -43,6 +43,7 @@ from insv2v.augment import augment_pairs
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.synth import dataset
+from insv2v.toyworld.models import LEVELS
 from insv2v.toyworld.world import (
     SIZE,
     STYLES,
@@ -95,6 +96,7 @@ class TrainConfig:
     #                              go on from (optional)
     fine_attention: bool = False  # 2d, t2i: attention at 16x16 too (grown into an --init model that lacks it)
     prediction_type: str = "sample"  # t2i started afresh: what its UNet predicts (sample, epsilon, v_prediction)
+    patch_size: int = 4  # t2i started afresh: pixels folded into channels, 4 (16x16x48 latents) or 2 (32x32x12)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     data_dir: str | None = None  # stages 2d, video: train on this `insv2v synth generate` dataset's kept pairs
     size: int | None = None  # --data's frames resized to size x size (None: see `training_size`)
@@ -334,6 +336,12 @@ def check_config(config: TrainConfig) -> None:
     if config.prediction_type != "sample" and (config.stage != "t2i" or config.init_dir):
         raise ValueError("--prediction-type is for stage t2i started afresh (a model given by --init goes on "
                          "predicting what it learned to)")  # fmt: skip
+    if config.patch_size != 4 and (config.stage != "t2i" or config.init_dir):
+        raise ValueError("--patch-size is for stage t2i started afresh (a model given by --init keeps its fold)")
+    if config.patch_size not in LEVELS:
+        raise ValueError(f"--patch-size must be one of {', '.join(map(str, LEVELS))}, got {config.patch_size}")
+    if config.patch_size != 4 and config.fine_attention:
+        raise ValueError("--fine-attention is for the 4x4 fold (--patch-size 4)")
     if config.prediction_type not in PREDICTION_TYPES:
         raise ValueError(
             f"--prediction-type must be one of {', '.join(PREDICTION_TYPES)}, got {config.prediction_type!r}"
@@ -386,7 +394,6 @@ def check_trackers(report_to: str) -> None:
 def build(config: TrainConfig):
     """(trainable modules by name, frozen helpers) for the stage; helpers: tokenizer, vae, scheduler (training
     noise), sampler (the saved pipeline's scheduler), and a frozen text_encoder where it does not train."""
-    from insv2v.models import add_source_channels
     from insv2v.toyworld import models
 
     if config.stage == "clip":
@@ -395,15 +402,24 @@ def build(config: TrainConfig):
         from insv2v.loading import load_fresh  # not load_pipeline: its cache would share the weights this run changes
 
         return pipeline_parts(load_fresh(config.init_dir, torch.device("cpu"), torch.float32))
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPModel, CLIPTextModel
-
     kind = config.prediction_type
     if config.init_dir and config.stage != "clip":  # a trained model goes on predicting what it learned to
         sampler_config = Path(config.init_dir) / "scheduler" / "scheduler_config.json"
         kind = json.loads(sampler_config.read_text())["prediction_type"] if sampler_config.is_file() else "sample"
-    helpers = {"tokenizer": models.toy_tokenizer(), "vae": models.toy_autoencoder(),
-               "scheduler": models.toy_train_scheduler(kind), "sampler": models.toy_sample_scheduler(kind)}  # fmt: skip
+    helpers = {"tokenizer": models.toy_tokenizer(), "scheduler": models.toy_train_scheduler(kind),
+               "sampler": models.toy_sample_scheduler(kind)}  # fmt: skip
+    modules, frozen = _toy_modules(config)
+    return modules, {**helpers, **frozen, "vae": models.toy_autoencoder(models.patch_of(modules["unet"]))}
+
+
+def _toy_modules(config: TrainConfig) -> tuple[dict, dict]:
+    """The toy stages' UNet and text encoder, fresh or from --init: (trainable modules, frozen ones)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPModel, CLIPTextModel
+
+    from insv2v.models import add_source_channels
+    from insv2v.toyworld import models
+
     if config.stage in ("2d", "t2i"):
         if config.init_dir:  # go on from a trained model of the stage; stage 2d also from a text-to-image model
             init = Path(config.init_dir)
@@ -414,10 +430,10 @@ def build(config: TrainConfig):
         else:
             clip = CLIPModel.from_pretrained(config.clip_dir) if config.clip_dir else models.toy_clip()
             text_encoder = models.text_encoder_from_clip(clip)  # trained along with the UNet
-            unet = models.toy_unet2d(source_conditioned=config.stage == "2d")
+            unet = models.toy_unet2d(source_conditioned=config.stage == "2d", patch=config.patch_size)
         if config.fine_attention:
             unet = models.grow_fine_attention(unet)
-        return {"unet": unet, "text_encoder": text_encoder}, helpers
+        return {"unet": unet, "text_encoder": text_encoder}, {}
     if config.stage in ("video", "t2v"):
         if not config.init_dir:
             raise ValueError(f"stage {config.stage} needs --init (the trained 2-D model folder)")
@@ -425,7 +441,7 @@ def build(config: TrainConfig):
 
         unet = inflate_unet(UNet2DConditionModel.from_pretrained(Path(config.init_dir) / "unet"))
         text_encoder = CLIPTextModel.from_pretrained(Path(config.init_dir) / "text_encoder").requires_grad_(False)
-        return {"unet": only_motion_modules_train(unet)}, {**helpers, "text_encoder": text_encoder}
+        return {"unet": only_motion_modules_train(unet)}, {"text_encoder": text_encoder}
     raise ValueError(f"stage must be clip, 2d, video, t2i or t2v, got {config.stage!r}")
 
 

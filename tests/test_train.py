@@ -206,3 +206,38 @@ def test_a_text_to_image_model_may_predict_velocity_and_its_video_model_follows(
         with pytest.raises(ValueError, match="--prediction-type is for stage t2i started afresh"):
             train(TrainConfig(stage=stage, out_dir=str(tmp_path / "no"), init_dir=init, prediction_type="epsilon"))
     assert not (tmp_path / "no").exists()
+
+
+def test_a_text_to_image_model_may_fold_2x2_and_its_video_model_follows(tmp_path):
+    """--patch-size 2: 32x32x12 latents and one more UNet level (without attention: it stays at 8x8 and 4x4); the
+    saved pipeline draws 64x64 frames, and a video model inflated from it works in the same fold."""
+    from insv2v.synth.t2v import load_t2v
+
+    final = train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "t2i"), patch_size=2, steps=1, batch_size=2,
+                              warmup=1))  # fmt: skip
+    pipe = load_t2v(str(final), "cpu")
+    assert pipe.vae.config.patch_size == 2
+    assert (pipe.unet.config.in_channels, pipe.unet.config.sample_size) == (12, 32)
+    attended = [b for b in pipe.unet.down_blocks if getattr(b, "attentions", None)]
+    assert [b.resnets[0].out_channels for b in attended] == [128, 128]  # the 8x8 and 4x4 levels
+    assert len(pipe.unet.down_blocks) == 4
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe("a red circle moving up on a beach", num_frames=1, num_inference_steps=2).frames[0]
+    assert np.asarray(frames).shape == (1, 64, 64, 3)
+    modules, helpers = build(TrainConfig(stage="t2v", out_dir=str(tmp_path / "t2v"), init_dir=str(final)))
+    assert helpers["vae"].config.patch_size == 2
+    clips = torch.rand(1, 3, 2, 64, 64) * 2 - 1
+    coverage = torch.zeros(1, 1, 2, 64, 64)
+    config = TrainConfig(stage="t2v", out_dir="unused")
+    loss = generation_loss(modules["unet"], helpers, helpers["text_encoder"], clips, coverage, ["a beach"], config,
+                           np.random.default_rng(0))  # fmt: skip
+    assert torch.isfinite(loss)
+    for config in (TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), init_dir=str(final), patch_size=2),
+                   TrainConfig(stage="2d", out_dir=str(tmp_path / "no"), patch_size=2)):  # fmt: skip
+        with pytest.raises(ValueError, match="--patch-size is for stage t2i started afresh"):
+            train(config)
+    with pytest.raises(ValueError, match="--fine-attention is for the 4x4 fold"):
+        train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), patch_size=2, fine_attention=True))
+    with pytest.raises(ValueError, match="--patch-size must be one of 4, 2, got 8"):
+        train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), patch_size=8))
+    assert not (tmp_path / "no").exists()

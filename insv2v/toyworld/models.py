@@ -1,6 +1,9 @@
-"""The toy world's model shapes: a small CLIP, and an InstructPix2Pix UNet on 4x4-folded 64x64 pixels."""
+"""The toy world's model shapes: a small CLIP, and an InstructPix2Pix UNet on 4x4-folded 64x64 pixels (a
+text-to-image UNet of the family may fold 2x2)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
@@ -11,6 +14,9 @@ from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.toyworld.world import SIZE
 
 PATCH = 4  # pixels folded into channels: 64x64x3 -> 16x16x48
+# Channels per UNet level, finest first, for each fold. The 2x2 fold's extra 32x32 level renders outlines from
+# 2x2 patches; at 4x4 a 14-22 px shape spans 4-6 positions whose 48 values must each hold a piece of its outline.
+LEVELS = {4: (96, 96, 128), 2: (64, 96, 128, 128)}
 TEXT_WIDTH = 64
 TEXT_TOKENS = 32  # toy captions are short; shorter sequences are faster
 
@@ -57,7 +63,9 @@ def toy_tokenizer():
     return tokenizer
 
 
-def toy_unet2d(source_conditioned: bool = True, fine_attention: bool = False) -> UNet2DConditionModel:
+def toy_unet2d(
+    source_conditioned: bool = True, fine_attention: bool = False, patch: int = PATCH
+) -> UNet2DConditionModel:
     """InstructPix2Pix-style 2-D UNet: 96 input channels (noisy frame + source frame, folded), 48 out; without
     `source_conditioned`, a text-to-image UNet of the same family (48 in: the noisy frame alone).
 
@@ -68,16 +76,17 @@ def toy_unet2d(source_conditioned: bool = True, fine_attention: bool = False) ->
 
     `fine_attention` adds attention at 16x16 too (a step 2.7x slower): Prompt-to-Prompt holds a layout by
     injecting self-attention maps, so a generator whose layout is decided at 16x16 needs attention there.
+    `patch` 2 folds 2x2 pixels (12 channels at 32x32) and adds a 32x32 level without attention (LEVELS).
     """
-    channels = 3 * PATCH * PATCH
-    first_down, last_up = ("CrossAttnDownBlock2D", "CrossAttnUpBlock2D") if fine_attention else FINE_BLOCKS
+    channels = 3 * patch * patch
+    attended = [SIZE // patch >> i <= (16 if fine_attention else 8) for i in range(len(LEVELS[patch]))]
     return UNet2DConditionModel(
-        sample_size=SIZE // PATCH,
+        sample_size=SIZE // patch,
         in_channels=2 * channels if source_conditioned else channels,
         out_channels=channels,
-        down_block_types=(first_down, "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", last_up),
-        block_out_channels=(96, 96, 128),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else FINE_BLOCKS[0] for a in attended),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else FINE_BLOCKS[1] for a in reversed(attended)),
+        block_out_channels=LEVELS[patch],
         layers_per_block=1,
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=16,  # heads of 16 channels
@@ -85,7 +94,7 @@ def toy_unet2d(source_conditioned: bool = True, fine_attention: bool = False) ->
     )
 
 
-FINE_BLOCKS = ("DownBlock2D", "UpBlock2D")  # the 16x16 level without attention
+FINE_BLOCKS = ("DownBlock2D", "UpBlock2D")  # a level without attention
 
 
 def has_fine_attention(unet: UNet2DConditionModel) -> bool:
@@ -111,8 +120,13 @@ def grow_fine_attention(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     return grown
 
 
-def toy_autoencoder() -> PixelUnshuffleAutoencoder:
-    return PixelUnshuffleAutoencoder(patch_size=PATCH)
+def patch_of(unet) -> int:
+    """The pixel fold a toy UNet works in, from its output channels (3 p^2)."""
+    return math.isqrt(unet.config.out_channels // 3)
+
+
+def toy_autoencoder(patch: int = PATCH) -> PixelUnshuffleAutoencoder:
+    return PixelUnshuffleAutoencoder(patch_size=patch)
 
 
 def toy_train_scheduler(prediction_type: str = "sample") -> DDPMScheduler:
