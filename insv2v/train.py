@@ -403,7 +403,7 @@ def build(config: TrainConfig):
 
         return pipeline_parts(load_fresh(config.init_dir, torch.device("cpu"), torch.float32))
     kind = config.prediction_type
-    if config.init_dir and config.stage != "clip":  # a trained model goes on predicting what it learned to
+    if config.init_dir:  # a trained model goes on predicting what it learned to
         sampler_config = Path(config.init_dir) / "scheduler" / "scheduler_config.json"
         kind = json.loads(sampler_config.read_text())["prediction_type"] if sampler_config.is_file() else "sample"
     helpers = {"tokenizer": models.toy_tokenizer(), "scheduler": models.toy_train_scheduler(kind),
