@@ -43,7 +43,7 @@ from insv2v.augment import augment_pairs
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.synth import dataset
-from insv2v.toyworld.models import LEVELS
+from insv2v.toyworld.models import LEVELS, PATCH
 from insv2v.toyworld.world import (
     SIZE,
     STYLES,
@@ -96,7 +96,7 @@ class TrainConfig:
     #                              go on from (optional)
     fine_attention: bool = False  # 2d, t2i: attention at 16x16 too (grown into an --init model that lacks it)
     prediction_type: str = "sample"  # t2i started afresh: what its UNet predicts (sample, epsilon, v_prediction)
-    patch_size: int = 4  # t2i started afresh: pixels folded into channels, 4 (16x16x48 latents) or 2 (32x32x12)
+    patch_size: int = PATCH  # t2i started afresh: pixels folded into channels, 4 (16x16x48 latents) or 2 (32x32x12)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     data_dir: str | None = None  # stages 2d, video: train on this `insv2v synth generate` dataset's kept pairs
     size: int | None = None  # --data's frames resized to size x size (None: see `training_size`)
@@ -336,11 +336,11 @@ def check_config(config: TrainConfig) -> None:
     if config.prediction_type != "sample" and (config.stage != "t2i" or config.init_dir):
         raise ValueError("--prediction-type is for stage t2i started afresh (a model given by --init goes on "
                          "predicting what it learned to)")  # fmt: skip
-    if config.patch_size != 4 and (config.stage != "t2i" or config.init_dir):
+    if config.patch_size != PATCH and (config.stage != "t2i" or config.init_dir):
         raise ValueError("--patch-size is for stage t2i started afresh (a model given by --init keeps its fold)")
     if config.patch_size not in LEVELS:
         raise ValueError(f"--patch-size must be one of {', '.join(map(str, LEVELS))}, got {config.patch_size}")
-    if config.patch_size != 4 and config.fine_attention:
+    if config.patch_size != PATCH and config.fine_attention:
         raise ValueError("--fine-attention is for the 4x4 fold (--patch-size 4)")
     if config.prediction_type not in PREDICTION_TYPES:
         raise ValueError(

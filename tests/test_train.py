@@ -238,6 +238,8 @@ def test_a_text_to_image_model_may_fold_2x2_and_its_video_model_follows(tmp_path
             train(config)
     with pytest.raises(ValueError, match="--fine-attention is for the 4x4 fold"):
         train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), patch_size=2, fine_attention=True))
+    with pytest.raises(ValueError, match="grown into 4x4-fold UNets only, not a 2x2-fold one"):
+        train(TrainConfig(stage="2d", out_dir=str(tmp_path / "no"), init_dir=str(final), fine_attention=True))
     with pytest.raises(ValueError, match="--patch-size must be one of 4, 2, got 8"):
         train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), patch_size=8))
     assert not (tmp_path / "no").exists()

@@ -79,7 +79,8 @@ def toy_unet2d(
     `patch` 2 folds 2x2 pixels (12 channels at 32x32) and adds a 32x32 level without attention (LEVELS).
     """
     channels = 3 * patch * patch
-    attended = [SIZE // patch >> i <= (16 if fine_attention else 8) for i in range(len(LEVELS[patch]))]
+    finest = 16 if fine_attention else 8  # the finest level with attention
+    attended = [(SIZE // patch) >> i <= finest for i in range(len(LEVELS[patch]))]
     return UNet2DConditionModel(
         sample_size=SIZE // patch,
         in_channels=2 * channels if source_conditioned else channels,
@@ -107,6 +108,9 @@ def grow_fine_attention(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     Every weight is carried over; the new transformers' output projections start at zero, and a transformer
     adds its output to its input, so each new layer starts as the identity.
     """
+    if patch_of(unet) != PATCH:
+        raise ValueError(f"attention at 16x16 is grown into {PATCH}x{PATCH}-fold UNets only, not a {patch_of(unet)}x"
+                         f"{patch_of(unet)}-fold one")  # fmt: skip
     if has_fine_attention(unet):
         return unet
     grown = toy_unet2d(source_conditioned=unet.config.in_channels != unet.config.out_channels, fine_attention=True)
