@@ -1,6 +1,7 @@
 """Where pipelines come from, loaded once per process and cached. A model source is one of:
 
-    DIR                          a pipeline folder (model_index.json), e.g. one written by `insv2v convert`
+    DIR                          a pipeline folder (model_index.json), e.g. one written by `insv2v convert`;
+                                 or the toy editor's 2-D stage (`insv2v train 2d`), which edits frame by frame
     OWNER/NAME                   a Hugging Face Hub repo holding such a folder
     compose:IMAGE+MOTION         an InstructPix2Pix image model (folder or hub id, diffusers layout) inflated to
                                  video with an AnimateDiff motion adapter (folder or hub id), e.g.
@@ -125,6 +126,8 @@ def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
                 "then use --model DIR"
             )
         raise ModelLoadError(f"{source} is a file, not a pipeline folder")
+    if is_2d_folder(source):
+        return _per_frame_pipeline(path, dtype)
     if path.is_dir():
         index = path / "model_index.json"
         if not index.is_file():
@@ -193,6 +196,35 @@ def _with_positions(adapter, max_frames: int):
     missing, unexpected = longer.load_state_dict(state, strict=False)
     assert not unexpected and all(k.endswith("pos_embed.pe") for k in missing), (missing, unexpected)
     return longer
+
+
+def is_2d_folder(source: str) -> bool:
+    """Whether `source` is a folder written by stage 2d (unet/, text_encoder/, tokenizer/, scheduler/, vae/; no
+    pipeline index)."""
+    path = Path(source).expanduser()
+    return (path / "unet").is_dir() and not (path / "model_index.json").is_file()
+
+
+def _per_frame_pipeline(path: Path, dtype: torch.dtype) -> InsV2VPipeline:
+    """The toy editor's 2-D stage as a pipeline: its UNet inflated with zero-output motion modules, so it edits
+    each frame as the 2-D model does (what the video stage starts from)."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from insv2v.models import inflate_unet
+    from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
+
+    if not (path / "vae").is_dir():
+        raise ModelLoadError(f"{path} is a 2-D stage folder without its vae/ (written before the 2-D stage saved "
+                             "it): continue it with `insv2v train video --init` instead")  # fmt: skip
+    unet = UNet2DConditionModel.from_pretrained(path / "unet")
+    pipe = InsV2VPipeline(
+        vae=PixelUnshuffleAutoencoder.from_pretrained(path / "vae"),
+        text_encoder=CLIPTextModel.from_pretrained(path / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(path / "tokenizer"), unet=inflate_unet(unet),
+        scheduler=DDIMScheduler.from_pretrained(path / "scheduler"),
+    )  # fmt: skip
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)  # saved in float32
 
 
 def load_fresh(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeline:

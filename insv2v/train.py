@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
 from insv2v.guidance import PREDICTION_TYPES
+from insv2v.loading import is_2d_folder
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.synth import dataset
 from insv2v.toyworld.models import LEVELS, PATCH
@@ -445,12 +446,6 @@ def _toy_modules(config: TrainConfig) -> tuple[dict, dict]:
     raise ValueError(f"stage must be clip, 2d, video, t2i or t2v, got {config.stage!r}")
 
 
-def is_2d_folder(source: str) -> bool:
-    """Whether `source` is a folder written by stage 2d (unet/, text_encoder/, tokenizer/; no pipeline index)."""
-    path = Path(source).expanduser()
-    return (path / "unet").is_dir() and not (path / "model_index.json").is_file()
-
-
 def only_motion_modules_train(unet):
     unet.requires_grad_(False)
     for name, param in unet.named_parameters():
@@ -752,7 +747,8 @@ def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
 
 def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None = None,
                shards: list[list[str]] | None = None) -> Path:  # fmt: skip
-    """The finished model: a CLIP folder, or an InsV2VPipeline folder (2-D stage: the 2-D UNet inside); with
+    """The finished model: a CLIP folder, a text-to-video pipeline folder, an InsV2VPipeline folder, or for the 2-D
+    stage the parts the video stage starts from (which `load_pipeline` loads as a per-frame editor); with
     training.json: the settings and the dataset trained on (None: fresh toy-world triplets), with the pair ids each
     process drew from (`shards`)."""
     final = Path(config.out_dir) / "final"
@@ -779,6 +775,7 @@ def _save_model(final: Path, config: TrainConfig, modules: dict, helpers: dict) 
     if config.stage == "2d":
         for name in ("unet", "text_encoder"):
             modules[name].save_pretrained(final / name)
+        helpers["vae"].save_pretrained(final / "vae")  # so that it loads as a per-frame editor
         helpers["tokenizer"].save_pretrained(final / "tokenizer")
         helpers["sampler"].save_pretrained(final / "scheduler")  # what it predicts, for the video stage that follows
         return

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from insv2v import InsV2VPipeline
+from insv2v.loading import load_fresh
 from insv2v.toyworld.dataset import split_seeds, write_triplets
 from insv2v.toyworld.evaluate import EDIT_KINDS, edit_correct
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
@@ -110,6 +111,15 @@ def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
     small = {"batch_size": 2, "log_every": 1, "checkpoint_every": 1, "warmup": 1}
     clip = train(TrainConfig("clip", str(tmp_path / "clip"), steps=2, **small))
     flat = train(TrainConfig("2d", str(tmp_path / "2d"), steps=2, clip_dir=str(clip), **small))
+    # The 2-D stage loads as a per-frame editor: its own weights, the motion modules' outputs zero.
+    per_frame = load_fresh(str(flat), torch.device("cpu"), torch.float32)
+    weights = per_frame.unet.state_dict()
+    saved = load_file(flat / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(weights[k], v) for k, v in saved.items())
+    assert all(not v.any() for k, v in weights.items() if "motion_modules" in k and "proj_out" in k)
+    per_frame.set_progress_bar_config(disable=True)
+    edited = per_frame(sample_triplet(1).render(3)[0], "make the background a forest", num_inference_steps=2).frames
+    assert edited.shape == (3, 64, 64, 3)
 
     video_dir = tmp_path / "video"
     train(TrainConfig("video", str(video_dir), steps=1, frames=3, init_dir=str(flat), **small))
