@@ -201,7 +201,7 @@ class PairData:
     checked from their headers when loaded, decoded when first drawn, and kept decoded while `memory` allows, so a
     dataset of any size trains without holding it all."""
 
-    root: str  # the dataset folder, resolved
+    root: str  # the dataset folder, as --data named it
     files: list[tuple[Path, Path]]  # per kept pair: its input and edited videos
     instructions: list[str]  # the `edit` prompt of each kept pair
     captions: list[str]  # the `input` prompt of each kept pair
@@ -218,7 +218,8 @@ class PairData:
         return len(self.files)
 
     def record(self) -> dict:
-        """What a run trained on it records: which dataset, under which thresholds, how many pairs."""
+        """What a run trained on it records: which dataset (as --data named it: a shipped record names no machine's
+        folders), under which thresholds, how many pairs."""
         return {"dir": self.root, "thresholds": self.thresholds, "counts": self.counts}
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +302,7 @@ def load_pairs(
     index, processes = shard
     if len(kept) < processes:
         raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
-    data = PairData(str(root.resolve()), [], [], [], dataset.read_card(root).get("thresholds"),
+    data = PairData(data_dir, [], [], [], dataset.read_card(root).get("thresholds"),
                     dataset.counts(records), [], size, resize, frames)  # fmt: skip
     for r in kept[index::processes]:
         paths = tuple(root / r["files"][k] for k in ("input", "edited"))
