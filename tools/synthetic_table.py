@@ -3,15 +3,19 @@
     python tools/synthetic_table.py "ground truth=docs/results/toyworld_heldout_100000_edits.json" \
         "synthetic, kept pairs=runs/eval/kept.json@runs/2d-kept" "synthetic, all pairs=runs/eval/all.json@runs/2d-all"
 
-A row is NAME=EVAL_JSON[@RUN_DIR[,RUN_DIR]]: EVAL_JSON written by `insv2v eval --toyworld --parts edits --out`,
-RUN_DIR the training runs that made the editor (`insv2v train 2d OUT_DIR`, then `insv2v train video`); a run trained
-with --data adds its dataset's pairs (made / kept) and the hours of making them, and every run its hours of training
-(wall clock on the machine that ran them). Every EVAL_JSON must hold the same edits under the same sampling.
+A row is NAME=EVAL_JSON[+EVAL_JSON][@RUN_DIR[,RUN_DIR]]: EVAL_JSON written by `insv2v eval --toyworld --out`, the
+first with the edits, a second (optional) with the temporal and long-video parts (warp error of the inflated editor
+and of its 2-D model run per frame, seam score with LVSC on and off); RUN_DIR the training runs that made the editor
+(`insv2v train 2d OUT_DIR`, then `insv2v train video`). A run trained with --data adds its dataset's pairs (made /
+kept) and the hours of making them, and every run its hours of training (wall clock on the machine that ran them).
+Every row's edits, and every row's videos, must be the same ones under the same sampling.
 """
 
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
 
 from insv2v.synth import dataset
 from insv2v.toyworld.evaluate import summarise_edits
@@ -44,7 +48,7 @@ def editor_costs(run_dirs: list[Path]) -> dict:
             "train_hours": sum(c["train_hours"] for c in costs)}  # fmt: skip
 
 
-def row(name: str, results: dict, costs: dict) -> str:
+def row(name: str, results: dict, videos: dict, costs: dict) -> str:
     summary = summarise_edits(results["edits"]["records"])
     cells = [name]
     for kind in KINDS:
@@ -57,26 +61,43 @@ def row(name: str, results: dict, costs: dict) -> str:
     cells.append(" + ".join(costs["pairs"]) if costs.get("pairs") else "exact triplets")
     hours = f"{costs['data_hours']:.1f} + " if costs.get("pairs") else ""
     cells.append(f"{hours}{costs['train_hours']:.1f}" if costs else "")
+    cells.append(pair_of_means(videos.get("temporal", {}), ("inflated", "2-D per frame"), "warp_error", 1000))
+    cells.append(pair_of_means(videos.get("long", {}), ("LVSC", "LVSC off"), "seam_score", 1))
     return "| " + " | ".join(cells) + " |"
+
+
+def pair_of_means(part: dict, settings: tuple[str, str], measure: str, scale: float) -> str:
+    """'a / b': the mean of one measure under two settings of an evaluation part, or nothing when it was not run."""
+    if not part:
+        return ""
+    return " / ".join(f"{scale * np.mean(part[name][measure]):.2f}" for name in settings)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rows", nargs="+", metavar="NAME=EVAL_JSON[@RUN_DIR[,RUN_DIR]]")
+    parser.add_argument("rows", nargs="+", metavar="NAME=EVAL_JSON[+EVAL_JSON][@RUN_DIR[,RUN_DIR]]")
     args = parser.parse_args()
     lines = [
         "| editor | background | colour | shape | style | PSNR (dB) | gain over the input (dB) | pairs made / kept "
-        "| hours (data + training) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| hours (data + training) | warp error x1000: inflated / 2-D | seam score: LVSC / off |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    edits = None
+    seen = {}
     for spec in args.rows:
         name, _, rest = spec.partition("=")
-        path, _, run = rest.partition("@")
-        results = json.loads(Path(path).read_text())
-        these = [(r["seed"], r["instruction"]) for r in results["edits"]["records"]], results["sampling"]
-        if edits is not None and these != edits:
-            raise SystemExit(f"{path} holds other edits or sampling than the first row's: compare like with like")
-        edits = these
-        lines.append(row(name, results, editor_costs([Path(d) for d in run.split(",")]) if run else {}))
+        paths, _, run = rest.partition("@")
+        edits_path, _, videos_path = paths.partition("+")
+        results = json.loads(Path(edits_path).read_text())
+        videos = json.loads(Path(videos_path).read_text()) if videos_path else {}
+        for part, path, loaded in (("edits", edits_path, results), ("videos", videos_path, videos)):
+            if not loaded:
+                continue
+            these = (
+                loaded["seed"],
+                loaded["sampling"],
+                [(r["seed"], r["instruction"]) for r in loaded.get(part, {}).get("records", [])],
+            )
+            if seen.setdefault(part, these) != these:
+                raise SystemExit(f"{path} holds other {part} or sampling than an earlier row's: compare like with like")
+        lines.append(row(name, results, videos, editor_costs([Path(d) for d in run.split(",")]) if run else {}))
     print("\n".join(lines))
