@@ -62,20 +62,22 @@ class SamplingCache:
 
     Each clip's first step sees the same noise, source latents, prompts and timestep in every such call, so its
     three UNet branches are computed once; motion-compensation flows depend only on the input frames. Pass one
-    instance as `cache=` to each call. An entry is reused only if its inputs are equal to the current ones.
+    instance as `cache=` to each call. An entry is reused only if it came from the same UNet and its inputs are equal
+    to the current ones.
     """
 
-    first_steps: dict = field(default_factory=dict)  # (start, stop, t) -> (x_in, source, embeds, branches)
+    first_steps: dict = field(default_factory=dict)  # (start, stop, t) -> (unet, x_in, source, embeds, branches)
     flows: dict = field(default_factory=dict)  # (start, stop, latent size) -> (frames, flows)
     hits: int = 0  # reuses, for tests and benchmarks
 
-    def first_step(self, key, x_in, source, embeds, compute):
+    def first_step(self, key, unet, x_in, source, embeds, compute):
         entry = self.first_steps.get(key)
-        if entry is not None and all(torch.equal(a, b) for a, b in zip(entry[:3], (x_in, source, embeds), strict=True)):
+        inputs = (x_in, source, embeds)
+        if entry is not None and entry[0] is unet and all(map(torch.equal, entry[1:4], inputs)):
             self.hits += 1
-            return entry[3]
+            return entry[4]
         branches = compute()
-        self.first_steps[key] = (x_in, source, embeds, branches)
+        self.first_steps[key] = (unet, *inputs, branches)
         return branches
 
     def motion_flows(self, key, frames: np.ndarray, compute):
@@ -420,7 +422,8 @@ class InsV2VPipeline(DiffusionPipeline):
             prompt_embeds = self.encode_prompt(prompt, device)
         if negative_prompt_embeds is None:
             negative_prompt_embeds = self.encode_prompt(negative_prompt or "", device)
-        embeds = torch.cat([negative_prompt_embeds, negative_prompt_embeds, prompt_embeds]).to(self.unet.dtype)
+        embeds = torch.cat([negative_prompt_embeds, negative_prompt_embeds, prompt_embeds])
+        embeds = embeds.to(device=device, dtype=self.unet.dtype)  # given embeddings may live elsewhere
 
         # 3. Encode the source video (unless given)
         if video_latents is None:
@@ -514,7 +517,7 @@ class InsV2VPipeline(DiffusionPipeline):
             x_in = self.scheduler.scale_model_input(x, t)
             if i == 0 and run.cache is not None:  # the same in every call sharing the cache: all three branches
                 branches = run.cache.first_step(
-                    (span.start, span.stop, int(t)), x_in, source, run.embeds,
+                    (span.start, span.stop, int(t)), self.unet, x_in, source, run.embeds,
                     functools.partial(self._branches, x_in, source, empty_source, run.embeds, t),
                 )  # fmt: skip
             else:

@@ -186,3 +186,22 @@ def test_sampling_cache_runs_each_clips_first_step_once_and_changes_nothing(pipe
     torch.testing.assert_close(second, run(guidance_scale=9.0, video_guidance_scale=1.5), rtol=0, atol=0)
     torch.testing.assert_close(other_seed, run(seed=1, guidance_scale=9.0), rtol=0, atol=0)
     torch.testing.assert_close(with_mc[1], run(guidance_scale=9.0, motion_compensation=True), rtol=0, atol=0)
+
+
+def test_sampling_cache_never_gives_one_models_first_step_to_another(pipe):
+    from insv2v.pipeline import SamplingCache
+
+    video = np.random.default_rng(0).integers(0, 256, (4, 32, 48, 3), dtype=np.uint8)
+    other = type(pipe)(**{**pipe.components, "unet": tiny_pipeline(seed=1).unet})  # only the UNet differs
+
+    def run(model, cache=None):
+        generator = torch.Generator().manual_seed(0)
+        return model(video, "make it snowy", generator=generator, cache=cache, num_inference_steps=2,
+                     frames_per_clip=4, ref_frames=1, output_type="latent").frames  # fmt: skip
+
+    cache = SamplingCache()
+    run(pipe, cache)
+    shared = run(other, cache)
+    assert cache.hits == 0
+    torch.testing.assert_close(shared, run(other), rtol=0, atol=0)
+    assert not torch.equal(shared, run(pipe))
