@@ -328,12 +328,27 @@ def test_job_reports_progress_with_eta_and_cancels(tmp_path):
     jobs = Jobs()
     job = jobs.start("session", Job(total=4))  # started before the model loads, so that Cancel reaches that too
     job.check()
-    assert jobs.cancel("session") and not jobs.cancel("other")
+    assert jobs.cancel("session") == "running" and jobs.cancel("other") is None
     with pytest.raises(InterruptedError):
         job.check()  # where no step callback runs: after loading the model
     with pytest.raises(InterruptedError):
         run_edit(recipe, tmp_path / "b.mp4", pipe, callback_on_step_end=job.callback())
     assert job.done == 1 and not (tmp_path / "b.mp4").exists()
+
+
+def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_later_one():
+    jobs = Jobs()
+    jobs.submit("s")  # the button's submit event, before the queued work
+    assert jobs.cancel("s") == "waiting"
+    with pytest.raises(InterruptedError):
+        jobs.start("s", Job(total=4)).check()
+    assert not jobs.start("other", Job(total=4)).cancelled  # another session's request is not touched
+    jobs.submit("s")  # submitted after that Cancel: runs
+    first = jobs.start("s", Job(total=4))
+    first.check()
+    jobs.finish("s", first)
+    assert jobs.cancel("s") is None  # nothing running or waiting, though a chained second half may follow...
+    assert jobs.start("s", Job(total=4)).cancelled  # ...and then does not run (Compare: Tune-A-Video after InsV2V)
 
 
 def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_path, monkeypatch):

@@ -77,14 +77,7 @@ def test_edit_tab_edits_an_uploaded_clip(page):
 
 def test_edit_can_be_cancelled_and_the_next_one_runs(page):
     page.reload()
-    page.locator("#edit-input input[type=file]").set_input_files(str(EXAMPLE))
-    page.locator("#edit-instruction textarea").fill("replace the beach with an ocean")
-    page.get_by_text("Sampling").click()
-    page.get_by_text("Long video (LVSC) and motion compensation").click()
-    # 11 clips of 2 frames x 50 steps: long enough to cancel on any machine
-    for control, value in (("#edit-steps", "50"), ("#edit-frames-per-clip", "2"), ("#edit-ref-frames", "1")):
-        page.locator(f"{control} input[type=number]").fill(value)
-        page.locator(f"{control} input[type=number]").press("Enter")
+    long_edit(page)
     page.locator("#edit-run").click()
     page.get_by_text("edit · clip 1/11 · step").first.wait_for()  # progress with clip, step and ETA
     page.get_by_text("ETA").first.wait_for()
@@ -95,6 +88,35 @@ def test_edit_can_be_cancelled_and_the_next_one_runs(page):
     page.locator("#edit-steps input[type=number]").press("Enter")
     page.locator("#edit-preview").click()
     page.locator("#edit-status").get_by_text("Preview 2 frames").wait_for()
+
+
+def long_edit(page) -> None:
+    """Upload the example and set an edit of 11 clips x 50 steps: long enough to cancel on any machine."""
+    page.locator("#edit-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#edit-instruction textarea").fill("replace the beach with an ocean")
+    page.get_by_text("Sampling").click()
+    page.get_by_text("Long video (LVSC) and motion compensation").click()
+    for control, value in (("#edit-steps", "50"), ("#edit-frames-per-clip", "2"), ("#edit-ref-frames", "1")):
+        page.locator(f"{control} input[type=number]").fill(value)
+        page.locator(f"{control} input[type=number]").press("Enter")
+
+
+def test_a_cancel_reaches_an_edit_still_waiting_in_the_queue(browser, page):
+    browser, url = browser
+    other = browser.new_page(viewport={"width": 1280, "height": 1000})  # another visitor, holding the model
+    other.set_default_timeout(TIMEOUT_MS)
+    other.goto(url)
+    long_edit(other)
+    other.locator("#edit-run").click()
+    other.get_by_text("edit · clip 1/11 · step").first.wait_for()
+    long_edit(page)
+    page.locator("#edit-preview").click()  # waits in the queue behind the other visitor's edit
+    page.locator("#edit-cancel").click()
+    page.get_by_text("Cancelled: the edit waiting in the queue will not run.").first.wait_for()
+    other.locator("#edit-cancel").click()
+    page.get_by_text("Cancelled: nothing was written.").first.wait_for()  # it started, and stopped at once
+    assert "Preview" not in page.locator("#edit-status").inner_text()
+    other.close()
 
 
 def test_load_recipe_fills_the_controls(page, tmp_path):

@@ -23,6 +23,7 @@ import pandas as pd
 from insv2v.assets import EXAMPLES
 from insv2v.compare import MethodResult, panels, score_methods
 from insv2v.editing import check_instruction, file_sha256, run_edit
+from insv2v.ui.controls import cancellable
 from insv2v.ui.serving import (
     Job,
     check_upload,
@@ -305,7 +306,8 @@ def build(studio) -> None:
     heavy = dict(concurrency_limit=1, concurrency_id="model", show_progress="full")
     preset.change(lambda p: 300 if p == "space" else 500, preset, tune_steps, api_name=False)
     propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False)
-    run_button.click(
+    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, "the comparison")
+    submitted.then(
         compare_insv2v, [video, instruction, edited_caption], [output, scores, status, state], api_name=False,
         inputs_kwargs=settings, **heavy,
     ).success(
@@ -317,11 +319,6 @@ def build(studio) -> None:
         api_name="compare", inputs_kwargs=settings, **heavy,
     )  # fmt: skip
 
-    def cancel(request: gr.Request):
-        if studio.jobs.cancel(request.session_hash if request else None):
-            gr.Info("Cancelling: the run stops after its current step.")
-
-    cancel_button.click(cancel, None, None, api_name=False)
     rows = example_rows()
     if rows:  # picking one shows its comparison computed ahead; Compare runs it live
 

@@ -13,6 +13,7 @@ import gradio as gr
 from insv2v.assets import EXAMPLES
 from insv2v.editing import check_instruction, run_edit
 from insv2v.metrics import edit_scores
+from insv2v.ui.controls import cancellable
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
 from insv2v.ui.settings import Controls, load_recipe, planned_clips, recipe_from_settings
 
@@ -140,16 +141,11 @@ def build(studio) -> None:
     outputs = [output, side_by_side, recipe_file, metrics, controls["seed"], status]
     # The settings go by name: the API names each parameter after its setting (its default: the control's value).
     heavy = dict(inputs_kwargs=settings, concurrency_limit=1, concurrency_id="model", show_progress="full")
-    preview_button.click(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
-    run_button.click(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
-    instruction.submit(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)
-
-    def cancel(request: gr.Request):
-        if studio.jobs.cancel(request.session_hash if request else None):
-            gr.Info("Cancelling: the edit stops after its current step.")
-
-    # Cooperative only: Gradio's `cancels=` on a running event left the next heavy event of the session stuck.
-    cancel_button.click(cancel, None, None, api_name=False)
+    buttons = [preview_button.click, run_button.click, instruction.submit]
+    preview, edit, enter = cancellable(studio.jobs, buttons, cancel_button, "the edit")
+    preview.then(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
+    edit.then(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
+    enter.then(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)
     video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False)
 
     def fill(path: str | None) -> list:

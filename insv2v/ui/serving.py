@@ -4,6 +4,7 @@ with cancel, and the ZeroGPU decorator. No layout here."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import shutil
@@ -336,15 +337,29 @@ class Job:
 
 
 class Jobs:
-    """The running job of each browser session, so that its Cancel button can reach it."""
+    """The running job of each browser session, so that its Cancel button can reach it, and when the session last
+    submitted a request and last pressed Cancel, so that a Cancel pressed while its request waits in the queue stops
+    that request as it starts. Buttons call `submit` before their queued event (`.click(submit).then(heavy)`)."""
 
     def __init__(self):
         self._running: dict[str, Job] = {}
+        self._submitted: dict[str, float] = {}  # session -> when its latest request was submitted
+        self._started: dict[str, float] = {}  # session -> when its latest job started
+        self._cancelled: dict[str, float] = {}  # session -> when it last pressed Cancel
         self._lock = threading.Lock()
 
-    def start(self, session: str | None, job: Job) -> Job:
+    def submit(self, session: str | None) -> None:
         with self._lock:
-            self._running[session or ""] = job
+            self._submitted[session or ""] = time.monotonic()
+
+    def start(self, session: str | None, job: Job) -> Job:
+        key = session or ""
+        with self._lock:
+            self._running[key] = job
+            self._started[key] = time.monotonic()
+            submitted = self._submitted.get(key)
+            if submitted is not None and self._cancelled.get(key, -math.inf) > submitted:
+                job.cancelled = True  # Cancel was pressed after this request was submitted
         return job
 
     def finish(self, session: str | None, job: Job) -> None:
@@ -352,9 +367,15 @@ class Jobs:
             if self._running.get(session or "") is job:
                 del self._running[session or ""]
 
-    def cancel(self, session: str | None) -> bool:
+    def cancel(self, session: str | None) -> str | None:
+        """Cancel the session's running job, and any it submitted that has not started; what happened, for the page
+        ("running", "waiting"), or None if the session had nothing running or waiting."""
+        key = session or ""
         with self._lock:
-            job = self._running.get(session or "")
+            self._cancelled[key] = time.monotonic()
+            job = self._running.get(key)
+            waiting = self._submitted.get(key, -math.inf) > self._started.get(key, -math.inf)
         if job is not None:
             job.cancelled = True
-        return job is not None
+            return "running"
+        return "waiting" if waiting else None
