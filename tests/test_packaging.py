@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,27 @@ def test_every_package_of_the_tree_is_listed_for_the_wheel():
     in_tree = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "insv2v").rglob("__init__.py")}
     assert in_tree <= listed, f"add {sorted(in_tree - listed)} to [tool.setuptools] packages in pyproject.toml"
     assert "insv2v._assets" in listed  # the shipped models, as package data
+
+
+ABSOLUTE_PATH = re.compile(r"^(?:/|~/|[A-Za-z]:[\\/])(?:[\w.-]+[\\/])+[\w.-]*$")  # /a/b, ~/a/b, C:\a\b
+
+
+def strings(value):
+    """Every string in a parsed JSON value."""
+    if isinstance(value, str):
+        yield value
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        yield from strings(item)
+
+
+def test_no_shipped_record_names_a_machines_folder():
+    for path in (REPO / "assets").rglob("*.json*"):
+        text = path.read_text()
+        records = [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)
+        assert not [s for s in strings(records) if ABSOLUTE_PATH.match(s)], path
+    assert (
+        ABSOLUTE_PATH.match("/data/runs/x") and ABSOLUTE_PATH.match("C:\\data\\x") and not ABSOLUTE_PATH.match("/</w>")
+    )
 
 
 @pytest.mark.slow
