@@ -12,6 +12,7 @@ Every row's edits, and every row's videos, must be the same ones under the same 
 """
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -26,13 +27,19 @@ KINDS = ("background", "colour", "shape", "style")
 def run_costs(run_dir: Path) -> dict:
     """Hours of training (the run's log) and, for a run on --data, its dataset's pairs and hours of making them."""
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-    costs = {"train_hours": log[-1]["seconds"] / 3600, "pairs": [], "data_hours": 0.0}
+    costs = {"train_hours": training_seconds(log) / 3600, "pairs": [], "data_hours": 0.0}
     data = json.loads((run_dir / "final" / "training.json").read_text()).get("data")
     if data:
         records = dataset.read_manifest(Path(data["dir"]))
         costs["pairs"].append(f"{len(records)} / {data['counts']['kept']} {stage_pairs(run_dir)}")
         costs["data_hours"] = sum(r["seconds"] for r in records) / 3600
     return costs
+
+
+def training_seconds(log: list[dict]) -> float:
+    """Seconds a run's log spent, over all its starts: a resumed run's clock starts again from 0."""
+    ends = [a["seconds"] for a, b in itertools.pairwise(log) if b["seconds"] < a["seconds"]]
+    return sum(ends) + log[-1]["seconds"]
 
 
 def stage_pairs(run_dir: Path) -> str:
