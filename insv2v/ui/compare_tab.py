@@ -23,7 +23,7 @@ import pandas as pd
 from insv2v.assets import EXAMPLES
 from insv2v.compare import MethodResult, panels, score_methods
 from insv2v.editing import check_instruction, file_sha256, run_edit
-from insv2v.ui.controls import cancellable
+from insv2v.ui.controls import cancellable, session_of
 from insv2v.ui.serving import (
     Job,
     check_upload,
@@ -217,7 +217,7 @@ def make_handlers(studio):
     @gpu(seconds)
     def compare_insv2v(video, instruction, edited_caption, request: gr.Request = None, progress=gr.Progress(),
                        **settings):  # fmt: skip
-        session = request.session_hash if request is not None else None
+        session = session_of(request)
         state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress)
         return (*_errors(finish)(studio, state, (edited_caption or instruction or "").strip()), state)
 
@@ -226,7 +226,7 @@ def make_handlers(studio):
                     progress=gr.Progress()):  # fmt: skip
         if not state:
             raise gr.Error("run InsV2V first")
-        session = request.session_hash if request is not None else None
+        session = session_of(request)
         state = _errors(run_tav)(studio, state, source_caption, edited_caption, preset, tune_steps, session, progress)
         return _errors(finish)(studio, state, edited_caption.strip())
 
@@ -234,7 +234,7 @@ def make_handlers(studio):
     def compare(video: str, instruction: str, source_caption: str, edited_caption: str, preset: str = "space",
                 tune_steps: int = 300, request: gr.Request = None, progress=gr.Progress(), **settings):  # fmt: skip
         """InsV2V and Tune-A-Video on one video: (panels video, table, status)."""
-        session = request.session_hash if request is not None else None
+        session = session_of(request)
         _errors(check_tav_request)(studio.config, source_caption, edited_caption, preset)  # before minutes of InsV2V
         state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress)
         state = _errors(run_tav)(studio, state, source_caption, edited_caption, preset, tune_steps, session, progress)

@@ -13,7 +13,7 @@ import gradio as gr
 from insv2v.assets import EXAMPLES
 from insv2v.editing import check_instruction, run_edit
 from insv2v.metrics import edit_scores
-from insv2v.ui.controls import cancellable
+from insv2v.ui.controls import cancellable, session_of
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
 from insv2v.ui.settings import Controls, load_recipe, planned_clips, recipe_from_settings
 
@@ -81,7 +81,7 @@ def make_handler(studio, preview: bool):
 
     @gpu(studio.config.gpu_seconds)
     def edit(video: str, instruction: str, request: gr.Request = None, progress=gr.Progress(), **settings):
-        session = request.session_hash if request is not None else None
+        session = session_of(request)
         return run(studio, video, instruction, settings, preview, session, progress)
 
     edit.__name__ = "preview" if preview else "edit"

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from insv2v.editing import check_instruction
 from insv2v.metrics import EDIT_SCORES
 from insv2v.sweep import check_grid, parse_scales, run_sweep
+from insv2v.ui.controls import cancellable, session_of
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
 from insv2v.ui.settings import Controls, planned_clips, recipe_from_settings
 
@@ -170,7 +171,7 @@ def make_handler(studio):
         **settings,
     ):
         # The recipe's own guidance scales are left at their defaults: placeholders, as the grid supplies them.
-        session = request.session_hash if request is not None else None
+        session = session_of(request)
         return run(studio, video, instruction, text_cfgs, video_cfgs, score, settings, session, progress)
 
     return sweep
@@ -225,16 +226,11 @@ def build(studio) -> None:
             files = gr.File(label="Export (CSV, JSON)", file_count="multiple", elem_id="sweep-files")
             state = gr.State()
 
-    run_button.click(
+    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, "the sweep")
+    submitted.then(
         make_handler(studio), [video, instruction, text_cfgs, video_cfgs, score],
         [gallery, heat, table, files, state, status], inputs_kwargs=controls.inputs(SETTINGS),
         api_name="sweep", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
 
-    def cancel(request: gr.Request):
-        if studio.jobs.cancel(request.session_hash if request else None):
-            gr.Info("Cancelling: the sweep stops after its current step.")
-
-    # Cooperative only: Gradio's `cancels=` on a running event left the next heavy event of the session stuck.
-    cancel_button.click(cancel, None, None, api_name=False)
     score.change(rescore, [state, score], [heat, status], api_name=False)
