@@ -64,3 +64,4 @@ def test_a_non_editable_install_edits_with_the_shipped_toy_editor(tmp_path):
     assert (work / "out.mp4").stat().st_size > 0
     model = (work / json.loads((work / "out.json").read_text())["model"]).resolve()
     assert model == (target / "insv2v" / "_assets" / "toy-editor").resolve()  # the installed copy, not this checkout
+    assert not (target / "insv2v" / "_assets" / "toy-editor-synthetic").exists()  # the repository's only
