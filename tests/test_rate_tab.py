@@ -35,11 +35,12 @@ def video_url(screen) -> str:
     return screen[SCREEN["video"]]["url"]
 
 
-def visit(app, pid, kept=None):
-    """A page opened with ?pid=pid (None: without), the browser keeping the id `kept` from an earlier visit."""
+def visit(app, pid, kept=None, queued=True):
+    """A page opened with ?pid=pid (None: without), the browser keeping the id `kept` from an earlier visit
+    (`queued=False`: only the page's load events that run with the queue full)."""
     session = PageSession(app, {"pid": pid} if pid else None)
     session.values[kept_id(session)] = kept
-    return session, session.load()[2:]  # the load event's first outputs: the participant id's State, and the kept id
+    return session, session.load(queued)[2:]  # the load event's first outputs: the id's State, and the kept id
 
 
 def kept_id(session) -> int:
@@ -65,6 +66,21 @@ def test_a_participant_goes_from_consent_to_a_completion_code(app, study):
     assert {(r["question"], r["choice"]) for r in rows} == {("text", "A"), ("structure", "B"), ("aesthetic", "tie")}
     _, again = visit(app, "alice")  # a reload at the end shows the same code
     assert code in again[SCREEN["code"]]
+
+
+def test_a_full_queue_never_turns_a_participant_away(study, tmp_path):
+    """The whole Studio with its queue full (room for no request): queued work is turned away, a participant's
+    arrival and answers are not, since study events never join the queue."""
+    with serve(tmp_path, study=study, queue_size=0) as (url, _demo):
+        session, _ = visit(url, "carol", queued=False)
+        screen = session.trigger("rate-agree")[2:]
+        assert screen[SCREEN["progress"]].startswith("Comparison 1 of")
+        screen = session.trigger("rate-next", inputs=ANSWERS)
+        assert screen[SCREEN["progress"]].startswith("Comparison 2 of")
+        queued = next(d for d in session.config["dependencies"] if d.get("queue", True) and d.get("backend_fn", True))
+        body = {"data": [None] * len(queued["inputs"]), "fn_index": queued["id"], "session_hash": "x" * 10}
+        assert httpx.post(f"{url}gradio_api/queue/join", json=body).status_code == 503  # queued work: turned away
+    assert len([r for r in StudyStore(study).ratings() if r["pid"] == "carol"]) == 3
 
 
 def test_a_reload_resumes_at_the_first_unanswered_comparison(app, study):

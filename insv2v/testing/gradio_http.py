@@ -1,5 +1,6 @@
-"""A Gradio page's events driven over HTTP as the page itself drives them (the queue's join and its event stream),
-private events included: what the study's tests and load test use to act as participants without a browser."""
+"""A Gradio page's events driven over HTTP as the page itself drives them (a queued event through the queue's join and
+its event stream, one off the queue through a direct request), private events included: what the study's tests and
+load test use to act as participants without a browser."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import secrets
 import urllib.parse
 
 import httpx
-
-ROOT = 0  # the component id of the Blocks itself: the target of its load events
 
 
 class EventError(RuntimeError):
@@ -26,6 +25,7 @@ class PageSession:
         self.session_hash = secrets.token_hex(6)
         config = self.client.get(f"{self.url}/config").raise_for_status().json()
         self.config = config
+        self.root = config["layout"]["id"]  # the Blocks itself, its load events' target (0 for a process's first)
         self.elements = {c["props"]["elem_id"]: c["id"] for c in config["components"] if c["props"].get("elem_id")}
         self.values = {c["id"]: c["props"].get("value") for c in config["components"]}
 
@@ -35,11 +35,13 @@ class PageSession:
                 return dep.get("id", index), dep
         raise KeyError(f"no {event} event on component {target}")
 
-    def load(self) -> list:
-        """The page's load events that run server code, in order; the last one's outputs."""
+    def load(self, queued: bool = True) -> list:
+        """The page's load events that run server code, in order (`queued=False`: only those off the queue, which
+        run even when the queue is full); the last one's outputs."""
         outputs = []
         for index, dep in enumerate(self.config["dependencies"]):
-            if [ROOT, "load"] in [list(t) for t in dep["targets"]] and dep.get("backend_fn", True):
+            runs = dep.get("backend_fn", True) and (queued or not dep.get("queue", True))
+            if [self.root, "load"] in [list(t) for t in dep["targets"]] and runs:
                 outputs = self._run(dep.get("id", index), dep, None)
         return outputs
 
@@ -54,6 +56,8 @@ class PageSession:
         data = [self.values.get(i) for i in dep["inputs"]]
         body = {"data": data, "fn_index": fn_index, "session_hash": self.session_hash, "event_data": None,
                 "trigger_id": trigger_id}  # fmt: skip
+        if not dep.get("queue", True):  # an event off the queue: one request, one answer
+            return self._run_direct(dep, body)
         join = f"{self.url}/gradio_api/queue/join" + (f"?{self.query}" if self.query else "")
         event_id = self.client.post(join, json=body).raise_for_status().json()["event_id"]
         stream = f"{self.url}/gradio_api/queue/data?session_hash={self.session_hash}"
@@ -70,6 +74,15 @@ class PageSession:
                 self._show(dep["outputs"], output["data"])
                 return output["data"]
         raise EventError("the event stream ended before the event completed")
+
+    def _run_direct(self, dep: dict, body: dict) -> list:
+        predict = f"{self.url}/gradio_api/run/predict" + (f"?{self.query}" if self.query else "")
+        response = self.client.post(predict, json=body)
+        if response.status_code >= 500:
+            raise EventError(response.json().get("error") or "the event failed")
+        data = response.raise_for_status().json()["data"]
+        self._show(dep["outputs"], data)
+        return data
 
     def _show(self, targets: list[int], values: list) -> None:
         """What the page displays after an event: each output's new value (an update without one keeps it)."""

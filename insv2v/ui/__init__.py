@@ -89,9 +89,9 @@ def build_demo(config: AppConfig | None = None):
             for name, module in _tabs():
                 with gr.Tab(name, id=name.lower().replace(" ", "-")):
                     module.build(studio)
-    # A study's participants arrive together (a crowd opening the link, everyone reloading after a restart) and their
-    # events take milliseconds: none is turned away. The Studio's queue bounds the minutes-long edits.
-    demo.queue(max_size=None if config.study_only else config.queue_size, default_concurrency_limit=1)
+    # The queue bounds the minutes-long work; a study's events (milliseconds each, a crowd of participants at once)
+    # never join it, so none is turned away.
+    demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     demo.studio = studio
     return demo
 

@@ -27,7 +27,8 @@ from insv2v.study.views import comparison_video
 
 TOKEN_ENV = "INSV2V_STUDY_TOKEN"  # the results view's token; without it the results view stays closed
 LABELS = {"A": "A", "B": "B", "tie": "can't tell"}  # choice -> what the participant reads
-PRIVATE = dict(api_visibility="private", concurrency_limit=None)  # study events: off the API, never queued behind edits
+# Study events: off the API, and off the queue, so that edits filling it never turn a participant away.
+PRIVATE = dict(api_visibility="private", queue=False)
 INSTRUCTIONS = (
     "### Rate edited videos\n"
     "Each screen shows a video with an editing instruction, and two edited versions of it, **A** and **B**, playing "
