@@ -349,6 +349,8 @@ def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_lat
     jobs.finish("s", first)
     assert jobs.cancel("s") is None  # nothing running or waiting, though a chained second half may follow...
     assert jobs.start("s", Job(total=4)).cancelled  # ...and then does not run (Compare: Tune-A-Video after InsV2V)
+    jobs.forget("s")  # its tab closed: nothing of it is kept, so a session of that name starts afresh
+    assert not jobs.start("s", Job(total=4)).cancelled
 
 
 def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ the screenshots in README (then at 10 steps, so that they show real edits)."""
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -26,21 +27,21 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """One server and one browser for the module; (browser, url)."""
+    """One server and one browser for the module; (browser, url, demo)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     settings = {"model": str(TOY_EDITOR)}  # the demo's own default model
     if os.environ.get("INSV2V_SCREENSHOTS"):
         settings["default_steps"] = 10  # real-looking edits in the pictures
-    with serve(tmp_path_factory.mktemp("app"), **settings) as (url, _demo), sync_api.sync_playwright() as p:
+    with serve(tmp_path_factory.mktemp("app"), **settings) as (url, demo), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield browser, url
+        yield browser, url, demo
         browser.close()
 
 
 @pytest.fixture
 def page(browser):
     """A fresh page (a new Gradio session, every control at its default) for each test, so none sees another's."""
-    browser, url = browser
+    browser, url, _ = browser
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
@@ -60,6 +61,24 @@ def screenshot(page, name: str) -> None:
         image = Image.open(path).convert("RGB")
         image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)
         image.quantize(colors=96).save(path, optimize=True)  # a small PNG for the README
+
+
+def test_a_closed_tab_leaves_nothing_of_its_session_behind(browser):
+    browser, url, demo = browser
+    page = browser.new_page()
+    with page.expect_request(lambda r: "/heartbeat/" in r.url) as heartbeat:  # the session's own id
+        page.goto(url)
+    session = heartbeat.value.url.rsplit("/", 1)[1]
+    page.locator("#edit-cancel").click()  # nothing to cancel, but the session is now known
+    deadline = time.monotonic() + 30
+    while not demo.studio.jobs.knows(session) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert demo.studio.jobs.knows(session)
+    page.close()
+    deadline = time.monotonic() + 60  # the server notices a closed tab by its heartbeat
+    while demo.studio.jobs.knows(session) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not demo.studio.jobs.knows(session)
 
 
 def test_edit_tab_edits_an_uploaded_clip(page):
@@ -102,7 +121,7 @@ def long_edit(page) -> None:
 
 
 def test_a_cancel_reaches_an_edit_still_waiting_in_the_queue(browser, page):
-    browser, url = browser
+    browser, url, _ = browser
     other = browser.new_page(viewport={"width": 1280, "height": 1000})  # another visitor, holding the model
     other.set_default_timeout(TIMEOUT_MS)
     other.goto(url)
@@ -268,7 +287,7 @@ def test_compare_tab_shows_the_example_computed_ahead_then_compares_a_clip_live(
 def test_rate_tab_takes_a_participant_from_consent_to_the_completion_code(browser):
     """The shipped toy study, a whole session with the keyboard shortcuts; a reload midway resumes, by the id the
     browser kept (no ?pid= in the link)."""
-    browser, url = browser
+    browser, url, _ = browser
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)

@@ -63,6 +63,7 @@ def build_demo(config: AppConfig | None = None):
     """The app's gr.Blocks, queue configured; call `.launch(**launch_kwargs(config))` on it."""
     import gradio as gr
 
+    from insv2v.ui.controls import forget_closed_sessions
     from insv2v.ui.settings import settings_table
 
     config = config or AppConfig.from_env()
@@ -89,6 +90,7 @@ def build_demo(config: AppConfig | None = None):
             for name, module in _tabs():
                 with gr.Tab(name, id=name.lower().replace(" ", "-")):
                     module.build(studio)
+            forget_closed_sessions(demo, studio.jobs)
     # The queue bounds the minutes-long work; a study's events (milliseconds each, a crowd of participants at once)
     # never join it, so none is turned away.
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)

@@ -38,3 +38,12 @@ def cancellable(jobs, run_buttons: list, cancel_button, what: str) -> list:
     # Cooperative only: Gradio's `cancels=` on a running event left the next heavy event of the session stuck.
     cancel_button.click(cancel, None, None, api_name=False)
     return [button(submit, None, None, api_name=False, queue=False) for button in run_buttons]
+
+
+def forget_closed_sessions(demo, jobs) -> None:
+    """A browser tab closed: drop its session's Cancel bookkeeping (serving.Jobs)."""
+
+    def forget(request: gr.Request):  # `gr` at module level: Gradio resolves this hint to pass the request
+        jobs.forget(session_of(request))
+
+    demo.unload(forget)

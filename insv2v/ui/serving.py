@@ -367,6 +367,17 @@ class Jobs:
             if self._running.get(session or "") is job:
                 del self._running[session or ""]
 
+    def knows(self, session: str | None) -> bool:
+        """Whether anything of the session is kept (a job, or when it submitted, started or cancelled)."""
+        with self._lock:
+            return any((session or "") in d for d in (self._running, self._submitted, self._started, self._cancelled))
+
+    def forget(self, session: str | None) -> None:
+        """Drop a closed session's timestamps (a job of it still running finishes, and `finish` drops it)."""
+        with self._lock:
+            for times in (self._submitted, self._started, self._cancelled):
+                times.pop(session or "", None)
+
     def cancel(self, session: str | None) -> str | None:
         """Cancel the session's running job, and any it submitted that has not started; what happened, for the page
         ("running", "waiting"), or None if the session had nothing running or waiting."""
