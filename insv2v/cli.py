@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             "study": study_cli.study,
         }
         commands[args.command](args)
-    except (VideoError, ModelLoadError, ValueError, InterruptedError) as err:
+    except (VideoError, ModelLoadError, ValueError, InterruptedError, OSError) as err:  # OSError: paths, files
         print(f"insv2v: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

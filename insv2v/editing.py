@@ -12,6 +12,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,15 @@ class _Sink:
             self.writer.__exit__(None if ok else RuntimeError, None, None)
 
 
+def check_output(output: Path, input_path: str | Path, sidecars: Iterable[Path] = ()) -> None:
+    """An output video the writers can make (.mp4 or .gif) that, with its sidecars, would not overwrite the input."""
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name}")
+    for path in (output, *sidecars):
+        if path.resolve() == Path(input_path).resolve():
+            raise ValueError(f"output {path} would overwrite the input")
+
+
 def run_edit(
     recipe: EditRecipe,
     output: str | Path,
@@ -234,12 +244,8 @@ def run_edit(
     """
     began = time.perf_counter()
     output = Path(output)
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ValueError(f"output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name}")
     recipe_path, sbs_path = sidecar_paths(output)
-    for path in (output, recipe_path, *([sbs_path] if side_by_side_view else [])):
-        if path.resolve() == Path(recipe.input).resolve():
-            raise ValueError(f"output {path} would overwrite the input")
+    check_output(output, recipe.input, [recipe_path, *([sbs_path] if side_by_side_view else [])])
     check_instruction(recipe.instruction)
     recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution

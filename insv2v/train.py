@@ -366,6 +366,10 @@ def check_config(config: TrainConfig) -> None:
                          "--mixed-precision bf16 or no")  # fmt: skip
     if config.gradient_checkpointing and config.stage == "clip":
         raise ValueError("--gradient-checkpointing is for the UNet stages (2d, video, t2i, t2v), got stage clip")
+    lr = resolve_settings(config).lr
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a positive number, got {lr}")
+    check_out_dir(Path(config.out_dir))
     if config.report_to:
         check_trackers(config.report_to)
     if config.push_to_hub:
@@ -375,6 +379,19 @@ def check_config(config: TrainConfig) -> None:
             validate_repo_id(config.push_to_hub)
         except HFValidationError as err:
             raise ValueError(f"--push-to-hub {config.push_to_hub}: not a hub repo id (OWNER/NAME): {err}") from None
+
+
+def check_out_dir(out: Path) -> None:
+    """A run starts in a new or empty folder, or goes on in one an earlier start of it made; never writes over a model
+    or anything else."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        ours = "stage" in json.loads((out / "config.json").read_text())  # a run's settings, not a model's config
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise ValueError(f"{out} holds other files and is not a training run; choose a new or empty folder")
 
 
 def check_trackers(report_to: str) -> None:

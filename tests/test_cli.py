@@ -132,6 +132,15 @@ def test_no_output_overwrites_the_input(model, tmp_path, capsys):
         assert "would overwrite the input" in capsys.readouterr().err and source.read_bytes() == before
 
 
+def test_an_output_path_through_a_file_is_one_line(model, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    good = make_video(tmp_path / "good.mp4", num_frames=6)
+    assert edit(good, "make it snowy", "-o", tmp_path / "notes.txt" / "out.mp4", "--model", model, *FAST) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.split("\n")[-1].startswith("insv2v: error: ") and "Traceback" not in err and "notes.txt" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("instruction", ["", "   "])
 def test_empty_instruction(model, tmp_path, capsys, instruction):
     good = make_video(tmp_path / "good.mp4", num_frames=10)

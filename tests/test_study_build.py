@@ -260,6 +260,10 @@ def test_the_command_builds_and_reports_and_never_overwrites(inputs, tmp_path, c
     assert json.loads(files["r.json"].read_text())["counts"]["participants"] == 1
     assert main(["study", "report", str(tmp_path / "r.csv")]) == 2
     assert "not a study database" in capsys.readouterr().err
+    saved = out.read_bytes()
+    for flag in ("--json", "--csv", "--plot"):  # a report never writes over the study it reads
+        assert main(["study", "report", str(out), flag, str(out)]) == 2
+        assert "the study's own file" in capsys.readouterr().err and out.read_bytes() == saved
 
 
 def test_items_without_outputs_have_every_method_run_on_tiny_models(tmp_path):

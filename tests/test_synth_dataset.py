@@ -110,6 +110,14 @@ def test_a_damaged_manifest_line_is_named(tmp_path):
     manifest.write_text(json.dumps({"id": "000000"}) + "\n")
     with pytest.raises(ValueError, match="line 1 is not a sample's record"):
         dataset.read_manifest(tmp_path)
+    manifest.write_text(json.dumps({"index": 6}) + "\n")  # a record that the readers would trip over
+    with pytest.raises(ValueError, match=r"line 1 is not a sample's record \(no scores, kept, files\)"):
+        dataset.read_manifest(tmp_path)
+    manifest.write_text(json.dumps({**record(0, True), "scores": {"sim_0": "high"}}) + "\n")
+    with pytest.raises(ValueError, match=r"line 1 is not a sample's record \(scores that are not four numbers"):
+        dataset.read_manifest(tmp_path)
+    with pytest.raises(ValueError, match="is not a folder"):
+        dataset.read_manifest(tmp_path / "typo")
 
 
 def test_recover_touches_only_the_samples_a_process_owns(tmp_path):
@@ -132,8 +140,11 @@ def test_parts_merge_in_index_order_and_refilter_changes_only_kept(tmp_path):
     assert counts["samples"] == 4 and counts["kept"] == 2
     card = dataset.read_card(tmp_path)
     assert card["thresholds"]["sim_dir"] == 0.15 and "kept 2" in (tmp_path / "README.md").read_text()
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no finished samples"):
         dataset.refilter(tmp_path / "empty", Thresholds())
+    with pytest.raises(ValueError, match="is not a folder"):
+        dataset.refilter(tmp_path / "missing", Thresholds())
 
 
 def test_counts_per_kind_and_the_judge():
@@ -159,6 +170,25 @@ def test_webdataset_export_holds_the_kept_pairs(tmp_path):
         assert tar.getnames() == ["000002.input.mp4", "000002.edited.mp4", "000002.json"]
         assert json.loads(tar.extractfile("000002.json").read())["index"] == 2
         assert tar.extractfile("000002.edited.mp4").read() == b"out"
+
+
+def test_an_export_with_nothing_to_export_keeps_the_earlier_one(tmp_path):
+    root, shards = tmp_path / "data", tmp_path / "shards"
+    for i, kept in enumerate((True, False)):
+        r = record(i, kept)
+        r["files"] = publish(root, i)
+        dataset.append_record(root / dataset.MANIFEST, r)
+    (earlier,) = dataset.export_webdataset(root, shards)
+    dataset.refilter(root, Thresholds(sim_dir=0.9))  # now none is kept
+    with pytest.raises(ValueError, match=r"no kept pairs to export \(2 samples, none kept"):
+        dataset.export_webdataset(root, shards)
+    with pytest.raises(ValueError, match="is not a folder"):
+        dataset.export_webdataset(tmp_path / "typo", shards)
+    assert earlier.is_file()
+    for own in (root / dataset.MANIFEST, root / dataset.CARD, root / "pairs" / "000000" / "x.tar"):
+        with pytest.raises(ValueError, match="dataset's"):
+            dataset.check_not_own_file(root, own)
+    dataset.check_not_own_file(root, root / "report.json")  # a new file beside them is fine
 
 
 def test_export_refuses_files_outside_the_dataset(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 
 from insv2v.assets import TOY_CLIP
 from insv2v.cli import main
+from insv2v.loading import ModelLoadError
 from insv2v.synth import dataset
 from insv2v.synth.clip_filter import PairScores, Thresholds
 from insv2v.synth.generate import GenerateConfig, generate
@@ -128,7 +129,11 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     assert main(["synth", "export", str(out), "--out", str(tmp_path / "shards"), "--shard-size", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
     assert main(["synth", "filter", str(tmp_path / "nothing")]) == 2
-    assert "no finished samples" in capsys.readouterr().err
+    assert "nothing is not a folder" in capsys.readouterr().err
+    manifest = (out / dataset.MANIFEST).read_text()
+    assert main(["synth", "report", str(out), "--out", str(out / dataset.MANIFEST)]) == 2  # its own file: refused
+    assert "one of the dataset's own files" in capsys.readouterr().err
+    assert (out / dataset.MANIFEST).read_text() == manifest
 
     video = tmp_path / "a.mp4"
     assert main(["generate", "a red circle moving right on a beach", "-o", str(video), "--model", t2v,
@@ -136,6 +141,20 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     assert video.stat().st_size > 0 and "3 frames, 32x32" in capsys.readouterr().out
     assert main(["generate", "x", "-o", str(video), "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_path):
+    with pytest.raises(ModelLoadError):
+        generate(config(str(tmp_path / "missing-t2v"), tmp_path / "data", 1), lambda: toy_prompts(5))
+    left = [p.name for p in (tmp_path / "data").iterdir()]
+    assert left == [dataset.LOCK]  # no card nor prompts to block the corrected command
+    generate(config(t2v, tmp_path / "data", 1), lambda: toy_prompts(5))
+    assert len(dataset.read_manifest(tmp_path / "data")) == 1
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "README.md").write_text("mine")
+    with pytest.raises(ValueError, match="holds other files and is not a dataset"):
+        generate(config(t2v, tmp_path / "project", 1), lambda: toy_prompts(5))
+    assert (tmp_path / "project" / "README.md").read_text() == "mine"
 
 
 def test_manifest_lines_are_json_of_one_sample_each(t2v, tmp_path):

@@ -181,6 +181,19 @@ def test_fp16_on_the_cpu_is_refused(tmp_path, monkeypatch):
         train(TrainConfig("clip", str(tmp_path), steps=1, batch_size=2, mixed_precision="fp16"))
 
 
+def test_a_run_never_writes_over_a_model_or_with_a_learning_rate_that_cannot_train(tmp_path):
+    from insv2v.assets import TOY_CLIP
+
+    model = tmp_path / "clip-copy"
+    shutil.copytree(TOY_CLIP, model)
+    before = (model / "config.json").read_text()
+    with pytest.raises(ValueError, match="holds other files and is not a training run"):
+        train(TrainConfig("clip", str(model), steps=1, batch_size=2))
+    with pytest.raises(ValueError, match="--lr must be a positive number, got -1"):
+        train(TrainConfig("clip", str(tmp_path / "run"), steps=1, batch_size=2, lr=-1.0))
+    assert (model / "config.json").read_text() == before and not (tmp_path / "run").exists()
+
+
 def test_the_2d_stage_starts_from_a_text_to_image_model_as_instructpix2pix_does(tmp_path):
     """--init with the toy text-to-image model: the editing UNet gains zero-weighted source channels and so starts
     as that model, its text encoder included."""

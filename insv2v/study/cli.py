@@ -7,6 +7,7 @@ insv2v study report STUDY.db --csv ratings.csv --plot win_rates.png             
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _positive_int(text: str) -> int:
@@ -93,6 +94,13 @@ def study(args: argparse.Namespace) -> None:
     from insv2v.study.report import format_report, report, win_rate_plot, write_csv
 
     store = StudyStore(args.study)
+    outputs = [Path(p) for p in (args.csv, args.plot, args.json) if p]
+    protected = [Path(f"{args.study}{suffix}").resolve() for suffix in ("", "-wal", "-shm", "-journal")]
+    for out in outputs:  # checked before anything is written
+        if out.resolve() in protected or out.resolve().is_relative_to(store.files_dir.resolve()):
+            raise ValueError(f"{out} is the study's own file (its database or videos); write the report elsewhere")
+    if len({o.resolve() for o in outputs}) < len(outputs):
+        raise ValueError("--csv, --plot and --json name the same file; give each its own")
     result = report(store, exclude_failed_gold=not args.keep_failed_gold, resamples=args.resamples)
     print(format_report(result), end="")
     if args.csv:

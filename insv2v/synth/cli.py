@@ -165,6 +165,8 @@ def synth(args: argparse.Namespace) -> None:
 
         from insv2v.toyworld.synthetic import filter_report, format_rate, rejudge
 
+        if args.out:
+            dataset.check_not_own_file(args.dataset, args.out)
         records = rejudge(args.dataset) if args.rejudge else dataset.read_manifest(args.dataset)
         reports = {verdict: filter_report(records, verdict=verdict)
                    for verdict in ("edit_right", "edit_right_ignoring_kinds")}  # fmt: skip

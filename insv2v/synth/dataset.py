@@ -30,13 +30,14 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from insv2v.synth.clip_filter import PairScores, Thresholds
+from insv2v.synth.clip_filter import SCORE_NAMES, PairScores, Thresholds
 
 MANIFEST = "manifest.jsonl"
 PROMPTS = "prompts.jsonl"
 CARD = "card.json"
 PAIRS = "pairs"
 LOCK = ".lock"  # held by the one process that may rewrite the manifest
+RECORD_FIELDS = ("scores", "kept", "files")  # what every reader of a sample's record needs
 
 
 @contextmanager
@@ -85,6 +86,12 @@ def _read_lines(path: Path) -> list[dict]:
             raise ValueError(f"{path} line {number} is not a JSON record ({e.msg}); repair or delete it") from None
         if not isinstance(record, dict) or not isinstance(record.get("index"), int):
             raise ValueError(f"{path} line {number} is not a sample's record (no integer index); repair or delete it")
+        missing = [k for k in RECORD_FIELDS if k not in record]
+        scores = record.get("scores")
+        numbers = isinstance(scores, dict) and all(isinstance(scores.get(n), int | float) for n in SCORE_NAMES)
+        if missing or not numbers:
+            what = f"no {', '.join(missing)}" if missing else "scores that are not four numbers"
+            raise ValueError(f"{path} line {number} is not a sample's record ({what}); repair or delete it")
         records.append(record)
     return records
 
@@ -92,6 +99,8 @@ def _read_lines(path: Path) -> list[dict]:
 def read_manifest(root: str | os.PathLike) -> list[dict]:
     """Every finished sample's record, by index (the merged manifest and any unmerged parts)."""
     root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder (a dataset made by insv2v synth generate)")
     records = {r["index"]: r for path in manifest_files(root) for r in _read_lines(path)}
     return [records[i] for i in sorted(records)]
 
@@ -239,6 +248,16 @@ def kept_under(records: Iterable[dict], thresholds: Thresholds) -> list[bool]:
     return [PairScores(**r["scores"]).passes(thresholds) for r in records]
 
 
+def check_not_own_file(root: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Refuse to write `path` if it is one of the dataset's own files (its manifests, card, prompts, pairs)."""
+    root, target = Path(root).resolve(), Path(path).resolve()
+    own = {MANIFEST, PROMPTS, CARD, "README.md", LOCK, PAIRS}
+    if target.parent == root and (target.name in own or target.name.startswith("manifest.")):
+        raise ValueError(f"{path} is one of the dataset's own files; write elsewhere")
+    if target.is_relative_to(root / PAIRS):
+        raise ValueError(f"{path} is inside the dataset's pairs; write elsewhere")
+
+
 def is_dataset(folder: str | os.PathLike) -> bool:
     return Path(folder).is_dir() and bool(manifest_files(Path(folder)))
 
@@ -261,16 +280,19 @@ def refilter(root: str | os.PathLike, thresholds: Thresholds) -> dict:
 
 def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1000) -> list[Path]:
     """The kept pairs as WebDataset tar shards: per sample KEY.input.mp4, KEY.edited.mp4 and KEY.json. Shards of an
-    earlier export in `out_dir` are replaced, so the folder holds exactly this export."""
+    earlier export in `out_dir` are removed once this one is written, so the folder holds exactly this export."""
     root, out_dir = Path(root), Path(out_dir)
-    kept = [r for r in read_manifest(root) if r["kept"]]
+    check_not_own_file(root, out_dir)
+    records = read_manifest(root)
+    kept = [r for r in records if r["kept"]]
+    if not kept:
+        raise ValueError(f"{root} has no kept pairs to export ({len(records)} samples, none kept); nothing was changed")
     files = {r["index"]: pair_paths(root, r) for r in kept}
     missing = [path for paths in files.values() for path in paths if not path.is_file()]
     if missing:
         raise ValueError(f"{root}: {len(missing)} video(s) named in the manifest are missing, e.g. {missing[0]}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("shard-*.tar"):
-        old.unlink()
+    earlier = set(out_dir.glob("shard-*.tar"))
     shards = []
     for start in range(0, len(kept), shard_size):
         path = out_dir / f"shard-{start // shard_size:06d}.tar"
@@ -287,4 +309,6 @@ def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard
                 tar.addfile(info, io.BytesIO(meta))
         os.replace(tmp, path)
         shards.append(path)
+    for old in earlier - set(shards):  # only once the new export is whole
+        old.unlink()
     return shards

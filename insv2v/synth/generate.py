@@ -138,8 +138,12 @@ def generate(
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # without GPUs, processes talk over gloo
+    root = Path(config.out_dir)
+    others = root.is_dir() and any(p.name != dataset.LOCK for p in root.iterdir())  # the lock: another process's
+    if others and not dataset.read_card(root):
+        raise ValueError(f"{root} holds other files and is not a dataset; choose a new or empty folder")
     if state.is_main_process:
-        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
     with dataset.writing(config.out_dir) if state.is_main_process else contextlib.nullcontext():
         return _generate(config, state, pairs, judge, prompt_stats)
 
@@ -153,8 +157,12 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     from insv2v.video import write_video
 
     root = Path(config.out_dir)
-    # 1. Fix the paired prompts, once
+    # 1. Fix the paired prompts, once; only after the models load, so that a failed start leaves nothing behind
     check_same_run(dataset.read_card(root), config)
+    pipe = from_pretrained_explained(TextToVideoPipeline, config.t2v, "text-to-video model",
+                                     dtype=default_dtype(state.device)).to(state.device)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    scorer = load_clip(config.clip)
     state.wait_for_everyone()
     if state.is_main_process:
         card = {**dataset.read_card(root), "run": run_settings(config)}
@@ -178,10 +186,6 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     state.wait_for_everyone()  # no process appends before every other one has read what is done
     todo = [i for i in range(len(prompts)) if owns(i) and i not in done]
 
-    pipe = from_pretrained_explained(TextToVideoPipeline, config.t2v, "text-to-video model",
-                                     dtype=default_dtype(state.device)).to(state.device)  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    scorer = load_clip(config.clip)
     # 4. One sample at a time: each finished one is on disk before the next starts
     began = time.perf_counter()
     bar = tqdm(todo, unit="pair", disable=not state.is_local_main_process, desc="pairs")
