@@ -270,6 +270,9 @@ def _decode(path: str, container, stream, start: float, fps: Fraction, limit: in
             t = float((frame.pts - origin) * stream.time_base) if frame.pts is not None else float(count / fps)
             count += 1
             yield t, frame
+        if start == 0 and count + 2 < stream.frames:  # the file ended early without an error (a frame or two: rounding)
+            logger.warning("%s: ends after %d of the %d frames its header announces (truncated?)", path, count,
+                           stream.frames)  # fmt: skip
     except av.error.FFmpegError as e:
         if count == 0:
             raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt?)") from e

@@ -258,10 +258,14 @@ def test_read_memory_holds_only_kept_frames(files):
     assert peak < clip.frames.nbytes + 8 * source_frame  # the kept frames and a few in flight
 
 
-def test_truncated_tail_keeps_decodable_frames(files):
+def test_truncated_tail_keeps_decodable_frames_and_says_so(files, caplog):
     clip = read_video(files["truncated_faststart"])
     assert 0 < len(clip.frames) < 60
     assert indices(clip) == list(range(len(clip.frames)))
+    assert f"ends after {len(clip.frames)} of the 60 frames its header announces" in caplog.text
+    caplog.clear()
+    read_video(files["truncated_faststart"], max_frames=2)  # stopped before the end: nothing to say
+    assert "header announces" not in caplog.text
 
 
 # ----------------------------------------------------------------------------------------------------------------------
