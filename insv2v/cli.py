@@ -20,6 +20,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from insv2v.argtypes import positive_float, positive_int
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
@@ -32,13 +33,6 @@ DTYPES = ("float32", "float16", "bfloat16")
 def _default_guidance(name: str) -> str:
     """Help text for a guidance flag's default: a model folder's sampling.json, else EditRecipe's."""
     return f"the model's sampling.json, else {getattr(DEFAULTS, name)}"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _edit_mix(text: str) -> dict[str, float]:
@@ -79,7 +73,7 @@ def _add_edit_parser(commands) -> None:
     video_help = f"video guidance; raise if the result strays ({_default_guidance('video_cfg')})"
     g.add_argument("--video-cfg", type=float, help=video_help)
     g.add_argument("--negative-prompt", help="text of the unconditional branch (default: empty)")
-    g.add_argument("--steps", type=_positive_int, help=f"denoising steps ({DEFAULTS.steps})")
+    g.add_argument("--steps", type=positive_int, help=f"denoising steps ({DEFAULTS.steps})")
     g.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the recipe)")
     lv = p.add_argument_group("long video")
     lv.add_argument("--frames-per-clip", type=int, help=f"frames sampled together ({DEFAULTS.frames_per_clip})")
@@ -89,11 +83,11 @@ def _add_edit_parser(commands) -> None:
     lv.add_argument("--mc", action=argparse.BooleanOptionalAction, help="motion-compensated correction (off)")
     s = p.add_argument_group("input sampling")
     s.add_argument("--start", type=float, help="start time in seconds (0)")
-    s.add_argument("--max-frames", type=_positive_int, help="at most this many frames (default: all)")
+    s.add_argument("--max-frames", type=positive_int, help="at most this many frames (default: all)")
     rate = s.add_mutually_exclusive_group()
-    rate.add_argument("--stride", type=_positive_int, help="keep every N-th frame (1)")
-    rate.add_argument("--fps", type=float, help="resample to this frame rate instead")
-    s.add_argument("--resolution", type=int, help="short side in pixels (default: the model's native size)")
+    rate.add_argument("--stride", type=positive_int, help="keep every N-th frame (1)")
+    rate.add_argument("--fps", type=positive_float, help="resample to this frame rate instead")
+    s.add_argument("--resolution", type=positive_int, help="short side in pixels (default: the model's native size)")
     p.add_argument("--side-by-side", action="store_true", help="also write OUT_side_by_side.mp4 (input | edit)")
 
 
@@ -184,10 +178,10 @@ def _add_toyworld_parsers(commands) -> None:
     p = commands.add_parser("toyworld", help="the procedural toy world").add_subparsers(dest="action", required=True)
     make = p.add_parser("make", help="write triplets: NNNN/input.mp4, NNNN/target.mp4, NNNN/meta.json")
     make.add_argument("out_dir")
-    make.add_argument("--n", type=_positive_int, default=16, help="number of triplets (16)")
+    make.add_argument("--n", type=positive_int, default=16, help="number of triplets (16)")
     make.add_argument("--seed", type=int, default=0, help="offset into the split (0)")
     make.add_argument("--split", choices=["train", "heldout"], default="train")
-    make.add_argument("--frames", type=_positive_int, default=16, help="frames per video (16)")
+    make.add_argument("--frames", type=positive_int, default=16, help="frames per video (16)")
 
     t = commands.add_parser("train", help="train the toy world's models (the CLIP, the 2-D editor, its motion modules, "
                             "the data engine's text-to-image and text-to-video models), or the real editor's motion "
@@ -196,11 +190,11 @@ def _add_toyworld_parsers(commands) -> None:
 
     t.add_argument("stage", choices=["clip", "2d", "video", "t2i", "t2v"])
     t.add_argument("out_dir", help="run folder (checkpoint, log.jsonl, final/); an existing run resumes")
-    t.add_argument("--steps", type=_positive_int, help="optimizer steps (the --preset's, else 3000)")
-    t.add_argument("--batch-size", type=_positive_int, help="frames (clip, 2d) or clips (video) per process and "
+    t.add_argument("--steps", type=positive_int, help="optimizer steps (the --preset's, else 3000)")
+    t.add_argument("--batch-size", type=positive_int, help="frames (clip, 2d) or clips (video) per process and "
                    "micro-step (the --preset's, else 32)")  # fmt: skip
     t.add_argument("--lr", type=float, help="peak learning rate (the --preset's, else 3e-4)")
-    t.add_argument("--frames", type=_positive_int, help="frames per clip in stages video, t2v (the --preset's, else 8)")
+    t.add_argument("--frames", type=positive_int, help="frames per clip in stages video, t2v (the --preset's, else 8)")
     t.add_argument("--clip", dest="clip_dir", help="2d, t2i: trained CLIP folder whose text tower starts the encoder")
     t.add_argument("--init", dest="init_dir", help="video (t2v): the 2d (t2i) stage's final folder, or (video) a "
                    "model source: an InsV2V pipeline folder or hub id, or compose:IMAGE_MODEL+MOTION_ADAPTER, e.g. "
@@ -218,7 +212,7 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--data", dest="data_dir", metavar="DIR", help="2d, video: train on the kept pairs of a dataset "
                    "made by `insv2v synth generate` instead of fresh toy-world triplets (under accelerate launch, "
                    "process i of n takes pairs i, i+n, ...)")  # fmt: skip
-    t.add_argument("--size", type=_positive_int, help="--data: frames resized to SIZE x SIZE pixels (default: "
+    t.add_argument("--size", type=positive_int, help="--data: frames resized to SIZE x SIZE pixels (default: "
                    "256 for real models, or their own size if smaller; the toy's pixel model takes its 64 "
                    "as they are)")  # fmt: skip
     t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4; the toy's "
@@ -232,7 +226,7 @@ def _add_toyworld_parsers(commands) -> None:
                    "target (the --preset's, else off)")  # fmt: skip
     r.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw, or adam8bit (bitsandbytes' 8-bit AdamW; AdamW "
                    "with a warning where it is not installed) (the --preset's, else adamw)")  # fmt: skip
-    r.add_argument("--grad-accum", type=_positive_int, help="micro-steps per optimizer step: the batch is batch-size "
+    r.add_argument("--grad-accum", type=positive_int, help="micro-steps per optimizer step: the batch is batch-size "
                    "x grad-accum x processes (default: a --preset's batch, else 1)")  # fmt: skip
     r.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="autocast precision (the --preset's, "
                    "else accelerate launch's, else no)")  # fmt: skip
@@ -245,20 +239,20 @@ def _add_toyworld_parsers(commands) -> None:
                    "comma-separated: tensorboard, wandb, ... (log.jsonl is always written)")  # fmt: skip
     r.add_argument("--push-to-hub", metavar="REPO", help="upload the final folder to this Hugging Face Hub repo "
                    "(OWNER/NAME) at the end")  # fmt: skip
-    t.add_argument("--log-every", type=_positive_int, default=25, help="optimizer steps per log.jsonl record (25)")
-    t.add_argument("--checkpoint-every", type=_positive_int, default=200)
-    t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    t.add_argument("--log-every", type=positive_int, default=25, help="optimizer steps per log.jsonl record (25)")
+    t.add_argument("--checkpoint-every", type=positive_int, default=200)
+    t.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     t.add_argument("--seed", type=int, default=0)
 
     e = commands.add_parser("eval", help="measure an editor on the held-out toy world")
     e.add_argument("--toyworld", action="store_true", required=True, help="the toy-world table")
     e.add_argument("--model", help="pipeline folder (default: the shipped toy editor)")
     e.add_argument("--clip", help="CLIP folder for CLIP metrics (default: the shipped toy CLIP)")
-    e.add_argument("--edits", type=_positive_int, default=100, help="held-out edits for correctness and PSNR "
+    e.add_argument("--edits", type=positive_int, default=100, help="held-out edits for correctness and PSNR "
                    "(100: 25 of each kind)")  # fmt: skip
-    e.add_argument("--n", type=_positive_int, default=40, help="videos: a quarter for the temporal rows, an eighth "
+    e.add_argument("--n", type=positive_int, default=40, help="videos: a quarter for the temporal rows, an eighth "
                    "for the long-video rows (40)")  # fmt: skip
-    e.add_argument("--steps", type=_positive_int, default=20)
+    e.add_argument("--steps", type=positive_int, default=20)
     e.add_argument("--text-cfg", type=float, help=f"text guidance ({_default_guidance('text_cfg')})")
     e.add_argument("--video-cfg", type=float, help=f"video guidance ({_default_guidance('video_cfg')})")
     e.add_argument(
@@ -283,7 +277,7 @@ def _add_toyworld_parsers(commands) -> None:
     )
     e.add_argument("--t2v", nargs="?", const="", metavar="MODEL", help="measure a text-to-video (or text-to-image) "
                    "model instead: does it draw what held-out captions say (default: the shipped toy t2v)")  # fmt: skip
-    e.add_argument("--frames", type=_positive_int, default=16, help="--t2v: frames per video (16; 1 for images)")
+    e.add_argument("--frames", type=positive_int, default=16, help="--t2v: frames per video (16; 1 for images)")
     e.add_argument("--cfg", type=float, default=9.0, help="--t2v: text guidance (9)")
     e.add_argument(
         "--baseline",
@@ -298,7 +292,7 @@ def _add_toyworld_parsers(commands) -> None:
         default="space",
         help="--baseline tav: Tune-A-Video's settings (space: 300 tuning steps; official: 500)",
     )
-    e.add_argument("--tav-steps", type=_positive_int, help="--baseline tav: tuning steps (the preset's)")
+    e.add_argument("--tav-steps", type=positive_int, help="--baseline tav: tuning steps (the preset's)")
     e.add_argument("--save-outputs", metavar="DIR", help="--baseline tav: also write every video and DIR/items.jsonl "
                    "(what `insv2v study build --inputs DIR` imports)")  # fmt: skip
     e.add_argument("--out", help="also write the results as JSON here")

@@ -132,6 +132,14 @@ def test_no_output_overwrites_the_input(model, tmp_path, capsys):
         assert "would overwrite the input" in capsys.readouterr().err and source.read_bytes() == before
 
 
+@pytest.mark.parametrize("flag, value", [("--fps", "inf"), ("--fps", "0"), ("--resolution", "0"), ("--steps", "-1")])
+def test_a_number_out_of_range_is_refused_naming_its_flag(flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        edit(tmp_path / "in.mp4", "make it snowy", "-o", tmp_path / "out.mp4", flag, value)
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be" in capsys.readouterr().err and not (tmp_path / "out.mp4").exists()
+
+
 def test_an_output_path_through_a_file_is_one_line(model, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     good = make_video(tmp_path / "good.mp4", num_frames=6)

@@ -9,12 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from insv2v.argtypes import positive_float, positive_int
 
 
 def _methods(text: str) -> list[str]:
@@ -47,9 +42,9 @@ def add_parsers(commands) -> None:
     b.add_argument("--seed", type=int, default=0, help="sides, gold items, comparison order, plans (0)")
     b.add_argument("--size", type=_size, default=(256, 256), help="WIDTHxHEIGHT of every served video, or keep "
                    "(each item's input size) (256x256)")  # fmt: skip
-    b.add_argument("--fps", type=float, default=8.0, help="frame rate of every served video (8)")
-    b.add_argument("--frames", type=_positive_int, help="frames of every served video (default: the shortest's)")
-    b.add_argument("--per-participant", type=_positive_int, help="regular comparisons per participant, the least "
+    b.add_argument("--fps", type=positive_float, default=8.0, help="frame rate of every served video (8)")
+    b.add_argument("--frames", type=positive_int, help="frames of every served video (default: the shortest's)")
+    b.add_argument("--per-participant", type=positive_int, help="regular comparisons per participant, the least "
                    "rated first (default: all); every gold comparison comes on top")  # fmt: skip
     b.add_argument("--gold", type=int, default=2, help="attention checks: items with a reference shown unedited "
                    "against the exact edit (2)")  # fmt: skip
@@ -57,8 +52,8 @@ def add_parsers(commands) -> None:
     g.add_argument("--model", help="InsV2V pipeline of insv2v, frame2d (default: $INSV2V_MODEL, else the toy editor)")
     g.add_argument("--tav-model", help="Tune-A-Video's text-to-image base (default: the shipped toy text-to-image)")
     g.add_argument("--tav-preset", choices=("space", "official"), default="space", help="Tune-A-Video's settings")
-    g.add_argument("--steps", type=_positive_int, help="denoising steps of insv2v and frame2d (the recipe's)")
-    g.add_argument("--max-frames", type=_positive_int, help="input frames insv2v and frame2d edit (all)")
+    g.add_argument("--steps", type=positive_int, help="denoising steps of insv2v and frame2d (the recipe's)")
+    g.add_argument("--max-frames", type=positive_int, help="input frames insv2v and frame2d edit (all)")
     g.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
 
     r = actions.add_parser("report", help="the study's statistics as markdown (win rates, sign tests, Bradley-Terry, "
@@ -68,7 +63,7 @@ def add_parsers(commands) -> None:
     r.add_argument("--plot", help="also draw the win rates with their intervals here (.png)")
     r.add_argument("--json", help="also write the report's numbers here")
     r.add_argument("--keep-failed-gold", action="store_true", help="keep participants who failed an attention check")
-    r.add_argument("--resamples", type=_positive_int, default=1000, help="participant resamples for Bradley-Terry")
+    r.add_argument("--resamples", type=positive_int, default=1000, help="participant resamples for Bradley-Terry")
 
 
 def study(args: argparse.Namespace) -> None:

@@ -17,12 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from insv2v.argtypes import positive_float, positive_int
 
 
 def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
@@ -47,12 +42,12 @@ def add_parsers(commands) -> None:
     g.add_argument("caption")
     g.add_argument("-o", "--output", required=True, help="output .mp4 or .gif")
     g.add_argument("--model", help="text-to-video pipeline folder or hub id (default: the shipped toy model)")
-    g.add_argument("--frames", type=_positive_int, default=DEFAULT_FRAMES, help=f"({DEFAULT_FRAMES})")
-    g.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help=f"DDIM steps ({DEFAULT_STEPS})")
+    g.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES, help=f"({DEFAULT_FRAMES})")
+    g.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help=f"DDIM steps ({DEFAULT_STEPS})")
     g.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help=f"text guidance ({DEFAULT_GUIDANCE})")
-    g.add_argument("--size", type=int, help="side in pixels (default: the model's)")
+    g.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--fps", type=float, default=8.0)
+    g.add_argument("--fps", type=positive_float, default=8.0)
 
     s = commands.add_parser("synth", help="the synthetic paired-video data engine").add_subparsers(
         dest="action", required=True
@@ -60,7 +55,7 @@ def add_parsers(commands) -> None:
     gen = s.add_parser("generate", help="make paired videos with video Prompt-to-Prompt, scored by the CLIP filter")
     gen.add_argument("--out", required=True, help="dataset folder; an existing one resumes")
     gen.add_argument("--prompts", default="toy", help="toy | FILE.jsonl ({input, edit, output} lines) | llm:MODEL")
-    gen.add_argument("--n", type=_positive_int, required=True, help="samples (kept and rejected)")
+    gen.add_argument("--n", type=positive_int, required=True, help="samples (kept and rejected)")
     gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (settings, noise, toy prompts); "
                      "datasets meant to differ need seeds at least n apart")  # fmt: skip
     gen.add_argument("--split", choices=("train", "heldout"), default="train",
@@ -69,12 +64,12 @@ def add_parsers(commands) -> None:
                      "(default: the shipped toy model)")  # fmt: skip
     gen.add_argument("--clip", help="CLIP for the filter (default: the toy CLIP for toy models, else "
                      "open_clip:ViT-L-14/openai)")  # fmt: skip
-    gen.add_argument("--frames", type=_positive_int, default=16, help="(16; 1 for image pairs)")
+    gen.add_argument("--frames", type=positive_int, default=16, help="(16; 1 for image pairs)")
     gen.add_argument("--recipe", choices=("video", "image"), default="video", help="settings each sample draws: "
                      "video (InsV2V's reference: CFG 5-12, self- then cross-attention edits) or image "
                      "(InstructPix2Pix's: self-attention shared for 10-90%% of the steps, CFG 7.5-15)")  # fmt: skip
-    gen.add_argument("--steps", type=_positive_int, default=30, help="DDIM steps (30)")
-    gen.add_argument("--size", type=int, help="side in pixels (default: the model's)")
+    gen.add_argument("--steps", type=positive_int, default=30, help="DDIM steps (30)")
+    gen.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     _add_threshold_flags(gen)
 
     f = s.add_parser("filter", help="re-apply other thresholds to a dataset without regenerating")
@@ -90,7 +85,7 @@ def add_parsers(commands) -> None:
     e = s.add_parser("export", help="the kept pairs as WebDataset tar shards")
     e.add_argument("dataset")
     e.add_argument("--out", required=True)
-    e.add_argument("--shard-size", type=_positive_int, default=1000, help="pairs per shard (1000)")
+    e.add_argument("--shard-size", type=positive_int, default=1000, help="pairs per shard (1000)")
 
 
 def generate_video(args: argparse.Namespace) -> None:

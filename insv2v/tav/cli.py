@@ -14,19 +14,14 @@ import os
 import time
 from pathlib import Path
 
+from insv2v.argtypes import positive_int
+
 PRESET_NAMES = ("official", "space")  # insv2v.tav.pipeline.PRESETS, named here so that parsing imports no torch
 
 
 def default_cache_dir() -> Path:
     """$XDG_CACHE_HOME/insv2v/tav, else ~/.cache/insv2v/tav."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "insv2v" / "tav"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_parsers(commands) -> None:
@@ -45,13 +40,13 @@ def add_parsers(commands) -> None:
         default="official",
         help="official: 24 frames, 500 steps, lr 3e-5; space: 8 frames, 300 steps, lr 3.5e-5 (official)",
     )
-    e.add_argument("--steps", type=_positive_int, help="tuning steps (default: the preset's)")
-    e.add_argument("--frames", type=_positive_int, help="frames tuned and edited (default: the preset's)")
-    e.add_argument("--stride", type=_positive_int, default=2, help="keep every N-th frame of the input (2, official)")
+    e.add_argument("--steps", type=positive_int, help="tuning steps (default: the preset's)")
+    e.add_argument("--frames", type=positive_int, help="frames tuned and edited (default: the preset's)")
+    e.add_argument("--stride", type=positive_int, default=2, help="keep every N-th frame of the input (2, official)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance of the edit (12.5)")
     e.add_argument("--seed", type=int, help="seed of the tuning (0)")
     e.add_argument("--cache", help=f"folder of tuned weights (default: {default_cache_dir()})")
-    e.add_argument("--resolution", type=int, help="short side in pixels (default: the model's native size)")
+    e.add_argument("--resolution", type=positive_int, help="short side in pixels (default: the model's native size)")
 
 
 class _Progress:
