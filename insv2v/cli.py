@@ -321,6 +321,10 @@ def evaluate(args: argparse.Namespace) -> None:
     from insv2v.loading import load_pipeline
     from insv2v.toyworld.evaluate import combine, evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
 
+    if args.out and not Path(args.out).resolve().parent.is_dir():  # before the measurement, not after it
+        raise ValueError(f"--out {args.out}: its folder does not exist")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; name a file")
     if args.t2v is not None:
         from insv2v.assets import TOY_T2V
         from insv2v.synth.t2v import load_t2v

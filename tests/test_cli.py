@@ -140,6 +140,12 @@ def test_a_number_out_of_range_is_refused_naming_its_flag(flag, value, tmp_path,
     assert f"argument {flag}: must be" in capsys.readouterr().err and not (tmp_path / "out.mp4").exists()
 
 
+def test_eval_refuses_an_output_it_could_not_write_before_measuring(tmp_path, capsys):
+    for out, words in ((tmp_path / "missing" / "r.json", "its folder does not exist"), (tmp_path, "is a folder")):
+        assert main(["eval", "--toyworld", "--out", str(out)]) == 2
+        assert words in capsys.readouterr().err
+
+
 def test_an_output_path_through_a_file_is_one_line(model, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     good = make_video(tmp_path / "good.mp4", num_frames=6)
