@@ -57,6 +57,18 @@ def test_the_summary_counts_each_method_and_the_table_has_a_row_each(records):
     assert [line.split(" | ")[0].lstrip("| ") for line in lines[2:]] == list(baseline.METHODS)
 
 
+def test_saving_an_item_again_replaces_its_line(tmp_path):
+    from insv2v.compare import MethodResult
+
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    runs = [MethodResult("InsV2V", frames, 1.0)]
+    for offset in (5, 3, 5):  # item 5 made twice (a run done again): still one line, in item order
+        triplet = sample_triplet(HELDOUT_SEEDS.start + offset)
+        baseline.save_outputs(tmp_path, offset, triplet, frames, frames, runs)
+    items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert [i["item"] for i in items] == ["000003", "000005"]
+
+
 @pytest.mark.slow
 def test_the_cli_writes_the_comparison(tmp_path, tav_folder):
     model = tmp_path / "tiny"

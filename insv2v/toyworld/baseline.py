@@ -79,8 +79,12 @@ def save_outputs(folder: Path, offset: int, triplet, source, target, runs: list[
             "outputs": {METHOD_KEYS[r.method]: f"{item}/{METHOD_KEYS[r.method]}.mp4" for r in runs},
             "reference": f"{item}/target.mp4", "caption": triplet.input_caption,
             "edited_caption": triplet.edited_caption, "heldout_offset": offset, "kind": triplet.edit.kind}  # fmt: skip
-    with open(folder / "items.jsonl", "a") as f:
-        f.write(json.dumps(line) + "\n")
+    path = folder / "items.jsonl"  # one line per item: a run made again replaces its items' lines
+    lines = [json.loads(text) for text in path.read_text().splitlines() if text.strip()] if path.exists() else []
+    lines = sorted([old for old in lines if old.get("item") != item] + [line], key=lambda entry: entry["item"])
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in lines))
+    tmp.replace(path)
 
 
 def summarise(records: list[dict]) -> dict:
