@@ -35,6 +35,19 @@ from insv2v.video import Clip, VideoWriter, read_video, side_by_side, write_gif
 OUTPUT_SUFFIXES = (".mp4", ".gif")
 
 
+_JSON_TYPES = {"str": (str,), "float": (int, float), "int": (int,), "bool": (bool,)}
+
+
+def _json_fits(value, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotated `annotation` ("float", "int | None", ...); a bool is no number."""
+    kinds = [kind.strip() for kind in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    if isinstance(value, bool) and "bool" not in kinds:
+        return False
+    return any(isinstance(value, _JSON_TYPES[kind]) for kind in kinds if kind != "None")
+
+
 @dataclass
 class EditRecipe:
     """Everything that decides an edit's output (given the model weights and the input file)."""
@@ -71,6 +84,10 @@ class EditRecipe:
         unknown = sorted(set(data) - names - {"_meta"})
         if unknown:
             raise ValueError(f"recipe has unknown settings: {', '.join(unknown)}")
+        wrong = [f"{f.name} must be {f.type}, got {json.dumps(data[f.name])}" for f in dataclasses.fields(cls)
+                 if f.name in data and not _json_fits(data[f.name], f.type)]  # fmt: skip
+        if wrong:
+            raise ValueError(f"recipe settings of the wrong type: {'; '.join(wrong)}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod

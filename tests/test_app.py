@@ -386,6 +386,9 @@ def test_recipe_loads_back_into_the_controls(tmp_path):
     path.write_text('{"text_cfg": 3, "evil": 1}')
     with pytest.raises(Exception, match="unknown settings: evil"):
         load_recipe(str(path))
+    path.write_text('{"seed": "x", "frames_per_clip": null}')  # each named (as its control), with what the file has
+    with pytest.raises(Exception, match=r'seed must be int \| None, got "x"; Frames per clip must be int, got null'):
+        load_recipe(str(path))
     path.write_text('{"text_cfg": 3, "fps": 8}')  # the CLI's --fps: no control takes it
     with pytest.warns(UserWarning, match="samples the video at 8 fps, which the app does not"):
         assert load_recipe(str(path))["text_cfg"] == 3
