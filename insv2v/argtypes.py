@@ -18,3 +18,17 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def torch_device(text: str) -> str:
+    """A torch device this machine has: "cpu", "cuda", "cuda:1", "mps"."""
+    import torch
+
+    try:
+        kind = torch.device(text).type
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a device: {text!r} (cpu, cuda, cuda:1, mps)") from None
+    have = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not have.get(kind, False):
+        raise argparse.ArgumentTypeError(f"this machine has no {kind} device")
+    return text

@@ -20,7 +20,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import positive_float, positive_int
+from insv2v.argtypes import positive_float, positive_int, torch_device
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
@@ -65,7 +65,7 @@ def _add_edit_parser(commands) -> None:
         "compose:timbrooks/instruct-pix2pix+guoyww/animatediff-motion-adapter-v1-5 "
         "(default: $INSV2V_MODEL, else the bundled toy editor)",
     )
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--device", type=torch_device, help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--dtype", choices=DTYPES, help="weights' precision (default: float16 on CUDA, else float32)")
     g = p.add_argument_group("guidance")
     text_help = f"text guidance; raise if the edit is too weak ({_default_guidance('text_cfg')})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from insv2v.argtypes import positive_float, positive_int
+from insv2v.argtypes import positive_float, positive_int, torch_device
 
 
 def _methods(text: str) -> list[str]:
@@ -54,7 +54,7 @@ def add_parsers(commands) -> None:
     g.add_argument("--tav-preset", choices=("space", "official"), default="space", help="Tune-A-Video's settings")
     g.add_argument("--steps", type=positive_int, help="denoising steps of insv2v and frame2d (the recipe's)")
     g.add_argument("--max-frames", type=positive_int, help="input frames insv2v and frame2d edit (all)")
-    g.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    g.add_argument("--device", type=torch_device, help="cpu, cuda, mps (default: the best available)")
 
     r = actions.add_parser("report", help="the study's statistics as markdown (win rates, sign tests, Bradley-Terry, "
                            "agreement, side bias, attention checks)")  # fmt: skip
