@@ -305,7 +305,7 @@ def load_pairs(
     data = PairData(data_dir, [], [], [], dataset.read_card(root).get("thresholds"),
                     dataset.counts(records), [], size, resize, frames)  # fmt: skip
     for r in kept[index::processes]:
-        paths = tuple(root / r["files"][k] for k in ("input", "edited"))
+        paths = tuple(dataset.pair_paths(root, r))
         source, target = (probe(path) for path in paths)
         name = f"--data {data_dir}: pair {r['id']}"
         shapes = [(info.num_frames, info.height, info.width) for info in (source, target)]

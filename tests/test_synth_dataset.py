@@ -201,3 +201,7 @@ def test_export_refuses_files_outside_the_dataset(tmp_path):
     with pytest.raises(ValueError, match="names files outside the dataset"):
         dataset.export_webdataset(root, tmp_path / "shards")
     assert not (tmp_path / "shards").exists()
+    from insv2v.toyworld.synthetic import rejudge
+
+    with pytest.raises(ValueError, match="names files outside the dataset"):  # nor does the judge read them
+        rejudge(root)

@@ -138,7 +138,7 @@ def recover(root: str | os.PathLike, owns=lambda index: True, manifests: list[Pa
 
 def pair_paths(root: Path, record: dict) -> list[Path]:
     """The sample's input and edited videos, refused unless they lie inside the dataset's folder (a manifest from
-    elsewhere must not make an export pack, or the app show, any other file)."""
+    elsewhere must not make an export pack, training or the judge read, or the app show, any other file)."""
     paths = [(root / record["files"][k]).resolve() for k in ("input", "edited")]
     if not all(p.is_relative_to(root.resolve()) for p in paths):
         raise ValueError(f"sample {record['index']} of {root} names files outside the dataset; it is refused")

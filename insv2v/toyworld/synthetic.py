@@ -174,7 +174,7 @@ def rejudge(root) -> list[dict]:
     root = Path(root)
     records = dataset.read_manifest(root)
     for r in records:
-        frames = [read_video(root / r["files"][k]).frames for k in ("input", "edited")]
+        frames = [read_video(path).frames for path in dataset.pair_paths(root, r)]
         r["judge"] = toy_judge(PromptPair(r["input"], r["edit"], r["output"], r.get("kind")), *frames)
     dataset.rewrite_manifest(root, records)
     card = dataset.read_card(root)
