@@ -1,4 +1,4 @@
-"""argparse types the commands share: a bad number is refused, naming its flag, before anything runs."""
+"""argparse types the commands share: a bad number or device is refused, naming its flag, before anything runs."""
 
 from __future__ import annotations
 
