@@ -24,7 +24,7 @@ from insv2v.ui.controls import Slider
 from insv2v.ui.serving import AppConfig, Job, Jobs, OutputCache, gpu, user_message
 from insv2v.ui.settings import load_recipe, model_max_frames
 from insv2v.ui.sweep_tab import heatmap
-from insv2v.video import probe
+from insv2v.video import probe, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(steps=1, frames_per_clip=4, ref_frames=1, randomize_seed=False)
@@ -80,6 +80,16 @@ def test_the_status_says_when_the_server_limit_cut_the_selection(client, tmp_pat
         output, *_, status = edit(client, clip, length=length, stride=stride)
         assert probe(output).num_frames == frames
         assert ("cut to 12 frames, this server's limit" in status) == cut, (length, stride, status)
+
+
+def test_an_upload_that_ends_before_its_header_says_is_edited_and_the_status_says_so(client, tmp_path):
+    whole = tmp_path / "whole.mp4"
+    write_video(whole, np.random.default_rng(0).integers(0, 255, (24, 32, 32, 3), dtype=np.uint8), 8)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # its header still announces 24 frames
+    output, *_, status = edit(client, str(cut))
+    decoded = probe(output).num_frames
+    assert decoded < 12 and f"cut.mp4: ends after {decoded} of the 24 frames its header announces" in status
 
 
 def test_preview_is_the_first_clip_only(client, media):

@@ -14,7 +14,7 @@ from insv2v.assets import EXAMPLES
 from insv2v.editing import check_instruction, run_edit
 from insv2v.metrics import edit_scores
 from insv2v.ui.controls import cancellable, session_of
-from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
+from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, logged_warnings, user_message
 from insv2v.ui.settings import Controls, load_recipe, planned_clips, recipe_from_settings
 
 
@@ -45,14 +45,15 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
             progress(0, desc="loading the model")
             pipe = get_pipeline(config)
             job.check()  # a Cancel pressed while the model loaded
-            result = run_edit(
-                recipe,
-                job_dir / f"{Path(video).stem}_edited.mp4",
-                pipe,
-                side_by_side_view=True,
-                callback_on_step_end=job.callback(detail),
-                keep_frames=True,
-            )
+            with logged_warnings() as warned:
+                result = run_edit(
+                    recipe,
+                    job_dir / f"{Path(video).stem}_edited.mp4",
+                    pipe,
+                    side_by_side_view=True,
+                    callback_on_step_end=job.callback(detail),
+                    keep_frames=True,
+                )
         finally:
             studio.jobs.finish(session, job)
         progress(1.0, desc="scoring")
@@ -72,6 +73,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
         f"{result.fps:g} fps) in {result.seconds:.1f} s · seed {result.recipe.seed}"
         + (f" · {note}" if note else "")
         + clip_note
+        + "".join(f" · {user_message(message)}" for message in warned)
     )
     return str(result.output), str(result.side_by_side), str(result.recipe_path), metrics, result.recipe.seed, status
 

@@ -4,6 +4,7 @@ with cancel, and the ZeroGPU decorator. No layout here."""
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import re
@@ -11,6 +12,8 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,6 +214,26 @@ _CONTROL = re.compile(r"`?\b(" + "|".join(sorted(CONTROLS, key=len, reverse=True
 def user_message(err: BaseException | str) -> str:
     """An error for the page: server paths shortened to file names, pipeline arguments named as the controls."""
     return _CONTROL.sub(lambda m: CONTROLS[m.group(1)], _PATH.sub(r"\1", str(err)))
+
+
+@contextmanager
+def logged_warnings(name: str = "insv2v") -> Iterator[list[str]]:
+    """The warnings the project's loggers emit in this thread while the block runs (a video that ends early, audio
+    cut short), for the page to show as the terminal would."""
+    found: list[str] = []
+    thread = threading.get_ident()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.thread == thread:
+                found.append(record.getMessage())
+
+    handler, logger = Collect(logging.WARNING), logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
 
 
 def check_upload(path: str | None, config: AppConfig) -> VideoInfo:
