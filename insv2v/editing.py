@@ -232,10 +232,13 @@ class _Sink:
             self.writer.__exit__(None if ok else RuntimeError, None, None)
 
 
-def check_output(output: Path, input_path: str | Path, sidecars: Iterable[Path] = ()) -> None:
-    """An output video the writers can make (.mp4 or .gif) that, with its sidecars, would not overwrite the input."""
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ValueError(f"output must end in {' or '.join(OUTPUT_SUFFIXES)}, got {output.name}")
+def check_output(
+    output: Path, input_path: str | Path, sidecars: Iterable[Path] = (), suffixes: Iterable[str] = OUTPUT_SUFFIXES
+) -> None:
+    """An output video the writer can make (`suffixes`: the edit's .mp4 or .gif) that, with its sidecars, would not
+    overwrite the input."""
+    if output.suffix.lower() not in suffixes:
+        raise ValueError(f"output must end in {' or '.join(suffixes)}, got {output.name}")
     for path in (output, *sidecars):
         if path.resolve() == Path(input_path).resolve():
             raise ValueError(f"output {path} would overwrite the input")

@@ -339,7 +339,7 @@ def test_the_command_tunes_edits_and_reuses_its_cache(t2i, tmp_path, capsys):
     assert main([str(a) for a in command]) == 0
     assert "tuned weights from the cache" in capsys.readouterr().out
     saved = Path(clip).read_bytes()
-    for output in (clip, tmp_path / "out.txt"):  # refused before the model loads
+    for output in (clip, tmp_path / "out.txt", tmp_path / "out.gif"):  # refused before the model loads
         assert main([str(a) for a in [*command[:8], output, *command[9:]]]) == 2
         assert "insv2v: error: output" in capsys.readouterr().err
     assert Path(clip).read_bytes() == saved

@@ -72,12 +72,12 @@ def tav(args: argparse.Namespace) -> None:
     from insv2v.editing import check_output
     from insv2v.loading import default_device, default_dtype
     from insv2v.tav.pipeline import PRESETS, TuneAVideoPipeline, tav_edit
-    from insv2v.video import probe, read_video, write_video
+    from insv2v.video import OUTPUT_FORMATS, probe, read_video, write_video
 
     changes = {"tune_steps": args.steps, "frames": args.frames, "guidance_scale": args.guidance, "seed": args.seed}
     settings = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in changes.items() if v is not None})
     probe(args.input)  # a bad input or output fails here, before the model loads and tunes
-    check_output(Path(args.output), args.input)
+    check_output(Path(args.output), args.input, suffixes=OUTPUT_FORMATS)  # what write_video below can write
     device = default_device()
     began = time.perf_counter()
     pipe = TuneAVideoPipeline.from_t2i(args.model or TOY_T2I, dtype=default_dtype(device)).to(device)
