@@ -85,12 +85,17 @@ def _unavailable(source: str, what: str, err: Exception) -> ModelLoadError:
     )
 
 
+def names_missing_folder(source: str) -> bool:
+    """Whether `source` is a local path (not a hub id such as "owner/name") that does not exist."""
+    return not Path(source).expanduser().exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1)
+
+
 def from_pretrained_explained(cls, source: str, what: str, **kwargs):
     """`cls.from_pretrained(source)` with missing local folders and unreachable hub ids explained."""
     path = Path(source).expanduser()
     if path.exists():
         return cls.from_pretrained(path, **kwargs)
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+    if names_missing_folder(source):
         raise ModelLoadError(f"{what} {source!r} does not exist")
     try:
         return cls.from_pretrained(source, **kwargs)
@@ -142,10 +147,12 @@ def _load_folder_or_hub(source: str, dtype: torch.dtype) -> InsV2VPipeline:
 
 
 def _not_a_video_model(source: str, kind: str) -> ModelLoadError:
-    return ModelLoadError(
-        f"{source} holds a {kind}, not an InsV2V pipeline; an InstructPix2Pix image model becomes a video model "
-        f"with --model {COMPOSE_PREFIX}{source}+MOTION_ADAPTER (e.g. guoyww/animatediff-motion-adapter-v1-5)"
-    )
+    if "InstructPix2Pix" in kind or "image model" in kind:
+        hint = (f"an InstructPix2Pix image model becomes a video model with --model {COMPOSE_PREFIX}{source}"
+                "+MOTION_ADAPTER (e.g. guoyww/animatediff-motion-adapter-v1-5)")  # fmt: skip
+    else:  # a text-to-video or text-to-image model draws from text; it does not edit
+        hint = "an editor is a folder of `insv2v train video` or `insv2v convert`, or a hub id of one"
+    return ModelLoadError(f"{source} holds a {kind}, not an InsV2V pipeline; {hint}")
 
 
 def compose_pipeline(image_model: str, motion_adapter: str, dtype: torch.dtype = torch.float32) -> InsV2VPipeline:
@@ -252,3 +259,14 @@ def load_pipeline(
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     return _cached(source, str(device), dtype)
+
+
+def check_generative_unet(source: str, unet, what: str, example: str) -> None:
+    """Refuse a model whose UNet does not map a latent to a latent, as text-to-image and text-to-video UNets do:
+    an editor's also takes the source's latent (twice the channels in)."""
+    config = unet.config
+    if config.in_channels != config.out_channels:
+        raise ModelLoadError(
+            f"{source} is not a {what}: its UNet takes {config.in_channels} input channels and gives "
+            f"{config.out_channels} (an editor's, which also takes the source video); name a {what} such as {example}"
+        )

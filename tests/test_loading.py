@@ -179,6 +179,24 @@ def test_an_image_pipeline_folder_points_to_composition(tmp_path):
         load_pipeline(str(tmp_path), device="cpu")
 
 
+def test_a_text_to_video_folder_is_not_sent_to_composition(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "TextToVideoPipeline"}))
+    with pytest.raises(ModelLoadError, match="holds a TextToVideoPipeline, not an InsV2V pipeline") as err:
+        load_pipeline(str(tmp_path), device="cpu")
+    assert "compose:" not in str(err.value)  # a motion adapter would not make it an editor
+
+
+def test_an_editor_is_refused_where_a_model_that_draws_from_text_is_wanted(tmp_path):
+    from insv2v.synth.t2v import load_t2v
+    from insv2v.tav.pipeline import TuneAVideoPipeline
+
+    tiny_pipeline().save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="is not a text-to-video model: its UNet takes 8 input channels and gives 4"):
+        load_t2v(str(tmp_path), device="cpu")  # it ran, then failed on a tensor size
+    with pytest.raises(ModelLoadError, match="holds a UNetMotionModel, not a text-to-image model's"):
+        TuneAVideoPipeline.from_t2i(tmp_path)
+
+
 def test_a_missing_local_folder_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_pipeline(str(tmp_path / "nowhere" / "model"), device="cpu")

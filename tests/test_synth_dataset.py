@@ -47,6 +47,9 @@ def test_thresholds_come_from_the_clip_folder_and_flags_override(tmp_path):
     (tmp_path / THRESHOLDS_FILE).write_text(json.dumps({"thresholds": {"sim_0": 0.3, "sim_dir": 0.05}}))
     assert Thresholds.for_clip(str(tmp_path)) == Thresholds(0.3, 0.2, 0.05, 0.5)
     assert Thresholds.for_clip(str(tmp_path), sim_dir=0.1, sim_1=None) == Thresholds(0.3, 0.2, 0.1, 0.5)
+    assert Thresholds.for_clip("open_clip:ViT-L-14/openai") == Thresholds()  # not a folder: the reference's
+    with pytest.raises(ValueError, match="CLIP folder .*nowhere.* does not exist"):  # a typo is not the reference
+        Thresholds.for_clip(str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="unknown threshold"):
         Thresholds.from_dict({"sim_2": 0.1})
     for bad in (float("nan"), 5.0, None, "0.2"):  # NaN would keep every pair, 5 none

@@ -55,6 +55,10 @@ class Thresholds:
     @classmethod
     def for_clip(cls, clip_source: str | None, **overrides: float | None) -> Thresholds:
         """The thresholds a CLIP folder carries (else the reference's), with non-None `overrides` on top."""
+        from insv2v.loading import names_missing_folder
+
+        if clip_source and names_missing_folder(clip_source):
+            raise ValueError(f"CLIP folder {clip_source!r} does not exist")
         path = Path(clip_source) / THRESHOLDS_FILE if clip_source else None
         base = cls.from_dict(json.loads(path.read_text())["thresholds"]) if path and path.is_file() else cls()
         return dataclasses.replace(base, **{k: float(v) for k, v in overrides.items() if v is not None})

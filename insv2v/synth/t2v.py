@@ -178,8 +178,9 @@ class TextToVideoPipeline(DiffusionPipeline):
 @lru_cache(maxsize=2)
 def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
     """The text-to-video pipeline at `source` (folder or hub id), loaded once per process; float16 on CUDA."""
-    from insv2v.loading import default_device, default_dtype, from_pretrained_explained
+    from insv2v.loading import check_generative_unet, default_device, default_dtype, from_pretrained_explained
 
     target = torch.device(device) if device else default_device()
     pipe = from_pretrained_explained(TextToVideoPipeline, source, "text-to-video model", dtype=default_dtype(target))
+    check_generative_unet(source, pipe.unet, "text-to-video model", "damo-vilab/text-to-video-ms-1.7b")
     return pipe.to(target)

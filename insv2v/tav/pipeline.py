@@ -214,10 +214,15 @@ class TuneAVideoPipeline(DiffusionPipeline):
         """From a Stable Diffusion 1.x folder or hub id (e.g. CompVis/stable-diffusion-v1-4), or a text-to-image
         TextToVideoPipeline folder such as the toy `assets/toy-t2i`: each component from its subfolder, the UNet
         inflated. `dtype` is the frozen VAE's and text encoder's; the UNet stays float32 (see the class)."""
-        from insv2v.loading import from_pretrained_explained
+        from insv2v.loading import ModelLoadError, check_generative_unet, from_pretrained_explained
 
         source = str(source)
+        unet_config = Path(source, "unet", "config.json")  # a local folder's UNet class, before loading it as 2-D
+        kind = json.loads(unet_config.read_text()).get("_class_name") if unet_config.is_file() else None
+        if kind not in (None, UNet2DConditionModel.__name__):
+            raise ModelLoadError(f"{source} holds a {kind}, not a text-to-image model's UNet2DConditionModel")
         unet2d = from_pretrained_explained(UNet2DConditionModel, source, "text-to-image model", subfolder="unet")
+        check_generative_unet(source, unet2d, "text-to-image model", "CompVis/stable-diffusion-v1-4")
         vae_name = AutoencoderKL.load_config(source, subfolder="vae")["_class_name"]
         if vae_name not in VAE_CLASSES:
             raise ValueError(f"{source}: the vae must be one of {', '.join(VAE_CLASSES)}, got {vae_name}")
