@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import insv2v
+from insv2v.files import write_atomically
 from insv2v.pipeline import (
     DEFAULT_FRAMES_PER_CLIP,
     DEFAULT_LVSC_FRACTION,
@@ -114,9 +115,8 @@ class EditRecipe:
         for name in ("input", "model"):
             if data[name] and Path(data[name]).exists():
                 data[name] = os.path.relpath(Path(data[name]).resolve(), folder)
-        part = Path(path).with_name(f".{Path(path).name}.part")  # whole or not at all, as the videos
-        part.write_text(json.dumps({**data, "_meta": meta}, indent=2, default=str))
-        os.replace(part, path)
+        text = json.dumps({**data, "_meta": meta}, indent=2, default=str)
+        write_atomically(path, lambda tmp: Path(tmp).write_text(text))  # whole or not at all, as the videos
 
 
 MODEL_SAMPLING_FILE = "sampling.json"  # in a model folder: the guidance its card recommends, e.g. {"text_cfg": 4}

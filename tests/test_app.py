@@ -385,6 +385,15 @@ def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_p
     assert sorted(p.name for p in out.parent.iterdir()) == ["edit.mp4"] and out.read_bytes() == b"an earlier edit"
 
 
+def test_a_recipe_that_cannot_be_written_leaves_nothing_half_written(tmp_path):
+    (tmp_path / "r.json").mkdir()  # a folder in the way
+    with pytest.raises(OSError):
+        EditRecipe(input="/srv/x.mp4", instruction="make it snowy").save(tmp_path / "r.json", meta={})
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"] and (tmp_path / "r.json").is_dir()
+    EditRecipe(input="/srv/x.mp4", instruction="make it snowy").save(tmp_path / "s.json", meta={})
+    assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o644 and len(list(tmp_path.iterdir())) == 2
+
+
 def test_recipe_loads_back_into_the_controls(tmp_path):
     path = tmp_path / "r.json"
     recipe = EditRecipe(input="/srv/x.mp4", instruction="make it snowy", text_cfg=9, seed=4, max_frames=8, mc=True)

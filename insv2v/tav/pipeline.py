@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from insv2v.files import write_atomically
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.pipeline import vae_scale_factor
 from insv2v.tav.model import TuneAVideoUNet, inflate_tav, set_trainable, trainable_parameters
@@ -163,20 +163,6 @@ def cache_key(frames: np.ndarray, source_prompt: str, model: str, settings: TAVS
     digest.update(json.dumps(described, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(frames).tobytes())
     return digest.hexdigest()
-
-
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """`write(temp_path)` next to `path`, then rename it over `path`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ---------------------------------------------------------------- the pipeline
