@@ -90,6 +90,8 @@ def test_an_upload_that_ends_before_its_header_says_is_edited_and_the_status_say
     output, *_, status = edit(client, str(cut))
     decoded = probe(output).num_frames
     assert decoded < 12 and f"cut.mp4: ends after {decoded} of the 24 frames its header announces" in status
+    *_, status = edit(client, str(cut), api_name="/sweep", text_cfgs="5", video_cfgs="1")  # the CFG Sweep tab too
+    assert f"cut.mp4: ends after {decoded} of the 24 frames its header announces" in status
 
 
 def test_preview_is_the_first_clip_only(client, media):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from insv2v.compare import LABEL_HEIGHT
 from insv2v.testing.tiny import tiny_t2v_pipeline
 from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
 from insv2v.ui import compare_tab
-from insv2v.video import probe, read_video
+from insv2v.video import probe, read_video, write_video
 
 
 def test_examples_carry_both_captions_and_their_exact_edit():
@@ -87,6 +88,18 @@ def test_compare_endpoint_runs_both_methods_and_reuses_the_tuning(client, tmp_pa
     assert "tuned 2 steps" in status
     _, _, again = compare(client, video, edited="a green circle on a beach")
     assert "tuning reused from the cache" in again
+
+
+@pytest.mark.slow
+def test_the_status_says_when_the_video_ends_before_its_header_says(client, tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8)
+    frames[:3] = 128  # three small frames, then noise: half the file holds the three and part of the fourth
+    whole = tmp_path / "whole.mp4"
+    write_video(whole, frames, 8)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # its header still announces 8 frames
+    _, _, status = compare(client, str(cut), length=4)  # asks for more than it holds: read to its end
+    assert re.search(r"cut\.mp4: ends after [1-3] of the 8 frames its header announces", status), status
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from insv2v.ui.serving import (
     get_scorer,
     get_tav_pipeline,
     gpu,
+    logged_warnings,
     tav_source,
     user_message,
 )
@@ -118,14 +119,15 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
         pipe = get_pipeline(config)
         job.check()  # a Cancel pressed while the model loaded
         output = job_dir / f"{Path(video).stem}_insv2v.mp4"  # never the upload's own name, linked beside it
-        result = run_edit(recipe, output, pipe, callback_on_step_end=job.callback(), keep_frames=True)
+        with logged_warnings() as warned:  # a video that ends early, audio cut short: said as the Edit tab says it
+            result = run_edit(recipe, output, pipe, callback_on_step_end=job.callback(), keep_frames=True)
     finally:
         studio.jobs.finish(session, job)
     return {
         "job": str(job_dir),
         "source": result.source_frames,
         "fps": result.fps,
-        "caption_note": note,
+        "notes": [line for line in (note, *map(user_message, warned)) if line],
         "seed": result.recipe.seed,
         "target": exact_target(video, len(result.source_frames)),
         "results": [MethodResult("InsV2V", result.frames, result.seconds, f"{result.num_frames} frames")],
@@ -188,8 +190,7 @@ def finish(studio, state: dict, caption: str) -> tuple[str, pd.DataFrame, str]:
     path = Path(state["job"]) / f"compare-{len(results)}.mp4"
     write_video(path, panels(source, results), state["fps"])
     lines = [f"**{r.method}**: {r.seconds:.1f} s ({r.detail})" for r in results]
-    if state["caption_note"]:
-        lines.append(state["caption_note"])
+    lines += state["notes"]
     return str(path), table(scores), "  \n".join(lines)
 
 

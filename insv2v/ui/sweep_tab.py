@@ -16,7 +16,7 @@ from insv2v.editing import check_instruction
 from insv2v.metrics import EDIT_SCORES
 from insv2v.sweep import check_grid, parse_scales, run_sweep
 from insv2v.ui.controls import cancellable, session_of
-from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, user_message
+from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, logged_warnings, user_message
 from insv2v.ui.settings import Controls, planned_clips, recipe_from_settings
 
 # The settings the sweep shows, in the order its API takes them (README); the grid supplies the guidance scales.
@@ -115,10 +115,11 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
             progress(0, desc="loading the model")
             pipe = get_pipeline(config)
             job.check()  # a Cancel pressed while the model loaded
-            result = run_sweep(
-                recipe, text_cfgs, video_cfgs, pipe, job_dir / "cells",
-                scorer=get_scorer(config), callback_on_step_end=job.callback(detail),
-            )  # fmt: skip
+            with logged_warnings() as warned:  # a video that ends early: said as the Edit tab says it
+                result = run_sweep(
+                    recipe, text_cfgs, video_cfgs, pipe, job_dir / "cells",
+                    scorer=get_scorer(config), callback_on_step_end=job.callback(detail),
+                )  # fmt: skip
         finally:
             studio.jobs.finish(session, job)
     except InterruptedError:
@@ -140,6 +141,7 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
         f"{n} cells of {result.num_frames} frames in {result.seconds:.1f} s "
         f"(shared decoding, encoding and flow {result.shared_seconds:.1f} s) · seed {result.recipe.seed} · {summary}"
         + (f" · {note}" if note else "")
+        + "".join(f" · {user_message(message)}" for message in warned)
     )
     return (
         gr.Gallery(value=gallery, columns=len(video_cfgs)),
