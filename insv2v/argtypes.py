@@ -13,6 +13,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_int_at_most(limit: int):
+    """`positive_int`, refusing counts above `limit` (one so large it would fill memory before starting is a typo)."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,}, got {value:,}")
+        return value
+
+    parse.__name__ = positive_int.__name__  # argparse names the type when int() fails: "invalid positive_int value"
+    return parse
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):

@@ -142,6 +142,14 @@ def test_a_setting_out_of_range_is_refused_naming_its_flag(flag, value, tmp_path
     assert f"argument {flag}: " in capsys.readouterr().err and not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("value, words", [("1000001", "must be at most 1,000,000, got 1,000,001"), ("1e9", "invalid")])
+def test_a_dataset_too_large_to_hold_its_prompts_is_refused_before_anything_is_written(value, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # 10**9 toy prompts filled memory before the first sample
+        main(["synth", "generate", "--n", value, "--out", str(tmp_path / "data")])
+    assert exit_info.value.code == 2 and f"argument --n: {words}" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 def test_eval_refuses_an_output_it_could_not_write_before_measuring(tmp_path, capsys):
     for out, words in ((tmp_path / "missing" / "r.json", "its folder does not exist"), (tmp_path, "is a folder")):
         assert main(["eval", "--toyworld", "--out", str(out)]) == 2

@@ -17,7 +17,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import positive_float, positive_int
+from insv2v.argtypes import positive_float, positive_int, positive_int_at_most
+
+MAX_SAMPLES = 1_000_000  # per dataset: its prompts are fixed (and held in memory) before the first sample
 
 
 def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
@@ -55,7 +57,9 @@ def add_parsers(commands) -> None:
     gen = s.add_parser("generate", help="make paired videos with video Prompt-to-Prompt, scored by the CLIP filter")
     gen.add_argument("--out", required=True, help="dataset folder; an existing one resumes")
     gen.add_argument("--prompts", default="toy", help="toy | FILE.jsonl ({input, edit, output} lines) | llm:MODEL")
-    gen.add_argument("--n", type=positive_int, required=True, help="samples (kept and rejected)")
+    gen.add_argument("--n", type=positive_int_at_most(MAX_SAMPLES), required=True,
+                     help=f"samples (kept and rejected), at most {MAX_SAMPLES:,}: a larger set is several datasets, "
+                     "seeds n apart")  # fmt: skip
     gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (settings, noise, toy prompts); "
                      "datasets meant to differ need seeds at least n apart")  # fmt: skip
     gen.add_argument("--split", choices=("train", "heldout"), default="train",
