@@ -191,7 +191,7 @@ def test_an_editor_is_refused_where_a_model_that_draws_from_text_is_wanted(tmp_p
     from insv2v.tav.pipeline import TuneAVideoPipeline
 
     tiny_pipeline().save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="is not a text-to-video model: its UNet takes 8 input channels and gives 4"):
+    with pytest.raises(ModelLoadError, match="not a text-to-video model: its UNet takes 8 input channels and gives 4"):
         load_t2v(str(tmp_path), device="cpu")  # it ran, then failed on a tensor size
     with pytest.raises(ModelLoadError, match="holds a UNetMotionModel, not a text-to-image model's"):
         TuneAVideoPipeline.from_t2i(tmp_path)

@@ -48,7 +48,7 @@ def test_thresholds_come_from_the_clip_folder_and_flags_override(tmp_path):
     assert Thresholds.for_clip(str(tmp_path)) == Thresholds(0.3, 0.2, 0.05, 0.5)
     assert Thresholds.for_clip(str(tmp_path), sim_dir=0.1, sim_1=None) == Thresholds(0.3, 0.2, 0.1, 0.5)
     assert Thresholds.for_clip("open_clip:ViT-L-14/openai") == Thresholds()  # not a folder: the reference's
-    with pytest.raises(ValueError, match="CLIP folder .*nowhere.* does not exist"):  # a typo is not the reference
+    with pytest.raises(ValueError, match=r"CLIP folder .*nowhere.* does not exist"):  # a typo is not the reference
         Thresholds.for_clip(str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="unknown threshold"):
         Thresholds.from_dict({"sim_2": 0.1})
