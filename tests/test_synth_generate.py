@@ -23,7 +23,7 @@ from insv2v.synth.clip_filter import PairScores, Thresholds
 from insv2v.synth.generate import GenerateConfig, generate
 from insv2v.synth.p2p import P2PSettings
 from insv2v.synth.prompts import toy_prompts
-from insv2v.testing.tiny import tiny_t2v_pipeline
+from insv2v.testing.tiny import tiny_pipeline, tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
 
 SMALL = ["--frames", "3", "--steps", "2", "--size", "32"]
@@ -148,6 +148,10 @@ def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_
         generate(config(str(tmp_path / "missing-t2v"), tmp_path / "data", 1), lambda: toy_prompts(5))
     left = [p.name for p in (tmp_path / "data").iterdir()]
     assert left == [dataset.LOCK]  # no card nor prompts to block the corrected command
+    tiny_pipeline().save_pretrained(tmp_path / "editor")  # an editor, not a text-to-video model: it ran, then failed
+    with pytest.raises(ModelLoadError, match="not a text-to-video model: its UNet takes 8 input channels and gives 4"):
+        generate(config(str(tmp_path / "editor"), tmp_path / "data", 1), lambda: toy_prompts(5))
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
     generate(config(t2v, tmp_path / "data", 1), lambda: toy_prompts(5))
     assert len(dataset.read_manifest(tmp_path / "data")) == 1
     (tmp_path / "project").mkdir()

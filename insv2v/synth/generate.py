@@ -151,7 +151,7 @@ def generate(
 def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict:
     from tqdm.auto import tqdm
 
-    from insv2v.loading import default_dtype, from_pretrained_explained
+    from insv2v.loading import check_generative_unet, default_dtype, from_pretrained_explained
     from insv2v.metrics import load_clip
     from insv2v.synth.t2v import TextToVideoPipeline
     from insv2v.video import write_video
@@ -161,6 +161,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     check_same_run(dataset.read_card(root), config)
     pipe = from_pretrained_explained(TextToVideoPipeline, config.t2v, "text-to-video model",
                                      dtype=default_dtype(state.device)).to(state.device)  # fmt: skip
+    check_generative_unet(config.t2v, pipe.unet, "text-to-video model", "damo-vilab/text-to-video-ms-1.7b")
     pipe.set_progress_bar_config(disable=True)
     scorer = load_clip(config.clip)
     state.wait_for_everyone()
