@@ -33,6 +33,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction_below_one(text: str) -> float:
+    """A number in [0, 1): a threshold relative to a peak."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def torch_device(text: str) -> str:
     """A torch device this machine has: "cpu", "cuda", "cuda:1", "mps"."""
     import torch

@@ -239,3 +239,20 @@ def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):
     (tmp_path / dataset.CARD).write_text(json.dumps(card))
     generate(config(t2v, tmp_path, 2), lambda: toy_prompts(5))
     assert len(dataset.read_manifest(tmp_path)) == 2
+
+
+def test_local_blending_is_recorded_per_sample_and_per_dataset(t2v, tmp_path, capsys):
+    out = tmp_path / "blended"
+    args = ["synth", "generate", "--t2v", t2v, "--clip", str(TOY_CLIP), "--out", str(out), *SMALL]
+    with pytest.raises(SystemExit) as exit_info:  # a threshold at the peak keeps nothing
+        main([*args, "--n", "2", "--local-blend", "1"])
+    assert exit_info.value.code == 2 and not out.exists()
+    assert "--local-blend: must be in [0, 1), got 1" in capsys.readouterr().err
+    assert main([*args, "--n", "2", "--local-blend"]) == 0  # alone: Prompt-to-Prompt's 0.3
+    card = dataset.read_card(out)
+    assert card["run"]["local_blend"] == 0.3
+    assert "local blending at 0.3 of each frame's peak attention" in (out / "README.md").read_text()
+    assert all(0 <= r["blend_area"] <= 1 for r in dataset.read_manifest(out))
+    assert main([*args, "--n", "3"]) == 2  # resumed without it: another dataset
+    assert "local_blend: 0.3 then, None now" in capsys.readouterr().err
+    assert len(dataset.read_manifest(out)) == 2

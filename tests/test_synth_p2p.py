@@ -15,11 +15,13 @@ from insv2v.synth.p2p import (
     CA_END_CHOICES,
     SA_END_CHOICES,
     Alignment,
+    LocalBlend,
     P2PAttnProcessor,
     P2PSettings,
     P2PState,
     Phase,
     align_tokens,
+    blend_mask,
     check_value_weighting,
     edit_embeddings,
     generate_pair,
@@ -42,16 +44,15 @@ def get_pipe(pipes, kind):
     return pipes[kind]
 
 
-def noise(seed=0):
-    return torch.randn(1, 4, FRAMES, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(seed))
+def noise(seed=0, size=SIZE):
+    return torch.randn(1, 4, FRAMES, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
 
 
 def pair(pipe, source, target, sa_end, ca_end, edit_weight=3.0, **kwargs):
     settings = P2PSettings(CFG, sa_end, ca_end, edit_weight)
-    kwargs.setdefault("output_type", "latent")
+    kwargs = {"output_type": "latent", "height": SIZE, "width": SIZE, "latents": noise(), **kwargs}
     return generate_pair(
-        pipe, source, target, settings, num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=STEPS,
-        latents=noise(), **kwargs,
+        pipe, source, target, settings, num_frames=FRAMES, num_inference_steps=STEPS, **kwargs
     )  # fmt: skip
 
 
@@ -137,6 +138,55 @@ def test_phases_follow_the_reference_step_rule():
     assert phases == [Phase.SELF] * 11 + [Phase.CROSS] * 13 + [Phase.PLAIN] * 6
 
 
+# ---------------------------------------------------------------------------------------------- local blending
+
+
+def test_blend_mask_dilates_scales_per_frame_and_unites_source_and_target():
+    maps = torch.zeros(2, 2, 4, 4)  # (source | target, frames, h, w)
+    maps[0, 0, 0, 0] = 1.0  # frame 0: the source's word at the top-left cell...
+    maps[1, 0, 3, 3] = 0.2  # ...the target's at the bottom-right, weaker: each map is scaled to its own peak
+    maps[1, 0, 3, 0] = 0.05  # below 0.3 of the target's peak
+    maps[0, 1] = 5.0  # frame 1: flat, every cell at the peak
+    mask = blend_mask(maps, 0.3, (8, 8))
+    expected = torch.zeros(4, 4)
+    expected[:2, :2] = 1  # top-left dilated by one cell
+    expected[2:, 2:] = 1  # bottom-right dilated by one cell
+    assert torch.equal(mask[0], expected.repeat_interleave(2, 0).repeat_interleave(2, 1))  # nearest, 4x4 -> 8x8
+    assert torch.equal(mask[1], torch.ones(8, 8))
+    assert torch.equal(blend_mask(torch.zeros(2, 1, 4, 4), 0.3, (8, 8)), torch.zeros(1, 8, 8))  # no edited word
+
+
+@pytest.mark.parametrize("kind", ["motion", "3d"])
+def test_local_blend_keeps_the_source_outside_the_edited_words_attention(pipes, kind):
+    pipe = get_pipe(pipes, kind)
+    size = 2 * SIZE  # 8x8 latents: the mid block's 4x4 cross-attention is at half the latents' resolution
+    kwargs = dict(height=size, width=size, latents=noise(size=size))
+    free = pair(pipe, SOURCE, TARGET, 0.3, 0.8, **kwargs)
+    blended = pair(pipe, SOURCE, TARGET, 0.3, 0.8, local_blend=LocalBlend(threshold=0.9, start=0.0), **kwargs)
+    mask = blended.blend_mask
+    assert mask.shape == (FRAMES, size // 8, size // 8) and free.blend_mask is None
+    assert 0 < mask.mean() < 1  # a mask, not all or nothing
+    outside, inside = (mask == 0).expand_as(blended.target), (mask == 1).expand_as(blended.target)
+    assert torch.equal(blended.target[outside], blended.source[outside])  # the source's, exactly
+    assert max_diff(blended.target[inside], blended.source[inside]) > 1e-2  # the edit, where its words draw attention
+    assert torch.equal(blended.source, free.source)  # the source is never blended
+
+    # At threshold 0 every cell passes (softmax attention is never 0): the blend changes nothing
+    everywhere = pair(pipe, SOURCE, TARGET, 0.3, 0.8, local_blend=LocalBlend(threshold=0.0, start=0.0), **kwargs)
+    assert torch.equal(everywhere.blend_mask, torch.ones_like(mask))
+    assert max_diff(everywhere.target, free.target) <= 1e-5  # source + 1 * (target - source) rounds
+
+    # Identical prompts edit no word: the mask is empty and the target is the source
+    same = pair(pipe, SOURCE, SOURCE, 0.3, 0.8, local_blend=LocalBlend(), **kwargs)
+    assert torch.equal(same.blend_mask, torch.zeros_like(mask)) and torch.equal(same.target, same.source)
+
+
+@pytest.mark.parametrize(("field", "value"), [("threshold", 1.0), ("threshold", -0.1), ("start", 1.5)])
+def test_local_blend_settings_errors_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"local blend `{field}` must be in"):
+        LocalBlend(**{field: value})
+
+
 # ------------------------------------------------------------------------------ the attention edits, explicitly
 
 
@@ -220,6 +270,7 @@ def test_a_replaced_word_gets_the_weight_not_the_first_a():
     assert tok.tokenize("zebra") == ["zebra</w>"]  # one BPE token
     a = align_tokens(tok, SOURCE, TARGET)  # <bos> a man riding a zebra <eos> ...
     assert a.edited == (5,)  # the reference (1 token per piece) scales position 1, the first "a"
+    assert a.source_edited == (5,)  # "horse", whose attention local blending reads in the source
     assert a.source_index == tuple(range(L))  # zebra's key comes from horse's position; same lengths elsewhere
     source, target = torch.randn(1, L, 8), torch.randn(1, L, 8)
     key, value = edit_embeddings(source, target, a, edit_weight=3.0)
@@ -243,7 +294,7 @@ def test_a_multi_token_word_is_weighted_on_all_its_tokens():
 def test_an_insertion_maps_to_nothing_and_shifts_the_rest():
     tok = clip_tokenizer()
     a = align_tokens(tok, SOURCE, "a man riding a big black horse")
-    assert a.edited == (5, 6)
+    assert a.edited == (5, 6) and a.source_edited == ()
     assert a.source_index[:9] == (0, 1, 2, 3, 4, -1, -1, 5, 6)  # horse -> horse, EOS -> EOS
     assert a.source_index[-1] == L - 3  # padding keeps its offset from the source's EOS
     source, target = torch.randn(1, L, 8), torch.randn(1, L, 8)
@@ -254,7 +305,7 @@ def test_an_insertion_maps_to_nothing_and_shifts_the_rest():
 def test_a_deletion_and_identical_prompts():
     tok = clip_tokenizer()
     a = align_tokens(tok, "a man riding a big black horse", SOURCE)
-    assert a.edited == ()
+    assert a.edited == () and a.source_edited == (5, 6)  # "big black"
     assert a.source_index[:7] == (0, 1, 2, 3, 4, 7, 8)
     assert a.source_index[-3:] == (L - 1,) * 3  # clamped
     assert align_tokens(tok, SOURCE, SOURCE) == Alignment(tuple(range(L)), ())

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import positive_float, positive_int, positive_int_at_most
+from insv2v.argtypes import fraction_below_one, positive_float, positive_int, positive_int_at_most
 
 MAX_SAMPLES = 1_000_000  # per dataset: its prompts are fixed (and held in memory) before the first sample
 
@@ -74,6 +74,10 @@ def add_parsers(commands) -> None:
                      "(InstructPix2Pix's: self-attention shared for 10-90%% of the steps, CFG 7.5-15)")  # fmt: skip
     gen.add_argument("--steps", type=positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
+    gen.add_argument("--local-blend", type=fraction_below_one, nargs="?", const=0.3, metavar="THRESHOLD",
+                     help="Prompt-to-Prompt's local blending (not the InsV2V reference's): the edited video is the "
+                     "input outside where the edited words draw more than THRESHOLD of each frame's peak "
+                     "cross-attention (0.3, Prompt-to-Prompt's, when given alone)")  # fmt: skip
     _add_threshold_flags(gen)
 
     f = s.add_parser("filter", help="re-apply other thresholds to a dataset without regenerating")
@@ -126,7 +130,8 @@ def synth(args: argparse.Namespace) -> None:
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
-            size=args.size, recipe=args.recipe, command=shlex.join(["insv2v", *sys.argv[1:]]),
+            size=args.size, recipe=args.recipe, local_blend=args.local_blend,
+            command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip
         from insv2v.synth.prompts import PromptStats, is_llm_spec, toy_captions
 

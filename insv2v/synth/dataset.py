@@ -213,7 +213,10 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
     tmp = root / (CARD + ".tmp")
     tmp.write_text(json.dumps(card, indent=2))
     os.replace(tmp, root / CARD)
-    c = card.get("counts", {})
+    c, run = card.get("counts", {}), card.get("run") or {}
+    blending = "no local blending"
+    if run.get("local_blend") is not None:
+        blending = f"local blending at {run['local_blend']} of each frame's peak attention"
     lines = [
         "# Synthetic paired-video dataset",
         "",
@@ -224,6 +227,7 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
         f"- text-to-video model: `{card.get('t2v')}`",
         f"- prompts: `{card.get('prompts')}`, seed {card.get('seed')}",
         f"- frames {card.get('frames')}, {card.get('steps')} steps, {card.get('size')} px",
+        f"- Prompt-to-Prompt settings drawn per sample by the {run.get('recipe', 'video')} recipe; {blending}",
         f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}",
         f"- samples {c.get('samples', 0)}, kept {c.get('kept', 0)}",
     ]

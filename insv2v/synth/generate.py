@@ -47,13 +47,14 @@ class GenerateConfig:
     steps: int = 30  # DDIM steps, as the reference
     size: int | None = None  # pixels (square); None: the model's own
     recipe: str = "video"  # settings drawn per sample: "video" (InsV2V's reference) or "image" (InstructPix2Pix's)
+    local_blend: float | None = None  # Prompt-to-Prompt's local blending at this threshold (not the reference's)
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
 
 
 # Fixed per dataset.
-RUN_FIELDS = ("t2v", "prompts", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe")
-RUN_DEFAULTS = {"recipe": "video"}  # what a card written before a field existed ran with
+RUN_FIELDS = ("t2v", "prompts", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe", "local_blend")
+RUN_DEFAULTS = {"recipe": "video", "local_blend": None}  # what a card written before a field existed ran with
 
 
 def run_settings(config: GenerateConfig) -> dict:
@@ -104,15 +105,16 @@ def fix_prompts(root: Path, pairs: Callable[[], Iterable[PromptPair]], n: int) -
 def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfig, settings=None, callback=None):
     """(input frames, edited frames, record) of one sample; the record lacks its files and index. `settings`
     (P2PSettings) default to those drawn from the seed; `callback(step, total)` follows the sampling."""
-    from insv2v.synth.p2p import P2PSettings, generate_pair
+    from insv2v.synth.p2p import LocalBlend, P2PSettings, generate_pair
 
     settings = settings or P2PSettings.draw_for(config.recipe, seed)
+    blend = LocalBlend(config.local_blend) if config.local_blend is not None else None
     began = time.perf_counter()
     size = config.size or pipe.default_resolution
     out = generate_pair(
         pipe, pair.input, pair.output, settings, negative_prompt=config.negative_prompt, num_frames=config.frames,
         height=size, width=size, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
-        callback=callback,
+        callback=callback, local_blend=blend,
     )  # fmt: skip
     scores = score_pair(scorer, out.source, out.target, pair.input, pair.output)
     record = {
@@ -121,6 +123,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
         "settings": settings.to_dict(),
         "scores": scores.to_dict(),
         "kept": PairScores(**scores.to_dict()).passes(config.thresholds),  # as recorded, as a refilter decides
+        **({"blend_area": round(out.blend_mask.mean().item(), 3)} if out.blend_mask is not None else {}),
         "seconds": round(time.perf_counter() - began, 2),
     }
     return out.source, out.target, record
@@ -151,17 +154,14 @@ def generate(
 def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict:
     from tqdm.auto import tqdm
 
-    from insv2v.loading import check_generative_unet, default_dtype, from_pretrained_explained
     from insv2v.metrics import load_clip
-    from insv2v.synth.t2v import TextToVideoPipeline
+    from insv2v.synth.t2v import load_t2v
     from insv2v.video import write_video
 
     root = Path(config.out_dir)
     # 1. Fix the paired prompts, once; only after the models load, so that a failed start leaves nothing behind
     check_same_run(dataset.read_card(root), config)
-    pipe = from_pretrained_explained(TextToVideoPipeline, config.t2v, "text-to-video model",
-                                     dtype=default_dtype(state.device)).to(state.device)  # fmt: skip
-    check_generative_unet(config.t2v, pipe.unet, "text-to-video model", "damo-vilab/text-to-video-ms-1.7b")
+    pipe = load_t2v(config.t2v, str(state.device))
     pipe.set_progress_bar_config(disable=True)
     scorer = load_clip(config.clip)
     state.wait_for_everyone()

@@ -11,6 +11,9 @@ One UNet batch of four videos per step, [source_uncond, target_uncond, source_co
     3. otherwise            both prompts are sampled as they are
 
 The source is never modified: it equals a plain generation of the source prompt from the same noise.
+Optionally (`LocalBlend`, Prompt-to-Prompt's own tool, not used by the InsV2V reference), the target is pulled back to
+the source after every step outside a mask drawn from the edited words' cross-attention, so what the edit does not
+name stays the source's.
 The reference aligns prompt pieces with a token count that is always 1 (`len(open_clip.tokenize(s))`), so its edit
 weight lands on the wrong token; `align_tokens` aligns the tokenizer's real tokens.
 """
@@ -129,6 +132,7 @@ class Alignment:
 
     source_index: tuple[int, ...]
     edited: tuple[int, ...]
+    source_edited: tuple[int, ...] = ()  # the source positions of replaced and deleted words
 
 
 def text_tokens(tokenizer, text: str) -> list[int]:
@@ -144,8 +148,11 @@ def word_tokens(tokenizer, text: str) -> list[list[int]] | None:
     return words if flat[: tokenizer.model_max_length] == text_tokens(tokenizer, text) else None
 
 
-def token_pairs(source_words: list[list[int]], target_words: list[list[int]]) -> tuple[list[int], list[bool]]:
-    """Align words by their tokens (difflib); per target token: its source token index (-1: none) and whether edited.
+def token_pairs(
+    source_words: list[list[int]], target_words: list[list[int]]
+) -> tuple[list[int], list[bool], list[bool]]:
+    """Align words by their tokens (difflib); per target token: its source token index (-1: none) and whether edited;
+    per source token: whether edited (replaced or deleted).
 
     Equal words map token to token; a replaced word's tokens spread over the replaced source tokens
     (`linspace(start, end, n, endpoint=False)`, the reference's rule); inserted tokens map to -1; deleted ones vanish.
@@ -154,9 +161,10 @@ def token_pairs(source_words: list[list[int]], target_words: list[list[int]]) ->
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     s_start = np.cumsum([0] + [len(w) for w in source_words])  # token offset of each source word
     t_start = np.cumsum([0] + [len(w) for w in target_words])
-    index, edited = [], []
+    index, edited, source_edited = [], [], []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         s1, s2, n = int(s_start[i1]), int(s_start[i2]), int(t_start[j2] - t_start[j1])
+        source_edited += [tag != "equal"] * (s2 - s1)
         if tag == "equal":
             index += range(s1, s2)
         elif tag == "replace":
@@ -164,7 +172,7 @@ def token_pairs(source_words: list[list[int]], target_words: list[list[int]]) ->
         else:  # insert (delete adds no target tokens)
             index += [-1] * n
         edited += [tag != "equal"] * n
-    return index, edited
+    return index, edited, source_edited
 
 
 def align_tokens(tokenizer, source: str, target: str) -> Alignment:
@@ -177,7 +185,7 @@ def align_tokens(tokenizer, source: str, target: str) -> Alignment:
     source_words, target_words = word_tokens(tokenizer, source), word_tokens(tokenizer, target)
     if source_words is None or target_words is None:  # the tokenizer merges across words: align single tokens
         source_words, target_words = ([[i] for i in text_tokens(tokenizer, text)] for text in (source, target))
-    index, edited = token_pairs(source_words, target_words)
+    index, edited, source_edited = token_pairs(source_words, target_words)
     bos = int(tokenizer("").input_ids[:1] == [tokenizer.bos_token_id])  # 1 for CLIP
     room = length - tokenizer.num_special_tokens_to_add()  # text tokens that survive truncation
     n_source = min(sum(len(w) for w in source_words), room)
@@ -189,7 +197,8 @@ def align_tokens(tokenizer, source: str, target: str) -> Alignment:
     for offset in range(length - len(source_index)):  # EOS and padding
         source_index.append(min(bos + n_source + offset, length - 1))
     positions = tuple(bos + j for j, e in enumerate(edited[:n_target]) if e)
-    return Alignment(tuple(source_index), positions)
+    source_positions = tuple(bos + i for i, e in enumerate(source_edited[:n_source]) if e)
+    return Alignment(tuple(source_index), positions, source_positions)
 
 
 def edit_embeddings(
@@ -206,15 +215,77 @@ def edit_embeddings(
     return key, value
 
 
+# ------------------------------------------------------------------------------------------------- local blending
+
+
+@dataclass(frozen=True)
+class LocalBlend:
+    """Prompt-to-Prompt's local blending (its `LocalBlend`, with its defaults): from `start` of the steps on, after
+    every step the target is set back to the source outside a mask where the edited words draw cross-attention (the
+    source's replaced words or the target's new ones), so that what the edit does not name stays as it was."""
+
+    threshold: float = 0.3  # of each frame's peak attention
+    start: float = 0.2  # fraction of the steps before the first blend
+
+    def __post_init__(self):
+        if not 0 <= self.threshold < 1:
+            raise ValueError(f"local blend `threshold` must be in [0, 1), got {self.threshold}")
+        if not 0 <= self.start <= 1:
+            raise ValueError(f"local blend `start` must be in [0, 1], got {self.start}")
+
+
+def blend_mask(maps: torch.Tensor, threshold: float, size: tuple[int, int]) -> torch.Tensor:
+    """(2, f, h, w) attention of the source's and the target's edited words -> a (f, H, W) mask of 0 and 1: each map
+    dilated by one cell (3x3 max pool), resized to the latents' `size` (nearest), scaled to a peak of 1 per frame,
+    above `threshold`; the source's or the target's (Prompt-to-Prompt's rule)."""
+    pooled = F.max_pool2d(maps, 3, stride=1, padding=1)
+    resized = F.interpolate(pooled, size=size, mode="nearest")
+    scaled = resized / resized.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(resized.dtype).tiny)
+    return (scaled > threshold).any(dim=0).to(maps.dtype)
+
+
+class WordMaps:
+    """The cross-attention that the edited tokens draw in the two conditional videos, per frame, summed over the
+    layers at half the latents' resolution and coarser (finer ones cost the most and P2P reads coarse maps too) and
+    over the steps so far."""
+
+    def __init__(self, alignment: Alignment, latent_size: tuple[int, int]):
+        self.tokens = (list(alignment.source_edited), list(alignment.edited))
+        self.latent_size = latent_size
+        self.size = (max(1, latent_size[0] // 2), max(1, latent_size[1] // 2))
+        self.total: torch.Tensor | None = None  # (2, f, h, w)
+
+    def add(self, query: torch.Tensor, key: torch.Tensor) -> None:
+        """One cross-attention's (4f, heads, n, d) queries and (4f, heads, L, d) keys, video-major."""
+        n = query.shape[2]
+        (lh, lw), (h, w) = self.latent_size, self.size
+        if n > h * w:
+            return
+        factor = round((lh * lw / n) ** 0.5)  # the layer's downsampling
+        q = query.unflatten(0, (VIDEOS, -1))[2:].float()  # (2, f, heads, n, d): source_cond, target_cond
+        k = key.unflatten(0, (VIDEOS, -1))[2:].float()
+        probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1).mean(dim=2)  # (2, f, n, L)
+        words = torch.stack([probs[0][..., self.tokens[0]].sum(-1), probs[1][..., self.tokens[1]].sum(-1)])
+        maps = F.interpolate(words.unflatten(-1, (lh // factor, lw // factor)), size=self.size, mode="bilinear")
+        self.total = maps if self.total is None else self.total + maps
+
+    def mask(self, threshold: float) -> torch.Tensor:
+        if self.total is None:
+            raise RuntimeError("no cross-attention was recorded at or below half the latents' resolution")
+        return blend_mask(self.total, threshold, self.latent_size)
+
+
 # ---------------------------------------------------------------------------------------------- attention processors
 
 
 @dataclass
 class P2PState:
-    """What every processor reads: the phase of the current step, and the attention kernel (q, k, v) -> out."""
+    """What every processor reads: the phase of the current step, the attention kernel (q, k, v) -> out, and where
+    cross-attention maps are recorded for local blending (if anywhere)."""
 
     phase: Phase = Phase.PLAIN
     attention: Callable = F.scaled_dot_product_attention  # benchmarks/synth.py swaps in materialised maps
+    word_maps: WordMaps | None = None
 
 
 def source_map_inputs(query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,6 +356,8 @@ class P2PAttnProcessor:
             if batch % VIDEOS:
                 raise ValueError(f"self-attention injection needs a batch of {VIDEOS} videos, got {batch} rows")
             query, key = source_map_inputs(query, key)
+        if not is_self and self.state.word_maps is not None:
+            self.state.word_maps.add(query, key)
 
         # SDPA by default, at its scale 1/sqrt(d) as in AttnProcessor2_0 (equal to attn.scale in these UNets)
         hidden_states = self.state.attention(query, key, value)
@@ -322,10 +395,12 @@ def check_value_weighting(unet: torch.nn.Module) -> None:
 
 @dataclass
 class PairOutput:
-    """`source`, `target`: frames (f, h, w, 3) uint8 for "np", latents (c, f, h, w) for "latent"."""
+    """`source`, `target`: frames (f, h, w, 3) uint8 for "np", latents (c, f, h, w) for "latent"; `blend_mask`: the
+    last local-blend mask (f, h, w) over the latents, 1 where the target may differ (None without local blending)."""
 
     source: np.ndarray | torch.Tensor
     target: np.ndarray | torch.Tensor
+    blend_mask: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -345,12 +420,14 @@ def generate_pair(
     output_type: str = "np",
     callback: Callable[[int, int], None] | None = None,
     attention: Callable | None = None,
+    local_blend: LocalBlend | None = None,
 ) -> PairOutput:
     """A source video of `source_prompt` and its Prompt-to-Prompt edit for `target_prompt`, from one initial noise.
 
     `latents` (1, c, f, h, w) fixes that noise. `callback(step, total)` runs after every step. The scheduler is used
     as it is; a stochastic one draws independent step noise per video (the reference's DDIM draws none).
-    `attention(q, k, v)` replaces SDPA as the attention kernel (a benchmark's materialised maps).
+    `attention(q, k, v)` replaces SDPA as the attention kernel (a benchmark's materialised maps). `local_blend`
+    keeps the target the source's outside the edited words' attention (`LocalBlend`).
     """
     # 1. Check inputs
     height = height or pipe.default_resolution
@@ -378,7 +455,9 @@ def generate_pair(
     latents = torch.cat([noise, noise])  # (2, c, f, h, w): source, target
 
     # 4. Denoising loop, with the Prompt-to-Prompt processors installed
-    state = P2PState(attention=attention or F.scaled_dot_product_attention)
+    word_maps = WordMaps(alignment, tuple(noise.shape[-2:])) if local_blend is not None else None
+    state = P2PState(attention=attention or F.scaled_dot_product_attention, word_maps=word_maps)
+    mask = None
     with p2p_attention(pipe.unet, state):
         for i, t in enumerate(pipe.progress_bar(timesteps)):
             state.phase = phase_at(i, len(timesteps), settings)
@@ -387,10 +466,13 @@ def generate_pair(
             uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
             guided = uncond + settings.guidance_scale * (cond - uncond)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
+            if word_maps is not None and i >= local_blend.start * len(timesteps):
+                mask = word_maps.mask(local_blend.threshold).to(latents.dtype)  # (f, h, w), over the channels
+                latents[1] = latents[0] + mask * (latents[1] - latents[0])
             if callback is not None:
                 callback(i + 1, len(timesteps))
 
     # 5. Decode
     out = latents if output_type == "latent" else pipe.decode_latents(latents)
     pipe.maybe_free_model_hooks()
-    return PairOutput(source=out[0], target=out[1])
+    return PairOutput(source=out[0], target=out[1], blend_mask=mask)
