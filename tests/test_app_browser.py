@@ -241,12 +241,13 @@ def test_synthetic_pairs_tab_browses_the_shipped_set_refilters_and_makes_a_pair(
     page.get_by_text("Make one pair").click()
     page.locator("#synth-make-input textarea").fill("a red circle moving right on a beach")
     page.locator("#synth-make-output textarea").fill("a blue circle moving right on a beach")
-    for control, value in (("#synth-make-steps", "4"), ("#synth-make-frames", "4")):
+    for control, value in (("#synth-make-steps", "4"), ("#synth-make-frames", "4"), ("#synth-make-blend", "0.3")):
         page.locator(f"{control} input[type=number]").fill(value)
         page.locator(f"{control} input[type=number]").press("Enter")
     page.locator("#synth-make-run").click()
     page.locator("#synth-make-status").get_by_text("made in").wait_for()
     assert page.locator("#synth-make-video video").get_attribute("src")
+    page.locator("#synth-make-text").get_by_text("of the frame may change").wait_for()  # local blending was on
 
 
 def shows_in_table(text: str, page) -> None:

@@ -100,17 +100,27 @@ def test_make_one_pair_endpoint(client):
         api_name="/synth_pair",
     )  # fmt: skip
     assert json.loads(record)["settings"] == {"guidance_scale": 6, "sa_end": 0.3, "ca_end": 0.6, "edit_weight": 2}
+    assert "blend_area" not in json.loads(record)  # off unless asked for
+    _, text, _, record, _ = client.predict(
+        "a red circle moving right on a beach", "a blue circle moving right on a beach", "", seed=3, steps=2,
+        frames=3, local_blend=0.3, api_name="/synth_pair",
+    )  # fmt: skip
+    area = json.loads(record)["blend_area"]
+    assert 0 <= area <= 1 and f"local blending: {area:.0%} of the frame may change" in text
 
 
 @pytest.mark.parametrize(
     "captions, words",
-    [(("", "a blue circle"), "give both captions"), (("a red circle", "a red circle"), "same as input")],
-)
-def test_make_one_pair_refuses_bad_captions_with_a_message(client, captions, words):
+    [(("", "a blue circle"), "give both captions"), (("a red circle", "a red circle"), "same as input"),
+     (("a red circle", "a blue circle", 1.0), "Value 1.0 is greater than maximum value 0.95")],
+)  # fmt: skip
+def test_make_one_pair_refuses_bad_input_with_a_message(client, captions, words):
     from gradio_client.exceptions import AppError
 
+    input_caption, output_caption, *blend = captions
     with pytest.raises(AppError, match=words):
-        client.predict(*captions, "", steps=2, frames=3, api_name="/synth_pair")
+        client.predict(input_caption, output_caption, "", steps=2, frames=3, local_blend=blend[0] if blend else 0,
+                       api_name="/synth_pair")  # fmt: skip
 
 
 def test_a_pair_says_its_prompt_to_prompt_phases_for_either_recipe():

@@ -158,7 +158,8 @@ def describe_pair(record: dict) -> str:
         f"Prompt-to-Prompt: CFG {s['guidance_scale']:g}, self-attention injected for the first {s['sa_end']:.0%} of "
         + (f"steps, cross-attention until {s['ca_end']:.0%}, edit weight {s['edit_weight']:g}"
            if s["ca_end"] > s["sa_end"] else "steps, no cross-attention edit")  # the image recipe's
-        + f" · seed {record['seed']}",
+        + f" · seed {record['seed']}"
+        + (f" · local blending: {record['blend_area']:.0%} of the frame may change" if "blend_area" in record else ""),
     ]  # fmt: skip
     if judge:
         lines.append(
@@ -241,6 +242,7 @@ def make_pair_handler(studio):
         edit_weight: float = 2.0,
         steps: int = 30,
         frames: int = 16,
+        local_blend: float = 0.0,
         sim_0: float | None = None,
         sim_1: float | None = None,
         sim_dir: float | None = None,
@@ -266,6 +268,8 @@ def make_pair_handler(studio):
                 raise ValueError(f"these captions cannot make a pair ({reason.replace('_', ' ')})")
             if not 1 <= int(steps) <= MAX_STEPS or not 1 <= int(frames) <= MAX_FRAMES:
                 raise ValueError(f"Steps must be 1-{MAX_STEPS} and Frames 1-{MAX_FRAMES}")
+            if local_blend is None or not 0 <= local_blend < 1:
+                raise ValueError(f"Local blend must be in [0, 1) (0: off), got {local_blend}")
             if config.t2v is None:
                 raise ValueError("this server has no text-to-video model (set INSV2V_T2V)")
             settings = None if draw_settings else P2PSettings(guidance_scale, sa_end, ca_end, edit_weight)
@@ -275,7 +279,7 @@ def make_pair_handler(studio):
             clip = filter_clip(config)
             thresholds = Thresholds.for_clip(clip, sim_0=sim_0, sim_1=sim_1, sim_dir=sim_dir, sim_image=sim_image)
             run = GenerateConfig(out_dir="", t2v=config.t2v, prompts="", n=1, clip=clip, thresholds=thresholds,
-                                 frames=int(frames), steps=int(steps))  # fmt: skip
+                                 frames=int(frames), steps=int(steps), local_blend=local_blend or None)  # fmt: skip
             job = Job(int(steps), progress, "pair")
 
             def on_step(step: int, total: int) -> None:
@@ -345,11 +349,13 @@ def build(studio) -> None:
                 steps = gr.Slider(1, MAX_STEPS, value=min(30, studio.config.default_steps * 2), step=1,
                                   label="Steps", elem_id="synth-make-steps")  # fmt: skip
                 frames = gr.Slider(1, MAX_FRAMES, value=16, step=1, label="Frames", elem_id="synth-make-frames")
+                local_blend = gr.Slider(0, 0.95, value=0, step=0.05, elem_id="synth-make-blend",
+                                        label="Local blend (0: off, as the reference; P2P's: 0.3)")  # fmt: skip
             make_button = gr.Button("Make pair", variant="primary", elem_id="synth-make-run")
         with gr.Column():
             make_status = gr.Markdown(elem_id="synth-make-status")
             make_video = gr.Video(label="Input | edited", autoplay=True, loop=True, elem_id="synth-make-video")
-            make_text = gr.Markdown()
+            make_text = gr.Markdown(elem_id="synth-make-text")
             make_table = gr.Dataframe(headers=TABLE_HEADERS)
             make_record = gr.Code(label="Record", language="json")
     data = gr.State()
@@ -405,7 +411,8 @@ def build(studio) -> None:
     next_button.click(browse(1), pair_inputs, pair_outputs, **in_order)
     make_button.click(
         make_pair_handler(studio),
-        [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames],
+        [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames,
+         local_blend],
         [make_video, make_text, make_table, make_record, make_status],
         api_name="synth_pair", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
