@@ -181,6 +181,15 @@ def test_local_blend_keeps_the_source_outside_the_edited_words_attention(pipes, 
     assert torch.equal(same.blend_mask, torch.zeros_like(mask)) and torch.equal(same.target, same.source)
 
 
+def test_local_blend_on_latents_of_odd_size(pipes):
+    size = 72  # 9x9 latents: the mid block's cross-attention is at 5x5 (downsampling rounds up)
+    out = pair(get_pipe(pipes, "motion"), SOURCE, TARGET, 0.3, 0.8, local_blend=LocalBlend(threshold=0.9, start=0.0),
+               height=size, width=size, latents=noise(size=size))  # fmt: skip
+    assert out.blend_mask.shape == (FRAMES, 9, 9) and 0 < out.blend_mask.mean() < 1
+    outside = (out.blend_mask == 0).expand_as(out.target)
+    assert torch.equal(out.target[outside], out.source[outside])
+
+
 @pytest.mark.parametrize(("field", "value"), [("threshold", 1.0), ("threshold", -0.1), ("start", 1.5)])
 def test_local_blend_settings_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"local blend `{field}` must be in"):

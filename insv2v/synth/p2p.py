@@ -244,6 +244,21 @@ def blend_mask(maps: torch.Tensor, threshold: float, size: tuple[int, int]) -> t
     return (scaled > threshold).any(dim=0).to(maps.dtype)
 
 
+def halved(size: tuple[int, int]) -> tuple[int, int]:
+    """A latent grid after one downsampling (a stride-2 convolution with padding 1 rounds up)."""
+    return -(-size[0] // 2), -(-size[1] // 2)
+
+
+def layer_shape(n: int, latent_size: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) of an attention layer with `n` positions in a UNet whose latents are `latent_size`."""
+    h, w = latent_size
+    while h * w > n and (h, w) != (1, 1):
+        h, w = halved((h, w))
+    if h * w != n:
+        raise ValueError(f"an attention layer of {n} positions is no downsampling of {latent_size[0]}x{latent_size[1]}")
+    return h, w
+
+
 class WordMaps:
     """The cross-attention that the edited tokens draw in the two conditional videos, per frame, summed over the
     layers at half the latents' resolution and coarser (finer ones cost the most and P2P reads coarse maps too) and
@@ -252,21 +267,19 @@ class WordMaps:
     def __init__(self, alignment: Alignment, latent_size: tuple[int, int]):
         self.tokens = (list(alignment.source_edited), list(alignment.edited))
         self.latent_size = latent_size
-        self.size = (max(1, latent_size[0] // 2), max(1, latent_size[1] // 2))
+        self.size = halved(latent_size)
         self.total: torch.Tensor | None = None  # (2, f, h, w)
 
     def add(self, query: torch.Tensor, key: torch.Tensor) -> None:
         """One cross-attention's (4f, heads, n, d) queries and (4f, heads, L, d) keys, video-major."""
         n = query.shape[2]
-        (lh, lw), (h, w) = self.latent_size, self.size
-        if n > h * w:
+        if n > self.size[0] * self.size[1]:
             return
-        factor = round((lh * lw / n) ** 0.5)  # the layer's downsampling
         q = query.unflatten(0, (VIDEOS, -1))[2:].float()  # (2, f, heads, n, d): source_cond, target_cond
         k = key.unflatten(0, (VIDEOS, -1))[2:].float()
         probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1).mean(dim=2)  # (2, f, n, L)
         words = torch.stack([probs[0][..., self.tokens[0]].sum(-1), probs[1][..., self.tokens[1]].sum(-1)])
-        maps = F.interpolate(words.unflatten(-1, (lh // factor, lw // factor)), size=self.size, mode="bilinear")
+        maps = F.interpolate(words.unflatten(-1, layer_shape(n, self.latent_size)), size=self.size, mode="bilinear")
         self.total = maps if self.total is None else self.total + maps
 
     def mask(self, threshold: float) -> torch.Tensor:
