@@ -33,11 +33,11 @@ def positive_float(text: str) -> float:
     return value
 
 
-def fraction_below_one(text: str) -> float:
-    """A number in [0, 1): a threshold relative to a peak."""
+def open_fraction(text: str) -> float:
+    """A number strictly between 0 and 1: a threshold relative to a peak that lets some but not all through."""
     value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
 
 

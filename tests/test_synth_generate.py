@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from diffusers import UNet2DConditionModel
 
 from insv2v.assets import TOY_CLIP
 from insv2v.cli import main
@@ -152,6 +153,12 @@ def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_
     with pytest.raises(ModelLoadError, match="not a text-to-video model: its UNet takes 8 input channels and gives 4"):
         generate(config(str(tmp_path / "editor"), tmp_path / "data", 1), lambda: toy_prompts(5))
     assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
+    fine_only = tiny_t2v_pipeline("2d")  # cross-attention only at the latents' resolution: nothing to blend with
+    fine_only.unet = UNet2DConditionModel(**{**fine_only.unet.config, "mid_block_type": None})
+    fine_only.save_pretrained(tmp_path / "fine-only")
+    with pytest.raises(ValueError, match="local blending reads cross-attention below the latents' resolution"):
+        generate(config(str(tmp_path / "fine-only"), tmp_path / "data", 1, local_blend=0.3), lambda: toy_prompts(5))
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
     generate(config(t2v, tmp_path / "data", 1), lambda: toy_prompts(5))
     assert len(dataset.read_manifest(tmp_path / "data")) == 1
     (tmp_path / "project").mkdir()
@@ -244,10 +251,11 @@ def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):
 def test_local_blending_is_recorded_per_sample_and_per_dataset(t2v, tmp_path, capsys):
     out = tmp_path / "blended"
     args = ["synth", "generate", "--t2v", t2v, "--clip", str(TOY_CLIP), "--out", str(out), *SMALL]
-    with pytest.raises(SystemExit) as exit_info:  # a threshold at the peak keeps nothing
-        main([*args, "--n", "2", "--local-blend", "1"])
-    assert exit_info.value.code == 2 and not out.exists()
-    assert "--local-blend: must be in [0, 1), got 1" in capsys.readouterr().err
+    for threshold in ("0", "1"):  # at 0 every cell passes and nothing is blended; at the peak nothing passes
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--n", "2", "--local-blend", threshold])
+        assert exit_info.value.code == 2 and not out.exists()
+        assert f"--local-blend: must be in (0, 1), got {threshold}" in capsys.readouterr().err
     assert main([*args, "--n", "2", "--local-blend"]) == 0  # alone: Prompt-to-Prompt's 0.3
     card = dataset.read_card(out)
     assert card["run"]["local_blend"] == 0.3

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from insv2v.clip_tokenizer import clip_tokenizer
@@ -25,6 +26,7 @@ from insv2v.synth.p2p import (
     check_value_weighting,
     edit_embeddings,
     generate_pair,
+    has_coarse_cross_attention,
     phase_at,
 )
 from insv2v.testing.tiny import tiny_t2v_pipeline
@@ -156,7 +158,7 @@ def test_blend_mask_dilates_scales_per_frame_and_unites_source_and_target():
     assert torch.equal(blend_mask(torch.zeros(2, 1, 4, 4), 0.3, (8, 8)), torch.zeros(1, 8, 8))  # no edited word
 
 
-@pytest.mark.parametrize("kind", ["motion", "3d"])
+@pytest.mark.parametrize("kind", ["motion", "3d", "2d"])
 def test_local_blend_keeps_the_source_outside_the_edited_words_attention(pipes, kind):
     pipe = get_pipe(pipes, kind)
     size = 2 * SIZE  # 8x8 latents: the mid block's 4x4 cross-attention is at half the latents' resolution
@@ -181,13 +183,33 @@ def test_local_blend_keeps_the_source_outside_the_edited_words_attention(pipes, 
     assert torch.equal(same.blend_mask, torch.zeros_like(mask)) and torch.equal(same.target, same.source)
 
 
-def test_local_blend_on_latents_of_odd_size(pipes):
-    size = 72  # 9x9 latents: the mid block's cross-attention is at 5x5 (downsampling rounds up)
+def test_local_blend_on_latents_of_odd_and_unequal_sides(pipes):
+    height, width = 72, 64  # 9x8 latents: the mid block's cross-attention is at 5x4 (downsampling rounds up)
+    latents = torch.randn(1, 4, FRAMES, 9, 8, generator=torch.Generator().manual_seed(0))
     out = pair(get_pipe(pipes, "motion"), SOURCE, TARGET, 0.3, 0.8, local_blend=LocalBlend(threshold=0.9, start=0.0),
-               height=size, width=size, latents=noise(size=size))  # fmt: skip
-    assert out.blend_mask.shape == (FRAMES, 9, 9) and 0 < out.blend_mask.mean() < 1
+               height=height, width=width, latents=latents)  # fmt: skip
+    assert out.blend_mask.shape == (FRAMES, 9, 8) and 0 < out.blend_mask.mean() < 1
     outside = (out.blend_mask == 0).expand_as(out.target)
     assert torch.equal(out.target[outside], out.source[outside])
+
+
+def test_local_blend_blends_at_least_the_last_step(pipes):
+    out = generate_pair(get_pipe(pipes, "motion"), SOURCE, TARGET, P2PSettings(CFG, 0.3, 0.8, 3.0), num_frames=FRAMES,
+                        height=2 * SIZE, width=2 * SIZE, num_inference_steps=1, latents=noise(size=2 * SIZE),
+                        output_type="latent", local_blend=LocalBlend(threshold=0.9, start=0.5))  # fmt: skip
+    assert out.blend_mask is not None and 0 < out.blend_mask.mean() < 1
+
+
+def test_local_blend_needs_cross_attention_below_the_latents_resolution(pipes):
+    pipe = tiny_t2v_pipeline("2d")
+    assert has_coarse_cross_attention(pipe.unet)  # its mid block's
+    for kind in ("motion", "3d"):
+        assert has_coarse_cross_attention(get_pipe(pipes, kind).unet)
+    pipe.unet = UNet2DConditionModel(**{**pipe.unet.config, "mid_block_type": None})  # attention at 4x4 only
+    assert not has_coarse_cross_attention(pipe.unet)
+    with pytest.raises(ValueError, match="local blending reads cross-attention below the latents' resolution"):
+        pair(pipe, SOURCE, TARGET, 0.3, 0.8, local_blend=LocalBlend())
+    assert pair(pipe, SOURCE, TARGET, 0.3, 0.8).blend_mask is None  # without it, the UNet samples as ever
 
 
 @pytest.mark.parametrize(("field", "value"), [("threshold", 1.0), ("threshold", -0.1), ("start", 1.5)])

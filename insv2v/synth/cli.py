@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import fraction_below_one, positive_float, positive_int, positive_int_at_most
+from insv2v.argtypes import open_fraction, positive_float, positive_int, positive_int_at_most
 
 MAX_SAMPLES = 1_000_000  # per dataset: its prompts are fixed (and held in memory) before the first sample
 
@@ -74,7 +74,7 @@ def add_parsers(commands) -> None:
                      "(InstructPix2Pix's: self-attention shared for 10-90%% of the steps, CFG 7.5-15)")  # fmt: skip
     gen.add_argument("--steps", type=positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
-    gen.add_argument("--local-blend", type=fraction_below_one, nargs="?", const=0.3, metavar="THRESHOLD",
+    gen.add_argument("--local-blend", type=open_fraction, nargs="?", const=0.3, metavar="THRESHOLD",
                      help="Prompt-to-Prompt's local blending (not the InsV2V reference's): the edited video is the "
                      "input outside where the edited words draw more than THRESHOLD of each frame's peak "
                      "cross-attention (0.3, Prompt-to-Prompt's, when given alone)")  # fmt: skip

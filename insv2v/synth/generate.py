@@ -162,6 +162,10 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     # 1. Fix the paired prompts, once; only after the models load, so that a failed start leaves nothing behind
     check_same_run(dataset.read_card(root), config)
     pipe = load_t2v(config.t2v, str(state.device))
+    if config.local_blend is not None:
+        from insv2v.synth.p2p import check_local_blend
+
+        check_local_blend(pipe.unet)
     pipe.set_progress_bar_config(disable=True)
     scorer = load_clip(config.clip)
     state.wait_for_everyone()

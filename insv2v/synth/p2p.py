@@ -220,9 +220,13 @@ def edit_embeddings(
 
 @dataclass(frozen=True)
 class LocalBlend:
-    """Prompt-to-Prompt's local blending (its `LocalBlend`, with its defaults): from `start` of the steps on, after
-    every step the target is set back to the source outside a mask where the edited words draw cross-attention (the
-    source's replaced words or the target's new ones), so that what the edit does not name stays as it was."""
+    """Prompt-to-Prompt's local blending (its `LocalBlend` rule and defaults): from `start` of the steps on (and at
+    least on the last step), after every step the target's latents are set back to the source's outside a mask where
+    the edited words draw cross-attention (the source's replaced words or the target's new ones), so that what the
+    edit does not name stays as it was. Two differences from Prompt-to-Prompt: the maps come from the layers at half
+    the latents' resolution and coarser (its 16x16 of Stable Diffusion's 64x64 is a quarter), and in the
+    cross-attention phase the target's map is read with the keys it attends with (the source's at aligned positions),
+    where Prompt-to-Prompt reads the target's own."""
 
     threshold: float = 0.3  # of each frame's peak attention
     start: float = 0.2  # fraction of the steps before the first blend
@@ -257,6 +261,25 @@ def layer_shape(n: int, latent_size: tuple[int, int]) -> tuple[int, int]:
     if h * w != n:
         raise ValueError(f"an attention layer of {n} positions is no downsampling of {latent_size[0]}x{latent_size[1]}")
     return h, w
+
+
+def has_coarse_cross_attention(unet: torch.nn.Module) -> bool:
+    """Whether `unet` has a cross-attention below its latents' resolution, where `WordMaps` reads: in the mid block,
+    a down block after the first or an up block before the last (diffusers' UNets halve the grid per down block)."""
+    last_up = len(getattr(unet, "up_blocks", [])) - 1
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention) and module.is_cross_attention:
+            parts = name.split(".")
+            if parts[0] == "mid_block" or (parts[0] == "down_blocks" and int(parts[1]) > 0):
+                return True
+            if parts[0] == "up_blocks" and int(parts[1]) < last_up:
+                return True
+    return False
+
+
+def check_local_blend(unet: torch.nn.Module) -> None:
+    if not has_coarse_cross_attention(unet):
+        raise ValueError("local blending reads cross-attention below the latents' resolution, and this UNet has none")
 
 
 class WordMaps:
@@ -451,6 +474,8 @@ def generate_pair(
     )  # fmt: skip
     if settings.edit_weight != 1:
         check_value_weighting(pipe.unet)
+    if local_blend is not None:
+        check_local_blend(pipe.unet)
 
     # 2. Encode the prompts; phase 2's keys and values; the four videos' embeddings (4, L, C) and (4, 2L, C)
     negative, source, target = pipe.encode_prompt([negative_prompt, source_prompt, target_prompt]).split(1)
@@ -479,7 +504,7 @@ def generate_pair(
             uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
             guided = uncond + settings.guidance_scale * (cond - uncond)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
-            if word_maps is not None and i >= local_blend.start * len(timesteps):
+            if word_maps is not None and i >= min(local_blend.start * len(timesteps), len(timesteps) - 1):
                 mask = word_maps.mask(local_blend.threshold).to(latents.dtype)  # (f, h, w), over the channels
                 latents[1] = latents[0] + mask * (latents[1] - latents[0])
             if callback is not None:
