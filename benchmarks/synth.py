@@ -1,6 +1,7 @@
 """Benchmark the data engine's video Prompt-to-Prompt: pairs per minute and peak memory, CPU or GPU.
 
     python benchmarks/synth.py                                  # the shipped toy text-to-video model, 2 CPU cores
+    python benchmarks/synth.py --local-blend 0.3                # the same with local blending
     python benchmarks/synth.py --modelscope --device cuda --dtype float16 --compare
         # a ModelScope-sized UNet3DConditionModel with random weights (no download) at 16 x 256 x 256, 30 DDIM steps:
         # SDPA-only Prompt-to-Prompt vs the same with every attention map materialised, one process each
@@ -59,7 +60,7 @@ def modelscope_sized_pipeline(device: str, dtype: torch.dtype):
 
 
 def run_one(args) -> dict:
-    from insv2v.synth.p2p import P2PSettings, generate_pair
+    from insv2v.synth.p2p import LocalBlend, P2PSettings, generate_pair
     from insv2v.synth.t2v import load_t2v
 
     torch.set_num_threads(args.threads) if args.threads else None
@@ -73,6 +74,7 @@ def run_one(args) -> dict:
     pipe.set_progress_bar_config(disable=True)
     size = args.size or pipe.default_resolution
     attention = explicit_attention if args.explicit_maps else None
+    blend = LocalBlend(args.local_blend) if args.local_blend is not None else None
     cuda = args.device.startswith("cuda")
     times = []
     for i in range(args.warmup + args.pairs):
@@ -82,7 +84,7 @@ def run_one(args) -> dict:
         generate_pair(pipe, "a red circle moving right on a beach", "a blue circle moving right on a beach",
                       P2PSettings.draw(i), num_frames=args.frames, height=size, width=size,
                       num_inference_steps=args.steps, generator=torch.Generator().manual_seed(i),
-                      attention=attention)  # fmt: skip
+                      attention=attention, local_blend=blend)  # fmt: skip
         if cuda:
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -90,7 +92,8 @@ def run_one(args) -> dict:
     seconds = statistics.median(times)
     return {
         "model": "ModelScope-sized, random" if args.modelscope else Path(args.model or "toy-t2v").name,
-        "attention": "materialised maps" if args.explicit_maps else "SDPA only",
+        "attention": ("materialised maps" if args.explicit_maps else "SDPA only")
+        + (f", local blending {args.local_blend}" if blend else ""),
         "frames": args.frames, "size": size, "steps": args.steps, "device": args.device,
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seconds_per_pair": round(seconds, 2), "pairs_per_minute": round(60 / seconds, 2),
@@ -113,6 +116,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--explicit-maps", action="store_true", help="materialise every attention map (the baseline)")
+    p.add_argument("--local-blend", type=float, metavar="THRESHOLD", help="with Prompt-to-Prompt's local blending")
     p.add_argument("--compare", action="store_true", help="SDPA only vs materialised maps, one process each")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one configuration, as a JSON line
     args = p.parse_args()
