@@ -176,7 +176,7 @@ def test_local_blend_keeps_the_source_outside_the_edited_words_attention(pipes, 
     # At threshold 0 every cell passes (softmax attention is never 0): the blend changes nothing
     everywhere = pair(pipe, SOURCE, TARGET, 0.3, 0.8, local_blend=LocalBlend(threshold=0.0, start=0.0), **kwargs)
     assert torch.equal(everywhere.blend_mask, torch.ones_like(mask))
-    assert max_diff(everywhere.target, free.target) <= 1e-5  # source + 1 * (target - source) rounds
+    assert torch.equal(everywhere.target, free.target)  # the same operations: the blend only chooses
 
     # Identical prompts edit no word: the mask is empty and the target is the source
     same = pair(pipe, SOURCE, SOURCE, 0.3, 0.8, local_blend=LocalBlend(), **kwargs)

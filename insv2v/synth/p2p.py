@@ -505,8 +505,8 @@ def generate_pair(
             guided = uncond + settings.guidance_scale * (cond - uncond)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
             if word_maps is not None and i >= min(local_blend.start * len(timesteps), len(timesteps) - 1):
-                mask = word_maps.mask(local_blend.threshold).to(latents.dtype)  # (f, h, w), over the channels
-                latents[1] = latents[0] + mask * (latents[1] - latents[0])
+                mask = word_maps.mask(local_blend.threshold)  # (f, h, w) of 0 and 1, over the channels
+                latents[1] = torch.where(mask.bool(), latents[1], latents[0])  # a choice, exact: no arithmetic
             if callback is not None:
                 callback(i + 1, len(timesteps))
 
