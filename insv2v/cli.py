@@ -273,7 +273,8 @@ def _add_toyworld_parsers(commands) -> None:
         "--combine",
         nargs="+",
         metavar="RESULTS.json",
-        help="pool earlier --out files of disjoint samples into one table instead of measuring",
+        help="pool earlier --out files of disjoint samples into one table instead of measuring (the rows they "
+        "all hold)",
     )
     e.add_argument("--t2v", nargs="?", const="", metavar="MODEL", help="measure a text-to-video (or text-to-image) "
                    "model instead: does it draw what held-out captions say (default: the shipped toy t2v)")  # fmt: skip
@@ -340,9 +341,13 @@ def evaluate(args: argparse.Namespace) -> None:
         return
     if args.combine:
         try:
-            results = combine([json.loads(Path(path).read_text()) for path in args.combine])
+            loaded = [json.loads(Path(path).read_text()) for path in args.combine]
+            results = combine(loaded)
         except (OSError, json.JSONDecodeError, KeyError) as err:
             raise ValueError(f"cannot combine {', '.join(args.combine)}: {err}") from err
+        left_out = sorted({part for r in loaded for part in ("edits", "temporal", "long") if part in r} - set(results))
+        if left_out:
+            print(f"left out (not in every result): {', '.join(left_out)}", file=sys.stderr)
         print(markdown_table(results))
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=2))

@@ -242,7 +242,14 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--toyworld", "--combine", str(other), str(third)]) == 0
     assert "background | correct |" in capsys.readouterr().out.split("% of 4 (")[0]  # both samples' 2 each
-    assert main(["eval", "--toyworld", "--combine", str(out), str(other)]) == 2
-    assert "different rows" in capsys.readouterr().err
+    assert main(["eval", "--toyworld", "--combine", str(out), str(other)]) == 0  # all rows + edits only: edits
+    printed = capsys.readouterr()
+    assert "left out (not in every result): long, temporal" in printed.err
+    assert "background | correct |" in printed.out.split("% of 4 (")[0]  # 2 from each sample
+    assert "LVSC" not in printed.out and "inflated" not in printed.out
+    timing_only = tmp_path / "timing_only.json"
+    timing_only.write_text(json.dumps({k: v for k, v in results.items() if k != "edits"} | {"seed": 300}))
+    assert main(["eval", "--toyworld", "--combine", str(other), str(timing_only)]) == 2
+    assert "share no rows" in capsys.readouterr().err
     assert main(["eval", "--toyworld", "--combine", str(other), str(other)]) == 2
     assert "overlap" in capsys.readouterr().err

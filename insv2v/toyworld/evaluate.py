@@ -170,22 +170,29 @@ def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16,
     return rows
 
 
+def shared_parts(results: list[dict]) -> list[str]:
+    """The parts (edits, temporal, long) that every one of the results holds: the ones that can be pooled."""
+    return [part for part in ("edits", "temporal", "long") if all(part in r for r in results)]
+
+
 def combine(results: list[dict]) -> dict:
-    """Several evaluations (disjoint samples, same sampling) as one: their records and per-video values pooled."""
+    """Several evaluations (disjoint samples, same sampling) as one: the records and per-video values of the parts
+    they all hold, pooled (a part only some of them hold would describe a different sample than the rest)."""
     if len({json.dumps(r["sampling"], sort_keys=True) for r in results}) > 1:
         raise ValueError("the results were measured with different sampling settings; pool like with like")
-    parts = [sorted(set(r) & {"edits", "temporal", "long"}) for r in results]
-    if any(p != parts[0] for p in parts):
-        raise ValueError(f"the results hold different rows ({parts}); pool like with like")
+    parts = shared_parts(results)
+    if not parts:
+        held = [sorted(set(r) & {"edits", "temporal", "long"}) for r in results]
+        raise ValueError(f"the results share no rows ({held}); pool like with like")
     seeds = [record["seed"] for r in results for record in r.get("edits", {}).get("records", [])]
     offsets = [r.get("seed") for r in results]
     if len(set(seeds)) < len(seeds) or len(set(offsets)) < len(offsets):
         raise ValueError(f"the samples overlap (offsets {offsets}): pooling them would count edits twice")
     pooled = {"sampling": results[0]["sampling"], "seeds": offsets}
-    if "edits" in results[0]:
+    if "edits" in parts:
         pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
     for part in ("temporal", "long"):
-        if part not in results[0]:
+        if part not in parts:
             continue
         pooled[part] = {
             name: {measure: [v for r in results for v in r[part][name][measure]] for measure in row}
