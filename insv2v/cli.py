@@ -320,7 +320,14 @@ def evaluate(args: argparse.Namespace) -> None:
 
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
     from insv2v.loading import load_pipeline
-    from insv2v.toyworld.evaluate import combine, evaluate_edits, evaluate_long, evaluate_temporal, markdown_table
+    from insv2v.toyworld.evaluate import (
+        PARTS,
+        combine,
+        evaluate_edits,
+        evaluate_long,
+        evaluate_temporal,
+        markdown_table,
+    )
 
     if args.out and not Path(args.out).resolve().parent.is_dir():  # before the measurement, not after it
         raise ValueError(f"--out {args.out}: its folder does not exist")
@@ -345,7 +352,7 @@ def evaluate(args: argparse.Namespace) -> None:
             results = combine(loaded)
         except (OSError, json.JSONDecodeError, KeyError) as err:
             raise ValueError(f"cannot combine {', '.join(args.combine)}: {err}") from err
-        left_out = sorted({part for r in loaded for part in ("edits", "temporal", "long") if part in r} - set(results))
+        left_out = [part for part in PARTS if part not in results and any(part in r for r in loaded)]
         if left_out:
             print(f"left out (not in every result): {', '.join(left_out)}", file=sys.stderr)
         print(markdown_table(results))

@@ -244,7 +244,7 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert "background | correct |" in capsys.readouterr().out.split("% of 4 (")[0]  # both samples' 2 each
     assert main(["eval", "--toyworld", "--combine", str(out), str(other)]) == 0  # all rows + edits only: edits
     printed = capsys.readouterr()
-    assert "left out (not in every result): long, temporal" in printed.err
+    assert "left out (not in every result): temporal, long" in printed.err
     assert "background | correct |" in printed.out.split("% of 4 (")[0]  # 2 from each sample
     assert "LVSC" not in printed.out and "inflated" not in printed.out
     timing_only = tmp_path / "timing_only.json"

@@ -170,9 +170,12 @@ def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16,
     return rows
 
 
+PARTS = ("edits", "temporal", "long")  # the rows an evaluation measures, each its own key in the results
+
+
 def shared_parts(results: list[dict]) -> list[str]:
-    """The parts (edits, temporal, long) that every one of the results holds: the ones that can be pooled."""
-    return [part for part in ("edits", "temporal", "long") if all(part in r for r in results)]
+    """The parts that every one of the results holds: the ones that can be pooled."""
+    return [part for part in PARTS if all(part in r for r in results)]
 
 
 def combine(results: list[dict]) -> dict:
@@ -182,7 +185,7 @@ def combine(results: list[dict]) -> dict:
         raise ValueError("the results were measured with different sampling settings; pool like with like")
     parts = shared_parts(results)
     if not parts:
-        held = [sorted(set(r) & {"edits", "temporal", "long"}) for r in results]
+        held = [[part for part in PARTS if part in r] for r in results]
         raise ValueError(f"the results share no rows ({held}); pool like with like")
     seeds = [record["seed"] for r in results for record in r.get("edits", {}).get("records", [])]
     offsets = [r.get("seed") for r in results]
