@@ -194,9 +194,7 @@ def combine(results: list[dict]) -> dict:
     pooled = {"sampling": results[0]["sampling"], "seeds": offsets}
     if "edits" in parts:
         pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
-    for part in ("temporal", "long"):
-        if part not in parts:
-            continue
+    for part in (p for p in parts if p != "edits"):  # per-video values, under one name per setting
         pooled[part] = {
             name: {measure: [v for r in results for v in r[part][name][measure]] for measure in row}
             for name, row in results[0][part].items()
