@@ -129,7 +129,8 @@ def main() -> None:
     rows = []
     for explicit in (False, True):
         argv = [a for a in sys.argv[1:] if a != "--compare"] + ["--json"] + (["--explicit-maps"] if explicit else [])
-        out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, check=True).stdout
+        # stderr passes through, so a failing configuration says why
+        out = subprocess.run([sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print("| attention | s/pair (median) | pairs/min | peak RSS MB | peak GPU MB |\n|---|---|---|---|---|")
     for r in rows:
