@@ -26,8 +26,7 @@ def random_full_size_pipeline(device: str | torch.device, dtype: torch.dtype, se
     from insv2v.pipeline import InsV2VPipeline
 
     torch.manual_seed(seed)
-    with torch.device(device):
-        components = build_components(unet_config=unet_config)
+    components = build_components(unet_config=unet_config, device=device)
     for name in ("unet", "vae", "text_encoder"):
         components[name].to(dtype)
     pipe = InsV2VPipeline(**components)

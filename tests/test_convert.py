@@ -23,6 +23,7 @@ from insv2v.cli import main
 from insv2v.models import InsV2VUNetMotionModel
 from insv2v.models.reference import (
     ConversionError,
+    build_components,
     convert_reference_checkpoint,
     load_state_dict,
     text_encoder_from_reference,
@@ -108,6 +109,19 @@ def test_norm_modes_take_statistics_over_the_clip_or_the_frame():
     # Per frame: GroupNorm of each frame, as the reference's motion modules see it.
     torch.testing.assert_close(per_frame(clip), norm(frames).view(2, 3, 8, 5, 6).transpose(1, 2))
     assert (joint(frames) - norm(frames)).abs().max() > 0.1
+
+
+def test_components_are_made_on_the_device_asked_and_the_scheduler_on_the_cpu():
+    from reference_parity import TINY_TEXT_ENCODER_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG
+
+    # Under a caller's device context too: a scheduler with tables on the GPU and models on the CPU broke the
+    # benchmarks' CUDA runs ("two devices" in scheduler.step).
+    with torch.device("meta"):
+        parts = build_components(TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_ENCODER_CONFIG, device="meta")
+    assert {next(parts[name].parameters()).device.type for name in ("unet", "vae", "text_encoder")} == {"meta"}
+    assert parts["scheduler"].alphas_cumprod.device.type == "cpu"
+    default = build_components(TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_ENCODER_CONFIG)
+    assert next(default["unet"].parameters()).device.type == "cpu"
 
 
 def test_default_norm_mode_is_stock_diffusers(fixture):

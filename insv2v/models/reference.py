@@ -407,10 +407,12 @@ def build_components(
     vae_config: dict | str | os.PathLike | None = None,
     text_encoder_config: dict | str | os.PathLike | None = None,
     empty: bool = False,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Reference-shaped unet (norm_mode "reference"), vae, text encoder, tokenizer and scheduler.
 
-    With `empty` the parameters are left unallocated (meta), to be filled by loading a state dict.
+    The models are made on `device` (random weights); with `empty` their parameters are left unallocated (meta), to
+    be filled by loading a state dict. The scheduler keeps its tables on the CPU, as diffusers' schedulers expect.
     Configs default to the full-size reference model; each may be a dict or a JSON file.
     """
     from accelerate import init_empty_weights
@@ -421,16 +423,18 @@ def build_components(
     vae_cfg = _read_config(vae_config, REFERENCE_VAE_CONFIG)
     text_cfg = _read_config(text_encoder_config, REFERENCE_TEXT_ENCODER_CONFIG)
     text_cfg = text_cfg.get("text_config", text_cfg)  # a whole CLIPConfig works too
-    with init_empty_weights() if empty else torch.device("cpu"):
+    with init_empty_weights() if empty else torch.device(device):
         unet = InsV2VUNetMotionModel.from_config(unet_cfg)
         vae = AutoencoderKL.from_config(vae_cfg)
         text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(text_cfg))
+    with torch.device("cpu"):  # whatever device the caller's context names
+        scheduler = reference_scheduler()
     return {
         "vae": vae.eval(),
         "text_encoder": text_encoder.eval(),
         "tokenizer": clip_tokenizer(),
         "unet": unet.eval(),
-        "scheduler": reference_scheduler(),
+        "scheduler": scheduler,
     }
 
 
