@@ -246,19 +246,29 @@ def load_fresh(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VP
     return pipe.to(device)
 
 
+def files_signature(source: str) -> tuple:
+    """A local file, or each file of a local folder, with its size and modification time; () for a hub id. Part of
+    the loaded-model caches' keys, so that a model saved anew within one process is read again."""
+    path = Path(source)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    return tuple((str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                 for p in files)  # fmt: skip
+
+
 @lru_cache(maxsize=4)
-def _cached(source: str, device: str, dtype: torch.dtype) -> InsV2VPipeline:
+def _cached(source: str, device: str, dtype: torch.dtype, signature: tuple) -> InsV2VPipeline:
     return load_fresh(source, torch.device(device), dtype)
 
 
 def load_pipeline(
     source: str | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> InsV2VPipeline:
-    """The pipeline at `source` (see the module docstring) on `device`, loaded once per process and then shared."""
+    """The pipeline at `source` (see the module docstring) on `device`, loaded once per process and then shared
+    while its files are unchanged."""
     source = resolve_source(source)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    return _cached(source, str(device), dtype)
+    return _cached(source, str(device), dtype, files_signature(source))
 
 
 def check_generative_unet(source: str, unet, what: str, example: str) -> None:

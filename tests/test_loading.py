@@ -212,3 +212,22 @@ def test_vae_tiling_can_be_switched_off_again():
     assert tiled.shape == base.shape and not torch.equal(tiled, base)
     pipe.disable_vae_tiling()
     assert torch.equal(pipe.encode_video(video), base)
+
+
+@pytest.mark.parametrize("kind", ["editor", "text-to-video"])
+def test_a_model_folder_saved_anew_is_read_again(tmp_path, kind):
+    from insv2v.synth.t2v import load_t2v
+    from insv2v.testing.tiny import tiny_t2v_pipeline
+
+    make, load = (tiny_pipeline, load_pipeline) if kind == "editor" else (tiny_t2v_pipeline, load_t2v)
+    folder = str(tmp_path / "model")
+    make(seed=0).save_pretrained(folder)
+    first = load(folder, device="cpu")
+    assert load(folder, device="cpu") is first  # files unchanged: the loaded model is shared
+    replacement = make(seed=1)
+    replacement.save_pretrained(folder)
+    second = load(folder, device="cpu")
+    assert second is not first
+    weight = lambda pipe: pipe.unet.conv_in.weight.detach()  # noqa: E731
+    torch.testing.assert_close(weight(second), weight(replacement), rtol=0, atol=0)
+    assert not torch.equal(weight(second), weight(first))

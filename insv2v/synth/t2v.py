@@ -175,9 +175,16 @@ class TextToVideoPipeline(DiffusionPipeline):
         return TextToVideoOutput(frames=frames)
 
 
-@lru_cache(maxsize=2)
 def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
-    """The text-to-video pipeline at `source` (folder or hub id), loaded once per process; float16 on CUDA."""
+    """The text-to-video pipeline at `source` (folder or hub id), loaded once per process and read again when the
+    folder's files change (a model saved anew in the same process); float16 on CUDA."""
+    from insv2v.loading import files_signature
+
+    return _load_t2v(source, device, files_signature(source))
+
+
+@lru_cache(maxsize=2)
+def _load_t2v(source: str, device: str | None, signature: tuple) -> TextToVideoPipeline:
     from insv2v.loading import check_generative_unet, default_device, default_dtype, from_pretrained_explained
 
     target = torch.device(device) if device else default_device()
