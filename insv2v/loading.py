@@ -250,9 +250,13 @@ def files_signature(source: str) -> tuple:
     """A local file, or each file of a local folder, with its size and modification time; () for a hub id. Part of
     the loaded-model caches' keys, so that a model saved anew within one process is read again."""
     path = Path(source)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
-    return tuple((str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in files)  # fmt: skip
+    if path.is_file():
+        files, root = [path], path.parent
+    elif path.is_dir():
+        files, root = sorted(p for p in path.rglob("*") if p.is_file()), path
+    else:
+        return ()
+    return tuple((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 
 
 @lru_cache(maxsize=4)
