@@ -120,21 +120,32 @@ def long_edit(page) -> None:
         page.locator(f"{control} input[type=number]").press("Enter")
 
 
-def test_a_cancel_reaches_an_edit_still_waiting_in_the_queue(browser, page):
-    browser, url, _ = browser
+def test_a_cancel_reaches_an_edit_still_waiting_in_the_queue(browser):
+    browser, url, demo = browser
     other = browser.new_page(viewport={"width": 1280, "height": 1000})  # another visitor, holding the model
     other.set_default_timeout(TIMEOUT_MS)
     other.goto(url)
     long_edit(other)
     other.locator("#edit-run").click()
     other.get_by_text("edit · clip 1/11 · step").first.wait_for()
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    with page.expect_request(lambda r: "/heartbeat/" in r.url) as heartbeat:  # the session's own id
+        page.goto(url)
+    session = heartbeat.value.url.rsplit("/", 1)[1]
     long_edit(page)
     page.locator("#edit-preview").click()  # waits in the queue behind the other visitor's edit
+    # Cancel once the server holds the request, as a visitor who sees it queued does: the two clicks are separate
+    # requests, and one sent a few milliseconds after the other may arrive first.
+    deadline = time.monotonic() + 30
+    while not demo.studio.jobs.knows(session) and time.monotonic() < deadline:
+        time.sleep(0.1)
     page.locator("#edit-cancel").click()
     page.get_by_text("Cancelled: the edit waiting in the queue will not run.").first.wait_for()
     other.locator("#edit-cancel").click()
     page.get_by_text("Cancelled: nothing was written.").first.wait_for()  # it started, and stopped at once
     assert "Preview" not in page.locator("#edit-status").inner_text()
+    page.close()
     other.close()
 
 
