@@ -76,7 +76,8 @@ def load(args: argparse.Namespace, device: torch.device):
     if args.model:
         pipe = load_pipeline(args.model, device=device, dtype=dtype)
     elif args.random_weights:
-        pipe = random_full_size_pipeline(device, dtype, unet_config=args.unet_config)
+        # with offload the weights start on the CPU, as a GPU too small to hold them all needs
+        pipe = random_full_size_pipeline("cpu" if args.offload else device, dtype, unet_config=args.unet_config)
     else:
         pipe = tiny_pipeline().to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)

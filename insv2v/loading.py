@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -247,21 +249,50 @@ def load_fresh(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VP
 
 
 def files_signature(source: str) -> tuple:
-    """A local file, or each file of a local folder, with its size and modification time; () for a hub id. Part of
-    the loaded-model caches' keys, so that a model saved anew within one process is read again."""
-    path = Path(source)
-    if path.is_file():
-        files, root = [path], path.parent
-    elif path.is_dir():
-        files, root = sorted(p for p in path.rglob("*") if p.is_file()), path
-    else:
+    """Each file of a local model folder (hidden ones aside) with its size and modification time, or () for a hub
+    id: what tells a model saved anew from the one loaded (a save within the file system's timestamp resolution
+    that keeps every size goes unseen)."""
+    root = Path(source).expanduser()
+    if not root.is_dir():
         return ()
-    return tuple((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    signature = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # .cache/, .DS_Store: not the model
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed while being saved again: the next call sees the new files
+            continue
+        if path.is_file():
+            signature.append((str(relative), stat.st_size, stat.st_mtime_ns))
+    return tuple(signature)
 
 
-@lru_cache(maxsize=4)
-def _cached(source: str, device: str, dtype: torch.dtype, signature: tuple) -> InsV2VPipeline:
-    return load_fresh(source, torch.device(device), dtype)
+class ModelCache:
+    """Models loaded once per process and then shared: at most `size` of them, the least recently used dropped
+    first, and one per key, replaced (not kept beside) when its source's files change (`files_signature`)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[tuple, object]] = OrderedDict()  # key -> (signature, model)
+        self._lock = threading.Lock()  # held while loading: one copy of a model, however many ask at once
+
+    def get(self, key: tuple, source: str, load: Callable[[], object]):
+        signature = files_signature(source)
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            model = entry[1] if entry is not None and entry[0] == signature else None
+            if model is None:
+                del entry  # a replaced model is freed before its successor loads
+                model = load()
+            self._entries[key] = (signature, model)  # the most recently used last
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            return model
+
+
+PIPELINES = ModelCache(size=4)
 
 
 def load_pipeline(
@@ -272,7 +303,7 @@ def load_pipeline(
     source = resolve_source(source)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    return _cached(source, str(device), dtype, files_signature(source))
+    return PIPELINES.get((source, str(device), dtype), source, lambda: load_fresh(source, device, dtype))
 
 
 def check_generative_unet(source: str, unet, what: str, example: str) -> None:

@@ -179,7 +179,7 @@ def test_frames_per_clip_limit_comes_from_the_model(tmp_path):
     InsV2VPipeline(**components).save_pretrained(folder)
     clip = make_video(tmp_path / "clip.mp4", num_frames=4, size=(32, 32))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loading, "_cached", lambda *args: pytest.fail("the model was loaded"))
+        mp.setattr(loading, "load_fresh", lambda *args: pytest.fail("the model was loaded"))
         with serve(tmp_path, model=str(folder)) as (url, demo):
             maximum = {b.elem_id: b.maximum for b in demo.blocks.values() if isinstance(b, Slider)}
             for tab in ("edit", "sweep"):  # reference frames: fewer than frames per clip

@@ -120,6 +120,9 @@ def test_components_are_made_on_the_device_asked_and_the_scheduler_on_the_cpu():
         parts = build_components(TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_ENCODER_CONFIG, device="meta")
     assert {next(parts[name].parameters()).device.type for name in ("unet", "vae", "text_encoder")} == {"meta"}
     assert parts["scheduler"].alphas_cumprod.device.type == "cpu"
+    with torch.device("meta"):  # the device asked wins over the caller's context
+        on_cpu = build_components(TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_ENCODER_CONFIG, device="cpu")
+    assert next(on_cpu["unet"].parameters()).device.type == "cpu"
     default = build_components(TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_ENCODER_CONFIG)
     assert next(default["unet"].parameters()).device.type == "cpu"
 

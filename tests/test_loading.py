@@ -3,6 +3,7 @@ and the memory options of a loaded pipeline."""
 
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -215,19 +216,28 @@ def test_vae_tiling_can_be_switched_off_again():
 
 
 @pytest.mark.parametrize("kind", ["editor", "text-to-video"])
-def test_a_model_folder_saved_anew_is_read_again(tmp_path, kind):
+def test_a_model_folder_saved_anew_is_read_again_and_the_old_one_let_go(tmp_path, kind):
+    import gc
+    import weakref
+
     from insv2v.synth.t2v import load_t2v
     from insv2v.testing.tiny import tiny_t2v_pipeline
 
     make, load = (tiny_pipeline, load_pipeline) if kind == "editor" else (tiny_t2v_pipeline, load_t2v)
-    folder = str(tmp_path / "model")
+    weight = lambda pipe: pipe.unet.conv_in.weight.detach().clone()  # noqa: E731
+    folder = tmp_path / "model"
     make(seed=0).save_pretrained(folder)
-    first = load(folder, device="cpu")
-    assert load(folder, device="cpu") is first  # files unchanged: the loaded model is shared
+    first = load(str(folder), device="cpu")
+    assert load(str(folder), device="cpu") is first  # files unchanged: the loaded model is shared
+    first_weight, first_ref = weight(first), weakref.ref(first)
+    del first
     replacement = make(seed=1)
     replacement.save_pretrained(folder)
-    second = load(folder, device="cpu")
-    assert second is not first
-    weight = lambda pipe: pipe.unet.conv_in.weight.detach()  # noqa: E731
+    later = time.time() + 10  # a new time whatever the file system's timestamp resolution
+    for path in folder.rglob("*"):
+        os.utime(path, (later, later))
+    second = load(str(folder), device="cpu")
     torch.testing.assert_close(weight(second), weight(replacement), rtol=0, atol=0)
-    assert not torch.equal(weight(second), weight(first))
+    assert not torch.equal(weight(second), first_weight)
+    gc.collect()
+    assert first_ref() is None  # the replaced model is not kept beside its successor

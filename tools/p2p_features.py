@@ -51,7 +51,9 @@ def source_features(unet, levels: list[int], end: float, progress: dict):
 def parse_variant(text: str) -> tuple[list[int], float]:
     if text == "none":
         return [], 0.0
-    levels, end = text.split(":")
+    levels, colon, end = text.partition(":")
+    if not colon:
+        raise SystemExit(f"a variant is none or LEVELS:END (such as 0,1:0.5), got {text!r}")
     return [int(level) for level in levels.split(",")], float(end)
 
 

@@ -9,7 +9,6 @@ Video Prompt-to-Prompt (`insv2v.synth.p2p`) samples through the same `model_outp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -20,6 +19,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 # Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
+from insv2v.loading import (
+    ModelCache,
+    check_generative_unet,
+    default_device,
+    default_dtype,
+    from_pretrained_explained,
+)
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.pipeline import vae_scale_factor
 
@@ -31,6 +37,7 @@ GUIDANCE_RANGE = (0.0, 30.0)
 MAX_FRAMES = 64
 MAX_SIDE = 1024
 OUTPUT_TYPES = ("np", "latent")
+TEXT_TO_VIDEO_MODELS = ModelCache(size=2)  # what `load_t2v` loaded
 
 
 @dataclass
@@ -178,16 +185,12 @@ class TextToVideoPipeline(DiffusionPipeline):
 def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
     """The text-to-video pipeline at `source` (folder or hub id), loaded once per process and read again when the
     folder's files change (a model saved anew in the same process); float16 on CUDA."""
-    from insv2v.loading import files_signature
 
-    return _load_t2v(source, device, files_signature(source))
+    def load() -> TextToVideoPipeline:
+        target = torch.device(device) if device else default_device()
+        what = "text-to-video model"
+        pipe = from_pretrained_explained(TextToVideoPipeline, source, what, dtype=default_dtype(target))
+        check_generative_unet(source, pipe.unet, what, "damo-vilab/text-to-video-ms-1.7b")
+        return pipe.to(target)
 
-
-@lru_cache(maxsize=2)
-def _load_t2v(source: str, device: str | None, signature: tuple) -> TextToVideoPipeline:
-    from insv2v.loading import check_generative_unet, default_device, default_dtype, from_pretrained_explained
-
-    target = torch.device(device) if device else default_device()
-    pipe = from_pretrained_explained(TextToVideoPipeline, source, "text-to-video model", dtype=default_dtype(target))
-    check_generative_unet(source, pipe.unet, "text-to-video model", "damo-vilab/text-to-video-ms-1.7b")
-    return pipe.to(target)
+    return TEXT_TO_VIDEO_MODELS.get((source, device), source, load)
