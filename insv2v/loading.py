@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -261,11 +262,11 @@ def files_signature(source: str) -> tuple:
         if any(part.startswith(".") for part in relative.parts):
             continue  # .cache/, .DS_Store: not the model
         try:
-            stat = path.stat()
+            info = path.stat()
         except FileNotFoundError:  # removed while being saved again: the next call sees the new files
             continue
-        if path.is_file():
-            signature.append((str(relative), stat.st_size, stat.st_mtime_ns))
+        if stat.S_ISREG(info.st_mode):
+            signature.append((str(relative), info.st_size, info.st_mtime_ns))
     return tuple(signature)
 
 
@@ -282,14 +283,13 @@ class ModelCache:
         signature = files_signature(source)
         with self._lock:
             entry = self._entries.pop(key, None)
-            model = entry[1] if entry is not None and entry[0] == signature else None
-            if model is None:
-                del entry  # a replaced model is freed before its successor loads
-                model = load()
-            self._entries[key] = (signature, model)  # the most recently used last
+            if entry is None or entry[0] != signature:
+                entry = None  # a replaced model is freed before its successor loads
+                entry = (signature, load())
+            self._entries[key] = entry  # the most recently used last
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
-            return model
+            return entry[1]
 
 
 PIPELINES = ModelCache(size=4)

@@ -18,7 +18,6 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
-# Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
 from insv2v.loading import (
     ModelCache,
     check_generative_unet,
@@ -26,6 +25,8 @@ from insv2v.loading import (
     default_dtype,
     from_pretrained_explained,
 )
+
+# Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.pipeline import vae_scale_factor
 
