@@ -194,6 +194,7 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--batch-size", type=positive_int, help="frames (clip, 2d) or clips (video) per process and "
                    "micro-step (the --preset's, else 32)")  # fmt: skip
     t.add_argument("--lr", type=float, help="peak learning rate (the --preset's, else 3e-4)")
+    t.add_argument("--warmup", type=positive_int, help="linear warm-up steps before the cosine decay (100)")
     t.add_argument("--frames", type=positive_int, help="frames per clip in stages video, t2v (the --preset's, else 8)")
     t.add_argument("--clip", dest="clip_dir", help="2d, t2i: trained CLIP folder whose text tower starts the encoder")
     t.add_argument("--init", dest="init_dir", help="video (t2v): the 2d (t2i) stage's final folder, or (video) a "
@@ -242,6 +243,8 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--log-every", type=positive_int, default=25, help="optimizer steps per log.jsonl record (25)")
     t.add_argument("--checkpoint-every", type=positive_int, default=200)
     t.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    t.add_argument("--workers", type=positive_int, help="processes that draw fresh toy-world samples beside "
+                   "training (on a GPU the rendering, not the model, bounds a toy step; default: none)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
 
     e = commands.add_parser("eval", help="measure an editor on the held-out toy world")
@@ -296,6 +299,8 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--tav-steps", type=positive_int, help="--baseline tav: tuning steps (the preset's)")
     e.add_argument("--save-outputs", metavar="DIR", help="--baseline tav: also write every video and DIR/items.jsonl "
                    "(what `insv2v study build --inputs DIR` imports)")  # fmt: skip
+    e.add_argument("--device", type=torch_device, default="cpu", help="where the models run (cpu, so that "
+                   "the figures reproduce; cuda for speed)")  # fmt: skip
     e.add_argument("--out", help="also write the results as JSON here")
 
 
@@ -338,7 +343,7 @@ def evaluate(args: argparse.Namespace) -> None:
         from insv2v.synth.t2v import load_t2v
         from insv2v.toyworld.synthetic import format_rate, t2v_fidelity
 
-        pipe = load_t2v(args.t2v or str(TOY_T2V), "cpu")
+        pipe = load_t2v(args.t2v or str(TOY_T2V), str(args.device))
         pipe.set_progress_bar_config(disable=True)
         results = t2v_fidelity(pipe, args.n, args.seed, args.frames, args.steps, args.cfg)
         for key in ("background", "colours", "shapes", "style"):
@@ -360,7 +365,7 @@ def evaluate(args: argparse.Namespace) -> None:
             Path(args.out).write_text(json.dumps(results, indent=2))
         return
     model = args.model or str(TOY_EDITOR)
-    pipe = load_pipeline(model, device="cpu")
+    pipe = load_pipeline(model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     recommended = model_defaults(model)
     text_cfg = recommended.text_cfg if args.text_cfg is None else args.text_cfg

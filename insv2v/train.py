@@ -114,6 +114,7 @@ class TrainConfig:
     log_every: int = 25
     checkpoint_every: int = 200
     threads: int | None = None  # CPU threads for torch (None: torch's default)
+    workers: int = 0  # processes drawing fresh toy-world samples beside training (0: drawn between steps)
 
 
 def resolve_settings(config: TrainConfig, processes: int = 1) -> TrainConfig:
@@ -348,6 +349,11 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(
             f"--prediction-type must be one of {', '.join(PREDICTION_TYPES)}, got {config.prediction_type!r}"
         )
+    if config.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {config.workers}")
+    if config.workers and config.data_dir:
+        raise ValueError("--workers draws fresh toy-world samples; the kept pairs of --data are read in the training "
+                         "process")  # fmt: skip
     if config.data_dir and config.edit_mix:
         raise ValueError("--edit-mix weighs the toy world's edit kinds; with --data the dataset's kept pairs are "
                          "drawn as they are")  # fmt: skip
@@ -612,23 +618,55 @@ def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> tor
     return clip(input_ids=tokens.input_ids.to(images.device), pixel_values=pixels, return_loss=True).loss
 
 
-def batch_loss(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None, rng, device) -> torch.Tensor:
-    """The loss of one micro-batch of the stage, on fresh toy-world samples or on the kept pairs of --data."""
+def draw_batch(config: TrainConfig, data: PairData | None, rng: np.random.Generator) -> tuple:
+    """One micro-batch of the stage's samples on the CPU: fresh toy-world samples, or the kept pairs of --data."""
     n = config.batch_size
     if config.stage == "clip":
         source, _, _, captions = frame_pairs(rng, n)
+        return source, captions
+    if config.stage in ("t2i", "t2v"):
+        return captioned_clips(rng, n, 1 if config.stage == "t2i" else config.frames)
+    if config.stage == "2d":
+        return (data.frame_pairs(rng, n) if data else frame_pairs(rng, n, config.edit_mix))[:3]
+    return data.clip_pairs(rng, n, config.frames) if data else clip_pairs(rng, n, config.frames, config.edit_mix)
+
+
+class WorldBatches(torch.utils.data.IterableDataset):
+    """Endless fresh toy-world micro-batches drawn in DataLoader worker processes (`--workers`): rendering, not the
+    model, bounds a toy step on a GPU. Worker w of a run started at `step` draws from seeds (seed, process, step,
+    w); the loader takes the workers' batches in turn, so a run is reproducible for a given number of workers."""
+
+    def __init__(self, config: TrainConfig, seeds: list[int]):
+        self.config, self.seeds = config, seeds
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng(np.random.SeedSequence([*self.seeds, worker.id if worker else 0]))
+        while True:
+            yield draw_batch(self.config, None, rng)
+
+
+def batches(config: TrainConfig, data: PairData | None, rng: np.random.Generator, seeds: list[int], pin: bool):
+    """The run's stream of micro-batches: drawn here, or with --workers in that many processes."""
+    if not config.workers:
+        while True:
+            yield draw_batch(config, data, rng)
+    loader = torch.utils.data.DataLoader(WorldBatches(config, seeds), batch_size=None, num_workers=config.workers,
+                                         pin_memory=pin, prefetch_factor=4)  # fmt: skip
+    yield from loader
+
+
+def batch_loss(config: TrainConfig, modules: dict, helpers: dict, batch: tuple, rng, device) -> torch.Tensor:
+    """The loss of one micro-batch of the stage (as `draw_batch` gives it)."""
+    if config.stage == "clip":
+        source, captions = batch
         return clip_loss(modules["clip"], helpers["tokenizer"], source.to(device), captions)
     text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
     if config.stage in ("t2i", "t2v"):
-        clips, coverage, captions = captioned_clips(rng, n, 1 if config.stage == "t2i" else config.frames)
-        return generation_loss(modules["unet"], helpers, text_encoder, clips.to(device), coverage.to(device),
-                               captions, config, rng)  # fmt: skip
-    if config.stage == "2d":
-        source, target, instructions, _ = data.frame_pairs(rng, n) if data else frame_pairs(rng, n, config.edit_mix)
-    elif data:
-        source, target, instructions = data.clip_pairs(rng, n, config.frames)
-    else:
-        source, target, instructions = clip_pairs(rng, n, config.frames, config.edit_mix)
+        clips, coverage, captions = batch
+        return generation_loss(modules["unet"], helpers, text_encoder, clips.to(device, non_blocking=True),
+                               coverage.to(device, non_blocking=True), captions, config, rng)  # fmt: skip
+    source, target, instructions = batch
     source, target = source.to(device), target.to(device)
     if config.augment:
         source, target = augment_pairs(rng, source, target)
@@ -872,9 +910,11 @@ def train(config: TrainConfig) -> Path:
         settings = {k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("insv2v", config=settings)
     # Each process and each resumed run draws different samples and different noise.
-    seeds = np.random.SeedSequence([config.seed, accelerator.process_index, step])
-    rng = np.random.default_rng(seeds)
-    torch.manual_seed(int(seeds.generate_state(1)[0]))
+    seeds = [config.seed, accelerator.process_index, step]
+    sequence = np.random.SeedSequence(seeds)
+    rng = np.random.default_rng(sequence)
+    torch.manual_seed(int(sequence.generate_state(1)[0]))
+    stream = batches(config, data, rng, seeds, pin=accelerator.device.type == "cuda")
     # The first record of each run says where every process started and how many pairs it draws from.
     started = gather_object([{"process": accelerator.process_index, "started_at": step,
                               **({"pairs": len(data.ids)} if data else {})}])  # fmt: skip
@@ -885,7 +925,7 @@ def train(config: TrainConfig) -> Path:
         for _ in range(config.grad_accum):  # accelerate steps the optimizer on the last micro-step only
             with accelerator.accumulate(*modules.values()):
                 with accelerator.autocast():
-                    loss = batch_loss(config, modules, helpers, data, rng, accelerator.device)
+                    loss = batch_loss(config, modules, helpers, next(stream), rng, accelerator.device)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)

@@ -17,6 +17,7 @@ from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
 from insv2v.train import (
     EDIT_THRESHOLD,
     TrainConfig,
+    batches,
     build,
     captioned_clips,
     editing_loss,
@@ -266,3 +267,22 @@ def test_a_text_to_image_model_may_fold_2x2_and_its_video_model_follows(tmp_path
     with pytest.raises(ValueError, match="--patch-size must be one of 4, 2, got 8"):
         train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), patch_size=8))
     assert not (tmp_path / "no").exists()
+
+
+def test_workers_draw_distinct_reproducible_batches_and_a_run_trains_with_them(tmp_path):
+    """--workers: each worker process draws its own samples (no two alike), the same ones again for the same seeds,
+    and a text-to-image run trains on them."""
+    config = TrainConfig(stage="t2i", out_dir=str(tmp_path / "t2i"), steps=2, batch_size=2, warmup=1, log_every=1,
+                         workers=2)  # fmt: skip
+
+    def first_captions(seeds):
+        stream = batches(config, None, np.random.default_rng(0), seeds, pin=False)
+        return [tuple(next(stream)[2]) for _ in range(4)]
+
+    drawn = first_captions([0, 0, 0])
+    assert len(set(drawn)) == 4  # two workers, two batches each: none repeats another
+    assert first_captions([0, 0, 0]) == drawn and first_captions([1, 0, 0]) != drawn
+    train(config)
+    assert [json.loads(line)["step"] for line in (tmp_path / "t2i" / "log.jsonl").read_text().splitlines()] == [1, 2]
+    with pytest.raises(ValueError, match="--workers draws fresh toy-world samples"):
+        train(dataclasses.replace(config, stage="2d", data_dir=str(tmp_path), out_dir=str(tmp_path / "no")))
