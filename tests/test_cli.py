@@ -253,3 +253,23 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert "share no rows" in capsys.readouterr().err
     assert main(["eval", "--toyworld", "--combine", str(other), str(other)]) == 2
     assert "overlap" in capsys.readouterr().err
+
+
+def test_eval_runs_its_models_on_the_cpu_unless_told(monkeypatch, capsys):
+    import torch
+
+    import insv2v.synth.t2v
+
+    asked = []
+
+    def load_t2v(source, device):
+        asked.append(device)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(insv2v.synth.t2v, "load_t2v", load_t2v)
+    assert main(["eval", "--toyworld", "--t2v", "some-model"]) == 2
+    assert asked == ["cpu"] and "stop here" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        main(["eval", "--toyworld", "--t2v", "some-model", "--device", "cuda"])
+    assert "this machine has no cuda device" in capsys.readouterr().err and asked == ["cpu"]
