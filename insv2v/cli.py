@@ -244,7 +244,7 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--checkpoint-every", type=positive_int, default=200)
     t.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     t.add_argument("--workers", type=positive_int, help="processes that draw fresh toy-world samples beside "
-                   "training (on a GPU the rendering, not the model, bounds a toy step; default: none)")  # fmt: skip
+                   "training (on a GPU, rendering between steps would bound a toy step; default: none)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
 
     e = commands.add_parser("eval", help="measure an editor on the held-out toy world")
