@@ -632,9 +632,10 @@ def draw_batch(config: TrainConfig, data: PairData | None, rng: np.random.Genera
 
 
 class WorldBatches(torch.utils.data.IterableDataset):
-    """Endless fresh toy-world micro-batches drawn in DataLoader worker processes (`--workers`): drawn between steps,
-    rendering (1.7 ms a frame) would bound a toy step on a GPU. Worker w of a run started at `step` draws from seeds (seed, process, step,
-    w); the loader takes the workers' batches in turn, so a run is reproducible for a given number of workers."""
+    """Endless fresh toy-world micro-batches drawn in DataLoader worker processes (`--workers`): drawn between
+    steps, rendering (1.7 ms a frame) would bound a toy step on a GPU. Worker w of a run started at `step` draws
+    from seeds (seed, process, step, w); the loader takes the workers' batches in turn, so a run is reproducible
+    for a given number of workers."""
 
     def __init__(self, config: TrainConfig, seeds: list[int]):
         self.config, self.seeds = config, seeds
