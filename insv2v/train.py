@@ -952,6 +952,7 @@ def train(config: TrainConfig) -> Path:
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(checkpoint, {n: accelerator.unwrap_model(m) for n, m in modules.items()}, optimizer,
                             step, config, ema)  # fmt: skip
+    stream.close()  # --workers: their processes end here, not after saving
     accelerator.wait_for_everyone()
     modules = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False).eval() for n, m in modules.items()}
     if ema is not None:
