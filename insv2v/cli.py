@@ -204,6 +204,8 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--fine-attention", action="store_true", help="2d, t2i: attention at 16x16 too (2.7x slower "
                    "steps; added to an --init model without it, starting as the identity)")  # fmt: skip
     t.add_argument("--shape-weight", type=float, help="t2i, t2v: extra loss weight on the shapes' pixels (4)")
+    t.add_argument("--snr-gamma", type=float, help="t2i, t2v: Min-SNR loss weighting with this gamma (e.g. 5; "
+                   "default: every timestep weighted alike)")  # fmt: skip
     t.add_argument("--prediction-type", choices=["sample", "epsilon", "v_prediction"], help="t2i started afresh: "
                    "what its UNet predicts (sample: x0, the toy models' choice)")  # fmt: skip
     t.add_argument("--patch-size", type=int, choices=[4, 2], help="t2i started afresh: pixels folded into "

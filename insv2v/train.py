@@ -91,6 +91,7 @@ class TrainConfig:
     drop_both: float = 0.05  # (t2i, t2v: only drop_text + drop_both applies: the caption is dropped)
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
+    snr_gamma: float | None = None  # t2i, t2v: Min-SNR loss weighting with this gamma (None: every step alike)
     clip_dir: str | None = None  # stages 2d, t2i: a trained CLIP whose text tower starts the text encoder (else random)
     init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder, or (video) a model source of
     #                              insv2v.loading: a pipeline folder or hub id, compose:IMAGE+MOTION; 2d, t2i: one to
@@ -349,6 +350,9 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(
             f"--prediction-type must be one of {', '.join(PREDICTION_TYPES)}, got {config.prediction_type!r}"
         )
+    if config.snr_gamma is not None and (config.stage not in ("t2i", "t2v") or not config.snr_gamma > 0):
+        raise ValueError(f"--snr-gamma is a positive number for stages t2i and t2v, got {config.snr_gamma} for "
+                         f"stage {config.stage}")  # fmt: skip
     if config.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {config.workers}")
     if config.workers and config.data_dir:
@@ -550,6 +554,22 @@ def loss_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tenso
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {kind!r}")
 
 
+def min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023) of timesteps `t`, for the scheduler's prediction type: the
+    x0 error weighted by min(SNR, gamma), written as a weight on the error of what the UNet predicts."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    weight = snr.clamp(max=gamma)  # on the x0 error
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":  # |eps error|^2 = SNR |x0 error|^2
+        return weight / snr
+    if kind == "v_prediction":  # |v error|^2 = (SNR + 1) |x0 error|^2
+        return weight / (snr + 1)
+    if kind == "sample":
+        return weight
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {kind!r}")
+
+
 def editing_loss(unet, helpers, text_encoder, source, target, instructions, config, rng) -> torch.Tensor:
     """InstructPix2Pix loss with condition dropout; source/target (n, 3, h, w) or (n, 3, f, h, w) in [-1, 1]."""
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
@@ -607,6 +627,8 @@ def generation_loss(unet, helpers, text_encoder, clips, coverage, captions, conf
     # The shapes carry what a caption says beyond the background; they are a few percent of the pixels.
     weight = 1 + config.shape_weight * F.pixel_unshuffle(fold_frames(coverage), vae.config.patch_size)
     weight = weight.mean(dim=1, keepdim=True)  # (n*f, 1, h, w): the coverage of each folded 4x4 patch
+    if config.snr_gamma is not None:  # the steps that draw outlines, not the blurred mean of the noisiest ones
+        weight = weight * min_snr_weight(scheduler, t.repeat_interleave(f), config.snr_gamma).view(-1, 1, 1, 1)
     target = loss_target(scheduler, x0, noise, t.repeat_interleave(f))
     return (F.mse_loss(pred.float(), target, reduction="none") * weight).mean()
 

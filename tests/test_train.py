@@ -24,6 +24,7 @@ from insv2v.train import (
     frame_pairs,
     generation_loss,
     learning_rate,
+    min_snr_weight,
     random_triplet,
     train,
 )
@@ -105,6 +106,39 @@ def test_generation_loss_weights_the_shapes():
         loss = generation_loss(OffByOne(), helpers, text_encoder, clips, coverage, captions, config,
                                np.random.default_rng(1))  # fmt: skip
         assert loss.item() == pytest.approx(1 + weight * shapes, rel=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "epsilon", "v_prediction"])
+def test_min_snr_weights_every_prediction_type_as_the_x0_error_times_min_snr_gamma(prediction_type):
+    """One belief about x0, written as each prediction type: the weighted error of that output is min(SNR, gamma)
+    times the x0 error, at every noise level."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
+    t = torch.tensor([0, 50, 300, 600, 900, 999])
+    a = scheduler.alphas_cumprod[t].view(-1, 1)
+    generator = torch.Generator().manual_seed(0)
+    x0, noise, wrong = (torch.randn(len(t), 8, generator=generator) for _ in range(3))
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    x0_hat = x0 + 0.1 * wrong
+    eps_hat = (x_t - a.sqrt() * x0_hat) / (1 - a).sqrt()
+    outputs = {
+        "sample": (x0_hat, x0),
+        "epsilon": (eps_hat, noise),
+        "v_prediction": (a.sqrt() * eps_hat - (1 - a).sqrt() * x0_hat, a.sqrt() * noise - (1 - a).sqrt() * x0),
+    }
+    predicted, target = outputs[prediction_type]
+    weighted = min_snr_weight(scheduler, t, 5.0) * ((predicted - target) ** 2).mean(-1)
+    expected = (a / (1 - a)).clamp(max=5.0).squeeze(1) * ((x0_hat - x0) ** 2).mean(-1)
+    torch.testing.assert_close(weighted, expected, rtol=1e-4, atol=1e-10)  # float32 at SNR ~ 0: ~1e-14 apart
+    assert (expected[:2] == 5.0 * ((x0_hat - x0) ** 2).mean(-1)[:2]).all()  # nearly clean: capped at gamma
+
+
+def test_min_snr_is_for_the_generators_and_a_positive_gamma(tmp_path):
+    for stage, gamma in (("2d", 5.0), ("video", 5.0), ("t2i", 0.0), ("t2i", -1.0)):
+        with pytest.raises(ValueError, match="--snr-gamma is a positive number for stages t2i and t2v"):
+            train(TrainConfig(stage=stage, out_dir=str(tmp_path / "no"), snr_gamma=gamma))
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.slow  # trains three stages
