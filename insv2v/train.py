@@ -561,8 +561,8 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     snr = alpha_bar / (1 - alpha_bar)
     weight = snr.clamp(max=gamma)  # on the x0 error
     kind = scheduler.config.prediction_type
-    if kind == "epsilon":  # |eps error|^2 = SNR |x0 error|^2
-        return weight / snr
+    if kind == "epsilon":  # |eps error|^2 = SNR |x0 error|^2; min(SNR, gamma) / SNR, finite at SNR 0
+        return (gamma / snr).clamp(max=1)
     if kind == "v_prediction":  # |v error|^2 = (SNR + 1) |x0 error|^2
         return weight / (snr + 1)
     if kind == "sample":
