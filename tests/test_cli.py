@@ -4,7 +4,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from media import make_empty_avi, make_video
 
@@ -50,16 +49,14 @@ def test_ten_second_clip_keeps_frame_count_fps_aspect_and_audio(model, clip, tmp
 
 
 def test_recipe_reproduces_the_edit(model, clip, tmp_path):
-    first, again = tmp_path / "first.gif", tmp_path / "again.gif"
+    first, again = tmp_path / "first.mp4", tmp_path / "again.mp4"
     args = ["--model", model, "--max-frames", 20, "--stride", 2, "--start", 1.0, "--text-cfg", 5, "--mc", *FAST]
     assert edit(clip, "make it snowy", "-o", first, *args) == 0  # no --seed: drawn and recorded
     recipe = json.loads((tmp_path / "first.json").read_text())
     assert recipe["seed"] is not None and recipe["stride"] == 2 and recipe["mc"] is True
     assert main(["edit", "--recipe", str(tmp_path / "first.json"), "-o", str(again)]) == 0
-    a = read_video(first).frames
-    b = read_video(again).frames
-    assert a.shape == (20, 32, 40, 3)
-    np.testing.assert_array_equal(a, b)
+    assert read_video(first).frames.shape == (20, 32, 40, 3)
+    assert first.read_bytes() == again.read_bytes()  # the same file, sound and all
 
 
 def test_fps_resampling_and_start(model, clip, tmp_path):

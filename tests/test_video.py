@@ -398,6 +398,20 @@ def test_streaming_writer_odd_size(tmp_path):
     assert indices(read_video(tmp_path / "odd.mp4")) == list(range(35))
 
 
+def test_the_same_frames_make_the_same_file(tmp_path):
+    """A recipe re-run must give the file it gave: twelve writes of one small toy video, each read back before the
+    next (x264's macroblock tree made up to five different files of these frames)."""
+    from insv2v.toyworld.world import sample_triplet
+
+    frames = sample_triplet(11).render(24)[0]  # (24, 64, 64, 3): the toy world's size, where it happened
+    files = set()
+    for i in range(12):
+        write_video(tmp_path / f"{i}.mp4", frames, 8)
+        read_video(tmp_path / f"{i}.mp4")
+        files.add((tmp_path / f"{i}.mp4").read_bytes())
+    assert len(files) == 1
+
+
 def test_written_colors_read_back(tmp_path):
     frames = np.zeros((3, 32, 64, 3), np.uint8)
     frames[:, :, :32], frames[:, :, 32:] = (200, 40, 60), (30, 180, 90)
