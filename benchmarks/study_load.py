@@ -625,7 +625,7 @@ def print_durability(figures: dict, participants: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])  # the first paragraph
     parser.add_argument("--study", type=Path, required=True, help="the study database (copied, never touched)")
     parser.add_argument("--truth", type=Path, required=True, help="folder with items.jsonl: each item's reference")
     parser.add_argument("--participants", type=int, default=50, help="simulated participants at once")

@@ -7,7 +7,8 @@ A row is NAME=EVAL_JSON[+EVAL_JSON][@RUN_DIR[,RUN_DIR]]: EVAL_JSON written by `i
 first with the edits, a second (optional) with the temporal and long-video parts (warp error of the inflated editor
 and of its 2-D model run per frame, seam score with LVSC on and off); RUN_DIR the training runs that made the editor
 (`insv2v train 2d OUT_DIR`, then `insv2v train video`). A run trained with --data adds its dataset's pairs (made /
-kept) and the hours of making them, and every run its hours of training (wall clock on the machine that ran them).
+kept) and the hours of making them, and every run its hours of training (wall clock on the machine that ran them);
+a row without a run trained with --data is read as trained on the toy world's exact triplets.
 Every row's edits, and every row's videos, must be the same ones under the same sampling.
 """
 
