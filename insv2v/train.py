@@ -559,14 +559,13 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     x0 error weighted by min(SNR, gamma), written as a weight on the error of what the UNet predicts."""
     alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = alpha_bar / (1 - alpha_bar)
-    weight = snr.clamp(max=gamma)  # on the x0 error
     kind = scheduler.config.prediction_type
     if kind == "epsilon":  # |eps error|^2 = SNR |x0 error|^2; min(SNR, gamma) / SNR, finite at SNR 0
         return (gamma / snr).clamp(max=1)
     if kind == "v_prediction":  # |v error|^2 = (SNR + 1) |x0 error|^2
-        return weight / (snr + 1)
+        return snr.clamp(max=gamma) / (snr + 1)
     if kind == "sample":
-        return weight
+        return snr.clamp(max=gamma)
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {kind!r}")
 
 

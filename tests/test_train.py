@@ -115,7 +115,7 @@ def test_min_snr_weights_every_prediction_type_as_the_x0_error_times_min_snr_gam
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
-    t = torch.tensor([0, 50, 300, 600, 900, 999])
+    t = torch.tensor([0, 50, 300, 600, 900, 980])  # SNR from above gamma to 1e-4 (999: zero SNR, below)
     a = scheduler.alphas_cumprod[t].view(-1, 1)
     generator = torch.Generator().manual_seed(0)
     x0, noise, wrong = (torch.randn(len(t), 8, generator=generator) for _ in range(3))
@@ -130,7 +130,7 @@ def test_min_snr_weights_every_prediction_type_as_the_x0_error_times_min_snr_gam
     predicted, target = outputs[prediction_type]
     weighted = min_snr_weight(scheduler, t, 5.0) * ((predicted - target) ** 2).mean(-1)
     expected = (a / (1 - a)).clamp(max=5.0).squeeze(1) * ((x0_hat - x0) ** 2).mean(-1)
-    torch.testing.assert_close(weighted, expected, rtol=1e-4, atol=1e-10)  # float32 at SNR ~ 0: ~1e-14 apart
+    torch.testing.assert_close(weighted, expected, rtol=1e-3, atol=0)
     # A schedule that ends at zero SNR (Lin et al. 2024): the pure-noise step, where x0 cannot be told, weighs
     # nothing in x0 or velocity, and its noise error weighs 1 (min(SNR, gamma) / SNR as SNR -> 0).
     zero_snr = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
