@@ -382,10 +382,10 @@ def evaluate(args: argparse.Namespace) -> None:
     }
     if args.baseline == "tav":
         from insv2v.assets import TOY_T2I
-        from insv2v.tav import PRESETS, TuneAVideoPipeline
+        from insv2v.tav import PRESETS, load_tav
         from insv2v.toyworld import baseline
 
-        tav = TuneAVideoPipeline.from_t2i(args.tav_model or str(TOY_T2I))
+        tav = load_tav(args.tav_model or str(TOY_T2I), args.device)
         tav.set_progress_bar_config(disable=True)
         settings = PRESETS[args.tav_preset]
         settings = dataclasses.replace(settings, tune_steps=args.tav_steps or settings.tune_steps, seed=args.seed)

@@ -7,7 +7,6 @@ an open_clip name (`open_clip:ViT-L-14/openai`), a transformers id or folder (th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from insv2v.flow import optical_flow, warp
+from insv2v.loading import ModelCache
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,9 +48,16 @@ class ClipScorer:
         return F.normalize(self.encode_text_fn(texts).float(), dim=-1)
 
 
-@lru_cache(maxsize=4)
+CLIP_MODELS = ModelCache(size=4)  # what `load_clip` loaded
+
+
 def load_clip(source: str) -> ClipScorer:
-    """A ClipScorer for `open_clip:ARCH/PRETRAINED`, or a transformers CLIPModel id or folder."""
+    """A ClipScorer for `open_clip:ARCH/PRETRAINED`, or a transformers CLIPModel id or folder; loaded once per
+    process and read again when the folder's files change (a CLIP retrained in place while a server runs)."""
+    return CLIP_MODELS.get((source,), source, lambda: _load_clip(source))
+
+
+def _load_clip(source: str) -> ClipScorer:
     if source.startswith("open_clip:"):
         import open_clip
 

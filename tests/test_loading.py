@@ -215,29 +215,59 @@ def test_vae_tiling_can_be_switched_off_again():
     assert torch.equal(pipe.encode_video(video), base)
 
 
-@pytest.mark.parametrize("kind", ["editor", "text-to-video"])
+def _save_toy_clip(folder, seed: int) -> None:
+    from insv2v.toyworld.models import toy_clip, toy_tokenizer
+
+    torch.manual_seed(seed)
+    toy_clip().save_pretrained(folder)
+    toy_tokenizer().save_pretrained(folder)
+
+
+def _reloadable(kind: str):
+    """(save a model of this kind with a seed into a folder, load it through its cache, what tells two apart)."""
+    from insv2v.metrics import load_clip
+    from insv2v.synth.t2v import load_t2v
+    from insv2v.tav import load_tav
+    from insv2v.testing.tiny import tiny_t2v_pipeline
+
+    conv_in = lambda pipe: pipe.unet.conv_in.weight.detach().clone()  # noqa: E731
+    return {
+        "editor": (lambda folder, seed: tiny_pipeline(seed=seed).save_pretrained(folder), load_pipeline, conv_in),
+        "text-to-video": (lambda folder, seed: tiny_t2v_pipeline(seed=seed).save_pretrained(folder), load_t2v, conv_in),
+        "tune-a-video": (
+            lambda folder, seed: tiny_t2v_pipeline("2d", seed=seed).save_pretrained(folder),
+            load_tav,
+            conv_in,
+        ),
+        "clip": (
+            _save_toy_clip,
+            lambda source, device: load_clip(source),
+            lambda scorer: scorer.texts(["a red circle"]),
+        ),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["editor", "text-to-video", "tune-a-video", "clip"])
 def test_a_model_folder_saved_anew_is_read_again_and_the_old_one_let_go(tmp_path, kind):
+    """A model retrained in place while a server runs is what the server uses next, and only one copy is held."""
     import gc
     import weakref
 
-    from insv2v.synth.t2v import load_t2v
-    from insv2v.testing.tiny import tiny_t2v_pipeline
-
-    make, load = (tiny_pipeline, load_pipeline) if kind == "editor" else (tiny_t2v_pipeline, load_t2v)
-    weight = lambda pipe: pipe.unet.conv_in.weight.detach().clone()  # noqa: E731
+    save, load, fingerprint = _reloadable(kind)
     folder = tmp_path / "model"
-    make(seed=0).save_pretrained(folder)
+    save(folder, 0)
     first = load(str(folder), device="cpu")
     assert load(str(folder), device="cpu") is first  # files unchanged: the loaded model is shared
-    first_weight, first_ref = weight(first), weakref.ref(first)
+    first_print, first_ref = fingerprint(first), weakref.ref(first)
     del first
-    replacement = make(seed=1)
-    replacement.save_pretrained(folder)
+    save(folder, 1)
     later = time.time() + 10  # a new time whatever the file system's timestamp resolution
     for path in folder.rglob("*"):
         os.utime(path, (later, later))
     second = load(str(folder), device="cpu")
-    torch.testing.assert_close(weight(second), weight(replacement), rtol=0, atol=0)
-    assert not torch.equal(weight(second), first_weight)
+    assert not torch.equal(fingerprint(second), first_print)
+    fresh = tmp_path / "fresh"  # the same seed loaded where no cache has seen it
+    save(fresh, 1)
+    torch.testing.assert_close(fingerprint(second), fingerprint(load(str(fresh), device="cpu")), rtol=0, atol=0)
     gc.collect()
     assert first_ref() is None  # the replaced model is not kept beside its successor

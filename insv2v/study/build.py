@@ -147,27 +147,14 @@ def _per_frame(source: str, device: str | None):
     return per_frame_model(load_pipeline(source, device))
 
 
-@cache
-def _tav_pipeline(source: str, device: str | None):
-    """Tune-A-Video on `source`, loaded once (it restores its untuned weights before each video)."""
-    import torch
-
-    from insv2v.loading import default_device, default_dtype
-    from insv2v.tav import TuneAVideoPipeline
-
-    device = default_device() if device is None else torch.device(device)
-    pipe = TuneAVideoPipeline.from_t2i(source, dtype=default_dtype(device)).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def _tav(input_path: Path, instruction: str, out_path: Path, item: StudyItem, run: RunSettings) -> None:
     """Tune-A-Video, as `insv2v tav edit` runs it: every 2nd frame, tuned on the caption, sampled with the edited."""
     from insv2v.assets import TOY_T2I
-    from insv2v.tav import PRESETS, tav_edit
+    from insv2v.tav import PRESETS, load_tav, tav_edit
 
     settings = run.tav_settings or dataclasses.replace(PRESETS[run.tav_preset], seed=run.seed)
-    pipe = _tav_pipeline(str(run.tav_model or TOY_T2I), run.device)
+    pipe = load_tav(str(run.tav_model or TOY_T2I), run.device)
+    pipe.set_progress_bar_config(disable=True)
     clip = read_video(input_path, max_frames=settings.frames, stride=2, resolution=pipe.default_resolution,
                       multiple=pipe.vae_scale_factor)  # fmt: skip
     result = tav_edit(pipe, clip.frames, item.caption, item.edited_caption, settings)

@@ -11,6 +11,7 @@ import importlib
 _EXPORTS = {
     "TuneAVideoUNet": "model",
     "inflate_tav": "model",
+    "load_tav": "pipeline",
     "set_trainable": "model",
     "trainable_parameters": "model",
     "PRESETS": "pipeline",

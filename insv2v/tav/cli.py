@@ -70,8 +70,8 @@ def tav(args: argparse.Namespace) -> None:
 
     from insv2v.assets import TOY_T2I
     from insv2v.editing import check_output
-    from insv2v.loading import default_device, default_dtype
-    from insv2v.tav.pipeline import PRESETS, TuneAVideoPipeline, tav_edit
+    from insv2v.loading import default_device
+    from insv2v.tav.pipeline import PRESETS, load_tav, tav_edit
     from insv2v.video import OUTPUT_FORMATS, probe, read_video, write_video
 
     changes = {"tune_steps": args.steps, "frames": args.frames, "guidance_scale": args.guidance, "seed": args.seed}
@@ -80,7 +80,7 @@ def tav(args: argparse.Namespace) -> None:
     check_output(Path(args.output), args.input, suffixes=OUTPUT_FORMATS)  # what write_video below can write
     device = default_device()
     began = time.perf_counter()
-    pipe = TuneAVideoPipeline.from_t2i(args.model or TOY_T2I, dtype=default_dtype(device)).to(device)
+    pipe = load_tav(str(args.model or TOY_T2I), device)
     pipe.set_progress_bar_config(disable=True)
     print(f"loaded {pipe.source} on {device} in {time.perf_counter() - began:.1f} s")
     resolution = args.resolution or pipe.default_resolution

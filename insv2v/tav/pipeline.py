@@ -39,6 +39,14 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from insv2v.files import write_atomically
+from insv2v.loading import (
+    ModelCache,
+    ModelLoadError,
+    check_generative_unet,
+    default_device,
+    default_dtype,
+    from_pretrained_explained,
+)
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.pipeline import vae_scale_factor
 from insv2v.tav.model import TuneAVideoUNet, inflate_tav, set_trainable, trainable_parameters
@@ -200,8 +208,6 @@ class TuneAVideoPipeline(DiffusionPipeline):
         """From a Stable Diffusion 1.x folder or hub id (e.g. CompVis/stable-diffusion-v1-4), or a text-to-image
         TextToVideoPipeline folder such as the toy `assets/toy-t2i`: each component from its subfolder, the UNet
         inflated. `dtype` is the frozen VAE's and text encoder's; the UNet stays float32 (see the class)."""
-        from insv2v.loading import ModelLoadError, check_generative_unet, from_pretrained_explained
-
         source = str(source)
         unet_config = Path(source, "unet", "config.json")  # a local folder's UNet class, before loading it as 2-D
         kind = json.loads(unet_config.read_text()).get("_class_name") if unet_config.is_file() else None
@@ -445,6 +451,21 @@ class TuneAVideoPipeline(DiffusionPipeline):
 
 
 # ---------------------------------------------------------------- checkpoints
+
+
+TAV_MODELS = ModelCache(size=2)  # what `load_tav` loaded
+
+
+def load_tav(source: str, device: str | torch.device | None = None) -> TuneAVideoPipeline:
+    """`TuneAVideoPipeline.from_t2i(source)` on `device`, loaded once per process and read again when the folder's
+    files change; shared by every video, as tuning restores the untuned weights first. Frozen parts in float16 on
+    CUDA."""
+
+    def load() -> TuneAVideoPipeline:
+        target = torch.device(device) if device is not None else default_device()
+        return TuneAVideoPipeline.from_t2i(source, dtype=default_dtype(target)).to(target)
+
+    return TAV_MODELS.get((str(source), str(device)), str(source), load)
 
 
 def save_checkpoint(path: Path, step: int, losses: list[float], params: dict, optimizer, scaler) -> None:

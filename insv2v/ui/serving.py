@@ -3,7 +3,6 @@ with cancel, and the ZeroGPU decorator. No layout here."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -127,21 +126,14 @@ def get_pipeline(config: AppConfig):
     return pipe
 
 
-@functools.lru_cache(maxsize=2)
-def _tav_pipeline(source: str, device: str | None):
-    from insv2v.loading import default_device
-    from insv2v.tav import TuneAVideoPipeline
-
-    device = default_device() if device is None else device
-    pipe = TuneAVideoPipeline.from_t2i(source).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def get_tav_pipeline(config: AppConfig):
     """Tune-A-Video on `config.tav` (a Stable Diffusion 1.x id or folder; the toy text-to-image model by default),
-    loaded once per process; each video's tuning is cached on disk, not in it."""
-    return _tav_pipeline(tav_source(config), config.device)
+    loaded once per process and read again when its files change; each video's tuning is cached on disk, not in it."""
+    from insv2v.tav import load_tav
+
+    pipe = load_tav(tav_source(config), config.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def tav_source(config: AppConfig) -> str:
