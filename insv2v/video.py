@@ -225,6 +225,23 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     return None
 
 
+def _demuxed_length(path: str, index: int) -> tuple[int, float | None]:
+    """Packets of stream `index` and the seconds their timestamps span (None without timestamps), read without
+    decoding: the length of a file whose header does not say it."""
+    packets, first, end = 0, None, None
+    with av.open(path) as container:
+        stream = container.streams[index]
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's flush packet
+                continue
+            packets += 1
+            if packet.pts is not None:
+                first = packet.pts if first is None else min(first, packet.pts)
+                end = max(end or packet.pts, packet.pts + (packet.duration or 0))
+        seconds = float((end - first) * stream.time_base) if first is not None and end > first else None
+    return packets, seconds
+
+
 def _rotation(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
     """Counter-clockwise display rotation, snapped to 0/90/180/270: the display matrix, else an old 'rotate' tag."""
     degrees = frame.rotation
@@ -323,6 +340,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         rotation = _rotation(frame, stream)
         width, height = (frame.height, frame.width) if rotation % 180 else (frame.width, frame.height)
         duration = _duration(container, stream)
+        if duration is None and not stream.frames:  # a stream without a header (raw H.264, streamed mkv): count
+            packets, duration = _demuxed_length(path, stream.index)
+            duration = duration or packets / float(fps)
         num_frames = stream.frames or max(1, round((duration or 0.0) * fps))
         return VideoInfo(
             path=path,

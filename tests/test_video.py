@@ -159,6 +159,41 @@ def test_probe(files):
     assert ntsc.duration == pytest.approx(30 * 1001 / 30000)
 
 
+def test_length_of_a_file_whose_header_does_not_say_it(tmp_path):
+    """A streamed mkv (written where it could not seek back to fill in its length) and a raw H.264 stream: measured
+    from their packets, so a server's length limit holds for them too (it read them as one frame long)."""
+    import io
+
+    class Pipe(io.RawIOBase):  # a pipe: the muxer cannot go back to write the length
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, chunk):
+            self.data += bytes(chunk)
+            return len(chunk)
+
+    for suffix, fmt in (("mkv", "matroska"), ("h264", "h264")):
+        pipe = Pipe()
+        with av.open(pipe, "w", format=fmt) as container:
+            stream = container.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for i in range(50):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        path = tmp_path / f"streamed.{suffix}"
+        path.write_bytes(pipe.data)
+        with av.open(str(path)) as container:
+            assert container.duration is None and not container.streams.video[0].frames  # the header is silent
+        info = probe(path)
+        assert info.num_frames == 50
+        # mkv keeps its timestamps (10 fps); a raw stream has none, so FFmpeg's 25 fps is assumed for it
+        assert info.duration == pytest.approx(50 / info.fps) and info.fps == (10.0 if suffix == "mkv" else 25.0)
+
+
 @pytest.mark.parametrize(
     "ext, codec", [("mkv", "mpeg4"), ("webm", "libvpx-vp9"), ("avi", "mpeg4"), ("mov", "libx264"), ("ts", "libx264")]
 )
