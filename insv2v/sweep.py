@@ -97,7 +97,7 @@ class SweepResult:
 
 def parse_scales(text: str, name: str) -> list[float]:
     """ "3, 7.5, 12" -> [3.0, 7.5, 12.0]; `name` ("text CFG" or "video CFG") goes into the error message."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    parts = [p for p in (text or "").replace(";", ",").replace(" ", ",").split(",") if p]
     try:
         values = [float(p) for p in parts]
     except ValueError:

@@ -140,6 +140,7 @@ def test_bad_upload_gets_a_clear_message_and_the_server_keeps_serving(client, me
         (dict(frames_per_clip=4, ref_frames=4), "Reference frames must be in [0, Frames per clip), got 4 with 4"),
         (dict(text_cfg=100), "Text CFG must be between 1 and 20; got 100."),
         (dict(video_cfg=-1), "Video CFG must be between 1 and 3; got -1."),
+        (dict(video_cfg=None), "Video CFG needs a number between 1 and 3; got none."),
         (dict(instruction="  "), "the instruction is empty"),
         (dict(start=30), "start 30s is beyond the end of the video"),
     ],
@@ -155,6 +156,7 @@ def test_bad_settings_get_a_clear_message(client, media, settings, words):
 
 def test_api_takes_every_setting_by_name_in_the_readme_order(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/edit", "/preview", "/sweep", "/compare", "/synth_pair"}  # the README's, no others
     names = {name: [p["parameter_name"] for p in endpoints[name]["parameters"]] for name in ("/edit", "/sweep")}
     long_video = ["lvsc", "frames_per_clip", "ref_frames", "lvsc_fraction", "mc"]
     frames = ["resolution", "start", "length", "stride"]
@@ -260,36 +262,81 @@ def noise(i, width, height):
 # Serving parts alone
 
 
+def touch(folder, when: float) -> None:
+    """Set the times of a folder and of everything in it."""
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (when, when))
+
+
 def test_output_cache_deletes_by_age_then_size(tmp_path):
-    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100)
+    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100, keep_recent_s=0)
     jobs = []
     for i in range(4):
         job = cache.jobs / f"job{i}"
         job.mkdir()
         (job / "out.mp4").write_bytes(b"x" * 1000)
-        os.utime(job, (1000 + i, 1000 + i))
+        touch(job, 1000 + i)
         jobs.append(job)
     deleted = cache.clean(now=1101.8)  # jobs 0 and 1 are older than 100 s; 2 and 3 fit in 2500 bytes
     assert deleted == jobs[:2] and all(j.exists() for j in jobs[2:])
     (jobs[3] / "more.mp4").write_bytes(b"x" * 1000)
+    touch(jobs[3], 1003)
     assert cache.clean(now=1101.9) == [jobs[2]]  # too big: the oldest goes
-    os.utime(jobs[3], (1003, 1003))
     assert cache.new_job("edit").parent == cache.jobs and not jobs[3].exists()  # a new request cleans first
 
 
 def test_output_cache_counts_tunings_and_evicts_the_least_recently_used(tmp_path):
-    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100)
+    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100, keep_recent_s=0)
     folders = [cache.jobs / "job0", cache.tav / "tuning0", cache.jobs / "job1"]
     for i, folder in enumerate(folders):
         folder.mkdir()
         (folder / "data").write_bytes(b"x" * 1000)
-        os.utime(folder, (1000 + i, 1000 + i))
+        touch(folder, 1000 + i)
     assert cache.clean(now=1050) == [folders[0]]  # 3000 bytes: the oldest of either kind goes
     os.utime(folders[1], (1060, 1060))  # the tuning reused: now the most recently used
     (folders[2] / "more").write_bytes(b"x" * 1000)
-    os.utime(folders[2], (1002, 1002))
+    touch(folders[2], 1002)
     assert cache.clean(now=1070) == [folders[2]] and folders[1].exists()
     assert cache.clean(now=1161) == [folders[1]]  # expired
+
+
+def test_output_cache_counts_gradios_copies_once_and_spares_running_requests(tmp_path):
+    """Gradio's copies of uploads and outputs count towards the size, an upload linked into a request folder once;
+    a request still writing (a sweep's cells; its folder older than any) is not deleted to make room."""
+    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=10_000, gradio=tmp_path / "gradio", keep_recent_s=60)
+    upload = tmp_path / "gradio" / "abc" / "in.mp4"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"x" * 1000)
+    request = cache.jobs / "job0"
+    (request / "cells").mkdir(parents=True)
+    os.link(upload, request / "in.mp4")
+    copy = tmp_path / "gradio" / "def" / "out.mp4"  # an output Gradio copied to serve it
+    copy.parent.mkdir()
+    copy.write_bytes(b"x" * 1000)
+    touch(request, 900)
+    touch(upload.parent, 1000)
+    touch(copy.parent, 1010)
+    assert cache.clean(now=1100) == []  # 2000 bytes on disk, not 3000
+    (request / "cells" / "cell0.mp4").write_bytes(b"x" * 3000)
+    touch(request / "cells", 1095)  # the sweep writes on
+    assert cache.clean(now=1100) == [upload.parent, copy.parent]  # Gradio's idle copies go, oldest first
+    assert (request / "in.mp4").exists()  # still over the size, but running
+    assert cache.clean(now=1200) == [request]  # idle now
+
+
+def test_cached_examples_are_kept_apart_by_what_made_them(tmp_path):
+    from insv2v.ui import examples_key
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights").write_bytes(b"x")
+    config = AppConfig(model=str(model), default_steps=20)
+    before = examples_key(config)
+    assert before == examples_key(AppConfig(model=str(model), default_steps=20))
+    assert examples_key(config) != examples_key(AppConfig(model=str(model), default_steps=1))
+    assert examples_key(config) != examples_key(AppConfig(model=str(model), default_steps=20, clip="open_clip:x"))
+    (model / "weights").write_bytes(b"yy")  # retrained in place
+    assert examples_key(config) != before
 
 
 def test_user_message_drops_server_paths_and_names_controls():
@@ -363,6 +410,24 @@ def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_lat
     assert jobs.start("s", Job(total=4)).cancelled  # ...and then does not run (Compare: Tune-A-Video after InsV2V)
     jobs.forget("s")  # its tab closed: nothing of it is kept, so a session of that name starts afresh
     assert not jobs.start("s", Job(total=4)).cancelled
+
+
+def test_a_cancel_pressed_after_a_request_ended_does_not_stop_the_next_example(app):
+    """An example cached on first use runs without the buttons' submit event; a Cancel pressed earlier, when
+    nothing ran, stopped it as it started."""
+    import gradio as gr
+
+    from insv2v.ui.edit_tab import examples, make_example_handler
+
+    jobs = app[1].studio.jobs
+    jobs.submit("late")
+    jobs.finish("late", jobs.start("late", Job(total=4)))
+    assert jobs.cancel("late") is None  # pressed after the edit ended
+    video, instruction = examples()[0]
+    output, *_, status = make_example_handler(app[1].studio)(
+        video, instruction, request=gr.Request(session_hash="late")
+    )
+    assert probe(output).num_frames > 0 and status.startswith("Edited")
 
 
 def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_path, monkeypatch):

@@ -83,6 +83,21 @@ def test_a_full_queue_never_turns_a_participant_away(study, tmp_path):
     assert len([r for r in StudyStore(study).ratings() if r["pid"] == "carol"]) == 3
 
 
+def test_a_page_whose_session_the_server_forgot_keeps_its_participant(app, study):
+    """The server restarted, or dropped the page's session, with the page left open: its next click still answers
+    as the participant of the link or of the browser's kept id, not as nobody or a new random one."""
+    session, _ = visit(app, "dora")
+    session.session_hash = "forgotten1"  # the server no longer knows the page: its State is gone
+    session.trigger("rate-agree")
+    assert StudyStore(study).known("dora")  # from ?pid=, not a new random id
+    session.trigger("rate-next", inputs=ANSWERS)
+    session.session_hash = "forgotten2"
+    session.query = ""  # no ?pid= either: the id the browser kept
+    session.trigger("rate-next", inputs=ANSWERS)
+    rows = [r for r in StudyStore(study).ratings() if r["pid"] == "dora"]
+    assert len(rows) == 2 * 3  # two screens, each committed
+
+
 def test_a_reload_resumes_at_the_first_unanswered_comparison(app, study):
     session, _ = visit(app, "bob")
     session.trigger("rate-agree")

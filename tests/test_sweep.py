@@ -124,6 +124,8 @@ def test_grid_and_scale_parsing_errors():
         parse_scales("3, lots", "text CFG")
     with pytest.raises(ValueError, match="at least one video CFG"):
         parse_scales(" , ", "video CFG")
+    with pytest.raises(ValueError, match="at least one text CFG"):
+        parse_scales(None, "text CFG")  # an API call without the field
     with pytest.raises(ValueError, match=r"text CFG values must be in \[0.0, 30.0\], got \[99.0\]"):
         check_grid([99.0], [1.2])
     with pytest.raises(ValueError, match="repeat"):

@@ -7,8 +7,10 @@ Add a tab by writing `insv2v/ui/NAME_tab.py` with `build(studio)` and listing it
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.ui.serving import AppConfig, Jobs, OutputCache
@@ -51,11 +53,20 @@ def _tabs():
     ]
 
 
+def examples_key(config: AppConfig) -> str:
+    """What an example's cached result depends on: the model (its files too: one retrained in place), the settings
+    the examples run with, and the CLIP scoring them."""
+    from insv2v.loading import files_signature
+
+    made_by = [config.model, files_signature(config.model), config.default_steps, config.max_frames, config.clip,
+               config.device]  # fmt: skip
+    return hashlib.sha1(json.dumps(made_by, default=str).encode()).hexdigest()[:12]
+
+
 def prepare_environment(config: AppConfig) -> None:
     """Keep Gradio's own copies of uploads and outputs under the app's cache directory, so nothing else is served."""
     os.environ.setdefault("GRADIO_TEMP_DIR", str(config.cache_dir / "gradio"))
-    model_key = hashlib.sha1(config.model.encode()).hexdigest()[:12]  # another model: other cached examples
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(config.cache_dir / "examples" / model_key))
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(config.cache_dir / "examples" / examples_key(config)))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: nothing phones home
 
 
@@ -71,7 +82,12 @@ def build_demo(config: AppConfig | None = None):
     defaults = model_defaults(config.model)
     studio = Studio(
         config,
-        OutputCache(config.cache_dir, config.cache_max_mb * 2**20, config.cache_max_age_s),
+        OutputCache(
+            config.cache_dir,
+            config.cache_max_mb * 2**20,
+            config.cache_max_age_s,
+            gradio=Path(os.environ["GRADIO_TEMP_DIR"]),
+        ),
         Jobs(),
         defaults,
         settings_table(config, defaults),

@@ -294,6 +294,7 @@ def build(studio) -> None:
             with gr.Row():
                 run_button = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="compare-cancel")
+            cancel_note = gr.Markdown(elem_id="compare-cancel-note")
             api_button = gr.Button(visible=False)  # the `compare` API endpoint: both methods in one call
         with gr.Column(scale=2):
             output = gr.Video(value=shipped_video, label="Input | InsV2V | Tune-A-Video", autoplay=True, loop=True,
@@ -305,9 +306,9 @@ def build(studio) -> None:
     compare_insv2v, compare_tav, compare = make_handlers(studio)
     settings = controls.inputs(SETTINGS)
     heavy = dict(concurrency_limit=1, concurrency_id="model", show_progress="full")
-    preset.change(lambda p: 300 if p == "space" else 500, preset, tune_steps, api_name=False)
-    propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False)
-    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, "the comparison")
+    preset.change(lambda p: 300 if p == "space" else 500, preset, tune_steps, api_name=False, queue=False)
+    propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False, queue=False)
+    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the comparison")
     submitted.then(
         compare_insv2v, [video, instruction, edited_caption], [output, scores, status, state], api_name=False,
         inputs_kwargs=settings, **heavy,
@@ -327,4 +328,5 @@ def build(studio) -> None:
             return shipped_comparison(clip)
 
         gr.Examples(rows, [video, instruction, source_caption, edited_caption], [output, scores, status], fn=show,
-                    run_on_click=True, cache_examples=False, api_name=False, label="Examples (toy world)")  # fmt: skip
+                    run_on_click=True, cache_examples=False, api_visibility="private",
+                    label="Examples (toy world)")  # fmt: skip

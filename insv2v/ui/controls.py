@@ -12,7 +12,9 @@ class Slider(gr.Slider):
         return "slider"  # the same front-end component
 
     def preprocess(self, payload: float) -> float:
-        if payload is not None and not self.minimum <= payload <= self.maximum:
+        if payload is None:
+            raise gr.Error(f"{self.label} needs a number between {self.minimum:g} and {self.maximum:g}; got none.")
+        if not self.minimum <= payload <= self.maximum:
             raise gr.Error(f"{self.label} must be between {self.minimum:g} and {self.maximum:g}; got {payload:g}.")
         return super().preprocess(payload)
 
@@ -21,23 +23,27 @@ def session_of(request: gr.Request | None) -> str | None:
     return request.session_hash if request is not None else None
 
 
-def cancellable(jobs, run_buttons: list, cancel_button, what: str) -> list:
-    """Wire a Cancel button to `jobs` (serving.Jobs); return each run button's submit event, to chain the queued
-    work after (`.then(...)`), so that a Cancel pressed while that work waits in the queue reaches it too."""
+def cancellable(jobs, run_buttons: list, cancel_button, note, what: str) -> list:
+    """Wire a Cancel button to `jobs` (serving.Jobs), saying what it did in `note` (a Markdown beside it); return each
+    run button's submit event, to chain the queued work after (`.then(...)`), so that a Cancel pressed while that
+    work waits in the queue reaches it too."""
 
     def submit(request: gr.Request):
         jobs.submit(session_of(request))
+        return ""
 
     def cancel(request: gr.Request):
         state = jobs.cancel(session_of(request))
         if state == "running":
-            gr.Info(f"Cancelling: {what} stops after its current step.")
-        elif state == "waiting":
-            gr.Info(f"Cancelled: {what} waiting in the queue will not run.")
+            return f"Cancelling: {what} stops after its current step."
+        if state == "waiting":
+            return f"Cancelled: {what} waiting in the queue will not run."
+        return "Nothing to cancel."
 
-    # Cooperative only: Gradio's `cancels=` on a running event left the next heavy event of the session stuck.
-    cancel_button.click(cancel, None, None, api_name=False)
-    return [button(submit, None, None, api_name=False, queue=False) for button in run_buttons]
+    # Not queued: a Cancel must get through when the queue is full. Cooperative only: Gradio's `cancels=` on a
+    # running event left the next heavy event of the session stuck.
+    cancel_button.click(cancel, None, note, api_name=False, queue=False)
+    return [button(submit, None, note, api_name=False, queue=False) for button in run_buttons]
 
 
 def forget_closed_sessions(demo, jobs) -> None:

@@ -90,6 +90,17 @@ def make_handler(studio, preview: bool):
     return edit
 
 
+def make_example_handler(studio):
+    """An example's run, cached on first use: the default settings and seed 0, so that its result is reproducible."""
+    handler = make_handler(studio, False)
+
+    def edit_example(video: str, instruction: str, request: gr.Request = None):
+        studio.jobs.submit(session_of(request))  # a request of its own: a Cancel pressed before it does not stop it
+        return handler(video, instruction, seed=0, randomize_seed=False, request=request)
+
+    return edit_example
+
+
 def describe_upload(studio, video: str | None) -> str:
     from insv2v.ui.serving import describe
 
@@ -117,6 +128,7 @@ def build(studio) -> None:
                 preview_button = gr.Button("Preview (first clip)", elem_id="edit-preview")
                 run_button = gr.Button("Edit video", variant="primary", elem_id="edit-run")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="edit-cancel")
+            cancel_note = gr.Markdown(elem_id="edit-cancel-note")
             with gr.Accordion("Sampling", open=False):
                 with gr.Row():
                     controls.add("seed")
@@ -144,11 +156,11 @@ def build(studio) -> None:
     # The settings go by name: the API names each parameter after its setting (its default: the control's value).
     heavy = dict(inputs_kwargs=settings, concurrency_limit=1, concurrency_id="model", show_progress="full")
     buttons = [preview_button.click, run_button.click, instruction.submit]
-    preview, edit, enter = cancellable(studio.jobs, buttons, cancel_button, "the edit")
+    preview, edit, enter = cancellable(studio.jobs, buttons, cancel_button, cancel_note, "the edit")
     preview.then(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
     edit.then(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
     enter.then(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)
-    video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False)
+    video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False, queue=False)
 
     def fill(path: str | None) -> list:
         values = load_recipe(path)
@@ -157,17 +169,11 @@ def build(studio) -> None:
     load_button.upload(fill, load_button, [instruction, *settings.values()], api_name=False)
 
     if examples():
-        handler = make_handler(studio, False)
-
-        def edit_example(video: str, instruction: str, request: gr.Request = None):
-            """An example with the default settings and seed 0, so that its cached result is reproducible."""
-            return handler(video, instruction, seed=0, randomize_seed=False, request=request)
-
         shown = gr.Examples(
             examples(),
             [video, instruction],
             outputs,
-            fn=edit_example,
+            fn=make_example_handler(studio),
             cache_examples=config.cache_examples,
             cache_mode="lazy",
             api_name=False,

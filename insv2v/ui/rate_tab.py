@@ -160,14 +160,23 @@ def build(studio) -> None:
             return (pid, gr.update(), *consent_screen(len(questions)))
         return (pid, pid, *screen(store, pid))
 
-    def start(pid: str | None):
-        pid = store.participant(pid)  # a new id if the link gave none
+    def participant(pid: str | None, saved: str | None, request: gr.Request | None) -> str | None:
+        """The page's participant: as `arrive` found them, else (the server forgot this page's session: restarted,
+        or the connection dropped for long) from ?pid= or the id the browser kept."""
+        asked = request.query_params.get("pid") if request is not None else None
+        return next((p for p in (pid, asked, saved) if isinstance(p, str) and _PID.fullmatch(p)), None)
+
+    def start(pid: str | None, saved: str | None, request: gr.Request):
+        pid = store.participant(participant(pid, saved, request))  # a new id if the link gave none
         store.consent(pid)
         return (pid, pid, *screen(store, pid))
 
-    def answer(pid: str, comparison_id: float | None, *labels):
+    def answer(pid: str | None, saved: str | None, comparison_id: float | None, request: gr.Request, *labels):
         """Commit the three answers of the screen they were given on (one row each, in one transaction), then show the
         next screen."""
+        pid = participant(pid, saved, request)
+        if pid is None:
+            raise gr.Error("This page lost track of you: reload it. Your answers before this screen are kept.")
         if comparison_id is None:
             return screen(store, pid)
         comparison_id = int(comparison_id)
@@ -178,8 +187,8 @@ def build(studio) -> None:
         return screen(store, pid)
 
     studio.demo.load(arrive, saved_pid, [pid_state, saved_pid, *views], **PRIVATE)
-    agree.click(start, pid_state, [pid_state, saved_pid, *views], **PRIVATE)
-    next_button.click(answer, [pid_state, shown, *radios], views, **PRIVATE)
+    agree.click(start, [pid_state, saved_pid], [pid_state, saved_pid, *views], **PRIVATE)
+    next_button.click(answer, [pid_state, saved_pid, shown, *radios], views, **PRIVATE)
     studio.demo.load(None, None, None, js=SHORTCUTS_JS, api_visibility="private")
 
     def results_view(given: str):

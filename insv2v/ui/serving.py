@@ -259,13 +259,18 @@ def describe(info: VideoInfo) -> str:
 
 
 class OutputCache:
-    """Request folders (`jobs/`) and Tune-A-Video tunings (`tav/`) under `root`; `clean` deletes those older than
-    `max_age_s`, then the least recently used while the total exceeds `max_bytes` (a tuning counts as used when an
-    edit reuses it). Everything the app serves lives under `root`."""
+    """Request folders (`jobs/`), Tune-A-Video tunings (`tav/`) and Gradio's own copies of uploads and outputs
+    (`gradio`, one folder per file) under `root`; `clean` deletes those older than `max_age_s`, then the least
+    recently used while the total exceeds `max_bytes` (a tuning counts as used when an edit reuses it), sparing what
+    was written in the last `keep_recent_s`: a request still running. Everything the app serves lives under
+    `root`."""
 
-    def __init__(self, root: Path, max_bytes: float, max_age_s: float):
+    def __init__(self, root: Path, max_bytes: float, max_age_s: float, gradio: Path | None = None,
+                 keep_recent_s: float = 600.0):  # fmt: skip
         self.root, self.max_bytes, self.max_age_s = Path(root), max_bytes, max_age_s
         self.jobs, self.tav = self.root / "jobs", self.root / "tav"
+        self.gradio = Path(gradio) if gradio is not None else self.root / "gradio"
+        self.keep_recent_s = keep_recent_s
         for folder in (self.jobs, self.tav):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -277,21 +282,36 @@ class OutputCache:
         return folder
 
     @staticmethod
-    def _size(folder: Path) -> int:
-        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    def _usage(folder: Path, counted: set) -> tuple[float, int]:
+        """When anything in `folder` was last written (or the folder touched), and the bytes of its files not
+        `counted` yet: an upload hard-linked into a request folder is one file on disk."""
+        last, size = folder.stat().st_mtime, 0
+        for path in folder.rglob("*"):
+            info = path.stat()
+            last = max(last, info.st_mtime)
+            if path.is_file() and (info.st_dev, info.st_ino) not in counted:
+                counted.add((info.st_dev, info.st_ino))
+                size += info.st_size
+        return last, size
 
     def clean(self, now: float | None = None) -> list[Path]:
         """Delete expired and excess folders, least recently used first; returns what was deleted."""
         now = time.time() if now is None else now
         with self._lock:
-            folders = [f for parent in (self.jobs, self.tav) for f in parent.iterdir() if f.is_dir()]
-            folders.sort(key=lambda f: f.stat().st_mtime)
-            sizes = {f: self._size(f) for f in folders}
-            total, deleted = sum(sizes.values()), []
-            for folder in folders:
-                if now - folder.stat().st_mtime > self.max_age_s or total > self.max_bytes:
+            parents = [p for p in (self.jobs, self.tav, self.gradio) if p.is_dir()]
+            folders, counted = [], set()
+            for folder in (f for parent in parents for f in parent.iterdir() if f.is_dir()):
+                try:
+                    folders.append((*self._usage(folder, counted), folder))
+                except FileNotFoundError:  # deleted meanwhile (Gradio cleans its own by age)
+                    continue
+            folders.sort(key=lambda entry: entry[0])
+            total, deleted = sum(size for _, size, _ in folders), []
+            for last, size, folder in folders:
+                expired = now - last > self.max_age_s
+                if expired or (total > self.max_bytes and now - last > self.keep_recent_s):
                     shutil.rmtree(folder, ignore_errors=True)
-                    total -= sizes[folder]
+                    total -= size
                     deleted.append(folder)
             return deleted
 

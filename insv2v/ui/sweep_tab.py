@@ -211,6 +211,7 @@ def build(studio) -> None:
             with gr.Row():
                 run_button = gr.Button("Run sweep", variant="primary", elem_id="sweep-run")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="sweep-cancel")
+            cancel_note = gr.Markdown(elem_id="sweep-cancel-note")
             with gr.Accordion("Settings shared by every cell", open=False):
                 with gr.Row():
                     controls.add("seed")
@@ -228,11 +229,11 @@ def build(studio) -> None:
             files = gr.File(label="Export (CSV, JSON)", file_count="multiple", elem_id="sweep-files")
             state = gr.State()
 
-    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, "the sweep")
+    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the sweep")
     submitted.then(
         make_handler(studio), [video, instruction, text_cfgs, video_cfgs, score],
         [gallery, heat, table, files, state, status], inputs_kwargs=controls.inputs(SETTINGS),
         api_name="sweep", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
 
-    score.change(rescore, [state, score], [heat, status], api_name=False)
+    score.change(rescore, [state, score], [heat, status], api_name=False, queue=False)
