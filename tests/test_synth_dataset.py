@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tarfile
 
@@ -40,6 +41,8 @@ def test_scores_are_the_four_cosines_of_the_reference():
     assert unedited.sim_1 == pytest.approx(0.0, abs=1e-5) and unedited.sim_image == pytest.approx(1.0, abs=1e-5)
     assert unedited.failed(Thresholds()) == ["sim_1", "sim_dir"]  # the edit is missing: both scores say so
     assert s.failed(Thresholds()) == ["sim_image"] and s.passes(Thresholds(sim_image=0.0))
+    broken = dataclasses.replace(s, sim_dir=float("nan"))  # a score that is not a number passes no threshold
+    assert broken.failed(Thresholds(sim_image=0.0)) == ["sim_dir"]
 
 
 def test_thresholds_come_from_the_clip_folder_and_flags_override(tmp_path):

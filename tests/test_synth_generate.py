@@ -159,6 +159,10 @@ def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_
     with pytest.raises(ValueError, match="local blending reads cross-attention below the latents' resolution"):
         generate(config(str(tmp_path / "fine-only"), tmp_path / "data", 1, local_blend=0.3), lambda: toy_prompts(5))
     assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
+    for bad, words in ((dict(size=30), "`height` must be a multiple of 8"), (dict(frames=65), "`num_frames` must be")):
+        with pytest.raises(ValueError, match=words):  # refused by the model's checks before the first sample
+            generate(dataclasses.replace(config(t2v, tmp_path / "data", 1), **bad), lambda: toy_prompts(5))
+        assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
     generate(config(t2v, tmp_path / "data", 1), lambda: toy_prompts(5))
     assert len(dataset.read_manifest(tmp_path / "data")) == 1
     (tmp_path / "project").mkdir()
@@ -180,6 +184,8 @@ def test_resuming_with_other_settings_is_refused(t2v, tmp_path):
     generate(config(t2v, tmp_path, 1), lambda: toy_prompts(5))
     with pytest.raises(ValueError, match=r"other settings \(steps: 2 then, 3 now\)"):
         generate(dataclasses.replace(config(t2v, tmp_path, 2), steps=3), lambda: toy_prompts(5))
+    with pytest.raises(ValueError, match=r"other settings \(split: 'train' then, 'heldout' now\)"):
+        generate(config(t2v, tmp_path, 2, split="heldout"), lambda: toy_prompts(5, "heldout"))  # no mixed splits
     assert len(dataset.read_manifest(tmp_path)) == 1  # nothing was made or lost
 
 
@@ -207,6 +213,8 @@ def test_one_writer_at_a_time(t2v, tmp_path, capsys):
     before = (tmp_path / dataset.MANIFEST).read_text()
     with dataset.writing(tmp_path):  # a generate run going on
         assert main(["synth", "filter", str(tmp_path), "--sim-dir", "1"]) == 2
+        assert "is being written by another run" in capsys.readouterr().err
+        assert main(["synth", "report", str(tmp_path), "--rejudge"]) == 2  # it rewrites the manifest too
         assert "is being written by another run" in capsys.readouterr().err
         with pytest.raises(ValueError, match="is being written by another run"):
             generate(config(t2v, tmp_path, 2), lambda: toy_prompts(5))

@@ -343,6 +343,16 @@ def test_a_deletion_and_identical_prompts():
     assert align_tokens(tok, "A man riding a Horse", SOURCE).edited == ()  # words compare by their tokens
 
 
+def test_punctuation_changed_beside_a_word_does_not_edit_the_word():
+    tok = clip_tokenizer()
+    assert tok.tokenize("circle,") == ["circle</w>", ",</w>"]  # one word, two tokens
+    a = align_tokens(tok, "a red circle, on a beach", "a red circle on a beach")  # only the comma went
+    assert a.edited == () and a.source_edited == (4,)  # <bos> a red circle , on: the comma, not "circle"
+    assert a.source_index[:7] == (0, 1, 2, 3, 5, 6, 7)  # "circle" keeps its key, "on" follows past the comma
+    a = align_tokens(tok, "a red circle on a beach", "a blue circle, on a beach")
+    assert a.edited == (2, 4)  # "blue" and the comma; "circle" is kept
+
+
 class CharTokenizer:
     """One token per character, spaces included: words tokenised alone do not add up to the text's tokens."""
 

@@ -174,6 +174,8 @@ def test_read_captions_skips_blank_lines(tmp_path):
         ("make it snowy\na snowy street\nEND", "no_delimiter"),
         ("make it snowy\n%%\na snowy street\n%%\na dog\nEND", "extra_fields"),
         ("make it snowy\n%%\na snowy street", "no_end"),  # ran out of tokens: the caption may be cut short
+        ("make it a poster\n%%\na LEGEND poster\nEND", ("make it a poster", "a LEGEND poster")),  # END, the word
+        ('Edit: make it snowy\n%%\nOutput: "a snowy street"\nEND', ("make it snowy", "a snowy street")),  # dressed
         ("", "no_end"),
     ],
 )
@@ -191,6 +193,7 @@ def test_parse_completion(text, expected):
     [
         ("make it snowy", "a snowy street at night", None),
         ("make it snowy", "A  street AT night ", "same_as_input"),
+        ("make it snowy", "a street, at night.", "same_as_input"),  # punctuation is no edit
         ("", "a snowy street", "empty"),
         ("make it snowy", "   ", "empty"),
         ("make it snowy", "a snowy\nstreet", "multiline"),

@@ -128,7 +128,7 @@ def synth(args: argparse.Namespace) -> None:
         card = dataset.read_card(args.out)
         base = Thresholds.from_dict(card["thresholds"]) if card.get("thresholds") else Thresholds.for_clip(clip)
         config = GenerateConfig(
-            out_dir=args.out, t2v=t2v, prompts=args.prompts, n=args.n, seed=args.seed, clip=clip,
+            out_dir=args.out, t2v=t2v, prompts=args.prompts, split=args.split, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
             size=args.size, recipe=args.recipe, local_blend=args.local_blend,
             command=shlex.join(["insv2v", *sys.argv[1:]]),

@@ -85,8 +85,8 @@ class PairScores:
         return {k: round(v, 6) for k, v in dataclasses.asdict(self).items()}
 
     def failed(self, thresholds: Thresholds) -> list[str]:
-        """The scores below their thresholds (empty: the pair is kept)."""
-        return [name for name in SCORE_NAMES if getattr(self, name) < getattr(thresholds, name)]
+        """The scores below their thresholds, or not numbers (empty: the pair is kept)."""
+        return [name for name in SCORE_NAMES if not getattr(self, name) >= getattr(thresholds, name)]
 
     def passes(self, thresholds: Thresholds) -> bool:
         return not self.failed(thresholds)

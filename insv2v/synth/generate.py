@@ -41,6 +41,7 @@ class GenerateConfig:
     prompts: str  # the prompt source's spec: toy | FILE.jsonl | llm:MODEL
     n: int  # samples
     seed: int = 0
+    split: str = "train"  # the toy world's scenes the toy prompts (and an LLM's captions) come from
     clip: str | None = None  # CLIP source for the filter scores
     thresholds: Thresholds = field(default_factory=Thresholds)
     frames: int = 16
@@ -53,8 +54,9 @@ class GenerateConfig:
 
 
 # Fixed per dataset.
-RUN_FIELDS = ("t2v", "prompts", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe", "local_blend")
-RUN_DEFAULTS = {"recipe": "video", "local_blend": None}  # what a card written before a field existed ran with
+RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
+              "local_blend")  # fmt: skip
+RUN_DEFAULTS = {"recipe": "video", "local_blend": None, "split": "train"}  # a card's before the field existed
 
 
 def run_settings(config: GenerateConfig) -> dict:
@@ -162,6 +164,8 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     # 1. Fix the paired prompts, once; only after the models load, so that a failed start leaves nothing behind
     check_same_run(dataset.read_card(root), config)
     pipe = load_t2v(config.t2v, str(state.device))
+    size = config.size or pipe.default_resolution  # what every sample will ask for, checked before anything is written
+    pipe.check_inputs("", config.frames, size, size, config.steps, 1.0, "np")
     if config.local_blend is not None:
         from insv2v.synth.p2p import check_local_blend
 

@@ -162,16 +162,27 @@ def token_pairs(
     s_start = np.cumsum([0] + [len(w) for w in source_words])  # token offset of each source word
     t_start = np.cumsum([0] + [len(w) for w in target_words])
     index, edited, source_edited = [], [], []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        s1, s2, n = int(s_start[i1]), int(s_start[i2]), int(t_start[j2] - t_start[j1])
-        source_edited += [tag != "equal"] * (s2 - s1)
+
+    def add(tag: str, s1: int, s2: int, n: int) -> None:
+        source_edited.extend([tag != "equal"] * (s2 - s1))
         if tag == "equal":
-            index += range(s1, s2)
+            index.extend(range(s1, s2))
         elif tag == "replace":
-            index += np.linspace(s1, s2, n, endpoint=False).astype(int).tolist()
+            index.extend(np.linspace(s1, s2, n, endpoint=False).astype(int).tolist())
         else:  # insert (delete adds no target tokens)
-            index += [-1] * n
-        edited += [tag != "equal"] * n
+            index.extend([-1] * n)
+        edited.extend([tag != "equal"] * n)
+
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        s1, t1 = int(s_start[i1]), int(t_start[j1])
+        if tag != "replace":
+            add(tag, s1, int(s_start[i2]), int(t_start[j2]) - t1)
+            continue
+        # Replaced words, token by token: "circle," -> "circle" edits the comma alone, not the word
+        source_tokens, target_tokens = [i for w in a[i1:i2] for i in w], [i for w in b[j1:j2] for i in w]
+        tokens = difflib.SequenceMatcher(None, source_tokens, target_tokens, autojunk=False)
+        for sub, k1, k2, l1, l2 in tokens.get_opcodes():
+            add(sub, s1 + k1, s1 + k2, l2 - l1)
     return index, edited, source_edited
 
 

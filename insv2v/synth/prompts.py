@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,19 +141,33 @@ class RejectedCompletion(ValueError):
 # ---------------------------------------------------------------- parsing and validation (pure)
 
 
+_END = re.compile(rf"\b{COMPLETION_END}\b")  # the word, not the letters inside LEGEND
+_LABEL = re.compile(r"^(?:edit|instruction|output|output caption|caption)\s*:\s*", re.IGNORECASE)
+
+
+def _field(text: str) -> str:
+    """A field as the model wrote it, less what dresses it: spaces, a label ("Output:"), enclosing quotes."""
+    text = _LABEL.sub("", text.strip())
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
+
+
 def parse_completion(text: str) -> tuple[str, str]:
     """The (edit, output) in a continuation `EDIT\\n%%\\nOUTPUT\\nEND...`; anything after END is dropped.
     Raises RejectedCompletion (no_end, no_delimiter, extra_fields)."""
-    if COMPLETION_END not in text:
+    end = _END.search(text)
+    if end is None:
         raise RejectedCompletion("no_end", text)
-    fields = text.split(COMPLETION_END, 1)[0].split(FIELD_SEP)
+    fields = text[: end.start()].split(FIELD_SEP)
     if len(fields) != 2:
         raise RejectedCompletion("no_delimiter" if len(fields) == 1 else "extra_fields", text)
-    return fields[0].strip(), fields[1].strip()
+    return _field(fields[0]), _field(fields[1])
 
 
 def _normalised(text: str) -> str:
-    return " ".join(text.lower().split())
+    """A caption as its meaning goes: case, spacing and punctuation aside."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 def validate_pair(input: str, edit: str, output: str) -> str | None:

@@ -172,13 +172,14 @@ def rejudge(root) -> list[dict]:
     from insv2v.video import read_video
 
     root = Path(root)
-    records = dataset.read_manifest(root)
-    for r in records:
-        frames = [read_video(path).frames for path in dataset.pair_paths(root, r)]
-        r["judge"] = toy_judge(PromptPair(r["input"], r["edit"], r["output"], r.get("kind")), *frames)
-    dataset.rewrite_manifest(root, records)
-    card = dataset.read_card(root)
-    if card:
-        card["counts"] = dataset.counts(records)
-        dataset.write_card(root, card)
+    with dataset.writing(root):  # a run still generating would lose the lines it appends meanwhile
+        records = dataset.read_manifest(root)
+        for r in records:
+            frames = [read_video(path).frames for path in dataset.pair_paths(root, r)]
+            r["judge"] = toy_judge(PromptPair(r["input"], r["edit"], r["output"], r.get("kind")), *frames)
+        dataset.rewrite_manifest(root, records)
+        card = dataset.read_card(root)
+        if card:
+            card["counts"] = dataset.counts(records)
+            dataset.write_card(root, card)
     return records
