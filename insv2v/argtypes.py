@@ -33,6 +33,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0: a weight that adds to a loss (a negative one would push the error up)."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def open_fraction(text: str) -> float:
     """A number strictly between 0 and 1: a threshold relative to a peak that lets some but not all through."""
     value = float(text)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import positive_float, positive_int, torch_device
+from insv2v.argtypes import non_negative_float, positive_float, positive_int, torch_device
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
@@ -48,7 +49,7 @@ def _edit_mix(text: str) -> dict[str, float]:
             mix[kind.strip()] = float(weight)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r} is not KIND=WEIGHT") from None
-    if any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+    if not all(math.isfinite(w) and w >= 0 for w in mix.values()) or sum(mix.values()) <= 0:
         raise argparse.ArgumentTypeError(f"weights must be >= 0 and not all 0, got {text!r}")
     return mix
 
@@ -116,15 +117,20 @@ def _recipe_from_args(args: argparse.Namespace) -> EditRecipe:
 def edit(args: argparse.Namespace) -> None:
     import torch
 
-    from insv2v.editing import run_edit
-    from insv2v.loading import load_pipeline
+    from insv2v.editing import recipe_meta, replay_differences, replay_dtype, run_edit
+    from insv2v.loading import default_device, load_pipeline
     from insv2v.video import probe
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     recipe = _recipe_from_args(args)
     probe(recipe.input)  # a bad input fails here, before the model loads
-    pipe = load_pipeline(recipe.model, device=args.device, dtype=dtype)
+    made = recipe_meta(args.recipe) if args.recipe else {}
+    device = torch.device(args.device) if args.device else default_device()
+    dtype = dtype or replay_dtype(made, device)  # a recipe runs again in the precision it ran in
+    pipe = load_pipeline(recipe.model, device=device, dtype=dtype)
     recipe = dataclasses.replace(recipe, model=recipe.model or pipe.name_or_path)
+    for note in replay_differences(made, recipe, pipe):
+        print(f"insv2v: note: {note}", file=sys.stderr)
     result = run_edit(recipe, args.output, pipe, side_by_side_view=args.side_by_side)
     print(
         f"wrote {result.output} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps:.3f} fps, "
@@ -203,7 +209,8 @@ def _add_toyworld_parsers(commands) -> None:
                    "on from (2d also a text-to-image model: InstructPix2Pix's start)")  # fmt: skip
     t.add_argument("--fine-attention", action="store_true", help="2d, t2i: attention at 16x16 too (2.7x slower "
                    "steps; added to an --init model without it, starting as the identity)")  # fmt: skip
-    t.add_argument("--shape-weight", type=float, help="t2i, t2v: extra loss weight on the shapes' pixels (4)")
+    t.add_argument("--shape-weight", type=non_negative_float,
+                   help="t2i, t2v: extra loss weight on the shapes' pixels (4)")  # fmt: skip
     t.add_argument("--snr-gamma", type=float, help="t2i, t2v: Min-SNR loss weighting with this gamma (e.g. 5; "
                    "default: every timestep weighted alike)")  # fmt: skip
     t.add_argument("--prediction-type", choices=["sample", "epsilon", "v_prediction"], help="t2i started afresh: "
@@ -218,8 +225,8 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--size", type=positive_int, help="--data: frames resized to SIZE x SIZE pixels (default: "
                    "256 for real models, or their own size if smaller; the toy's pixel model takes its 64 "
                    "as they are)")  # fmt: skip
-    t.add_argument("--edit-weight", type=float, help="extra loss weight where the edit changes pixels (4; the toy's "
-                   "pixel models only)")  # fmt: skip
+    t.add_argument("--edit-weight", type=non_negative_float, help="extra loss weight where the edit changes "
+                   "pixels (4; the toy's pixel models only)")  # fmt: skip
     r = t.add_argument_group("real-scale training")
     r.add_argument("--preset", choices=list(PRESETS), help="video: a recipe for the settings not given: paper (2000 "
                    "steps, AdamW lr 5e-5, batch 512, 16 frames, motion augmentation) or reference (the reference "
@@ -402,6 +409,14 @@ def evaluate(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
 
+# What a command stopped with Ctrl-C leaves (the others write their outputs whole at the end, or not at all).
+INTERRUPTED = {
+    "train": "the same command resumes from the run's last checkpoint",
+    "synth": "the same command resumes a generate run from the pairs it finished (no half-written one is left)",
+    "tav": "the same command resumes the tuning from its last checkpoint",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="insv2v", description="InsV2V Studio: edit videos from text instructions.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -440,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"insv2v: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("insv2v: interrupted; nothing was written", file=sys.stderr)
+        print(f"insv2v: interrupted; {INTERRUPTED.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
     return 0
 

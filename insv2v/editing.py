@@ -199,6 +199,37 @@ def sidecar_paths(output: Path) -> tuple[Path, Path]:
     return output.with_suffix(".json"), output.with_name(output.stem + "_side_by_side" + output.suffix)
 
 
+def recipe_meta(path: str | Path) -> dict:
+    """What a saved recipe recorded about its run (`_meta`: input hash, precision, device); {} for one written by
+    hand."""
+    try:
+        meta = json.loads(Path(path).read_text()).get("_meta")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def replay_dtype(meta: dict, device: torch.device) -> torch.dtype | None:
+    """The precision a recipe ran in, to run it again the same way (None: unrecorded, or float16 on a CPU)."""
+    name = str(meta.get("torch_dtype", "")).removeprefix("torch.")
+    if name not in ("float32", "float16", "bfloat16") or (name == "float16" and device.type == "cpu"):
+        return None
+    return getattr(torch, name)
+
+
+def replay_differences(meta: dict, recipe: EditRecipe, pipe) -> list[str]:
+    """Why running `recipe` again with `pipe` will not give the recorded video bit for bit (empty: it should)."""
+    notes = []
+    if meta.get("input_sha256") and Path(recipe.input).is_file() and meta["input_sha256"] != file_sha256(recipe.input):
+        notes.append(f"{Path(recipe.input).name} is not the file this recipe was made from (its contents changed)")
+    ran = (meta.get("torch_dtype"), torch.device(meta["device"]).type if meta.get("device") else None)
+    now = (str(pipe.unet.dtype), pipe.device.type)
+    if None not in ran and ran != now:
+        then, here = (f"{dtype.removeprefix('torch.')} on {kind}" for dtype, kind in (ran, now))
+        notes.append(f"the recipe ran in {then}, this run in {here}: the video comes out close, not identical")
+    return notes
+
+
 def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -62,6 +62,7 @@ STYLE_SHARE = 0.2  # t2i, t2v: share of scenes drawn in a style, so that a style
 REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
 OPTIMIZERS = ("adamw", "adam8bit")
 WEIGHT_DECAY = 0.01
+MAX_SKIPPED_STEPS = 40  # float16 overflows in a row before giving up: the scaler has halved its scale 40 times
 
 # What a setting left unset (None) becomes: the preset's value, else DEFAULTS' (the toy world's). A preset's
 # `batch` is the batch the paper means, batch_size x grad_accum x processes: it sets grad_accum unless given.
@@ -505,6 +506,9 @@ def training_size(config: TrainConfig, unet, vae) -> tuple[int, bool]:
     sample_size = unet.config.sample_size
     native = (sample_size if isinstance(sample_size, int) else min(sample_size)) * vae_scale_factor(vae)
     if config.size:
+        if config.size % vae_scale_factor(vae):
+            raise ValueError(f"--size must be a multiple of {vae_scale_factor(vae)} (the model's autoencoder shrinks "
+                             f"frames by that factor), got {config.size}")  # fmt: skip
         return config.size, True
     return (native, False) if is_pixel_fold(vae) else (min(REAL_SIZE, native), True)
 
@@ -703,16 +707,26 @@ def trainable_parameters(modules: dict) -> dict[str, torch.nn.Parameter]:
     return {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters() if p.requires_grad}
 
 
+def available_optimizer(name: str | None) -> str | None:
+    """The optimizer this machine runs for `name`: adam8bit needs bitsandbytes, else AdamW with a warning (decided
+    before the run's settings are recorded, so they say what ran, and a resume elsewhere is checked against it)."""
+    if name != "adam8bit":
+        return name
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        warnings.warn("--optimizer adam8bit needs bitsandbytes (pip install bitsandbytes); training with AdamW "
+                      "(32-bit state) instead", stacklevel=2)  # fmt: skip
+        return "adamw"
+    return name
+
+
 def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, or bitsandbytes' 8-bit AdamW (its state in a quarter of the memory) where installed."""
+    """AdamW, or bitsandbytes' 8-bit AdamW (its state in a quarter of the memory): `available_optimizer`'s."""
     if config.optimizer == "adam8bit":
-        try:
-            import bitsandbytes
-        except ImportError:
-            warnings.warn("--optimizer adam8bit needs bitsandbytes (pip install bitsandbytes); training with AdamW "
-                          "(32-bit state) instead", stacklevel=2)  # fmt: skip
-        else:
-            return bitsandbytes.optim.AdamW8bit(params, lr=config.lr, weight_decay=WEIGHT_DECAY)
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=config.lr, weight_decay=WEIGHT_DECAY)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=WEIGHT_DECAY)
 
 
@@ -731,18 +745,23 @@ def make_ema(params: dict[str, torch.nn.Parameter], checkpoint: Path | None = No
 
     ema = EMAModel(list(params.values()))
     if checkpoint and (checkpoint / "ema.safetensors").exists():
-        shadows = load_file(checkpoint / "ema.safetensors")
-        updates = json.loads((checkpoint / "state.json").read_text()).get("ema_updates", 0)
-        ema.load_state_dict({"shadow_params": [shadows[name] for name in params], "optimization_step": updates})
+        try:
+            shadows = load_file(checkpoint / "ema.safetensors")
+            updates = json.loads((checkpoint / "state.json").read_text()).get("ema_updates", 0)
+            ema.load_state_dict({"shadow_params": [shadows[name] for name in params], "optimization_step": updates})
+        except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
+            raise damaged(checkpoint, err) from None
     return ema
 
 
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, config: TrainConfig, ema=None) -> None:
+def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, config: TrainConfig, ema=None,
+                    scaler=None) -> None:  # fmt: skip
     """Weights, optimizer state, the step and the run's settings (`data_dir` as `data_source` records it); the EMA of
-    the trainable weights, if kept. Written whole into a temporary folder (state.json last) and swapped in, so a run
+    the trainable weights, if kept; float16's loss scale (`scaler`), so a resumed run does not learn it again over
+    skipped steps. Written whole into a temporary folder (state.json last) and swapped in, so a run
     killed while saving resumes from this checkpoint or the one before, never a mix (see `settle_checkpoint`)."""
     tmp, old = _checkpoint_siblings(folder)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -751,6 +770,8 @@ def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, config: T
         weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
         save_file(weights, tmp / f"{name}.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")  # tensors and numbers only
+    if scaler is not None:
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
     data_dir = data_source(config)
     state = {"step": step, **({"data_dir": data_dir} if data_dir else {}), "config": dataclasses.asdict(config)}
     if ema is not None:
@@ -810,17 +831,31 @@ def check_resume(config: TrainConfig, state: dict | None) -> None:
     if changed:
         listed = ", ".join(f"{k}: {before[k]!r} then, {now[k]!r} now" for k in changed)
         raise ValueError(f"{config.out_dir} was started with other settings ({listed}); resume it with the same ones "
-                         "(only --steps and logging may change), or start a new run")  # fmt: skip
+                         "(only --steps, logging, checkpointing, uploads and --grad-accum may change), or start a new "
+                         "run")  # fmt: skip
+    if before.get("grad_accum") not in (None, config.grad_accum):  # allowed: a preset's follows the processes
+        batch = config.batch_size * config.grad_accum
+        warnings.warn(
+            f"resuming with {config.grad_accum} accumulated micro-steps where the run had "
+            f"{before['grad_accum']}: {batch} samples per process and step from here on",
+            stacklevel=2,
+        )
 
 
-def load_checkpoint(folder: Path, modules: dict, optimizer) -> int:
+def load_checkpoint(folder: Path, modules: dict, optimizer, scaler=None) -> int:
     try:
         for name, module in modules.items():
             module.load_state_dict(load_file(folder / f"{name}.safetensors"))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        if scaler is not None and (folder / "scaler.pt").exists():  # float16 runs; checkpoints before it had none
+            scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
         return json.loads((folder / "state.json").read_text())["step"]
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
-        raise ValueError(f"the checkpoint in {folder} is damaged ({err}); delete it to start the run afresh") from None
+        raise damaged(folder, err) from None
+
+
+def damaged(folder: Path, err: BaseException) -> ValueError:
+    return ValueError(f"the checkpoint in {folder} is damaged ({err}); delete it to start the run afresh")
 
 
 def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None = None,
@@ -886,7 +921,8 @@ def train(config: TrainConfig) -> Path:
                               project_dir=out)  # fmt: skip
     # A preset's batch sets the accumulation by the number of processes; the precision is what accelerate runs.
     config = resolve_settings(config, accelerator.num_processes)
-    config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)
+    config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision,
+                                 optimizer=available_optimizer(config.optimizer))  # fmt: skip
     accelerator.gradient_accumulation_steps = config.grad_accum
     checkpoint = out / "checkpoint"
     if accelerator.is_main_process:
@@ -915,7 +951,7 @@ def train(config: TrainConfig) -> Path:
     optimizer = make_optimizer(params, config)
     step = 0
     if state is not None:  # every process loads it; only the main process writes it
-        step = load_checkpoint(checkpoint, modules, optimizer)
+        step = load_checkpoint(checkpoint, modules, optimizer, accelerator.scaler)
         accelerator.print(f"resumed from step {step}")
     ema = make_ema(trainable, checkpoint if step else None) if config.ema else None
     names = list(modules)
@@ -940,7 +976,7 @@ def train(config: TrainConfig) -> Path:
     # The first record of each run says where every process started and how many pairs it draws from.
     started = gather_object([{"process": accelerator.process_index, "started_at": step,
                               **({"pairs": len(data.ids)} if data else {})}])  # fmt: skip
-    began, losses = time.perf_counter(), []
+    began, losses, skipped = time.perf_counter(), [], 0
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
@@ -954,6 +990,13 @@ def train(config: TrainConfig) -> Path:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+        if accelerator.optimizer_step_was_skipped:  # float16 overflowed: the scaler lowered its scale, no update
+            skipped += 1
+            if skipped > MAX_SKIPPED_STEPS:
+                raise RuntimeError(f"float16 overflowed in {skipped} steps in a row at step {step}: the loss is not "
+                                   "finite; try --mixed-precision bf16 or a lower --lr")  # fmt: skip
+            continue  # not a step: the learning rate, the EMA and the step count wait for an update
+        skipped = 0
         step += 1
         if ema is not None:
             ema.step(params)
@@ -972,7 +1015,7 @@ def train(config: TrainConfig) -> Path:
             losses = []
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(checkpoint, {n: accelerator.unwrap_model(m) for n, m in modules.items()}, optimizer,
-                            step, config, ema)  # fmt: skip
+                            step, config, ema, accelerator.scaler)  # fmt: skip
     stream.close()  # --workers: their processes end here, not after saving
     accelerator.wait_for_everyone()
     modules = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False).eval() for n, m in modules.items()}

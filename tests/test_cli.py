@@ -59,6 +59,25 @@ def test_recipe_reproduces_the_edit(model, clip, tmp_path):
     assert first.read_bytes() == again.read_bytes()  # the same file, sound and all
 
 
+def test_a_recipe_runs_again_in_its_precision_and_says_what_differs(model, clip, tmp_path, capsys):
+    first, again = tmp_path / "first.mp4", tmp_path / "again.mp4"
+    assert edit(clip, "make it snowy", "-o", first, "--model", model, "--max-frames", 4, "--dtype", "bfloat16",
+                *FAST) == 0  # fmt: skip
+    assert json.loads((tmp_path / "first.json").read_text())["_meta"]["torch_dtype"] == "torch.bfloat16"
+    capsys.readouterr()
+    assert main(["edit", "--recipe", str(tmp_path / "first.json"), "-o", str(again)]) == 0
+    assert first.read_bytes() == again.read_bytes() and "note:" not in capsys.readouterr().err  # bfloat16 again
+    moved = tmp_path / "moved.mp4"
+    assert main(["edit", "--recipe", str(tmp_path / "first.json"), "-o", str(moved), "--dtype", "float32"]) == 0
+    assert "the recipe ran in bfloat16 on cpu, this run in float32 on cpu" in capsys.readouterr().err
+    shutil.copyfile(tmp_path / "first.json", tmp_path / "other.json")
+    recipe = json.loads((tmp_path / "other.json").read_text())
+    recipe["input"] = str(first)  # another video where the recipe's input was
+    (tmp_path / "other.json").write_text(json.dumps(recipe))
+    assert main(["edit", "--recipe", str(tmp_path / "other.json"), "-o", str(tmp_path / "o.mp4")]) == 0
+    assert "first.mp4 is not the file this recipe was made from" in capsys.readouterr().err
+
+
 def test_fps_resampling_and_start(model, clip, tmp_path):
     out = tmp_path / "out.mp4"
     assert edit(clip, "make it snowy", "-o", out, "--model", model, "--fps", 10, "--start", 8, *FAST) == 0

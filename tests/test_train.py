@@ -24,9 +24,13 @@ from insv2v.train import (
     frame_pairs,
     generation_loss,
     learning_rate,
+    load_checkpoint,
     min_snr_weight,
     random_triplet,
+    save_checkpoint,
     train,
+    trainable_parameters,
+    training_size,
 )
 from insv2v.video import probe, read_video
 
@@ -213,6 +217,57 @@ def test_a_resumed_run_goes_on_as_it_started_from_a_whole_checkpoint(tmp_path):
     (checkpoint / "clip.safetensors").write_bytes((checkpoint / "clip.safetensors").read_bytes()[:100])
     with pytest.raises(ValueError, match=r"checkpoint in .* is damaged .*; delete it to start the run afresh"):
         train(dataclasses.replace(run, steps=4))
+
+
+def test_a_checkpoint_keeps_the_float16_loss_scale_and_a_damaged_ema_is_named(tmp_path):
+    """A resumed float16 run starts at the loss scale it had learned, not at 65536 over again (each overflow on the
+    way down skips a whole batch); a damaged EMA file gets the damaged-checkpoint message, not a traceback."""
+    run = TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=2, checkpoint_every=1, warmup=1, ema=True)
+    train(run)
+    checkpoint = tmp_path / "clip" / "checkpoint"
+    modules, _ = build(run)
+    optimizer = torch.optim.AdamW(trainable_parameters(modules).values())
+    learned = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    learned.load_state_dict({**learned.state_dict(), "scale": 512.0, "_growth_tracker": 7})  # after some overflows
+    save_checkpoint(tmp_path / "scaled", modules, optimizer, 1, run, scaler=learned)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    assert load_checkpoint(tmp_path / "scaled", modules, optimizer, fresh) == 1
+    assert (fresh.get_scale(), fresh.state_dict()["_growth_tracker"]) == (512.0, 7)
+
+    train(dataclasses.replace(run, steps=2))  # with its EMA
+    (checkpoint / "ema.safetensors").write_bytes((checkpoint / "ema.safetensors").read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"checkpoint in .* is damaged .*; delete it to start the run afresh"):
+        train(dataclasses.replace(run, steps=3))
+
+
+def test_size_must_suit_the_autoencoder(tmp_path):
+    from insv2v.toyworld.models import toy_autoencoder, toy_unet2d
+
+    unet, vae = toy_unet2d(), toy_autoencoder()
+    assert training_size(TrainConfig("2d", "x", data_dir="d", size=48), unet, vae) == (48, True)
+    with pytest.raises(ValueError, match=r"--size must be a multiple of 4 .*, got 66"):
+        training_size(TrainConfig("2d", "x", data_dir="d", size=66), unet, vae)
+
+
+def test_loss_weights_that_would_push_the_error_up_are_refused_and_ctrl_c_says_what_is_kept(tmp_path, capsys,
+                                                                                            monkeypatch):  # fmt: skip
+    import insv2v.cli
+    from insv2v.cli import main
+
+    for flags, words in ((["--edit-weight", "-2"], "--edit-weight: must be a number >= 0, got -2"),
+                         (["--shape-weight", "nan"], "--shape-weight: must be a number >= 0, got nan"),
+                         (["--edit-mix", "shape=nan"], "weights must be >= 0 and not all 0")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(["train", "2d", str(tmp_path / "run"), *flags])
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(insv2v.cli, "train", stopped)
+    assert main(["train", "clip", str(tmp_path / "run")]) == 130
+    assert "interrupted; the same command resumes from the run's last checkpoint" in capsys.readouterr().err
 
 
 def test_fp16_on_the_cpu_is_refused(tmp_path, monkeypatch):

@@ -301,7 +301,8 @@ def test_a_tiny_real_scale_run_with_every_option_on(tmp_path, tiny_folder, monke
         "step": 2, "data_dir": str(data.resolve()), "ema_updates": 2}  # fmt: skip
     assert state["config"] == json.loads((out / "config.json").read_text())  # what a resume is checked against
     run = json.loads((out / "config.json").read_text())
-    assert (run["mixed_precision"], run["optimizer"], run["grad_accum"], run["ema"]) == ("bf16", "adam8bit", 2, True)
+    assert (run["mixed_precision"], run["optimizer"], run["grad_accum"], run["ema"]) == ("bf16", "adamw", 2, True)
+    assert set(optimizer_state[0]) == {"step", "exp_avg", "exp_avg_sq"}  # what ran, as the record says: AdamW
 
     with pytest.warns(UserWarning, match="adam8bit needs bitsandbytes"):
         final = train(dataclasses.replace(config, steps=3))  # resumes at step 2

@@ -1,14 +1,18 @@
 """Where does the toy text-to-image model lose the shapes: in composing them from noise, or in drawing them?
 
     python tools/t2i_structure.py --n 30 --seed 900000 --out docs/results/t2i_structure.json
+    python tools/t2i_structure.py --n 30 --seed 900000 --told-kinds other --out docs/results/t2i_kind_words.json
 
 Rendered held-out frames (no style) are noised to a fraction of the schedule (`--strengths`; 1.0 is generation from
 noise) and denoised with their own caption by DDIM (30 steps over the whole schedule, the later part run), at each
 `--cfg`; the attribute reader (insv2v/toyworld/reader.py) then reads each shape's colour and kind back. Kinds kept
 from a small strength say the model can draw the outlines; kinds lost at large strengths say it cannot compose them.
+With `--told-kinds other` each caption names every shape as the next kind of the world's list instead of its own:
+whether the redrawn shapes follow the caption's kind word or the frame's outline says whether the model reads that word.
 """
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from insv2v.assets import TOY_T2I
 from insv2v.synth.t2v import load_t2v
 from insv2v.toyworld.reader import heldout_scene, read_caption, read_frames
 from insv2v.toyworld.synthetic import rate
-from insv2v.toyworld.world import caption, render
+from insv2v.toyworld.world import SHAPES, caption, render
 
 STEPS = 30
 
@@ -41,6 +45,14 @@ def redraw(pipe, frame, text: str, strength: float, cfg: float, seed: int):
     return pipe.decode_latents(latents[:, :, None])[0, 0]
 
 
+def told_scene(scene, told_kinds: str):
+    """The scene whose caption the model is given: itself, or each shape named as the next kind in SHAPES."""
+    if told_kinds == "own":
+        return scene
+    shapes = [dataclasses.replace(s, kind=SHAPES[(SHAPES.index(s.kind) + 1) % len(SHAPES)]) for s in scene.shapes]
+    return dataclasses.replace(scene, shapes=tuple(shapes))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(TOY_T2I), help="text-to-image model (the shipped toy t2i)")
@@ -48,6 +60,8 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=900000, help="first held-out scene (not 500000, 600000, 800000)")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 0.9, 1.0])
     parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 9.0])
+    parser.add_argument("--told-kinds", choices=("own", "other"), default="own",
+                        help="caption each shape as its own kind, or as the next one in the world's list")  # fmt: skip
     parser.add_argument("--out")
     args = parser.parse_args()
     pipe = load_t2v(args.model, "cpu")
@@ -55,18 +69,26 @@ if __name__ == "__main__":
     results = []
     for strength in args.strengths:
         for cfg in args.cfg if strength > 0 else args.cfg[:1]:  # nothing is denoised at strength 0
-            colours = kinds = shapes = 0
+            colours = kinds = told = shapes = 0
             for i, scene in enumerate(scenes):
-                want = read_caption(caption(scene)).shapes
-                got = read_frames(redraw(pipe, render(scene, 1)[0], caption(scene), strength, cfg, i)).shapes or {}
-                shapes += len(want)
-                colours += sum(c in got for c in want)
-                kinds += sum(got.get(c) == k for c, k in want.items())
+                text = caption(told_scene(scene, args.told_kinds))
+                drawn, named = read_caption(caption(scene)).shapes, read_caption(text).shapes
+                got = read_frames(redraw(pipe, render(scene, 1)[0], text, strength, cfg, i)).shapes or {}
+                shapes += len(drawn)
+                colours += sum(c in got for c in drawn)
+                kinds += sum(got.get(c) == k for c, k in drawn.items())
+                told += sum(got.get(c) == k for c, k in named.items())
             row = {"strength": strength, "cfg": cfg, "colours": rate(colours, shapes), "kinds": rate(kinds, shapes)}
+            if args.told_kinds == "other":  # kinds: the frame's outline kept; told: the caption's kind drawn
+                row["told_kinds"] = rate(told, shapes)
             results.append(row)
-            print(f"strength {strength:.1f}, CFG {cfg:g}: colours {colours}/{shapes}, kinds {kinds}/{shapes}",
-                  flush=True)  # fmt: skip
+            print(
+                f"strength {strength:.1f}, CFG {cfg:g}: colours {colours}/{shapes}, kinds {kinds}/{shapes}"
+                + (f", the caption's kinds {told}/{shapes}" if args.told_kinds == "other" else ""),
+                flush=True,
+            )
     if args.out:
         record = {"model": args.model if not Path(args.model).is_absolute() else Path(args.model).name,
-                  "n": args.n, "seed": args.seed, "steps": STEPS, "results": results}  # fmt: skip
+                  "n": args.n, "seed": args.seed, "steps": STEPS, "told_kinds": args.told_kinds,
+                  "results": results}  # fmt: skip
         Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
