@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -150,6 +151,9 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([left, right], axis=2)  # (n, h1, w1 + w, 3)
 
 
+GIF_MAX_FPS = 50  # frames of 2 cs: browsers show one of 1 cs or less for 10 cs, so 60 fps would play 2.8x slow
+
+
 def gif_durations(num_frames: int, fps: float) -> list[int]:
     """Frame durations in ms for a GIF: whole centiseconds (its unit), frame k ending at round(100 k / fps) cs.
 
@@ -223,6 +227,14 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     if container.duration:
         return container.duration / av.time_base
     return None
+
+
+def _display_size(frame: av.VideoFrame, stream: av.video.stream.VideoStream, rotation: int) -> tuple[int, int]:
+    """(width, height) as the video is shown: non-square pixels (a DVD's, an anamorphic camera's) made square by
+    widening, then the rotation applied."""
+    aspect = stream.sample_aspect_ratio  # a pixel's width over its height; None or 0 where the file does not say
+    width = max(1, round(frame.width * aspect)) if aspect and aspect != 1 else frame.width
+    return (frame.height, width) if rotation % 180 else (width, frame.height)
 
 
 def _demuxed_length(path: str, index: int) -> tuple[int, float | None]:
@@ -338,7 +350,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise VideoError(f"{path}: has no video frames")
         frame = first[1]
         rotation = _rotation(frame, stream)
-        width, height = (frame.height, frame.width) if rotation % 180 else (frame.width, frame.height)
+        width, height = _display_size(frame, stream, rotation)
         duration = _duration(container, stream)
         if duration is None and not stream.frames:  # a stream without a header (raw H.264, streamed mkv): count
             packets, duration = _demuxed_length(path, stream.index)
@@ -412,8 +424,7 @@ def read_video(
             if not times:
                 _check_pixels(path, frame.width, frame.height, max_pixels)  # in case the header had no size
                 rotation = _rotation(frame, stream)
-                display = (frame.height, frame.width) if rotation % 180 else (frame.width, frame.height)
-                size = target_size(*display, resolution, multiple)
+                size = target_size(*_display_size(frame, stream, rotation), resolution, multiple)
             rgb = last[1] if frame is last[0] else _to_rgb(frame, *size, rotation)  # (h, w, 3) uint8
             frames.append(rgb)
             times.append(t)
@@ -720,7 +731,8 @@ def write_video(
 
 
 def write_gif(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float) -> None:
-    """Write (n, h, w, 3) uint8 frames as a looping GIF (frame times in 10 ms steps, see gif_durations)."""
+    """Write (n, h, w, 3) uint8 frames as a looping GIF (frame times in 10 ms steps, see gif_durations; above
+    GIF_MAX_FPS, every 2nd or 3rd... frame)."""
     path = os.fspath(path)
     if not fps > 0:
         raise VideoError(f"{path}: fps must be > 0, got {fps}")
@@ -732,11 +744,12 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray]
         raise VideoError(f"{path}: no frames to write")
     if any(frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3 for frame in frames):
         raise VideoError(f"{path}: frames must be uint8 (h, w, 3), got {frames[0].dtype} {frames[0].shape}")
-    images = [Image.fromarray(frame) for frame in frames]
+    stride = math.ceil(fps / GIF_MAX_FPS)  # above it, every stride-th frame: the clip keeps its length
+    images = [Image.fromarray(frame) for frame in frames[::stride]]
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
     os.close(fd)
     try:
-        durations = gif_durations(len(images), fps)  # ms
+        durations = gif_durations(len(images), fps / stride)  # ms
         images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False
         )

@@ -159,6 +159,23 @@ def test_probe(files):
     assert ntsc.duration == pytest.approx(30 * 1001 / 30000)
 
 
+def test_non_square_pixels_are_shown_square(tmp_path):
+    """A DVD's or an anamorphic camera's stored frame is narrower than it is shown: 64x64 pixels twice as wide as high
+    are a 128x64 picture, and an edit keeps that aspect."""
+    from fractions import Fraction
+
+    path = str(tmp_path / "wide.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for i in range(5):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(index_frame(i, 64, 64), format="rgb24")))
+        container.mux(stream.encode())
+    assert (probe(path).width, probe(path).height) == (128, 64)
+    assert read_video(path, resolution=32, multiple=8).frames.shape == (5, 32, 64, 3)
+
+
 def test_length_of_a_file_whose_header_does_not_say_it(tmp_path):
     """A streamed mkv (written where it could not seek back to fill in its length) and a raw H.264 stream: measured
     from their packets, so a server's length limit holds for them too (it read them as one frame long)."""
@@ -507,6 +524,15 @@ def test_write_gif_loops(tmp_path):
         write_gif(tmp_path / "b.gif", frames / 255.0, fps=10)
     clip = read_video(tmp_path / "a.gif")  # GIFs read back as videos
     assert indices(clip) == list(range(6)) and clip.fps == pytest.approx(10)
+
+
+@pytest.mark.parametrize("fps, kept", [(60, 30), (120, 20), (50, 60)])
+def test_a_fast_gif_keeps_its_length_in_frames_browsers_play(tmp_path, fps, kept):
+    """Browsers play a GIF frame of 10 ms or less for 100 ms: at 60 fps every 2nd frame, at 120 every 3rd."""
+    write_gif(tmp_path / "a.gif", np.stack([index_frame(i, 32, 32) for i in range(60)]), fps=fps)
+    with Image.open(tmp_path / "a.gif") as gif:
+        durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
+    assert len(durations) == kept and min(durations) >= 20 and sum(durations) == round(60_000 / fps)
 
 
 def test_write_gif_keeps_total_duration(tmp_path):
