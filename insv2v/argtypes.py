@@ -33,6 +33,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed torch takes: 0 to 2**63 - 1."""
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """A finite number >= 0: a weight that adds to a loss (a negative one would push the error up)."""
     value = float(text)

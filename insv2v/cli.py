@@ -21,7 +21,7 @@ import math
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import non_negative_float, positive_float, positive_int, torch_device
+from insv2v.argtypes import non_negative_float, positive_float, positive_int, seed, torch_device
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
@@ -75,7 +75,7 @@ def _add_edit_parser(commands) -> None:
     g.add_argument("--video-cfg", type=float, help=video_help)
     g.add_argument("--negative-prompt", help="text of the unconditional branch (default: empty)")
     g.add_argument("--steps", type=positive_int, help=f"denoising steps ({DEFAULTS.steps})")
-    g.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the recipe)")
+    g.add_argument("--seed", type=seed, help="random seed (default: drawn and recorded in the recipe)")
     lv = p.add_argument_group("long video")
     lv.add_argument("--frames-per-clip", type=int, help=f"frames sampled together ({DEFAULTS.frames_per_clip})")
     lv.add_argument("--ref-frames", type=int, help=f"frames a clip shares with the one before ({DEFAULTS.ref_frames})")

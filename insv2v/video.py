@@ -164,6 +164,9 @@ def gif_durations(num_frames: int, fps: float) -> list[int]:
     return [10 * (b - a) for a, b in itertools.pairwise(ends)]
 
 
+MIN_FPS, MAX_FPS = 0.01, 1000.0  # frame rates a clip may be resampled to
+
+
 def _as_rate(fps: float | Fraction) -> Fraction:
     """Frame rate as an exact fraction; floats such as 30000/1001 come back to their small fraction."""
     rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(10_000)
@@ -382,8 +385,8 @@ def _check_read_args(path, start, max_frames, stride, fps, resolution, multiple)
         raise VideoError(f"{path}: max_frames must be >= 1, got {max_frames}")
     if stride < 1 or int(stride) != stride:
         raise VideoError(f"{path}: stride must be an integer >= 1, got {stride}")
-    if fps is not None and not fps > 0:
-        raise VideoError(f"{path}: fps must be > 0, got {fps}")
+    if fps is not None and not MIN_FPS <= fps <= MAX_FPS:  # beyond them, a typo: no frame, or a clip that fills memory
+        raise VideoError(f"{path}: fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
     if fps is not None and stride != 1:
         raise VideoError(f"{path}: give stride or fps, not both (got stride={stride}, fps={fps})")
     if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:

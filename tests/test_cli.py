@@ -59,6 +59,15 @@ def test_recipe_reproduces_the_edit(model, clip, tmp_path):
     assert first.read_bytes() == again.read_bytes()  # the same file, sound and all
 
 
+def test_a_seed_torch_cannot_take_is_refused_by_name(model, clip, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        edit(clip, "make it snowy", "-o", tmp_path / "a.mp4", "--model", model, "--seed", 2**64)
+    assert "--seed: must be between 0 and 2**63 - 1" in capsys.readouterr().err
+    (tmp_path / "r.json").write_text(json.dumps({"input": str(clip), "instruction": "x", "seed": 2**64}))
+    assert main(["edit", "--recipe", str(tmp_path / "r.json"), "-o", str(tmp_path / "a.mp4"), "--model", model]) == 2
+    assert "seed must be between 0 and 2**63 - 1, got 18446744073709551616" in capsys.readouterr().err
+
+
 def test_a_recipe_runs_again_in_its_precision_and_says_what_differs(model, clip, tmp_path, capsys):
     first, again = tmp_path / "first.mp4", tmp_path / "again.mp4"
     assert edit(clip, "make it snowy", "-o", first, "--model", model, "--max-frames", 4, "--dtype", "bfloat16",

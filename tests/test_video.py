@@ -360,7 +360,9 @@ def test_huge_frames_are_refused_before_decoding(tmp_path):
         (dict(start=1.99), "start 1.99s is at or beyond the last frame"),  # last frame starts at 1.967 s
         (dict(start=-1), "start must be >= 0"),
         (dict(stride=0), "stride must be an integer >= 1"),
-        (dict(fps=0), "fps must be > 0"),
+        (dict(fps=0), "fps must be between 0.01 and 1000, got 0"),
+        (dict(fps=1e-9), "fps must be between 0.01 and 1000, got 1e-09"),
+        (dict(fps=1e6), "fps must be between 0.01 and 1000, got 1e\\+06"),
         (dict(max_frames=0), "max_frames must be >= 1"),
         (dict(stride=2, fps=10), "give stride or fps, not both"),
         (dict(resolution=4), "resolution must be between 8 and 4096, got 4"),
