@@ -129,6 +129,11 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
                  "--sim-dir", "-1"]) == 0  # fmt: skip
     assert main(["synth", "export", str(out), "--out", str(tmp_path / "shards"), "--shard-size", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
+    assert main(["synth", "export", str(out), "--out", str(out / "shards")]) == 2
+    assert "export the shards outside the dataset" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("x")
+    assert main(["synth", "export", str(out), "--out", str(tmp_path / "a-file")]) == 2
+    assert "is a file; name a folder for the shards" in capsys.readouterr().err
     assert main(["synth", "filter", str(tmp_path / "nothing")]) == 2
     assert "nothing is not a folder" in capsys.readouterr().err
     manifest = (out / dataset.MANIFEST).read_text()
@@ -165,11 +170,32 @@ def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_
         assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
     generate(config(t2v, tmp_path / "data", 1), lambda: toy_prompts(5))
     assert len(dataset.read_manifest(tmp_path / "data")) == 1
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(ValueError, match="a-file is a file; --out names the dataset's folder"):
+        generate(config(t2v, tmp_path / "a-file", 1), lambda: toy_prompts(5))
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "README.md").write_text("mine")
     with pytest.raises(ValueError, match="holds other files and is not a dataset"):
         generate(config(t2v, tmp_path / "project", 1), lambda: toy_prompts(5))
     assert (tmp_path / "project" / "README.md").read_text() == "mine"
+
+
+def test_prompts_are_on_disk_as_the_source_gives_them(tmp_path):
+    """A run killed while a language model writes the prompts keeps those written; a line cut short is dropped."""
+    from insv2v.synth.generate import fix_prompts, read_prompts
+
+    def killed():
+        yield from itertools.islice(toy_prompts(5), 3)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fix_prompts(tmp_path, killed, 5)
+    assert read_prompts(tmp_path) == list(itertools.islice(toy_prompts(5), 3))
+    with open(tmp_path / dataset.PROMPTS, "a") as f:
+        f.write('{"input": "a red ci')  # the kill came mid-line
+    assert len(read_prompts(tmp_path)) == 3
+    assert fix_prompts(tmp_path, lambda: toy_prompts(5), 5) == list(itertools.islice(toy_prompts(5), 5))
+    assert read_prompts(tmp_path) == list(itertools.islice(toy_prompts(5), 5))
 
 
 def test_manifest_lines_are_json_of_one_sample_each(t2v, tmp_path):

@@ -113,7 +113,8 @@ def append_record(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _truncate_partial_line(path: Path) -> None:
+def truncate_partial_line(path: Path) -> None:
+    """Drop a last line a kill cut short, so that the next append starts a line of its own."""
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         with open(path, "r+b") as f:
@@ -125,7 +126,7 @@ def recover(root: str | os.PathLike, owns=lambda index: True, manifests: list[Pa
     writes (default: all); the finished indices."""
     root = Path(root)
     for path in manifest_files(root) if manifests is None else [p for p in manifests if p.exists()]:
-        _truncate_partial_line(path)
+        truncate_partial_line(path)
     # A sample whose videos are gone (a copy cut short) is not done: it is made again, and its new line wins.
     done = {r["index"] for r in read_manifest(root) if all(p.is_file() for p in pair_paths(root, r))}
     pairs = root / PAIRS
@@ -287,6 +288,10 @@ def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard
     earlier export in `out_dir` are removed once this one is written, so the folder holds exactly this export."""
     root, out_dir = Path(root), Path(out_dir)
     check_not_own_file(root, out_dir)
+    if out_dir.resolve() == root.resolve() or root.resolve() in out_dir.resolve().parents:
+        raise ValueError(f"export the shards outside the dataset, not into {out_dir} (it would carry them along)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; name a folder for the shards")
     records = read_manifest(root)
     kept = [r for r in records if r["kept"]]
     if not kept:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -53,6 +54,8 @@ class GenerateConfig:
     command: str | None = None  # the command line that made it, for the card
 
 
+PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that prompts.jsonl is complete
+
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
               "local_blend")  # fmt: skip
@@ -85,22 +88,26 @@ def check_same_run(card: dict, config: GenerateConfig) -> None:
 
 
 def read_prompts(root: Path) -> list[PromptPair]:
+    """The fixed prompts, line i sample i's; a last line a kill cut short is not one of them."""
     path = root / dataset.PROMPTS
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [PromptPair.from_dict(json.loads(line)) for line in lines if line.strip()]
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    return [PromptPair.from_dict(json.loads(line)) for line in lines if line.endswith("\n") and line.strip()]
 
 
 def fix_prompts(root: Path, pairs: Callable[[], Iterable[PromptPair]], n: int) -> list[PromptPair]:
     """prompts.jsonl holding at least `n` pairs: line i is sample i's, and lines once written never change (a run
-    asked for more samples takes the source's next pairs; the sources are deterministic)."""
+    asked for more samples takes the source's next pairs; the sources are deterministic). Each pair is on disk as
+    soon as the source gives it, so a run killed while a language model writes them keeps those written (resumed, the
+    source runs through those again before giving new ones: at once for the toy and file sources, in a language
+    model's time for an LLM's)."""
     fixed = read_prompts(root)
     if len(fixed) < n:
-        more = list(itertools.islice(pairs(), len(fixed), n))
         path = root / dataset.PROMPTS
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in fixed + more))
-        tmp.replace(path)
-        fixed += more
+        if path.exists():
+            dataset.truncate_partial_line(path)
+        for pair in itertools.islice(pairs(), len(fixed), n):
+            dataset.append_record(path, pair.to_dict())
+            fixed.append(pair)
     return fixed
 
 
@@ -144,6 +151,8 @@ def generate(
 
     state = PartialState(cpu=not torch.cuda.is_available())  # without GPUs, processes talk over gloo
     root = Path(config.out_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file; --out names the dataset's folder")
     others = root.is_dir() and any(p.name != dataset.LOCK for p in root.iterdir())  # the lock: another process's
     if others and not dataset.read_card(root):
         raise ValueError(f"{root} holds other files and is not a dataset; choose a new or empty folder")
@@ -154,6 +163,7 @@ def generate(
 
 
 def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict:
+    from accelerate.utils import broadcast_object_list
     from tqdm.auto import tqdm
 
     from insv2v.metrics import load_clip
@@ -173,6 +183,10 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     pipe.set_progress_bar_config(disable=True)
     scorer = load_clip(config.clip)
     state.wait_for_everyone()
+    # The others wait for the prompts by polling a file, not in a collective: a language model may write for hours,
+    # longer than a process group's timeout. The token, shared first, tells this run's signal from an earlier one's.
+    token = broadcast_object_list([secrets.token_hex(8) if state.is_main_process else None])[0]
+    ready = root / PROMPTS_READY
     if state.is_main_process:
         card = {**dataset.read_card(root), "run": run_settings(config)}
         if len(read_prompts(root)) < config.n:
@@ -180,7 +194,13 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
             if prompt_stats is not None:
                 card["prompt_stats"] = prompt_stats()
         dataset.write_card(root, card)
+        ready.write_text(token)
+    else:
+        while not (ready.is_file() and ready.read_text() == token):
+            time.sleep(1.0)
     state.wait_for_everyone()
+    if state.is_main_process:
+        ready.unlink()
     prompts = read_prompts(root)[: config.n]
     if len(prompts) < config.n:
         print(f"the prompt source gave {len(prompts)} prompts of the {config.n} asked for", file=sys.stderr)
