@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
+from insv2v.files import write_atomically
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.loading import is_2d_folder
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
@@ -854,6 +855,16 @@ def load_checkpoint(folder: Path, modules: dict, optimizer, scaler=None) -> int:
         raise damaged(folder, err) from None
 
 
+def trim_log(path: Path, step: int) -> None:
+    """A resumed run's log: the records up to its checkpoint's step; those after it (and a line a kill cut short)
+    go, as the steps are trained again."""
+    text = path.read_text() if path.exists() else ""
+    lines = [line for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+    kept = "".join(line for line in lines if json.loads(line)["step"] <= step)
+    if kept != text:
+        write_atomically(path, lambda tmp: Path(tmp).write_text(kept))
+
+
 def damaged(folder: Path, err: BaseException) -> ValueError:
     return ValueError(f"the checkpoint in {folder} is damaged ({err}); delete it to start the run afresh")
 
@@ -953,6 +964,8 @@ def train(config: TrainConfig) -> Path:
     if state is not None:  # every process loads it; only the main process writes it
         step = load_checkpoint(checkpoint, modules, optimizer, accelerator.scaler)
         accelerator.print(f"resumed from step {step}")
+        if accelerator.is_main_process:
+            trim_log(out / "log.jsonl", step)
     ema = make_ema(trainable, checkpoint if step else None) if config.ema else None
     names = list(modules)
     prepared = accelerator.prepare(*modules.values(), optimizer)

@@ -307,7 +307,7 @@ def build(studio) -> None:
     settings = controls.inputs(SETTINGS)
     heavy = dict(concurrency_limit=1, concurrency_id="model", show_progress="full")
     preset.change(lambda p: 300 if p == "space" else 500, preset, tune_steps, api_name=False, queue=False)
-    propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False, queue=False)
+    propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False)
     (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the comparison")
     submitted.then(
         compare_insv2v, [video, instruction, edited_caption], [output, scores, status, state], api_name=False,

@@ -160,7 +160,7 @@ def build(studio) -> None:
     preview.then(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
     edit.then(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
     enter.then(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)
-    video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False, queue=False)
+    video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False)
 
     def fill(path: str | None) -> list:
         values = load_recipe(path)
