@@ -280,9 +280,9 @@ def test_the_llm_loop_retries_invalid_samples_and_counts_every_outcome():
     state = torch.get_rng_state()
     pairs = list(llm_prompts(llm, captions, settings=settings, stats=stats))
     assert torch.equal(torch.get_rng_state(), state)  # seeded per caption without touching the caller's state
-    assert pairs == [
-        PromptPair("a cat on a mat", "turn it into a tiger", "a tiger on a mat"),
-        PromptPair("a bird on a branch", "make it fly", "a bird in the sky"),
+    assert pairs == [  # each with the index of the caption it answers
+        PromptPair("a cat on a mat", "turn it into a tiger", "a tiger on a mat", caption_index=0),
+        PromptPair("a bird on a branch", "make it fly", "a bird in the sky", caption_index=3),
     ]
     assert stats.to_dict() == {
         "generated": 7,
@@ -300,6 +300,25 @@ def test_the_llm_loop_retries_invalid_samples_and_counts_every_outcome():
     assert kwargs == dict(
         do_sample=True, temperature=0.5, top_p=0.8, max_new_tokens=40, stop_sequence="END", return_full_text=False
     )
+
+
+def test_a_resumed_run_asks_the_llm_only_about_captions_not_answered(tmp_path):
+    """Killed while the model writes prompts, a run keeps those written, and resumed it starts after the last caption
+    answered: the model is not run again over the captions before it."""
+    from insv2v.synth.generate import fix_prompts, next_caption, read_prompts
+
+    llm = ScriptedLLM(f"make it snowy\n%%\na snowy scene {i}\nEND" for i in itertools.count())
+    captions = [f"a scene {i}" for i in range(10)]
+
+    def pairs():
+        return llm_prompts(llm, captions, start=next_caption(read_prompts(tmp_path)))
+
+    first = fix_prompts(tmp_path, pairs, 3)
+    assert [p.caption_index for p in first] == [0, 1, 2] and len(llm.calls) == 3
+    more = fix_prompts(tmp_path, pairs, 5)
+    assert more[:3] == first and [p.caption_index for p in more] == [0, 1, 2, 3, 4]
+    assert len(llm.calls) == 5 and [prompt for prompt, _ in llm.calls[3:]] == [plain_prompt(c) for c in captions[3:5]]
+    assert read_prompts(tmp_path) == more  # the index is kept in prompts.jsonl
 
 
 def test_the_llm_captions_default_to_the_toy_worlds():

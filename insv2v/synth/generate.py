@@ -97,18 +97,32 @@ def read_prompts(root: Path) -> list[PromptPair]:
 def fix_prompts(root: Path, pairs: Callable[[], Iterable[PromptPair]], n: int) -> list[PromptPair]:
     """prompts.jsonl holding at least `n` pairs: line i is sample i's, and lines once written never change (a run
     asked for more samples takes the source's next pairs; the sources are deterministic). Each pair is on disk as
-    soon as the source gives it, so a run killed while a language model writes them keeps those written (resumed, the
-    source runs through those again before giving new ones: at once for the toy and file sources, in a language
-    model's time for an LLM's)."""
+    soon as the source gives it, so a run killed while a language model writes them keeps those written; resumed, a
+    language model starts after the last caption answered (`next_caption`)."""
     fixed = read_prompts(root)
     if len(fixed) < n:
         path = root / dataset.PROMPTS
         if path.exists():
             dataset.truncate_partial_line(path)
-        for pair in itertools.islice(pairs(), len(fixed), n):
+        for pair in itertools.islice(pairs_after(pairs(), fixed), n - len(fixed)):
             dataset.append_record(path, pair.to_dict())
             fixed.append(pair)
     return fixed
+
+
+def pairs_after(source: Iterable[PromptPair], fixed: list[PromptPair]) -> Iterable[PromptPair]:
+    """The source's pairs after those fixed: past the last caption answered where pairs name it (a language
+    model's, which a resumed run starts there: `next_caption`), else past as many pairs as are fixed."""
+    last = fixed[-1].caption_index if fixed else None
+    if last is None:
+        return itertools.islice(source, len(fixed), None)
+    return (pair for pair in source if pair.caption_index is not None and pair.caption_index > last)
+
+
+def next_caption(fixed: list[PromptPair]) -> int:
+    """The caption a language model answers next for a dataset with these prompts fixed."""
+    last = fixed[-1].caption_index if fixed else None
+    return 0 if last is None else last + 1
 
 
 def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfig, settings=None, callback=None):

@@ -14,6 +14,7 @@ counts what was kept and why the rest was rejected, for the CLI and the dataset 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -75,10 +76,12 @@ class PromptPair:
     edit: str
     output: str
     kind: str | None = None
+    caption_index: int | None = None  # a language model's pair: which caption of its stream it answers
 
-    def to_dict(self) -> dict[str, str]:
-        row = {"input": self.input, "edit": self.edit, "output": self.output}
-        return row if self.kind is None else {**row, "kind": self.kind}
+    def to_dict(self) -> dict[str, str | int]:
+        row = {"input": self.input, "edit": self.edit, "output": self.output, "kind": self.kind,
+               "caption_index": self.caption_index}  # fmt: skip
+        return {key: value for key, value in row.items() if value is not None}
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> PromptPair:
@@ -90,7 +93,10 @@ class PromptPair:
             value = row.get(key)
             if not isinstance(value, str) and not (key == "kind" and value is None):
                 raise ValueError(f"field {key!r} must be a string, got {type(value).__name__}")
-        return cls(row["input"], row["edit"], row["output"], row.get("kind"))
+        index = row.get("caption_index")
+        if index is not None and not (isinstance(index, int) and index >= 0):
+            raise ValueError(f"field 'caption_index' must be a whole number >= 0, got {index!r}")
+        return cls(row["input"], row["edit"], row["output"], row.get("kind"), index)
 
 
 @dataclass
@@ -397,8 +403,10 @@ def llm_prompts(
     settings: LLMSettings | None = None,
     stats: PromptStats | None = None,
     device: Any = None,
+    start: int = 0,
 ) -> Iterator[PromptPair]:
-    """Pairs written by a language model, one per input caption that yields a valid sample within the retries.
+    """Pairs written by a language model, one per input caption that yields a valid sample within the retries, from
+    caption `start` on (a resumed run's: the captions before it were answered), each with its caption's index.
 
     `llm` is a model id or folder (loaded now, so errors come before any work) or a loaded text-generation
     pipeline. `captions` default to the toy world's input captions of `split` from `seed`: an endless stream, so
@@ -416,7 +424,7 @@ def llm_prompts(
 
     def pairs() -> Iterator[PromptPair]:
         for index, caption in enumerate(c.strip() for c in captions):
-            if not caption:
+            if index < start or not caption:
                 continue
             stats.captions += 1
             with torch.random.fork_rng(devices=[llm_device] if llm_device.type == "cuda" else []):
@@ -425,7 +433,7 @@ def llm_prompts(
             if pair is None:
                 stats.gave_up += 1
             else:
-                yield pair
+                yield dataclasses.replace(pair, caption_index=index)
 
     return pairs()
 
@@ -469,10 +477,11 @@ def prompt_source(
     settings: LLMSettings | None = None,
     stats: PromptStats | None = None,
     device: Any = None,
+    start: int = 0,
 ) -> Iterator[PromptPair]:
     """The pairs a spec names: "toy", "FILE.jsonl" or "llm[:MODEL_ID_OR_DIR]" (module docstring). `seed` and
     `split` pick toy-world seeds (the toy source, and the LLM's default captions); a file is read as it is.
-    `captions` and `settings` apply to the LLM only. Counts go to `stats`."""
+    `captions`, `settings` and `start` (the first caption to answer) apply to the LLM only. Counts go to `stats`."""
     spec = spec.strip()
     name, colon, model = spec.partition(":")
     if name == LLM_PREFIX:
@@ -481,7 +490,8 @@ def prompt_source(
                 f"{spec!r} names no model: use {LLM_PREFIX}:MODEL_ID_OR_DIR, e.g. {LLM_PREFIX}:{DEFAULT_LLM}"
             )
         model = model.strip() or DEFAULT_LLM
-        return llm_prompts(model, captions, seed=seed, split=split, settings=settings, stats=stats, device=device)
+        return llm_prompts(model, captions, seed=seed, split=split, settings=settings, stats=stats, device=device,
+                           start=start)  # fmt: skip
     if spec != "toy" and not spec.endswith(".jsonl"):
         raise ValueError(
             f"unknown prompt source {spec!r}: expected 'toy', a .jsonl file of input/edit/output pairs, "
