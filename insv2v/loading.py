@@ -79,8 +79,10 @@ def _unavailable(source: str, what: str, err: Exception) -> ModelLoadError:
     from huggingface_hub import constants
 
     reason = "the hub cannot be reached (HF_HUB_OFFLINE=1)" if _offline() else f"the hub did not provide it ({err})"
+    folder = Path(source).expanduser().absolute()  # "models/insv2v" reads as a hub id and as a folder alike
     return ModelLoadError(
-        f"could not load {what} {source!r}: it is not a local folder, not in the Hugging Face cache "
+        f"could not load {what} {source!r}: it is not a local folder ({folder} does not exist), not in the Hugging "
+        f"Face cache "
         f"({constants.HF_HUB_CACHE}), and {reason}. Download it where there is network with "
         f"`hf download {source}` (it lands in that cache; set HF_HOME to move it), or "
         f"`hf download {source} --local-dir DIR` and name DIR instead "
@@ -253,6 +255,8 @@ def files_signature(source: str) -> tuple:
     """Each file of a local model folder (hidden ones aside) with its size and modification time, or () for a hub
     id: what tells a model saved anew from the one loaded (a save within the file system's timestamp resolution
     that keeps every size goes unseen)."""
+    if source.startswith(COMPOSE_PREFIX):  # both parts: either saved anew is a new model
+        return tuple(files_signature(part) for part in source[len(COMPOSE_PREFIX) :].split("+"))
     root = Path(source).expanduser()
     if not root.is_dir():
         return ()

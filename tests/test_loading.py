@@ -127,6 +127,13 @@ def test_offline_hub_ids_say_what_to_download_and_where(parts, source, what):
 
 
 @pytest.mark.skipif(not OFFLINE, reason="only runs offline (HF_HUB_OFFLINE=1), so that it never downloads")
+def test_a_relative_folder_not_made_yet_is_named_as_a_folder_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "models/insv2v" (the README's): a hub id, or a folder not made yet
+    with pytest.raises(ModelLoadError, match=rf"not a local folder \({tmp_path}/models/insv2v does not exist\)"):
+        load_pipeline("models/insv2v", device="cpu")
+
+
+@pytest.mark.skipif(not OFFLINE, reason="only runs offline (HF_HUB_OFFLINE=1), so that it never downloads")
 def test_a_damaged_download_is_named_as_such(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
@@ -203,6 +210,18 @@ def test_a_missing_local_folder_is_named(tmp_path):
         load_pipeline(str(tmp_path / "nowhere" / "model"), device="cpu")
 
 
+def test_vae_tiling_asked_of_the_pixel_fold_changes_nothing():
+    from insv2v.toyworld.models import toy_autoencoder
+
+    pipe = tiny_pipeline()
+    pipe.vae = toy_autoencoder()  # the toy models' lossless fold: nothing to tile
+    video = torch.rand(2, 3, 16, 16)
+    base = pipe.encode_video(video)
+    pipe.enable_vae_tiling()
+    assert torch.equal(pipe.encode_video(video), base)
+    pipe.disable_vae_tiling()
+
+
 def test_vae_tiling_can_be_switched_off_again():
     pipe = tiny_pipeline()
     pipe.vae.tile_sample_min_size, pipe.vae.tile_latent_min_size = 32, 4  # tiles smaller than the frames
@@ -244,10 +263,25 @@ def _reloadable(kind: str):
             lambda source, device: load_clip(source),
             lambda scorer: scorer.texts(["a red circle"]),
         ),
+        "composition": (
+            _save_composition,
+            lambda source, device: load_pipeline(f"compose:{source}/ip2p+{source}/adapter", device=device),
+            conv_in,
+        ),
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["editor", "text-to-video", "tune-a-video", "clip"])
+def _save_composition(folder, seed: int) -> None:
+    """An InstructPix2Pix stand-in and a motion adapter, the image model's first layer set by `seed`."""
+    save_image_model(folder / "ip2p")
+    unet = UNet2DConditionModel.from_pretrained(folder / "ip2p", subfolder="unet")
+    with torch.no_grad():
+        unet.conv_in.weight.fill_(seed)
+    unet.save_pretrained(folder / "ip2p" / "unet")
+    save_motion_adapter(folder / "adapter")
+
+
+@pytest.mark.parametrize("kind", ["editor", "text-to-video", "tune-a-video", "clip", "composition"])
 def test_a_model_folder_saved_anew_is_read_again_and_the_old_one_let_go(tmp_path, kind):
     """A model retrained in place while a server runs is what the server uses next, and only one copy is held."""
     import gc

@@ -138,13 +138,21 @@ def _insv2v(input_path: Path, instruction: str, out_path: Path, item: StudyItem,
     run_edit(recipe, out_path, pipe)
 
 
-@cache
 def _per_frame(source: str, device: str | None):
-    """The InsV2V pipeline with its motion modules silenced (the 2-D model frame by frame), built once."""
+    """The InsV2V pipeline with its motion modules silenced (the 2-D model frame by frame), built once per version
+    of the model's files."""
     from insv2v.loading import load_pipeline
     from insv2v.toyworld.evaluate import per_frame_model
 
-    return per_frame_model(load_pipeline(source, device))
+    return _per_frame_models().get((source, device), source, lambda: per_frame_model(load_pipeline(source, device)))
+
+
+@cache
+def _per_frame_models():
+    """The per-frame models' cache, made on first use (this module loads without torch)."""
+    from insv2v.loading import ModelCache
+
+    return ModelCache(size=1)
 
 
 def _tav(input_path: Path, instruction: str, out_path: Path, item: StudyItem, run: RunSettings) -> None:
