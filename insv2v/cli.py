@@ -347,6 +347,12 @@ def evaluate(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out}: its folder does not exist")
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; name a file")
+    from insv2v.toyworld.evaluate import LONG_OFFSET
+    from insv2v.toyworld.world import HELDOUT_SEEDS
+
+    last = len(HELDOUT_SEEDS) - LONG_OFFSET - max(args.n, args.edits)  # the long videos' scenes lie furthest in
+    if not 0 <= args.seed <= last:  # below 0 it would measure training scenes
+        raise ValueError(f"--seed is an offset into the held-out scenes, 0 to {last} for these counts; got {args.seed}")
     if args.t2v is not None:
         from insv2v.assets import TOY_T2V
         from insv2v.synth.t2v import load_t2v

@@ -175,6 +175,14 @@ def test_a_dataset_too_large_to_hold_its_prompts_is_refused_before_anything_is_w
     assert not (tmp_path / "data").exists()
 
 
+def test_eval_refuses_an_offset_outside_the_held_out_scenes(capsys):
+    assert main(["eval", "--toyworld", "--seed", "-3"]) == 2  # it measured training scenes
+    assert (
+        "--seed is an offset into the held-out scenes, 0 to 989900 for these counts; got -3" in capsys.readouterr().err
+    )
+    assert main(["eval", "--toyworld", "--seed", "989901"]) == 2  # past the end of the split
+
+
 def test_eval_refuses_an_output_it_could_not_write_before_measuring(tmp_path, capsys):
     for out, words in ((tmp_path / "missing" / "r.json", "its folder does not exist"), (tmp_path, "is a folder")):
         assert main(["eval", "--toyworld", "--out", str(out)]) == 2

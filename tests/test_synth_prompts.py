@@ -505,6 +505,7 @@ def test_the_toy_grammar_edits_captions_exactly():
         "make the sky purple",  # not in the grammar
         "make the triangle green",  # no triangle in the caption
         "make the circle blue",  # another shape is blue already
+        "turn the circle into a square",  # another shape is a square already ("the square" would name two)
         "make the circle red",  # no change
         "put it on a beach",  # no change
         "replace the forest with a desert",  # names a background the caption does not have

@@ -4,6 +4,7 @@ of tuned weights, and `insv2v tav edit`."""
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from insv2v.tav.pipeline import (
     TAVSettings,
     TuneAVideoPipeline,
     TuningCancelled,
+    cache_key,
     tav_edit,
 )
 from insv2v.testing.tiny import tiny_t2v_pipeline
@@ -247,6 +249,22 @@ def test_a_second_prompt_reuses_the_tuning_and_another_video_starts_from_pristin
     alone = make_pipe(t2i)
     alone.tune(video(1), "a red ball", FAST)
     assert_same_state(tuned_state(pipe), tuned_state(alone))
+
+
+def test_a_model_retrained_in_place_does_not_reuse_the_old_tunings(tmp_path):
+    """The tuned-weight cache is keyed by the model's files, not only its path: tunings of the old weights would
+    replace the new model's tuned layers."""
+    folder = tmp_path / "t2i"
+    (folder / "unet").mkdir(parents=True)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"first")
+    frames, settings = np.zeros((2, 8, 8, 3), np.uint8), PRESETS["space"]
+    key = cache_key(frames, "a cat", str(folder), settings)
+    assert cache_key(frames, "a cat", str(folder), settings) == key
+    weights.write_bytes(b"second!")  # retrained in place
+    os.utime(weights, (time.time() + 10, time.time() + 10))
+    assert cache_key(frames, "a cat", str(folder), settings) != key
+    assert cache_key(frames, "a dog", str(folder), settings) != cache_key(frames, "a cat", str(folder), settings)
 
 
 def test_cancel_stops_tuning_and_a_later_call_resumes_from_the_checkpoint(t2i, tmp_path):

@@ -45,6 +45,7 @@ from insv2v.loading import (
     check_generative_unet,
     default_device,
     default_dtype,
+    files_signature,
     from_pretrained_explained,
 )
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
@@ -164,10 +165,12 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def cache_key(frames: np.ndarray, source_prompt: str, model: str, settings: TAVSettings) -> str:
-    """sha256 of what decides the tuned weights: the frames (bytes, shape), caption, model and tuning settings."""
+    """sha256 of what decides the tuned weights: the frames (bytes, shape), caption, model (its name, and a local
+    folder's files: one retrained in place is another model) and tuning settings."""
     digest = hashlib.sha256()
     described = {"shape": list(frames.shape), "dtype": str(frames.dtype), "source_prompt": source_prompt,
-                 "model": model, "tuning": {name: getattr(settings, name) for name in TUNING_FIELDS}}  # fmt: skip
+                 "model": model, "model_files": files_signature(model),
+                 "tuning": {name: getattr(settings, name) for name in TUNING_FIELDS}}  # fmt: skip
     digest.update(json.dumps(described, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(frames).tobytes())
     return digest.hexdigest()
@@ -536,7 +539,8 @@ def tav_edit(
     pipe.tuned_for, pipe.tuned_losses = key, losses
     tune_seconds = time.perf_counter() - began
 
-    # 3. Invert the clip with the tuned UNet
+    # 3. Invert the clip with the tuned UNet (the posterior's mean: the official code inverts its last training
+    # batch's sample of the posterior, which differs by the VAE's small posterior noise and from run to run)
     began = time.perf_counter()
     inverted = pipe.invert(pipe.encode_frames(frames)[0], settings.inversion_steps)
 

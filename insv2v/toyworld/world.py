@@ -289,8 +289,9 @@ def edit_caption(text: str, instruction: str) -> str | None:
         return None
     colour, shape = found[0]
     after = f"{article(value)} {shape}" if kind == "colour" else f"{article(colour)} {value}"
-    if after == f"{article(colour)} {shape}" or re.search(rf"\b({value}) ({'|'.join(SHAPES)})\b", text):
-        return None  # no change, or the value is already another shape's
+    taken = rf"\b{value} ({'|'.join(SHAPES)})\b" if kind == "colour" else rf"\b({colours}) {value}\b"
+    if after == f"{article(colour)} {shape}" or re.search(taken, text):
+        return None  # no change, or the value is already another shape's (colours and kinds name shapes)
     return re.sub(rf"\ban? {colour} {shape}\b", after, text)
 
 
