@@ -286,6 +286,15 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert "share no rows" in capsys.readouterr().err
     assert main(["eval", "--toyworld", "--combine", str(other), str(other)]) == 2
     assert "overlap" in capsys.readouterr().err
+    videos = {k: v for k, v in results.items() if k != "edits"}  # the temporal rows: scenes 7-10
+    (tmp_path / "a.json").write_text(json.dumps(videos))
+    (tmp_path / "b.json").write_text(json.dumps(videos | {"seed": 9}))  # scenes 9-12: two measured twice
+    assert main(["eval", "--toyworld", "--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    assert "the samples overlap (offsets [7, 9]; the scenes of temporal)" in capsys.readouterr().err  # long: 2 each
+    pooled = tmp_path / "pooled.json"
+    assert main(["eval", "--toyworld", "--combine", str(other), str(third), "--out", str(pooled)]) == 0
+    assert main(["eval", "--toyworld", "--combine", str(pooled), str(other)]) == 2  # a pooled file's offsets count
+    assert "the samples overlap (offsets [100, 200, 100])" in capsys.readouterr().err
 
 
 def test_eval_runs_its_models_on_the_cpu_unless_told(monkeypatch, capsys):

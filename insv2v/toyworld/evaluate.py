@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -188,10 +189,13 @@ def combine(results: list[dict]) -> dict:
         held = [[part for part in PARTS if part in r] for r in results]
         raise ValueError(f"the results share no rows ({held}); pool like with like")
     seeds = [record["seed"] for r in results for record in r.get("edits", {}).get("records", [])]
-    offsets = [r.get("seed") for r in results]
-    if len(set(seeds)) < len(seeds) or len(set(offsets)) < len(offsets):
-        raise ValueError(f"the samples overlap (offsets {offsets}): pooling them would count edits twice")
-    pooled = {"sampling": results[0]["sampling"], "seeds": offsets}
+    offsets = [o for r in results for o in r.get("seeds", [r.get("seed")])]  # a pooled result holds several
+    ranges = {part: [span for r in results for span in scene_ranges(r).get(part, [])] for part in parts}
+    shared = [part for part, spans in ranges.items() if _overlap(spans)]
+    if len(set(seeds)) < len(seeds) or len(set(offsets)) < len(offsets) or shared:
+        where = f"offsets {offsets}" + (f"; the scenes of {', '.join(shared)}" if shared else "")
+        raise ValueError(f"the samples overlap ({where}): pooling them would count edits or videos twice")
+    pooled = {"sampling": results[0]["sampling"], "seeds": offsets, "ranges": ranges}
     if "edits" in parts:
         pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
     for part in (p for p in parts if p != "edits"):  # per-video values, under one name per setting
@@ -200,6 +204,23 @@ def combine(results: list[dict]) -> dict:
             for name, row in results[0][part].items()
         }
     return pooled
+
+
+def scene_ranges(result: dict) -> dict[str, list[list[int]]]:
+    """The held-out scene offsets [start, end) each video part of a result measured (a pooled one records them)."""
+    if "ranges" in result:
+        return result["ranges"]
+    if result.get("seed") is None:
+        return {}
+    counts = {part: len(next(iter(next(iter(result[part].values())).values()))) for part in ("temporal", "long")
+              if part in result}  # fmt: skip
+    first = {"temporal": result["seed"], "long": LONG_OFFSET + result["seed"]}
+    return {part: [[first[part], first[part] + count]] for part, count in counts.items()}
+
+
+def _overlap(spans: list[list[int]]) -> bool:
+    spans = sorted(spans)
+    return any(b[0] < a[1] for a, b in itertools.pairwise(spans))
 
 
 def summarise_edits(records: list[dict]) -> dict:
