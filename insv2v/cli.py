@@ -254,7 +254,7 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     t.add_argument("--workers", type=positive_int, help="processes that draw fresh toy-world samples beside "
                    "training (on a GPU, rendering between steps would bound a toy step; default: none)")  # fmt: skip
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed, default=0)
 
     e = commands.add_parser("eval", help="measure an editor on the held-out toy world")
     e.add_argument("--toyworld", action="store_true", required=True, help="the toy-world table")
@@ -417,9 +417,9 @@ def evaluate(args: argparse.Namespace) -> None:
 
 # What a command stopped with Ctrl-C leaves (the others write their outputs whole at the end, or not at all).
 INTERRUPTED = {
-    "train": "the same command resumes from the run's last checkpoint",
-    "synth": "the same command resumes a generate run from the pairs it finished (no half-written one is left)",
-    "tav": "the same command resumes the tuning from its last checkpoint",
+    ("train", None): "the same command resumes from the run's last checkpoint, if it saved one",
+    ("synth", "generate"): "the same command resumes from the pairs finished (no half-written one is left)",
+    ("tav", "edit"): "the same command resumes the tuning from its last checkpoint, if it saved one",
 }
 
 
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_toyworld_parsers(commands)
     t = commands.add_parser("tiny", help="save a tiny random pipeline (tests, smoke runs)")
     t.add_argument("out_dir")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed, default=0)
     synth_cli.add_parsers(commands)
     tav_cli.add_parsers(commands)
     study_cli.add_parsers(commands)
@@ -461,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"insv2v: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"insv2v: interrupted; {INTERRUPTED.get(args.command, 'nothing was written')}", file=sys.stderr)
+        kept = INTERRUPTED.get((args.command, getattr(args, "action", None)), "nothing was written")
+        print(f"insv2v: interrupted; {kept}", file=sys.stderr)
         return 130
     return 0
 

@@ -242,13 +242,19 @@ def _per_frame_pipeline(path: Path, dtype: torch.dtype) -> InsV2VPipeline:
 def load_fresh(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeline:
     """The pipeline at `source`, loaded anew: its own weights, for whoever changes them (training)."""
     if source.startswith(COMPOSE_PREFIX):
-        image_model, plus, motion_adapter = source[len(COMPOSE_PREFIX) :].partition("+")
-        if not plus or not image_model or not motion_adapter:
-            raise ModelLoadError(f"a composition is {COMPOSE_PREFIX}IMAGE_MODEL+MOTION_ADAPTER, got {source!r}")
+        image_model, motion_adapter = composition_parts(source)
         pipe = compose_pipeline(image_model, motion_adapter, dtype)
     else:
         pipe = _load_folder_or_hub(source, dtype)
     return pipe.to(device)
+
+
+def composition_parts(source: str) -> tuple[str, str]:
+    """(IMAGE_MODEL, MOTION_ADAPTER) of `compose:IMAGE_MODEL+MOTION_ADAPTER` (split at the first +)."""
+    image_model, plus, motion_adapter = source.removeprefix(COMPOSE_PREFIX).partition("+")
+    if not source.startswith(COMPOSE_PREFIX) or not plus or not image_model or not motion_adapter:
+        raise ModelLoadError(f"a composition is {COMPOSE_PREFIX}IMAGE_MODEL+MOTION_ADAPTER, got {source!r}")
+    return image_model, motion_adapter
 
 
 def files_signature(source: str) -> tuple:
@@ -256,7 +262,7 @@ def files_signature(source: str) -> tuple:
     id: what tells a model saved anew from the one loaded (a save within the file system's timestamp resolution
     that keeps every size goes unseen)."""
     if source.startswith(COMPOSE_PREFIX):  # both parts: either saved anew is a new model
-        return tuple(files_signature(part) for part in source[len(COMPOSE_PREFIX) :].split("+"))
+        return tuple(files_signature(part) for part in composition_parts(source))
     root = Path(source).expanduser()
     if not root.is_dir():
         return ()

@@ -964,8 +964,8 @@ def train(config: TrainConfig) -> Path:
     if state is not None:  # every process loads it; only the main process writes it
         step = load_checkpoint(checkpoint, modules, optimizer, accelerator.scaler)
         accelerator.print(f"resumed from step {step}")
-        if accelerator.is_main_process:
-            trim_log(out / "log.jsonl", step)
+    if accelerator.is_main_process:  # steps a killed run logged past its checkpoint (or before its first) go again
+        trim_log(out / "log.jsonl", step)
     ema = make_ema(trainable, checkpoint if step else None) if config.ema else None
     names = list(modules)
     prepared = accelerator.prepare(*modules.values(), optimizer)
@@ -993,6 +993,7 @@ def train(config: TrainConfig) -> Path:
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
+        logged = len(losses)
         for _ in range(config.grad_accum):  # accelerate steps the optimizer on the last micro-step only
             with accelerator.accumulate(*modules.values()):
                 with accelerator.autocast():
@@ -1004,8 +1005,9 @@ def train(config: TrainConfig) -> Path:
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
         if accelerator.optimizer_step_was_skipped:  # float16 overflowed: the scaler lowered its scale, no update
+            del losses[logged:]  # not a step's loss (inf or NaN, likely)
             skipped += 1
-            if skipped > MAX_SKIPPED_STEPS:
+            if skipped >= MAX_SKIPPED_STEPS:
                 raise RuntimeError(f"float16 overflowed in {skipped} steps in a row at step {step}: the loss is not "
                                    "finite; try --mixed-precision bf16 or a lower --lr")  # fmt: skip
             continue  # not a step: the learning rate, the EMA and the step count wait for an update

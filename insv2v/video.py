@@ -234,7 +234,7 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
 
 def _display_size(frame: av.VideoFrame, stream: av.video.stream.VideoStream, rotation: int) -> tuple[int, int]:
     """(width, height) as the video is shown: non-square pixels (a DVD's, an anamorphic camera's) made square by
-    widening, then the rotation applied."""
+    scaling the width by their aspect, then the rotation applied."""
     aspect = stream.sample_aspect_ratio  # a pixel's width over its height; None or 0 where the file does not say
     width = max(1, round(frame.width * aspect)) if aspect and aspect != 1 else frame.width
     return (frame.height, width) if rotation % 180 else (width, frame.height)
@@ -446,7 +446,7 @@ def read_video(
         # A variable-rate source (a phone's): its frames written at a constant rate would slide against its audio,
         # so take the frame shown at each tick of its average rate instead (some repeat, some are skipped).
         logger.info("%s: variable frame rate; resampled to %.3g fps", path, clip_fps)
-        return read_video(path, start=start, max_frames=max_frames, fps=clip_fps, resolution=resolution,
+        return read_video(path, start=start, max_frames=max_frames, fps=max(clip_fps, MIN_FPS), resolution=resolution,
                           multiple=multiple, max_pixels=max_pixels, max_decode_frames=max_decode_frames)  # fmt: skip
     return Clip(
         frames=frames.finish(),  # (f, h, w, 3) uint8

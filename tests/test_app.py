@@ -324,6 +324,16 @@ def test_output_cache_counts_gradios_copies_once_and_spares_running_requests(tmp
     assert cache.clean(now=1200) == [request]  # idle now
 
 
+def test_gradios_copies_are_cleaned_only_where_they_are_the_apps(tmp_path, monkeypatch):
+    from insv2v.ui import gradio_copies
+
+    config = AppConfig(model="unused", cache_dir=tmp_path / "cache")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache" / "gradio"))
+    assert gradio_copies(config) == (tmp_path / "cache" / "gradio").resolve()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "shared-tmp"))  # an operator's: other people's files too
+    assert gradio_copies(config) is None
+
+
 def test_cached_examples_are_kept_apart_by_what_made_them(tmp_path):
     from insv2v.ui import examples_key
 

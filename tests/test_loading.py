@@ -205,6 +205,18 @@ def test_an_editor_is_refused_where_a_model_that_draws_from_text_is_wanted(tmp_p
         TuneAVideoPipeline.from_t2i(tmp_path)
 
 
+def test_a_composition_is_split_at_its_first_plus_everywhere(tmp_path):
+    from insv2v.loading import composition_parts, files_signature
+
+    assert composition_parts("compose:ip2p+adapter+v2") == ("ip2p", "adapter+v2")  # what the loader loads
+    (tmp_path / "adapter+v2").mkdir()
+    (tmp_path / "adapter+v2" / "config.json").write_text("{}")
+    watched = files_signature(f"compose:{tmp_path / 'ip2p'}+{tmp_path / 'adapter+v2'}")
+    assert watched[0] == () and [name for name, *_ in watched[1]] == ["config.json"]  # the adapter it loads
+    with pytest.raises(ModelLoadError, match=r"a composition is compose:IMAGE_MODEL\+MOTION_ADAPTER"):
+        composition_parts("compose:only-one")
+
+
 def test_a_missing_local_folder_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_pipeline(str(tmp_path / "nowhere" / "model"), device="cpu")

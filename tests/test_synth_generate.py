@@ -198,6 +198,21 @@ def test_prompts_are_on_disk_as_the_source_gives_them(tmp_path):
     assert read_prompts(tmp_path) == list(itertools.islice(toy_prompts(5), 5))
 
 
+def test_a_resumed_runs_prompt_counts_add_to_the_earlier_ones_and_an_old_card_keeps_its_split(t2v, tmp_path):
+    from insv2v.synth.generate import add_counts, check_same_run, run_settings
+
+    first = {"generated": 4, "valid": 3, "rejected": {"no_end": 1}, "captions": 3, "gave_up": 0}
+    then = {"generated": 3, "valid": 2, "rejected": {"no_end": 1, "too_long": 0}, "captions": 2, "gave_up": 0}
+    assert add_counts(first, then) == {"generated": 7, "valid": 5, "rejected": {"no_end": 2, "too_long": 0},
+                                       "captions": 5, "gave_up": 0}  # fmt: skip
+    made = config(t2v, tmp_path, 1, split="heldout")
+    run = {k: v for k, v in run_settings(made).items() if k != "split"}  # a card from before the split was recorded
+    card = {"run": run, "command": "insv2v synth generate --prompts toy --split heldout --n 1"}
+    check_same_run(card, made)  # resumed as it was made
+    with pytest.raises(ValueError, match=r"split: 'heldout' then, 'train' now"):
+        check_same_run(card, dataclasses.replace(made, split="train"))
+
+
 def test_manifest_lines_are_json_of_one_sample_each(t2v, tmp_path):
     generate(config(t2v, tmp_path, 1), lambda: toy_prompts(5))
     line = (tmp_path / dataset.MANIFEST).read_text().splitlines()[0]

@@ -214,6 +214,12 @@ def test_a_resumed_run_goes_on_as_it_started_from_a_whole_checkpoint(tmp_path):
     assert log == [1, 2, 3] and not tmp.exists() and not old.exists()  # resumed at 1, from the swapped-in one
     # (the first run's record of step 2, trained again, is dropped)
 
+    # Killed before its first checkpoint: started again from step 0, its log starts again too.
+    shutil.rmtree(checkpoint)
+    train(dataclasses.replace(run, steps=2))
+    log = [json.loads(line)["step"] for line in (tmp_path / "clip" / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2]
+
     # Killed while writing the weights of a run saved in place (as before this was atomic): a clear message.
     (checkpoint / "clip.safetensors").write_bytes((checkpoint / "clip.safetensors").read_bytes()[:100])
     with pytest.raises(ValueError, match=r"checkpoint in .* is damaged .*; delete it to start the run afresh"):

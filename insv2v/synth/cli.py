@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import open_fraction, positive_float, positive_int, positive_int_at_most
+from insv2v.argtypes import open_fraction, positive_float, positive_int, positive_int_at_most, seed
 
 MAX_SAMPLES = 1_000_000  # per dataset: its prompts are fixed (and held in memory) before the first sample
 
@@ -48,7 +48,7 @@ def add_parsers(commands) -> None:
     g.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help=f"DDIM steps ({DEFAULT_STEPS})")
     g.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help=f"text guidance ({DEFAULT_GUIDANCE})")
     g.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed, default=0)
     g.add_argument("--fps", type=positive_float, default=8.0)
 
     s = commands.add_parser("synth", help="the synthetic paired-video data engine").add_subparsers(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import secrets
 import sys
 import time
@@ -79,6 +80,8 @@ def source_name(source: str | None) -> str | None:
 def check_same_run(card: dict, config: GenerateConfig) -> None:
     """A dataset is one run's: resuming it with other settings would mix samples the card cannot describe."""
     before = {**RUN_DEFAULTS, **card["run"]} if card.get("run") is not None else None
+    if before is not None and "split" not in card["run"] and "--split heldout" in (card.get("command") or ""):
+        before["split"] = "heldout"  # a card from before the split was a run setting: its command says it
     now = run_settings(config)
     if before is not None and before != now:
         changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in RUN_FIELDS
@@ -104,10 +107,26 @@ def fix_prompts(root: Path, pairs: Callable[[], Iterable[PromptPair]], n: int) -
         path = root / dataset.PROMPTS
         if path.exists():
             dataset.truncate_partial_line(path)
-        for pair in itertools.islice(pairs_after(pairs(), fixed), n - len(fixed)):
-            dataset.append_record(path, pair.to_dict())
-            fixed.append(pair)
+        with open(path, "a") as f:  # each line flushed as it comes (a killed process keeps it), synced once at the end
+            for pair in itertools.islice(pairs_after(pairs(), fixed), n - len(fixed)):
+                f.write(json.dumps(pair.to_dict()) + "\n")
+                f.flush()
+                fixed.append(pair)
+            os.fsync(f.fileno())
     return fixed
+
+
+def add_counts(before: dict, now: dict) -> dict:
+    """Two runs' prompt statistics as one: numbers summed, dictionaries of numbers (rejections by reason) too."""
+    total = dict(before)
+    for key, value in now.items():
+        if isinstance(value, dict):
+            total[key] = add_counts(before.get(key) or {}, value)
+        elif isinstance(value, int | float):
+            total[key] = before.get(key, 0) + value
+        else:
+            total[key] = value
+    return total
 
 
 def pairs_after(source: Iterable[PromptPair], fixed: list[PromptPair]) -> Iterable[PromptPair]:
@@ -205,8 +224,8 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
         card = {**dataset.read_card(root), "run": run_settings(config)}
         if len(read_prompts(root)) < config.n:
             fix_prompts(root, pairs, config.n)
-            if prompt_stats is not None:
-                card["prompt_stats"] = prompt_stats()
+            if prompt_stats is not None:  # a resumed run's counts add to the earlier runs'
+                card["prompt_stats"] = add_counts(card.get("prompt_stats") or {}, prompt_stats())
         dataset.write_card(root, card)
         ready.write_text(token)
     else:

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from insv2v.argtypes import positive_int
+from insv2v.argtypes import positive_int, seed
 
 PRESET_NAMES = ("official", "space")  # insv2v.tav.pipeline.PRESETS, named here so that parsing imports no torch
 
@@ -44,7 +44,7 @@ def add_parsers(commands) -> None:
     e.add_argument("--frames", type=positive_int, help="frames tuned and edited (default: the preset's)")
     e.add_argument("--stride", type=positive_int, default=2, help="keep every N-th frame of the input (2, official)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance of the edit (12.5)")
-    e.add_argument("--seed", type=int, help="seed of the tuning (0)")
+    e.add_argument("--seed", type=seed, help="seed of the tuning (0)")
     e.add_argument("--cache", help=f"folder of tuned weights (default: {default_cache_dir()})")
     e.add_argument("--resolution", type=positive_int, help="short side in pixels (default: the model's native size)")
 

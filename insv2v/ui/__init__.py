@@ -70,6 +70,13 @@ def prepare_environment(config: AppConfig) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: nothing phones home
 
 
+def gradio_copies(config: AppConfig) -> Path | None:
+    """Gradio's folder of copies, when it is the app's own (under its cache directory) and so the app's to clean; a
+    GRADIO_TEMP_DIR set elsewhere (a shared /tmp) is left to Gradio."""
+    folder = Path(os.environ["GRADIO_TEMP_DIR"]).resolve()
+    return folder if folder.is_relative_to(Path(config.cache_dir).resolve()) else None
+
+
 def build_demo(config: AppConfig | None = None):
     """The app's gr.Blocks, queue configured; call `.launch(**launch_kwargs(config))` on it."""
     import gradio as gr
@@ -86,7 +93,7 @@ def build_demo(config: AppConfig | None = None):
             config.cache_dir,
             config.cache_max_mb * 2**20,
             config.cache_max_age_s,
-            gradio=Path(os.environ["GRADIO_TEMP_DIR"]),
+            gradio=gradio_copies(config),
         ),
         Jobs(),
         defaults,

@@ -259,17 +259,16 @@ def describe(info: VideoInfo) -> str:
 
 
 class OutputCache:
-    """Request folders (`jobs/`), Tune-A-Video tunings (`tav/`) and Gradio's own copies of uploads and outputs
-    (`gradio`, one folder per file) under `root`; `clean` deletes those older than `max_age_s`, then the least
-    recently used while the total exceeds `max_bytes` (a tuning counts as used when an edit reuses it), sparing what
-    was written in the last `keep_recent_s`: a request still running. Everything the app serves lives under
-    `root`."""
+    """Request folders (`jobs/`) and Tune-A-Video tunings (`tav/`) under `root`, and Gradio's own copies of uploads
+    and outputs (`gradio`, one folder per file; None: not ours to clean); `clean` deletes those older than
+    `max_age_s`, then the least recently used while the total exceeds `max_bytes` (a tuning counts as used when an
+    edit reuses it), sparing what was written in the last `keep_recent_s`: a request still running."""
 
     def __init__(self, root: Path, max_bytes: float, max_age_s: float, gradio: Path | None = None,
                  keep_recent_s: float = 600.0):  # fmt: skip
         self.root, self.max_bytes, self.max_age_s = Path(root), max_bytes, max_age_s
         self.jobs, self.tav = self.root / "jobs", self.root / "tav"
-        self.gradio = Path(gradio) if gradio is not None else self.root / "gradio"
+        self.gradio = Path(gradio) if gradio is not None else None
         self.keep_recent_s = keep_recent_s
         for folder in (self.jobs, self.tav):
             folder.mkdir(parents=True, exist_ok=True)
@@ -298,7 +297,7 @@ class OutputCache:
         """Delete expired and excess folders, least recently used first; returns what was deleted."""
         now = time.time() if now is None else now
         with self._lock:
-            parents = [p for p in (self.jobs, self.tav, self.gradio) if p.is_dir()]
+            parents = [p for p in (self.jobs, self.tav, self.gradio) if p is not None and p.is_dir()]
             folders, counted = [], set()
             for folder in (f for parent in parents for f in parent.iterdir() if f.is_dir()):
                 try:

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from insv2v.editing import EditRecipe
-from insv2v.loading import COMPOSE_PREFIX
+from insv2v.loading import COMPOSE_PREFIX, composition_parts
 from insv2v.models.inflate import MOTION_MAX_FRAMES
 from insv2v.ui.controls import Slider
 from insv2v.ui.serving import AppConfig, user_message
@@ -87,7 +87,7 @@ def model_max_frames(model: str) -> int:
     extended to at least MOTION_MAX_FRAMES. When nothing can be read, MOTION_MAX_FRAMES; the pipeline's own check
     then refuses a longer clip at the first request."""
     if model.startswith(COMPOSE_PREFIX):
-        adapter = model[len(COMPOSE_PREFIX) :].partition("+")[2]
+        adapter = composition_parts(model)[1]
         return max(MOTION_MAX_FRAMES, _motion_max_seq_length(adapter, "config.json") or 0)
     return _motion_max_seq_length(model, "unet/config.json") or MOTION_MAX_FRAMES
 
