@@ -33,10 +33,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+SEED_LIMIT = 2**63  # torch's generators take seeds below it
+
+
 def seed(text: str) -> int:
     """A random seed torch takes: 0 to 2**63 - 1."""
     value = int(text)
-    if not 0 <= value < 2**63:
+    if not 0 <= value < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
     return value
 

@@ -335,6 +335,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
     from insv2v.loading import load_pipeline
     from insv2v.toyworld.evaluate import (
+        LONG_OFFSET,
         PARTS,
         combine,
         evaluate_edits,
@@ -347,7 +348,6 @@ def evaluate(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out}: its folder does not exist")
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; name a file")
-    from insv2v.toyworld.evaluate import LONG_OFFSET
     from insv2v.toyworld.world import HELDOUT_SEEDS
 
     last = len(HELDOUT_SEEDS) - LONG_OFFSET - max(args.n, args.edits)  # the long videos' scenes lie furthest in

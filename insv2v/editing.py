@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import insv2v
+from insv2v.argtypes import SEED_LIMIT
 from insv2v.files import write_atomically
 from insv2v.pipeline import (
     DEFAULT_FRAMES_PER_CLIP,
@@ -298,7 +299,7 @@ def run_edit(
     recipe_path, sbs_path = sidecar_paths(output)
     check_output(output, recipe.input, [recipe_path, *([sbs_path] if side_by_side_view else [])])
     check_instruction(recipe.instruction)
-    if recipe.seed is not None and not 0 <= recipe.seed < 2**63:  # a recipe edited by hand: what torch takes
+    if recipe.seed is not None and not 0 <= recipe.seed < SEED_LIMIT:  # a recipe edited by hand: what torch takes
         raise ValueError(f"seed must be between 0 and 2**63 - 1, got {recipe.seed}")
     recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution

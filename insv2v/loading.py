@@ -81,9 +81,8 @@ def _unavailable(source: str, what: str, err: Exception) -> ModelLoadError:
     reason = "the hub cannot be reached (HF_HUB_OFFLINE=1)" if _offline() else f"the hub did not provide it ({err})"
     folder = Path(source).expanduser().absolute()  # "models/insv2v" reads as a hub id and as a folder alike
     return ModelLoadError(
-        f"could not load {what} {source!r}: it is not a local folder ({folder} does not exist), not in the Hugging "
-        f"Face cache "
-        f"({constants.HF_HUB_CACHE}), and {reason}. Download it where there is network with "
+        f"could not load {what} {source!r}: it is not a local folder ({folder} does not exist), not in the "
+        f"Hugging Face cache ({constants.HF_HUB_CACHE}), and {reason}. Download it where there is network with "
         f"`hf download {source}` (it lands in that cache; set HF_HOME to move it), or "
         f"`hf download {source} --local-dir DIR` and name DIR instead "
         "(older huggingface_hub: `huggingface-cli download`)"

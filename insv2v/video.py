@@ -251,8 +251,9 @@ def _demuxed_length(path: str, index: int) -> tuple[int, float | None]:
                 continue
             packets += 1
             if packet.pts is not None:
+                stop = packet.pts + (packet.duration or 0)
                 first = packet.pts if first is None else min(first, packet.pts)
-                end = max(end or packet.pts, packet.pts + (packet.duration or 0))
+                end = stop if end is None else max(end, stop)
         seconds = float((end - first) * stream.time_base) if first is not None and end > first else None
     return packets, seconds
 

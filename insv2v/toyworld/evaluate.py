@@ -212,8 +212,8 @@ def scene_ranges(result: dict) -> dict[str, list[list[int]]]:
         return result["ranges"]
     if result.get("seed") is None:
         return {}
-    counts = {part: len(next(iter(next(iter(result[part].values())).values()))) for part in ("temporal", "long")
-              if part in result}  # fmt: skip
+    rows = {part: next(iter(result[part].values())) for part in ("temporal", "long") if part in result}
+    counts = {part: len(next(iter(row.values()))) for part, row in rows.items()}  # any measure: one value a video
     first = {"temporal": result["seed"], "long": LONG_OFFSET + result["seed"]}
     return {part: [[first[part], first[part] + count]] for part, count in counts.items()}
 

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -288,7 +289,7 @@ class OutputCache:
         for path in folder.rglob("*"):
             info = path.stat()
             last = max(last, info.st_mtime)
-            if path.is_file() and (info.st_dev, info.st_ino) not in counted:
+            if stat.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) not in counted:
                 counted.add((info.st_dev, info.st_ino))
                 size += info.st_size
         return last, size
