@@ -52,6 +52,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A number from 0 to 1: how much of something."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
 def open_fraction(text: str) -> float:
     """A number strictly between 0 and 1: a threshold relative to a peak that lets some but not all through."""
     value = float(text)

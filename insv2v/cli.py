@@ -21,7 +21,7 @@ import math
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import non_negative_float, positive_float, positive_int, seed, torch_device
+from insv2v.argtypes import non_negative_float, positive_float, positive_int, seed, share, torch_device
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
@@ -213,6 +213,8 @@ def _add_toyworld_parsers(commands) -> None:
                    help="t2i, t2v: extra loss weight on the shapes' pixels (4)")  # fmt: skip
     t.add_argument("--snr-gamma", type=float, help="t2i, t2v: Min-SNR loss weighting with this gamma (e.g. 5; "
                    "default: every timestep weighted alike)")  # fmt: skip
+    t.add_argument("--kind-swap", type=share, help="t2i, t2v: share of samples captioned with one shape as another "
+                   "kind and drawn so, noised from the scene as it was: teaches reading the kind word (0)")  # fmt: skip
     t.add_argument("--prediction-type", choices=["sample", "epsilon", "v_prediction"], help="t2i started afresh: "
                    "what its UNet predicts (sample: x0, the toy models' choice)")  # fmt: skip
     t.add_argument("--patch-size", type=int, choices=[4, 2], help="t2i started afresh: pixels folded into "

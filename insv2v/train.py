@@ -47,6 +47,7 @@ from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.synth import dataset
 from insv2v.toyworld.models import LEVELS, PATCH
 from insv2v.toyworld.world import (
+    SHAPES,
     SIZE,
     STYLES,
     TRAIN_SEEDS,
@@ -60,6 +61,7 @@ from insv2v.toyworld.world import (
 
 EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
 STYLE_SHARE = 0.2  # t2i, t2v: share of scenes drawn in a style, so that a style edit's output caption can be drawn
+KIND_SWAP_FLOOR = 0.5  # --kind-swap samples are noised to at least this share of the schedule
 REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
 OPTIMIZERS = ("adamw", "adam8bit")
 WEIGHT_DECAY = 0.01
@@ -94,6 +96,8 @@ class TrainConfig:
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
     snr_gamma: float | None = None  # t2i, t2v: Min-SNR loss weighting with this gamma (None: every step alike)
+    kind_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target name one shape as another kind,
+    #                         noised from the frame as drawn (see `captioned_clips`)
     clip_dir: str | None = None  # stages 2d, t2i: a trained CLIP whose text tower starts the text encoder (else random)
     init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder, or (video) a model source of
     #                              insv2v.loading: a pipeline folder or hub id, compose:IMAGE+MOTION; 2d, t2i: one to
@@ -178,19 +182,44 @@ def clip_pairs(
     return torch.stack(inputs), torch.stack(targets), instructions
 
 
-def captioned_clips(rng: np.random.Generator, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """n (clip, shape coverage, caption) of random training scenes: clips (n, 3, f, h, w) in [-1, 1], coverage
-    (n, 1, f, h, w) in [0, 1]; a share of the scenes in a style ("a pencil sketch of ...")."""
-    clips, coverage, captions = [], [], []
+def swap_a_kind(rng: np.random.Generator, scene):
+    """The scene with one of its shapes made another kind, one no shape of it has."""
+    i = int(rng.integers(len(scene.shapes)))
+    free = [k for k in SHAPES if k not in {s.kind for s in scene.shapes}]
+    shapes = list(scene.shapes)
+    shapes[i] = dataclasses.replace(shapes[i], kind=str(rng.choice(free)))
+    return dataclasses.replace(scene, shapes=tuple(shapes))
+
+
+def captioned_clips(
+    rng: np.random.Generator, n: int, frames: int, kind_swap: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    """n (clip, source, shape coverage, caption, swapped) of random training scenes: clips and sources (n, 3, f, h, w)
+    in [-1, 1], coverage (n, 1, f, h, w) in [0, 1]; a share of the scenes in a style ("a pencil sketch of ...").
+
+    The source is what the noisy input is made from: the clip itself, or, for a `kind_swap` share of the samples
+    (`swapped`), the scene as drawn while the clip and caption name one of its shapes as another kind. Noised enough,
+    the two are nearly the same input; asked for the caption's kind there, the model cannot take the outline from
+    the noise and must read the kind word, which the plain loss lets it ignore (docs/toy-generators.md).
+    """
+    clips, sources, coverage, captions, swapped = [], [], [], [], []
     for _ in range(n):
         scene = random_scene(np.random.default_rng(int(rng.integers(TRAIN_SEEDS.stop))))
         if rng.random() < STYLE_SHARE:
             scene = dataclasses.replace(scene, style=str(rng.choice(STYLES)))
         first = int(rng.integers(32))
-        clips.append(to_pixels(render(scene, frames, first)).transpose(0, 1))  # (3, f, h, w)
-        coverage.append(torch.from_numpy(shape_masks(scene, frames, first).max(axis=0))[None])  # (1, f, h, w)
+        drawn = to_pixels(render(scene, frames, first)).transpose(0, 1)  # (3, f, h, w)
+        covered = shape_masks(scene, frames, first).max(axis=0)
+        swap = bool(rng.random() < kind_swap)
+        if swap:
+            scene = swap_a_kind(rng, scene)
+            covered = np.maximum(covered, shape_masks(scene, frames, first).max(axis=0))
+        clips.append(to_pixels(render(scene, frames, first)).transpose(0, 1) if swap else drawn)
+        sources.append(drawn)
+        coverage.append(torch.from_numpy(covered)[None])  # (1, f, h, w)
         captions.append(caption(scene))
-    return torch.stack(clips), torch.stack(coverage), captions
+        swapped.append(swap)
+    return torch.stack(clips), torch.stack(sources), torch.stack(coverage), captions, torch.tensor(swapped)
 
 
 # ---------------------------------------------------------------- data: the kept pairs of a synthetic dataset
@@ -354,6 +383,9 @@ def check_config(config: TrainConfig) -> None:
         )
     if config.snr_gamma is not None and (config.stage not in ("t2i", "t2v") or not config.snr_gamma > 0):
         raise ValueError(f"--snr-gamma is a positive number for stages t2i and t2v, got {config.snr_gamma} for "
+                         f"stage {config.stage}")  # fmt: skip
+    if config.kind_swap and (config.stage not in ("t2i", "t2v") or not 0 <= config.kind_swap <= 1):
+        raise ValueError(f"--kind-swap is a share from 0 to 1 for stages t2i and t2v, got {config.kind_swap} for "
                          f"stage {config.stage}")  # fmt: skip
     if config.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {config.workers}")
@@ -608,23 +640,37 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     return (error * (1 + config.edit_weight * changed)).mean()
 
 
-def generation_loss(unet, helpers, text_encoder, clips, coverage, captions, config, rng) -> torch.Tensor:
+def generation_loss(
+    unet, helpers, text_encoder, clips, coverage, captions, config, rng, sources=None, swapped=None
+) -> torch.Tensor:
     """Text-to-image/video loss with caption dropout; clips (n, 3, f, h, w) in [-1, 1], coverage (n, 1, f, h, w).
 
-    A 2-D UNet sees the frames as a batch of images; a video UNet sees whole clips.
+    A 2-D UNet sees the frames as a batch of images; a video UNet sees whole clips. `sources` (default: the clips)
+    are what the noisy inputs are made from; the `swapped` samples, whose source differs from their clip, are
+    noised to at least KIND_SWAP_FLOOR of the schedule and their target is the clip (`captioned_clips`).
     """
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
     n, f = clips.shape[0], clips.shape[2]
     with torch.no_grad():
         x0 = encode_pixels(vae, fold_frames(clips)) * vae.config.scaling_factor  # (n*f, c, h, w)
+        x_source = x0 if sources is None else encode_pixels(vae, fold_frames(sources)) * vae.config.scaling_factor
     dropped = rng.random(n) < config.drop_text + config.drop_both
     texts = ["" if d else c for d, c in zip(dropped, captions, strict=True)]
     embeds = encode_text(tokenizer, text_encoder, texts, clips.device).float()
     noise = torch.randn_like(x0)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,)).to(clips.device)
-    noisy = scheduler.add_noise(x0, noise, t.repeat_interleave(f))  # one timestep per clip
+    steps = scheduler.config.num_train_timesteps
+    t = torch.randint(0, steps, (n,)).to(clips.device)
+    if swapped is not None and swapped.any():
+        floor = round(KIND_SWAP_FLOOR * steps)
+        t = torch.where(swapped.to(t.device), floor + t % (steps - floor), t)
+    t_frames = t.repeat_interleave(f)  # one timestep per clip
+    noisy = scheduler.add_noise(x_source, noise, t_frames)
+    if swapped is not None and swapped.any():  # the noise that makes `noisy` from the clip instead of its source
+        alpha_bar = scheduler.alphas_cumprod.to(t.device)[t_frames].view(-1, 1, 1, 1)
+        implied = (noisy - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        noise = torch.where(swapped.to(t.device).repeat_interleave(f).view(-1, 1, 1, 1), implied, noise)
     if config.stage == "t2i":
-        pred = unet(noisy, t.repeat_interleave(f), encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
+        pred = unet(noisy, t_frames, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
     else:  # UNetMotionModel: (n, c, f, h, w) with per-frame text
         pred = unet(unfold_frames(noisy, n), t, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
         pred = fold_frames(pred)
@@ -632,8 +678,8 @@ def generation_loss(unet, helpers, text_encoder, clips, coverage, captions, conf
     weight = 1 + config.shape_weight * F.pixel_unshuffle(fold_frames(coverage), vae.config.patch_size)
     weight = weight.mean(dim=1, keepdim=True)  # (n*f, 1, h, w): the coverage of each folded 4x4 patch
     if config.snr_gamma is not None:  # the steps that draw outlines, not the blurred mean of the noisiest ones
-        weight = weight * min_snr_weight(scheduler, t.repeat_interleave(f), config.snr_gamma).view(-1, 1, 1, 1)
-    target = loss_target(scheduler, x0, noise, t.repeat_interleave(f))
+        weight = weight * min_snr_weight(scheduler, t_frames, config.snr_gamma).view(-1, 1, 1, 1)
+    target = loss_target(scheduler, x0, noise, t_frames)
     return (F.mse_loss(pred.float(), target, reduction="none") * weight).mean()
 
 
@@ -651,7 +697,7 @@ def draw_batch(config: TrainConfig, data: PairData | None, rng: np.random.Genera
         source, _, _, captions = frame_pairs(rng, n)
         return source, captions
     if config.stage in ("t2i", "t2v"):
-        return captioned_clips(rng, n, 1 if config.stage == "t2i" else config.frames)
+        return captioned_clips(rng, n, 1 if config.stage == "t2i" else config.frames, config.kind_swap)
     if config.stage == "2d":
         return (data.frame_pairs(rng, n) if data else frame_pairs(rng, n, config.edit_mix))[:3]
     return data.clip_pairs(rng, n, config.frames) if data else clip_pairs(rng, n, config.frames, config.edit_mix)
@@ -690,9 +736,10 @@ def batch_loss(config: TrainConfig, modules: dict, helpers: dict, batch: tuple, 
         return clip_loss(modules["clip"], helpers["tokenizer"], source.to(device), captions)
     text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
     if config.stage in ("t2i", "t2v"):
-        clips, coverage, captions = batch
-        return generation_loss(modules["unet"], helpers, text_encoder, clips.to(device, non_blocking=True),
-                               coverage.to(device, non_blocking=True), captions, config, rng)  # fmt: skip
+        clips, sources, coverage, captions, swapped = batch
+        clips, sources, coverage = (x.to(device, non_blocking=True) for x in (clips, sources, coverage))
+        return generation_loss(modules["unet"], helpers, text_encoder, clips, coverage, captions, config, rng,
+                               sources, swapped)  # fmt: skip
     source, target, instructions = batch
     source, target = source.to(device), target.to(device)
     if config.augment:
