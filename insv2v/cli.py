@@ -26,6 +26,7 @@ from insv2v.editing import EditRecipe, model_defaults
 from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
 from insv2v.tav import cli as tav_cli
+from insv2v.toyworld.world import EDIT_MIX
 
 DEFAULTS = EditRecipe(input="", instruction="")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -38,8 +39,6 @@ def _default_guidance(name: str) -> str:
 
 def _edit_mix(text: str) -> dict[str, float]:
     """ "shape=5,colour=2" -> {"shape": 5.0, "colour": 2.0}: relative frequencies of the toy world's edit kinds."""
-    from insv2v.toyworld.world import EDIT_MIX
-
     mix = {}
     for item in text.split(","):
         kind, _, weight = item.partition("=")
@@ -213,8 +212,10 @@ def _add_toyworld_parsers(commands) -> None:
                    help="t2i, t2v: extra loss weight on the shapes' pixels (4)")  # fmt: skip
     t.add_argument("--snr-gamma", type=float, help="t2i, t2v: Min-SNR loss weighting with this gamma (e.g. 5; "
                    "default: every timestep weighted alike)")  # fmt: skip
-    t.add_argument("--kind-swap", type=share, help="t2i, t2v: share of samples captioned with one shape as another "
-                   "kind and drawn so, noised from the scene as it was: teaches reading the kind word (0)")  # fmt: skip
+    t.add_argument("--edit-swap", type=share, help="t2i, t2v: share of samples captioned and drawn after one of the "
+                   "world's edits, noised from the scene as it was: words say what, noise where (0)")  # fmt: skip
+    t.add_argument("--swap-edits", nargs="+", choices=list(EDIT_MIX), help="t2i, t2v: the kinds of edit --edit-swap "
+                   "draws (default: all, as often as the world draws them)")  # fmt: skip
     t.add_argument("--prediction-type", choices=["sample", "epsilon", "v_prediction"], help="t2i started afresh: "
                    "what its UNet predicts (sample: x0, the toy models' choice)")  # fmt: skip
     t.add_argument("--patch-size", type=int, choices=[4, 2], help="t2i started afresh: pixels folded into "

@@ -47,12 +47,14 @@ from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
 from insv2v.synth import dataset
 from insv2v.toyworld.models import LEVELS, PATCH
 from insv2v.toyworld.world import (
-    SHAPES,
+    EDIT_MIX,
     SIZE,
     STYLES,
     TRAIN_SEEDS,
     Triplet,
+    apply_edit,
     caption,
+    random_edit,
     random_scene,
     render,
     sample_triplet,
@@ -61,7 +63,7 @@ from insv2v.toyworld.world import (
 
 EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
 STYLE_SHARE = 0.2  # t2i, t2v: share of scenes drawn in a style, so that a style edit's output caption can be drawn
-KIND_SWAP_FLOOR = 0.5  # --kind-swap samples are noised to at least this share of the schedule
+SWAP_FLOOR = 0.5  # --edit-swap samples are noised to at least this share of the schedule
 REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
 OPTIMIZERS = ("adamw", "adam8bit")
 WEIGHT_DECAY = 0.01
@@ -96,8 +98,9 @@ class TrainConfig:
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
     snr_gamma: float | None = None  # t2i, t2v: Min-SNR loss weighting with this gamma (None: every step alike)
-    kind_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target name one shape as another kind,
-    #                         noised from the frame as drawn (see `captioned_clips`)
+    edit_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target are the scene edited, noised from
+    #                         the scene as drawn (see `captioned_clips`)
+    swap_edits: list[str] | None = None  # the kinds of edit --edit-swap draws (None: all, as often as the world does)
     clip_dir: str | None = None  # stages 2d, t2i: a trained CLIP whose text tower starts the text encoder (else random)
     init_dir: str | None = None  # stage video (t2v): the 2-D (t2i) model folder, or (video) a model source of
     #                              insv2v.loading: a pipeline folder or hub id, compose:IMAGE+MOTION; 2d, t2i: one to
@@ -182,26 +185,21 @@ def clip_pairs(
     return torch.stack(inputs), torch.stack(targets), instructions
 
 
-def swap_a_kind(rng: np.random.Generator, scene):
-    """The scene with one of its shapes made another kind, one no shape of it has."""
-    i = int(rng.integers(len(scene.shapes)))
-    free = [k for k in SHAPES if k not in {s.kind for s in scene.shapes}]
-    shapes = list(scene.shapes)
-    shapes[i] = dataclasses.replace(shapes[i], kind=str(rng.choice(free)))
-    return dataclasses.replace(scene, shapes=tuple(shapes))
-
-
 def captioned_clips(
-    rng: np.random.Generator, n: int, frames: int, kind_swap: float = 0.0
+    rng: np.random.Generator, n: int, frames: int, edit_swap: float = 0.0, swap_edits: list[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
     """n (clip, source, shape coverage, caption, swapped) of random training scenes: clips and sources (n, 3, f, h, w)
     in [-1, 1], coverage (n, 1, f, h, w) in [0, 1]; a share of the scenes in a style ("a pencil sketch of ...").
 
-    The source is what the noisy input is made from: the clip itself, or, for a `kind_swap` share of the samples
-    (`swapped`), the scene as drawn while the clip and caption name one of its shapes as another kind. Noised enough,
-    the two are nearly the same input; asked for the caption's kind there, the model cannot take the outline from
-    the noise and must read the kind word, which the plain loss lets it ignore (docs/toy-generators.md).
+    The source is what the noisy input is made from: the clip itself, or, for an `edit_swap` share of the samples
+    (`swapped`), the scene as drawn while the clip and caption are the scene after one of the world's edits (of the
+    kinds `swap_edits`, else any): another colour, kind or background, or a style, everything else in place. Noised
+    enough, the two are nearly the same input; asked for the caption there, the model must take what the words name
+    from the words and where things are from the noise. The plain loss lets it ignore a kind word, and a layout that
+    moves with any change of caption defeats Prompt-to-Prompt (docs/toy-generators.md).
     """
+    swap_edits = swap_edits or list(EDIT_MIX)
+    weights = np.array([EDIT_MIX[kind] for kind in swap_edits])
     clips, sources, coverage, captions, swapped = [], [], [], [], []
     for _ in range(n):
         scene = random_scene(np.random.default_rng(int(rng.integers(TRAIN_SEEDS.stop))))
@@ -210,9 +208,9 @@ def captioned_clips(
         first = int(rng.integers(32))
         drawn = to_pixels(render(scene, frames, first)).transpose(0, 1)  # (3, f, h, w)
         covered = shape_masks(scene, frames, first).max(axis=0)
-        swap = bool(rng.random() < kind_swap)
+        swap = bool(rng.random() < edit_swap)
         if swap:
-            scene = swap_a_kind(rng, scene)
+            scene = apply_edit(scene, random_edit(rng, scene, str(rng.choice(swap_edits, p=weights / weights.sum()))))
             covered = np.maximum(covered, shape_masks(scene, frames, first).max(axis=0))
         clips.append(to_pixels(render(scene, frames, first)).transpose(0, 1) if swap else drawn)
         sources.append(drawn)
@@ -384,9 +382,11 @@ def check_config(config: TrainConfig) -> None:
     if config.snr_gamma is not None and (config.stage not in ("t2i", "t2v") or not config.snr_gamma > 0):
         raise ValueError(f"--snr-gamma is a positive number for stages t2i and t2v, got {config.snr_gamma} for "
                          f"stage {config.stage}")  # fmt: skip
-    if config.kind_swap and (config.stage not in ("t2i", "t2v") or not 0 <= config.kind_swap <= 1):
-        raise ValueError(f"--kind-swap is a share from 0 to 1 for stages t2i and t2v, got {config.kind_swap} for "
+    if config.edit_swap and (config.stage not in ("t2i", "t2v") or not 0 <= config.edit_swap <= 1):
+        raise ValueError(f"--edit-swap is a share from 0 to 1 for stages t2i and t2v, got {config.edit_swap} for "
                          f"stage {config.stage}")  # fmt: skip
+    if config.swap_edits is not None and (not config.swap_edits or set(config.swap_edits) - set(EDIT_MIX)):
+        raise ValueError(f"--swap-edits are edit kinds, some of {', '.join(EDIT_MIX)}, got {config.swap_edits}")
     if config.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {config.workers}")
     if config.workers and config.data_dir:
@@ -647,7 +647,7 @@ def generation_loss(
 
     A 2-D UNet sees the frames as a batch of images; a video UNet sees whole clips. `sources` (default: the clips)
     are what the noisy inputs are made from; the `swapped` samples, whose source differs from their clip, are
-    noised to at least KIND_SWAP_FLOOR of the schedule and their target is the clip (`captioned_clips`).
+    noised to at least SWAP_FLOOR of the schedule and their target is the clip (`captioned_clips`).
     """
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
     n, f = clips.shape[0], clips.shape[2]
@@ -661,7 +661,7 @@ def generation_loss(
     steps = scheduler.config.num_train_timesteps
     t = torch.randint(0, steps, (n,)).to(clips.device)
     if swapped is not None and swapped.any():
-        floor = round(KIND_SWAP_FLOOR * steps)
+        floor = round(SWAP_FLOOR * steps)
         t = torch.where(swapped.to(t.device), floor + t % (steps - floor), t)
     t_frames = t.repeat_interleave(f)  # one timestep per clip
     noisy = scheduler.add_noise(x_source, noise, t_frames)
@@ -697,7 +697,8 @@ def draw_batch(config: TrainConfig, data: PairData | None, rng: np.random.Genera
         source, _, _, captions = frame_pairs(rng, n)
         return source, captions
     if config.stage in ("t2i", "t2v"):
-        return captioned_clips(rng, n, 1 if config.stage == "t2i" else config.frames, config.kind_swap)
+        frames = 1 if config.stage == "t2i" else config.frames
+        return captioned_clips(rng, n, frames, config.edit_swap, config.swap_edits)
     if config.stage == "2d":
         return (data.frame_pairs(rng, n) if data else frame_pairs(rng, n, config.edit_mix))[:3]
     return data.clip_pairs(rng, n, config.frames) if data else clip_pairs(rng, n, config.frames, config.edit_mix)

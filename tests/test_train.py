@@ -112,37 +112,41 @@ def test_generation_loss_weights_the_shapes():
         assert loss.item() == pytest.approx(1 + weight * shapes, rel=1e-5)
 
 
-def test_kind_swap_captions_one_shape_as_another_kind_and_draws_it_so():
-    """A swapped sample's clip and caption name one shape as a kind no shape of the scene has, its source is the
-    scene as drawn: they differ only where the two outlines do; an unswapped sample's clip is its source."""
+@pytest.mark.parametrize("kind", ["shape", "colour", "background"])
+def test_edit_swap_captions_and_draws_the_scene_edited_in_place(kind):
+    """A swapped sample's clip and caption are its scene after one edit of the given kind, its source the scene as
+    drawn: a shape edit or a recolouring changes pixels only inside the two outlines and names a kind or colour no
+    other shape has; a background edit changes only the caption's background. An unswapped sample's clip is its
+    source."""
     from insv2v.toyworld.reader import read_caption
 
-    clips, sources, coverage, captions, swapped = captioned_clips(np.random.default_rng(3), 24, 2, kind_swap=0.5)
+    clips, sources, coverage, captions, swapped = captioned_clips(np.random.default_rng(3), 24, 2, 0.5, [kind])
     assert 6 < swapped.sum() < 18
     changed = (clips != sources).any(dim=1)  # (n, f, h, w)
     assert not changed[~swapped].any()
     for i in np.flatnonzero(swapped.numpy()):
         assert changed[i].any()
-        if read_caption(captions[i]).style != "sketch":  # a sketch's lines reach a little beyond the outlines
+        reading = read_caption(captions[i])
+        if kind != "background" and reading.style != "sketch":  # a sketch's lines reach a little beyond outlines
             assert (coverage[i, 0][changed[i]] > 0).all()  # the changed pixels lie inside one of the two outlines
-        kinds = list(read_caption(captions[i]).shapes.values())
-        assert len(set(kinds)) == len(kinds)  # the new kind is none of the other shapes'
+        shapes = captions[i].split(" on ")[0].count(" and ") + 1
+        assert len(reading.shapes) == len(set(reading.shapes.values())) == shapes  # colours and kinds stay distinct
     plain = captioned_clips(np.random.default_rng(3), 4, 1)
     assert not plain[4].any() and torch.equal(plain[0], plain[1])
 
 
 @pytest.mark.parametrize("prediction_type", ["sample", "epsilon", "v_prediction"])
-def test_kind_swap_targets_the_clip_from_a_strongly_noised_source(prediction_type):
+def test_edit_swap_targets_the_clip_from_a_strongly_noised_source(prediction_type):
     """A UNet that knows the clip (the swapped kind) has no loss: whatever it predicts, x0, noise or velocity, is
-    the clip's for the noisy input made from the source; and a swapped sample is noised to KIND_SWAP_FLOOR or more."""
+    the clip's for the noisy input made from the source; and a swapped sample is noised to SWAP_FLOOR or more."""
     from diffusers import DDIMScheduler
 
-    from insv2v.train import KIND_SWAP_FLOOR
+    from insv2v.train import SWAP_FLOOR
 
     _, helpers = build(TrainConfig("t2i", "unused"))
     scheduler = helpers["scheduler"] = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
     vae = helpers["vae"]
-    clips, sources, coverage, captions, swapped = captioned_clips(np.random.default_rng(4), 8, 1, kind_swap=0.5)
+    clips, sources, coverage, captions, swapped = captioned_clips(np.random.default_rng(4), 8, 1, edit_swap=0.5)
     assert swapped.any() and not swapped.all()
     x0 = vae.encode(clips[:, :, 0]).latent_dist.mode() * vae.config.scaling_factor
     seen = []
@@ -157,11 +161,11 @@ def test_kind_swap_targets_the_clip_from_a_strongly_noised_source(prediction_typ
 
     text_encoder = lambda ids: (torch.zeros(len(ids), ids.shape[1], 64),)  # noqa: E731
     for seed in range(3):
-        config = TrainConfig("t2i", "unused", kind_swap=0.5)
+        config = TrainConfig("t2i", "unused", edit_swap=0.5)
         loss = generation_loss(Oracle(), helpers, text_encoder, clips, coverage, captions, config,
                                np.random.default_rng(seed), sources, swapped)  # fmt: skip
         assert loss.item() < 1e-8
-    floor = KIND_SWAP_FLOOR * scheduler.config.num_train_timesteps
+    floor = SWAP_FLOOR * scheduler.config.num_train_timesteps
     assert all((t[swapped] >= floor).all() for t in seen)
     assert any((t[~swapped] < floor).any() for t in seen)  # the others are noised anywhere on the schedule
 
@@ -204,10 +208,13 @@ def test_min_snr_is_for_the_generators_and_a_positive_gamma(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
-def test_kind_swap_is_a_share_for_the_generators(tmp_path):
+def test_edit_swap_is_a_share_of_the_world_s_edits_for_the_generators(tmp_path):
     for stage, share in (("2d", 0.5), ("video", 0.5), ("t2i", 1.5), ("t2v", -0.1), ("t2i", float("nan"))):
-        with pytest.raises(ValueError, match="--kind-swap is a share from 0 to 1 for stages t2i and t2v"):
-            train(TrainConfig(stage=stage, out_dir=str(tmp_path / "no"), kind_swap=share))
+        with pytest.raises(ValueError, match="--edit-swap is a share from 0 to 1 for stages t2i and t2v"):
+            train(TrainConfig(stage=stage, out_dir=str(tmp_path / "no"), edit_swap=share))
+    for edits in ([], ["colour", "size"]):
+        with pytest.raises(ValueError, match="--swap-edits are edit kinds"):
+            train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), edit_swap=0.5, swap_edits=edits))
     assert not (tmp_path / "no").exists()
 
 
