@@ -446,7 +446,7 @@ def test_workers_draw_distinct_reproducible_batches_and_a_run_trains_with_them(t
 
     def first_captions(seeds):
         stream = batches(config, None, np.random.default_rng(0), seeds, pin=False)
-        return [tuple(next(stream)[2]) for _ in range(4)]
+        return [tuple(next(stream)[3]) for _ in range(4)]
 
     drawn = first_captions([0, 0, 0])
     assert len(set(drawn)) == 4  # two workers, two batches each: none repeats another
