@@ -651,21 +651,22 @@ def generation_loss(
     """
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
     n, f = clips.shape[0], clips.shape[2]
+    swapping = swapped is not None and bool(swapped.any())
     with torch.no_grad():
         x0 = encode_pixels(vae, fold_frames(clips)) * vae.config.scaling_factor  # (n*f, c, h, w)
-        x_source = x0 if sources is None else encode_pixels(vae, fold_frames(sources)) * vae.config.scaling_factor
+        x_source = encode_pixels(vae, fold_frames(sources)) * vae.config.scaling_factor if swapping else x0
     dropped = rng.random(n) < config.drop_text + config.drop_both
     texts = ["" if d else c for d, c in zip(dropped, captions, strict=True)]
     embeds = encode_text(tokenizer, text_encoder, texts, clips.device).float()
     noise = torch.randn_like(x0)
     steps = scheduler.config.num_train_timesteps
     t = torch.randint(0, steps, (n,)).to(clips.device)
-    if swapped is not None and swapped.any():
+    if swapping:
         floor = round(SWAP_FLOOR * steps)
-        t = torch.where(swapped.to(t.device), floor + t % (steps - floor), t)
+        t = torch.where(swapped.to(t.device), torch.randint(floor, steps, (n,)).to(t.device), t)
     t_frames = t.repeat_interleave(f)  # one timestep per clip
     noisy = scheduler.add_noise(x_source, noise, t_frames)
-    if swapped is not None and swapped.any():  # the noise that makes `noisy` from the clip instead of its source
+    if swapping:  # the noise that makes `noisy` from the clip instead of its source
         alpha_bar = scheduler.alphas_cumprod.to(t.device)[t_frames].view(-1, 1, 1, 1)
         implied = (noisy - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
         noise = torch.where(swapped.to(t.device).repeat_interleave(f).view(-1, 1, 1, 1), implied, noise)
