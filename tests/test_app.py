@@ -16,6 +16,7 @@ from app_server import free_port, serve
 from media import make_video
 
 from insv2v import loading
+from insv2v.assets import EXAMPLES
 from insv2v.editing import EditRecipe, run_edit
 from insv2v.loading import default_source
 from insv2v.pipeline import InsV2VPipeline
@@ -223,18 +224,22 @@ def test_every_run_of_the_model_waits_in_one_queue(tmp_path, monkeypatch):
     """An example cached on first use runs the edit in Gradio's own event; it must queue with the edits and sweeps,
     which share the pipeline's scheduler and stop flag."""
     from insv2v.testing.tiny import main as save_tiny
-    from insv2v.ui import build_demo
+    from insv2v.ui import build_demo, pinned_files
 
     for name in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE"):
         monkeypatch.delenv(name, raising=False)
     save_tiny([str(tmp_path / "tiny")])
     config = AppConfig(model=str(tmp_path / "tiny"), cache_dir=tmp_path / "cache", data_dir=tmp_path / "data",
                        cache_examples=True)  # fmt: skip
-    fns = build_demo(config).fns.values()
+    demo = build_demo(config)
+    fns = demo.fns.values()
     example = [f for f in fns if f.name == "load_example_output"]
     heavy = [f for f in fns if f.api_name in ("edit", "preview", "sweep", "compare", "synth_pair")]
     assert len(example) == 1 and len(heavy) == 5
     assert {(f.concurrency_id, f.concurrency_limit) for f in example + heavy} == {("model", 1)}
+    pinned = pinned_files(demo)  # the examples' copies, which the app's cache cleaner must spare
+    assert {Path(path).name for path in pinned} == {path.name for path in EXAMPLES.glob("*.mp4")}
+    assert all(Path(path).is_relative_to((tmp_path / "cache" / "gradio").resolve()) for path in pinned)
 
 
 def test_only_the_cache_is_served(app):
@@ -322,6 +327,20 @@ def test_output_cache_counts_gradios_copies_once_and_spares_running_requests(tmp
     assert cache.clean(now=1100) == [upload.parent, copy.parent]  # Gradio's idle copies go, oldest first
     assert (request / "in.mp4").exists()  # still over the size, but running
     assert cache.clean(now=1200) == [request]  # idle now
+
+
+def test_gradios_own_copies_go_only_for_room_and_never_the_pinned_ones(tmp_path):
+    """Gradio expires its copies by age itself, sparing the pinned ones (examples, default values): the app's cleaner
+    makes room among the others and leaves their age alone."""
+    cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100, gradio=tmp_path / "gradio", keep_recent_s=0)
+    folders = [tmp_path / "gradio" / name for name in ("example", "upload", "output")]
+    for i, folder in enumerate(folders):
+        folder.mkdir(parents=True)
+        (folder / "clip.mp4").write_bytes(b"x" * 1000)
+        touch(folder, 1000 + i)
+    cache.pinned = lambda: [str(folders[0] / "clip.mp4")]
+    assert cache.clean(now=5000) == [folders[1]]  # all expired, yet only room is made: the pinned oldest stays
+    assert cache.clean(now=5000) == [] and folders[2].exists()
 
 
 def test_gradios_copies_are_cleaned_only_where_they_are_the_apps(tmp_path, monkeypatch):

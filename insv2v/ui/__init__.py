@@ -77,6 +77,11 @@ def gradio_copies(config: AppConfig) -> Path | None:
     return folder if folder.is_relative_to(Path(config.cache_dir).resolve()) else None
 
 
+def pinned_files(demo) -> list[str]:
+    """Gradio's copies its components keep for the app's whole life (examples, default values)."""
+    return [path for block in demo.blocks.values() for path in getattr(block, "keep_in_cache", ())]
+
+
 def build_demo(config: AppConfig | None = None):
     """The app's gr.Blocks, queue configured; call `.launch(**launch_kwargs(config))` on it."""
     import gradio as gr
@@ -105,6 +110,7 @@ def build_demo(config: AppConfig | None = None):
         from insv2v.ui import rate_tab
 
         studio.demo, studio.kept_pid = demo, rate_tab.kept_pid(config)
+        studio.cache.pinned = lambda: pinned_files(demo)
         if config.study_only:  # what participants see: the study alone, nothing that names a method
             gr.Markdown(f"# {STUDY_TITLE}")
             rate_tab.build(studio)

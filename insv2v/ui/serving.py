@@ -12,7 +12,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,7 +263,10 @@ class OutputCache:
     """Request folders (`jobs/`) and Tune-A-Video tunings (`tav/`) under `root`, and Gradio's own copies of uploads
     and outputs (`gradio`, one folder per file; None: not ours to clean); `clean` deletes those older than
     `max_age_s`, then the least recently used while the total exceeds `max_bytes` (a tuning counts as used when an
-    edit reuses it), sparing what was written in the last `keep_recent_s`: a request still running."""
+    edit reuses it), sparing what was written in the last `keep_recent_s`: a request still running.
+
+    Gradio expires its own copies by age, sparing the ones its components pin (examples, default values), so in its
+    folder only the size limit applies, and never to a folder holding a path that `pinned()` names."""
 
     def __init__(self, root: Path, max_bytes: float, max_age_s: float, gradio: Path | None = None,
                  keep_recent_s: float = 600.0):  # fmt: skip
@@ -271,6 +274,7 @@ class OutputCache:
         self.jobs, self.tav = self.root / "jobs", self.root / "tav"
         self.gradio = Path(gradio) if gradio is not None else None
         self.keep_recent_s = keep_recent_s
+        self.pinned: Callable[[], Iterable[str]] = tuple  # set once the app's blocks exist
         for folder in (self.jobs, self.tav):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -306,9 +310,13 @@ class OutputCache:
                 except FileNotFoundError:  # deleted meanwhile (Gradio cleans its own by age)
                     continue
             folders.sort(key=lambda entry: entry[0])
+            pinned = [Path(path).resolve() for path in self.pinned()]
             total, deleted = sum(size for _, size, _ in folders), []
             for last, size, folder in folders:
-                expired = now - last > self.max_age_s
+                gradios = folder.parent == self.gradio
+                if gradios and any(path.is_relative_to(folder.resolve()) for path in pinned):
+                    continue
+                expired = not gradios and now - last > self.max_age_s
                 if expired or (total > self.max_bytes and now - last > self.keep_recent_s):
                     shutil.rmtree(folder, ignore_errors=True)
                     total -= size
