@@ -90,6 +90,8 @@ class EditRecipe:
                  if f.name in data and not _json_fits(data[f.name], f.type)]  # fmt: skip
         if wrong:
             raise ValueError(f"recipe settings of the wrong type: {'; '.join(wrong)}")
+        if data.get("seed") is not None and not 0 <= data["seed"] < SEED_LIMIT:  # edited by hand: what torch takes
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {data['seed']}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
@@ -299,8 +301,6 @@ def run_edit(
     recipe_path, sbs_path = sidecar_paths(output)
     check_output(output, recipe.input, [recipe_path, *([sbs_path] if side_by_side_view else [])])
     check_instruction(recipe.instruction)
-    if recipe.seed is not None and not 0 <= recipe.seed < SEED_LIMIT:  # a recipe edited by hand: what torch takes
-        raise ValueError(f"seed must be between 0 and 2**63 - 1, got {recipe.seed}")
     recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution
 
