@@ -305,13 +305,13 @@ def test_the_llm_loop_retries_invalid_samples_and_counts_every_outcome():
 def test_a_resumed_run_asks_the_llm_only_about_captions_not_answered(tmp_path):
     """Killed while the model writes prompts, a run keeps those written, and resumed it starts after the last caption
     answered: the model is not run again over the captions before it."""
-    from insv2v.synth.generate import fix_prompts, next_caption, read_prompts
+    from insv2v.synth.generate import fix_prompts, read_prompts
 
     llm = ScriptedLLM(f"make it snowy\n%%\na snowy scene {i}\nEND" for i in itertools.count())
     captions = [f"a scene {i}" for i in range(10)]
 
-    def pairs():
-        return llm_prompts(llm, captions, start=next_caption(read_prompts(tmp_path)))
+    def pairs(start):
+        return llm_prompts(llm, captions, start=start)
 
     first = fix_prompts(tmp_path, pairs, 3)
     assert [p.caption_index for p in first] == [0, 1, 2] and len(llm.calls) == 3

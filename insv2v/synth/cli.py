@@ -117,7 +117,7 @@ def synth(args: argparse.Namespace) -> None:
     if args.action == "generate":
         from insv2v.assets import TOY_T2V
         from insv2v.synth.clip_filter import Thresholds, default_clip
-        from insv2v.synth.generate import GenerateConfig, generate, next_caption, read_prompts
+        from insv2v.synth.generate import GenerateConfig, generate
         from insv2v.synth.prompts import prompt_source
 
         if not 0 <= args.seed <= 2**32 - args.n:  # sample i < n draws its settings from RandomState(seed + i)
@@ -142,11 +142,10 @@ def synth(args: argparse.Namespace) -> None:
             judge = toy_judge
         stats = PromptStats()
 
-        def pairs():
-            captions, start = None, 0
+        def pairs(start: int):
+            captions = None
             if is_llm_spec(args.prompts):  # a bounded caption stream: an LLM that never succeeds stops
                 captions = itertools.islice(toy_captions(args.seed, args.split), 10 * args.n)
-                start = next_caption(read_prompts(Path(args.out)))  # resumed: after the captions answered
             return prompt_source(args.prompts, seed=args.seed, split=args.split, captions=captions, stats=stats,
                                  start=start)  # fmt: skip
 

@@ -97,18 +97,17 @@ def read_prompts(root: Path) -> list[PromptPair]:
     return [PromptPair.from_dict(json.loads(line)) for line in lines if line.endswith("\n") and line.strip()]
 
 
-def fix_prompts(root: Path, pairs: Callable[[], Iterable[PromptPair]], n: int) -> list[PromptPair]:
+def fix_prompts(root: Path, pairs: Callable[[int], Iterable[PromptPair]], n: int) -> list[PromptPair]:
     """prompts.jsonl holding at least `n` pairs: line i is sample i's, and lines once written never change (a run
-    asked for more samples takes the source's next pairs; the sources are deterministic). Each pair is on disk as
-    soon as the source gives it, so a run killed while a language model writes them keeps those written; resumed, a
-    language model starts after the last caption answered (`next_caption`)."""
+    asked for more samples takes the source's next pairs, `pairs_after`; the sources are deterministic). Each pair is
+    on disk as soon as the source gives it, so a run killed while a language model writes them keeps those written."""
     fixed = read_prompts(root)
     if len(fixed) < n:
         path = root / dataset.PROMPTS
         if path.exists():
             dataset.truncate_partial_line(path)
         with open(path, "a") as f:  # each line flushed as it comes (a killed process keeps it), synced once at the end
-            for pair in itertools.islice(pairs_after(pairs(), fixed), n - len(fixed)):
+            for pair in itertools.islice(pairs_after(pairs, fixed), n - len(fixed)):
                 f.write(json.dumps(pair.to_dict()) + "\n")
                 f.flush()
                 fixed.append(pair)
@@ -129,19 +128,14 @@ def add_counts(before: dict, now: dict) -> dict:
     return total
 
 
-def pairs_after(source: Iterable[PromptPair], fixed: list[PromptPair]) -> Iterable[PromptPair]:
-    """The source's pairs after those fixed: past the last caption answered where pairs name it (a language
-    model's, which a resumed run starts there: `next_caption`), else past as many pairs as are fixed."""
+def pairs_after(pairs: Callable[[int], Iterable[PromptPair]], fixed: list[PromptPair]) -> Iterable[PromptPair]:
+    """The source's pairs after those fixed. `pairs(start)` gives them, a language model's from caption `start` on:
+    one resumes after the last caption answered (the model is not asked about earlier ones again); any other source
+    (its pairs name no caption) skips as many pairs as are fixed."""
     last = fixed[-1].caption_index if fixed else None
     if last is None:
-        return itertools.islice(source, len(fixed), None)
-    return (pair for pair in source if pair.caption_index is not None and pair.caption_index > last)
-
-
-def next_caption(fixed: list[PromptPair]) -> int:
-    """The caption a language model answers next for a dataset with these prompts fixed."""
-    last = fixed[-1].caption_index if fixed else None
-    return 0 if last is None else last + 1
+        return itertools.islice(pairs(0), len(fixed), None)
+    return pairs(last + 1)
 
 
 def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfig, settings=None, callback=None):
@@ -173,13 +167,14 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
 
 def generate(
     config: GenerateConfig,
-    pairs: Callable[[], Iterable[PromptPair]],
+    pairs: Callable[[int], Iterable[PromptPair]],
     judge: Judge | None = None,
     prompt_stats: Callable[[], dict] | None = None,
 ) -> dict:
-    """Make (or finish) the dataset in `config.out_dir`; the counts. `pairs()` is called only when fewer than n
-    prompts are fixed (on the main process); `prompt_stats()` then says how they were made, for the card. The main
-    process holds the dataset's write lock throughout, so no `synth filter` rewrites the manifest meanwhile."""
+    """Make (or finish) the dataset in `config.out_dir`; the counts. `pairs(start)` (`pairs_after`) is called only
+    when fewer than n prompts are fixed (on the main process); `prompt_stats()` then says how they were made, for the
+    card. The main process holds the dataset's write lock throughout, so no `synth filter` rewrites the manifest
+    meanwhile."""
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # without GPUs, processes talk over gloo
