@@ -149,32 +149,31 @@ def build(studio) -> None:
 
     views = [consent_view, rating_view, done_view, progress, instruction, video, *radios, done_text, shown]
 
-    def arrive(saved: str | None, request: gr.Request):
-        """A participant opens the page: their id from ?pid=, else the one their browser kept; where they stopped
-        (the consent screen for an id not seen before, which gets its plan only when it consents)."""
+    def participant(request: gr.Request | None, saved: str | None, known: str | None = None) -> str | None:
+        """The page's participant: `known` (as `arrive` found them), else the link's ?pid=, else the id the browser
+        kept (the server may have forgotten this page's session: restarted, or the connection dropped for long)."""
         asked = request.query_params.get("pid") if request is not None else None
         if asked is not None and not _PID.fullmatch(asked):
             raise gr.Error("The link's participant id is not valid: use the link you were given.")
-        pid = asked or (saved if isinstance(saved, str) and _PID.fullmatch(saved) else None)
+        return next((p for p in (known, asked, saved) if isinstance(p, str) and _PID.fullmatch(p)), None)
+
+    def arrive(saved: str | None, request: gr.Request):
+        """A participant opens the page: where they stopped (the consent screen for an id not seen before, which gets
+        its plan only when it consents)."""
+        pid = participant(request, saved)
         if pid is None or not store.known(pid):
             return (pid, gr.update(), *consent_screen(len(questions)))
         return (pid, pid, *screen(store, pid))
 
-    def participant(pid: str | None, saved: str | None, request: gr.Request | None) -> str | None:
-        """The page's participant: as `arrive` found them, else (the server forgot this page's session: restarted,
-        or the connection dropped for long) from ?pid= or the id the browser kept."""
-        asked = request.query_params.get("pid") if request is not None else None
-        return next((p for p in (pid, asked, saved) if isinstance(p, str) and _PID.fullmatch(p)), None)
-
     def start(pid: str | None, saved: str | None, request: gr.Request):
-        pid = store.participant(participant(pid, saved, request))  # a new id if the link gave none
+        pid = store.participant(participant(request, saved, pid))  # a new id if the link gave none
         store.consent(pid)
         return (pid, pid, *screen(store, pid))
 
     def answer(pid: str | None, saved: str | None, comparison_id: float | None, request: gr.Request, *labels):
         """Commit the three answers of the screen they were given on (one row each, in one transaction), then show the
         next screen."""
-        pid = participant(pid, saved, request)
+        pid = participant(request, saved, pid)
         if pid is None:
             raise gr.Error("This page lost track of you: reload it. Your answers before this screen are kept.")
         if comparison_id is None:
