@@ -91,13 +91,15 @@ def _add_edit_parser(commands) -> None:
     p.add_argument("--side-by-side", action="store_true", help="also write OUT_side_by_side.mp4 (input | edit)")
 
 
-def _recipe_from_args(args: argparse.Namespace) -> EditRecipe:
+def _recipe_from_args(args: argparse.Namespace) -> tuple[EditRecipe, dict]:
+    """The recipe the arguments give, over a --recipe's settings (or the model's defaults), and what the --recipe's
+    run recorded ({} without one)."""
     if args.recipe:
-        base = EditRecipe.load(args.recipe)
+        base, made = EditRecipe.load(args.recipe)
     else:
         from insv2v.loading import default_source
 
-        base = model_defaults(default_source(args.model))
+        base, made = model_defaults(default_source(args.model)), {}
     overrides = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(EditRecipe) if getattr(args, f.name, None) is not None
     }
@@ -110,20 +112,19 @@ def _recipe_from_args(args: argparse.Namespace) -> EditRecipe:
         raise ValueError("no input video: give INPUT (or a --recipe that names one)")
     if args.instruction is None and not args.recipe:
         raise ValueError('no instruction: give one after the input, e.g. "make it snowy"')
-    return recipe
+    return recipe, made
 
 
 def edit(args: argparse.Namespace) -> None:
     import torch
 
-    from insv2v.editing import recipe_meta, replay_differences, replay_dtype, run_edit
+    from insv2v.editing import replay_differences, replay_dtype, run_edit
     from insv2v.loading import default_device, load_pipeline
     from insv2v.video import probe
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    recipe = _recipe_from_args(args)
+    recipe, made = _recipe_from_args(args)
     probe(recipe.input)  # a bad input fails here, before the model loads
-    made = recipe_meta(args.recipe) if args.recipe else {}
     device = torch.device(args.device) if args.device else default_device()
     dtype = dtype or replay_dtype(made, device)  # a recipe runs again in the precision it ran in
     pipe = load_pipeline(recipe.model, device=device, dtype=dtype)

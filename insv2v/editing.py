@@ -7,6 +7,7 @@ same output, and it is saved next to every output.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -95,8 +96,9 @@ class EditRecipe:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
-    def load(cls, path: str | Path) -> EditRecipe:
-        """Read a recipe; file paths in it are relative to the recipe's folder."""
+    def load(cls, path: str | Path) -> tuple[EditRecipe, dict]:
+        """Read a recipe (file paths in it are relative to its folder) and what its run recorded (`_meta`: input
+        hash, precision, device; {} for a recipe written by hand)."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
@@ -109,7 +111,8 @@ class EditRecipe:
             value = getattr(recipe, name)
             if value and not Path(value).is_absolute() and (folder / value).exists():
                 recipe = dataclasses.replace(recipe, **{name: str(folder / value)})
-        return recipe
+        meta = data.get("_meta")
+        return recipe, meta if isinstance(meta, dict) else {}
 
     def save(self, path: str | Path, meta: dict) -> None:
         """Write the recipe, local file paths relative to its folder so that the folder can move."""
@@ -202,16 +205,6 @@ def sidecar_paths(output: Path) -> tuple[Path, Path]:
     return output.with_suffix(".json"), output.with_name(output.stem + "_side_by_side" + output.suffix)
 
 
-def recipe_meta(path: str | Path) -> dict:
-    """What a saved recipe recorded about its run (`_meta`: input hash, precision, device); {} for one written by
-    hand."""
-    try:
-        meta = json.loads(Path(path).read_text()).get("_meta")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def replay_dtype(meta: dict, device: torch.device) -> torch.dtype | None:
     """The precision a recipe ran in, to run it again the same way (None: unrecorded, or float16 on a CPU)."""
     name = str(meta.get("torch_dtype", "")).removeprefix("torch.")
@@ -233,7 +226,15 @@ def replay_differences(meta: dict, recipe: EditRecipe, pipe) -> list[str]:
     return notes
 
 
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, remembered while its size and modification time stay: a replayed recipe's input is checked
+    and then recorded, and the app matches every upload against the same examples."""
+    info = os.stat(path)
+    return _sha256(str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(block):

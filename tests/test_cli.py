@@ -1,6 +1,8 @@
 """`insv2v edit` end to end on a tiny random pipeline saved to disk and loaded offline."""
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 from media import make_empty_avi, make_video
 
 from insv2v.cli import main
+from insv2v.editing import file_sha256
 from insv2v.testing.tiny import main as save_tiny
 from insv2v.video import probe, read_video
 
@@ -85,6 +88,15 @@ def test_a_recipe_runs_again_in_its_precision_and_says_what_differs(model, clip,
     (tmp_path / "other.json").write_text(json.dumps(recipe))
     assert main(["edit", "--recipe", str(tmp_path / "other.json"), "-o", str(tmp_path / "o.mp4")]) == 0
     assert "first.mp4 is not the file this recipe was made from" in capsys.readouterr().err
+
+
+def test_a_files_remembered_hash_follows_its_contents(tmp_path):
+    """The hash is remembered while the file's size and modification time stay; a file rewritten gets a new one."""
+    path = tmp_path / "clip.mp4"
+    for i, contents in enumerate((b"first", b"second", b"third!")):  # "third!" as long as "second": time tells
+        path.write_bytes(contents)
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+        assert file_sha256(path) == hashlib.sha256(contents).hexdigest() == file_sha256(str(path))
 
 
 def test_fps_resampling_and_start(model, clip, tmp_path):
