@@ -163,15 +163,12 @@ class InsV2VPipeline(DiffusionPipeline):
         return self.unet.config.motion_max_seq_length
 
     def enable_vae_tiling(self) -> None:
-        """Encode and decode each frame in overlapping tiles: less memory at high resolution, faint seams possible.
-        The toy models' pixel fold has nothing to tile: it folds each pixel on its own."""
-        if not isinstance(self.vae, PixelUnshuffleAutoencoder):
-            self.vae.enable_tiling()
+        """Encode and decode each frame in overlapping tiles: less memory at high resolution, faint seams possible."""
+        self.vae.enable_tiling()
 
     def disable_vae_tiling(self) -> None:
         """Encode and decode whole frames again (the default)."""
-        if not isinstance(self.vae, PixelUnshuffleAutoencoder):
-            self.vae.disable_tiling()
+        self.vae.disable_tiling()
 
     # ---------------------------------------------------------------- helpers (each one step of __call__)
 

@@ -41,5 +41,11 @@ class PixelUnshuffleAutoencoder(ModelMixin, ConfigMixin):
         pixels = F.pixel_shuffle(z, self.config.patch_size)  # (n, 3, H, W)
         return DecoderOutput(sample=pixels) if return_dict else (pixels,)
 
+    def enable_tiling(self) -> None:
+        """Nothing to tile: the fold takes each pixel on its own, in no more memory than the frame."""
+
+    def disable_tiling(self) -> None:
+        """Nothing to tile (see `enable_tiling`)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x).latent_dist.mode()).sample
