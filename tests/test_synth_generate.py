@@ -129,8 +129,9 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
                  "--sim-dir", "-1"]) == 0  # fmt: skip
     assert main(["synth", "export", str(out), "--out", str(tmp_path / "shards"), "--shard-size", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
-    assert main(["synth", "export", str(out), "--out", str(out / "shards")]) == 2
-    assert "export the shards outside the dataset" in capsys.readouterr().err
+    for inside in (out / "shards", out, out / dataset.PAIRS):
+        assert main(["synth", "export", str(out), "--out", str(inside)]) == 2
+        assert "export the shards outside the dataset" in capsys.readouterr().err
     (tmp_path / "a-file").write_text("x")
     assert main(["synth", "export", str(out), "--out", str(tmp_path / "a-file")]) == 2
     assert "is a file; name a folder for the shards" in capsys.readouterr().err

@@ -287,8 +287,7 @@ def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard
     """The kept pairs as WebDataset tar shards: per sample KEY.input.mp4, KEY.edited.mp4 and KEY.json. Shards of an
     earlier export in `out_dir` are removed once this one is written, so the folder holds exactly this export."""
     root, out_dir = Path(root), Path(out_dir)
-    check_not_own_file(root, out_dir)
-    if out_dir.resolve() == root.resolve() or root.resolve() in out_dir.resolve().parents:
+    if out_dir.resolve().is_relative_to(root.resolve()):
         raise ValueError(f"export the shards outside the dataset, not into {out_dir} (it would carry them along)")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file; name a folder for the shards")
