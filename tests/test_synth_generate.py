@@ -215,6 +215,22 @@ def test_a_resumed_runs_prompt_counts_add_to_the_earlier_ones_and_an_old_card_ke
         check_same_run(card, dataclasses.replace(made, split="train"))
 
 
+@pytest.mark.parametrize(
+    ("command", "split"),
+    [
+        ("insv2v synth generate --split heldout --n 1", "heldout"),
+        ("insv2v synth generate --split=heldout", "heldout"),
+        ("insv2v synth generate --prompts 'a --split heldout.jsonl' --n 1", "train"),  # a file's name, not the flag
+        ("insv2v synth generate --n 1", "train"),
+        ("insv2v synth generate --prompts 'unbalanced --split heldout", "heldout"),  # edited by hand: words
+    ],
+)
+def test_an_old_cards_split_is_read_from_its_command_line(command, split):
+    from insv2v.synth.generate import split_in_command
+
+    assert split_in_command(command) == split
+
+
 def test_manifest_lines_are_json_of_one_sample_each(t2v, tmp_path):
     generate(config(t2v, tmp_path, 1), lambda _start: toy_prompts(5))
     line = (tmp_path / dataset.MANIFEST).read_text().splitlines()[0]

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -80,14 +81,28 @@ def source_name(source: str | None) -> str | None:
 def check_same_run(card: dict, config: GenerateConfig) -> None:
     """A dataset is one run's: resuming it with other settings would mix samples the card cannot describe."""
     before = {**RUN_DEFAULTS, **card["run"]} if card.get("run") is not None else None
-    if before is not None and "split" not in card["run"] and "--split heldout" in (card.get("command") or ""):
-        before["split"] = "heldout"  # a card from before the split was a run setting: its command says it
+    if before is not None and "split" not in card["run"]:  # a card from before the split was a run setting
+        before["split"] = split_in_command(card.get("command") or "")
     now = run_settings(config)
     if before is not None and before != now:
         changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in RUN_FIELDS
                             if before.get(k) != now[k])  # fmt: skip
         raise ValueError(f"{config.out_dir} was made with other settings ({changed}); resume it with the same ones, "
                          "or make a new dataset")  # fmt: skip
+
+
+def split_in_command(command: str) -> str:
+    """The --split a recorded `insv2v synth generate ...` command line gave (train when it gave none)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: a card edited by hand
+        words = command.split()
+    for word, value in itertools.pairwise([*words, ""]):
+        if word == "--split":
+            return value
+        if word.startswith("--split="):
+            return word.removeprefix("--split=")
+    return RUN_DEFAULTS["split"]
 
 
 def read_prompts(root: Path) -> list[PromptPair]:
