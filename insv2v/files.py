@@ -1,4 +1,4 @@
-"""Writing files whole or not at all."""
+"""Writing files whole or not at all; reading and mending files appended to a line at a time."""
 
 from __future__ import annotations
 
@@ -23,3 +23,18 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def complete_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a file appended to a line at a time (without their newlines), less a last one a kill cut short
+    before its newline; [] when there is no file."""
+    path = Path(path)
+    return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+def truncate_partial_line(path: str | os.PathLike) -> None:
+    """Drop a last line a kill cut short, so that the next append starts a line of its own."""
+    data = Path(path).read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)

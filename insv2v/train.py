@@ -40,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
-from insv2v.files import write_atomically
+from insv2v.files import complete_lines, write_atomically
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.loading import is_2d_folder
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
@@ -908,8 +908,7 @@ def trim_log(path: Path, step: int) -> None:
     """A resumed run's log: the records up to its checkpoint's step; those after it (and a line a kill cut short)
     go, as the steps are trained again."""
     text = path.read_text() if path.exists() else ""
-    lines = [line for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
-    kept = "".join(line for line in lines if json.loads(line)["step"] <= step)
+    kept = "".join(f"{line}\n" for line in complete_lines(path) if line.strip() and json.loads(line)["step"] <= step)
     if kept != text:
         write_atomically(path, lambda tmp: Path(tmp).write_text(kept))
 

@@ -30,6 +30,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+from insv2v.files import complete_lines, truncate_partial_line
 from insv2v.synth.clip_filter import SCORE_NAMES, PairScores, Thresholds
 
 MANIFEST = "manifest.jsonl"
@@ -76,9 +77,8 @@ def _read_lines(path: Path) -> list[dict]:
     """Complete JSON records of `path`, each with its sample's index; a last line cut short by a kill is ignored,
     any other damaged line is an error naming the file and line."""
     records = []
-    text = path.read_text() if path.exists() else ""
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        if not (line.endswith("\n") and line.strip()):
+    for number, line in enumerate(complete_lines(path), start=1):
+        if not line.strip():
             continue
         try:
             record = json.loads(line)
@@ -111,14 +111,6 @@ def append_record(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def truncate_partial_line(path: Path) -> None:
-    """Drop a last line a kill cut short, so that the next append starts a line of its own."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 def recover(root: str | os.PathLike, owns=lambda index: True, manifests: list[Path] | None = None) -> set[int]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from insv2v.files import complete_lines, truncate_partial_line
 from insv2v.synth import dataset
 from insv2v.synth.clip_filter import PairScores, Thresholds, score_pair
 from insv2v.synth.prompts import PromptPair
@@ -107,9 +108,7 @@ def split_in_command(command: str) -> str:
 
 def read_prompts(root: Path) -> list[PromptPair]:
     """The fixed prompts, line i sample i's; a last line a kill cut short is not one of them."""
-    path = root / dataset.PROMPTS
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    return [PromptPair.from_dict(json.loads(line)) for line in lines if line.endswith("\n") and line.strip()]
+    return [PromptPair.from_dict(json.loads(line)) for line in complete_lines(root / dataset.PROMPTS) if line.strip()]
 
 
 def fix_prompts(root: Path, pairs: Callable[[int], Iterable[PromptPair]], n: int) -> list[PromptPair]:
@@ -120,7 +119,7 @@ def fix_prompts(root: Path, pairs: Callable[[int], Iterable[PromptPair]], n: int
     if len(fixed) < n:
         path = root / dataset.PROMPTS
         if path.exists():
-            dataset.truncate_partial_line(path)
+            truncate_partial_line(path)
         with open(path, "a") as f:  # each line flushed as it comes (a killed process keeps it), synced once at the end
             for pair in itertools.islice(pairs_after(pairs, fixed), n - len(fixed)):
                 f.write(json.dumps(pair.to_dict()) + "\n")
