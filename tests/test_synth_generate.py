@@ -306,6 +306,24 @@ def test_image_pairs_follow_instructpix2pix_recipe_and_a_dataset_keeps_its_recip
     assert len(dataset.read_manifest(out)) == 2
 
 
+def test_a_shared_start_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_path, capsys):
+    t2i = tmp_path / "tiny-t2i"
+    tiny_t2v_pipeline("2d").save_pretrained(t2i)
+    out = tmp_path / "shared"
+    args = ["synth", "generate", "--t2v", str(t2i), "--clip", str(TOY_CLIP), "--out", str(out), "--recipe", "image",
+            "--frames", "1", "--steps", "2", "--size", "32", "--seed", "5"]  # fmt: skip
+    assert main([*args, "--n", "2", "--shared-end", "0.5"]) == 0
+    records = check_complete(out, 2)
+    for i, r in enumerate(records):  # the recipe's own draws, and the edited half sharing the first half
+        assert r["settings"] == {**P2PSettings.draw_image(5 + i).to_dict(), "shared_end": 0.5}
+    assert dataset.read_card(out)["run"]["shared_end"] == 0.5
+    assert main([*args, "--n", "3"]) == 2  # resumed without it: refused, nothing added
+    assert "shared_end: 0.5 then, 0.0 now" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 2
+    with pytest.raises(SystemExit):
+        main([*args, "--n", "2", "--shared-end", "1.5"])
+    assert "--shared-end: must be from 0 to 1, got 1.5" in capsys.readouterr().err
+
+
 def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):
     generate(config(t2v, tmp_path, 1), lambda _start: toy_prompts(5))
     card = dataset.read_card(tmp_path)

@@ -1,12 +1,14 @@
-"""Does injecting the source's self-attention (longer) hold a toy text-to-video model's layout?
+"""Does injecting the source's self-attention (longer), or sharing its first steps, hold a toy model's layout?
 
     python tools/p2p_layout.py --sa-end 0.4 1.0 --n 24 --seed 800000 --out results.json
     python tools/p2p_layout.py --t2v runs/t2i-fine/final --frames 1      # image Prompt-to-Prompt
+    python tools/p2p_layout.py --t2v assets/toy-t2i --frames 1 --n 48 --seed 870000 --sa-end 0.4 \
+        --shared-end 0 0.3 0.5 0.7
 
 Held-out toy prompts from `--seed` (not the shipped set's 600000), 8 frames (`--frames`), 30 DDIM steps, CFG 8
-(`--cfg`), cross-attention edited until 0.8 of the steps, edit weight 2; the same prompts and noise for every
-`--sa-end`; each pair judged by the attribute reader (insv2v/toyworld/reader.py), with and without shape kinds, and
-counted where a kept shape moved.
+(`--cfg`), cross-attention edited until 0.8 of the steps, edit weight 2; the same prompts and noise for every `--sa-end`
+and `--shared-end` (the steps the edited sample shares the input's latents); each pair judged by the attribute reader
+(insv2v/toyworld/reader.py), with and without shape kinds, and counted where a kept shape moved.
 """
 
 import argparse
@@ -28,6 +30,7 @@ STEPS, CA_END, EDIT_WEIGHT = 30, 0.8, 2.0  # the other settings, fixed
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sa-end", type=float, nargs="+", default=[0.4, 1.0])
+    parser.add_argument("--shared-end", type=float, nargs="+", default=[0.0])
     parser.add_argument("--n", type=int, default=24)
     parser.add_argument("--seed", type=int, default=800000)
     parser.add_argument("--t2v", default=str(TOY_T2V), help="text-to-video (or -image) model (the shipped toy t2v)")
@@ -42,18 +45,19 @@ if __name__ == "__main__":
                             thresholds=Thresholds.for_clip(clip), frames=args.frames, steps=STEPS)  # fmt: skip
     pairs = list(itertools.islice(toy_prompts(args.seed, "heldout"), args.n))
     results = {}
-    for sa_end in args.sa_end:
-        settings = P2PSettings(args.cfg, sa_end, CA_END, EDIT_WEIGHT)
+    for sa_end, shared_end in itertools.product(args.sa_end, args.shared_end):
+        settings = P2PSettings(args.cfg, sa_end, CA_END, EDIT_WEIGHT, shared_end)
+        name = str(sa_end) if len(args.shared_end) == 1 else f"sa_end {sa_end}, shared_end {shared_end}"
         verdicts = []
         for i, pair in enumerate(pairs):
             source, target, _ = make_sample(pipe, load_clip(clip), pair, args.seed + i, config, settings)
             verdicts.append({"kind": pair.kind, **toy_judge(pair, source, target)})
         loose = [v["edit_right_ignoring_kinds"] for v in verdicts if v["edit_right_ignoring_kinds"] is not None]
         moved = sum("px from where" in (v["reason"] or "") for v in verdicts)
-        results[str(sa_end)] = {"right": sum(v["edit_right"] for v in verdicts), "n": len(verdicts),
-                                "right_ignoring_kinds": sum(loose), "n_ignoring_kinds": len(loose),
-                                "kept_shape_moved": moved, "verdicts": verdicts}  # fmt: skip
-        print(f"sa_end {sa_end}: right {results[str(sa_end)]['right']} of {len(verdicts)}, ignoring kinds "
+        results[name] = {"right": sum(v["edit_right"] for v in verdicts), "n": len(verdicts),
+                         "right_ignoring_kinds": sum(loose), "n_ignoring_kinds": len(loose),
+                         "kept_shape_moved": moved, "verdicts": verdicts}  # fmt: skip
+        print(f"{name}: right {results[name]['right']} of {len(verdicts)}, ignoring kinds "
               f"{sum(loose)} of {len(loose)}; a kept shape moved > 3 px in {moved}", flush=True)  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

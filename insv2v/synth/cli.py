@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import open_fraction, positive_float, positive_int, positive_int_at_most, seed
+from insv2v.argtypes import open_fraction, positive_float, positive_int, positive_int_at_most, seed, share
 
 MAX_SAMPLES = 1_000_000  # per dataset: its prompts are fixed (and held in memory) before the first sample
 
@@ -78,6 +78,10 @@ def add_parsers(commands) -> None:
                      help="Prompt-to-Prompt's local blending (not the InsV2V reference's): the edited video is the "
                      "input outside where the edited words draw more than THRESHOLD of each frame's peak "
                      "cross-attention (0.3, Prompt-to-Prompt's, when given alone)")  # fmt: skip
+    gen.add_argument("--shared-end", type=share, default=0.0, metavar="FRACTION",
+                     help="the edited video shares the input's latents for this fraction of the steps, then follows "
+                     "its own prompt (0, the reference: only the initial noise is shared); keeps the input's layout "
+                     "where attention injection alone does not")  # fmt: skip
     _add_threshold_flags(gen)
 
     f = s.add_parser("filter", help="re-apply other thresholds to a dataset without regenerating")
@@ -130,7 +134,7 @@ def synth(args: argparse.Namespace) -> None:
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, split=args.split, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
-            size=args.size, recipe=args.recipe, local_blend=args.local_blend,
+            size=args.size, recipe=args.recipe, local_blend=args.local_blend, shared_end=args.shared_end,
             command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip
         from insv2v.synth.prompts import PromptStats, is_llm_spec, toy_captions

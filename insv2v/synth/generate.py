@@ -22,7 +22,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class GenerateConfig:
     size: int | None = None  # pixels (square); None: the model's own
     recipe: str = "video"  # settings drawn per sample: "video" (InsV2V's reference) or "image" (InstructPix2Pix's)
     local_blend: float | None = None  # Prompt-to-Prompt's local blending at this threshold (not the reference's)
+    shared_end: float = 0.0  # fraction of the steps the edited sample shares the input's latents (0: the reference)
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
 
@@ -61,8 +62,9 @@ PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that p
 
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
-              "local_blend")  # fmt: skip
-RUN_DEFAULTS = {"recipe": "video", "local_blend": None, "split": "train"}  # a card's before the field existed
+              "local_blend", "shared_end")  # fmt: skip
+# A card's value from before the field existed.
+RUN_DEFAULTS = {"recipe": "video", "local_blend": None, "split": "train", "shared_end": 0.0}
 
 
 def run_settings(config: GenerateConfig) -> dict:
@@ -157,7 +159,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
     (P2PSettings) default to those drawn from the seed; `callback(step, total)` follows the sampling."""
     from insv2v.synth.p2p import LocalBlend, P2PSettings, generate_pair
 
-    settings = settings or P2PSettings.draw_for(config.recipe, seed)
+    settings = settings or replace(P2PSettings.draw_for(config.recipe, seed), shared_end=config.shared_end)
     blend = LocalBlend(config.local_blend) if config.local_blend is not None else None
     began = time.perf_counter()
     size = config.size or pipe.default_resolution

@@ -57,9 +57,10 @@ class P2PSettings:
     sa_end: float  # fraction of the steps with self-attention injection (phase 1)
     ca_end: float  # fraction of the steps before which cross-attention is edited (phase 2)
     edit_weight: float  # factor on the edited tokens' values in phase 2
+    shared_end: float = 0.0  # fraction of the steps the target follows the source's latents (phase 0; 0: none)
 
     def __post_init__(self):
-        for name in ("sa_end", "ca_end"):
+        for name in ("sa_end", "ca_end", "shared_end"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"`{name}` must be in [0, 1], got {value}")
@@ -103,6 +104,7 @@ class P2PSettings:
 
 
 class Phase(Enum):
+    SHARED = "shared"  # phase 0: the target is the source (its latents copied after every step)
     PLAIN = "plain"  # both prompts as they are
     SELF = "self"  # phase 1: the target's self-attention maps are the source's
     CROSS = "cross"  # phase 2: the target's cross-attention keys are source-aligned, its edited values weighted
@@ -110,6 +112,8 @@ class Phase(Enum):
 
 def phase_at(step: int, total: int, settings: P2PSettings) -> Phase:
     """The phase of denoising step `step` (0-based) of `total`, compared as the reference does."""
+    if step < settings.shared_end * total:
+        return Phase.SHARED
     if step < settings.sa_end * total:
         return Phase.SELF
     if step < settings.ca_end * total:
@@ -515,6 +519,8 @@ def generate_pair(
             uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
             guided = uncond + settings.guidance_scale * (cond - uncond)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
+            if state.phase is Phase.SHARED:
+                latents[1] = latents[0]
             if word_maps is not None and i >= min(local_blend.start * len(timesteps), len(timesteps) - 1):
                 mask = word_maps.mask(local_blend.threshold)  # (f, h, w) of 0 and 1, over the channels
                 latents[1] = torch.where(mask.bool(), latents[1], latents[0])  # a choice, exact: no arithmetic
