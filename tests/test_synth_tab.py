@@ -99,7 +99,8 @@ def test_make_one_pair_endpoint(client):
         draw_settings=False, guidance_scale=6, sa_end=0.3, ca_end=0.6, edit_weight=2, steps=2, frames=3,
         api_name="/synth_pair",
     )  # fmt: skip
-    assert json.loads(record)["settings"] == {"guidance_scale": 6, "sa_end": 0.3, "ca_end": 0.6, "edit_weight": 2}
+    settings = {"guidance_scale": 6, "sa_end": 0.3, "ca_end": 0.6, "edit_weight": 2, "shared_end": 0}
+    assert json.loads(record)["settings"] == settings
     assert "blend_area" not in json.loads(record)  # off unless asked for
     _, text, _, record, _ = client.predict(
         "a red circle moving right on a beach", "a blue circle moving right on a beach", "", seed=3, steps=2,
@@ -107,6 +108,12 @@ def test_make_one_pair_endpoint(client):
     )  # fmt: skip
     area = json.loads(record)["blend_area"]
     assert 0 <= area <= 1 and f"local blending: {area:.0%} of the frame may change" in text
+    _, text, _, record, _ = client.predict(
+        "a red circle moving right on a beach", "a blue circle moving right on a beach", "", seed=3, steps=2,
+        frames=3, shared_end=0.5, api_name="/synth_pair",
+    )  # fmt: skip
+    assert json.loads(record)["settings"] == {**P2PSettings.draw(3).to_dict(), "shared_end": 0.5}
+    assert "the edited video shares the input's first 50% of steps" in text
 
 
 @pytest.mark.parametrize(

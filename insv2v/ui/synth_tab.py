@@ -158,6 +158,8 @@ def describe_pair(record: dict) -> str:
         f"Prompt-to-Prompt: CFG {s['guidance_scale']:g}, self-attention injected for the first {s['sa_end']:.0%} of "
         + (f"steps, cross-attention until {s['ca_end']:.0%}, edit weight {s['edit_weight']:g}"
            if s["ca_end"] > s["sa_end"] else "steps, no cross-attention edit")  # the image recipe's
+        + (f" · the edited video shares the input's first {s['shared_end']:.0%} of steps" if s.get("shared_end")
+           else "")
         + f" · seed {record['seed']}"
         + (f" · local blending: {record['blend_area']:.0%} of the frame may change" if "blend_area" in record else ""),
     ]  # fmt: skip
@@ -243,6 +245,7 @@ def make_pair_handler(studio):
         steps: int = 30,
         frames: int = 16,
         local_blend: float = 0.0,
+        shared_end: float = 0.0,
         sim_0: float | None = None,
         sim_1: float | None = None,
         sim_dir: float | None = None,
@@ -270,16 +273,19 @@ def make_pair_handler(studio):
                 raise ValueError(f"Steps must be 1-{MAX_STEPS} and Frames 1-{MAX_FRAMES}")
             if local_blend is None or not 0 <= local_blend < 1:
                 raise ValueError(f"Local blend must be in [0, 1) (0: off), got {local_blend}")
+            if shared_end is None or not 0 <= shared_end < 1:
+                raise ValueError(f"Shared start must be in [0, 1) (0: off), got {shared_end}")
             if config.t2v is None:
                 raise ValueError("this server has no text-to-video model (set INSV2V_T2V)")
-            settings = None if draw_settings else P2PSettings(guidance_scale, sa_end, ca_end, edit_weight)
+            settings = None if draw_settings else P2PSettings(guidance_scale, sa_end, ca_end, edit_weight, shared_end)
             progress(0, desc="loading the text-to-video model")
             pipe = load_t2v(config.t2v, config.device)
             pipe.set_progress_bar_config(disable=True)
             clip = filter_clip(config)
             thresholds = Thresholds.for_clip(clip, sim_0=sim_0, sim_1=sim_1, sim_dir=sim_dir, sim_image=sim_image)
             run = GenerateConfig(out_dir="", t2v=config.t2v, prompts="", n=1, clip=clip, thresholds=thresholds,
-                                 frames=int(frames), steps=int(steps), local_blend=local_blend or None)  # fmt: skip
+                                 frames=int(frames), steps=int(steps), local_blend=local_blend or None,
+                                 shared_end=shared_end)  # fmt: skip
             job = Job(int(steps), progress, "pair")
 
             def on_step(step: int, total: int) -> None:
@@ -351,6 +357,14 @@ def build(studio) -> None:
                 frames = gr.Slider(1, MAX_FRAMES, value=16, step=1, label="Frames", elem_id="synth-make-frames")
                 local_blend = gr.Slider(0, 0.95, value=0, step=0.05, elem_id="synth-make-blend",
                                         label="Local blend (0: off, as the reference; P2P's: 0.3)")  # fmt: skip
+                shared_end = gr.Slider(
+                    0,
+                    0.95,
+                    value=0,
+                    step=0.05,
+                    elem_id="synth-make-shared",
+                    label="Edited video shares the input's steps until (0: off, as the reference)",
+                )
             make_button = gr.Button("Make pair", variant="primary", elem_id="synth-make-run")
         with gr.Column():
             make_status = gr.Markdown(elem_id="synth-make-status")
@@ -412,7 +426,7 @@ def build(studio) -> None:
     make_button.click(
         make_pair_handler(studio),
         [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames,
-         local_blend],
+         local_blend, shared_end],
         [make_video, make_text, make_table, make_record, make_status],
         api_name="synth_pair", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
