@@ -357,14 +357,8 @@ def build(studio) -> None:
                 frames = gr.Slider(1, MAX_FRAMES, value=16, step=1, label="Frames", elem_id="synth-make-frames")
                 local_blend = gr.Slider(0, 0.95, value=0, step=0.05, elem_id="synth-make-blend",
                                         label="Local blend (0: off, as the reference; P2P's: 0.3)")  # fmt: skip
-                shared_end = gr.Slider(
-                    0,
-                    0.95,
-                    value=0,
-                    step=0.05,
-                    elem_id="synth-make-shared",
-                    label="Edited video shares the input's steps until (0: off, as the reference)",
-                )
+                shared_end = gr.Slider(0, 0.95, value=0, step=0.05, elem_id="synth-make-shared",
+                                       label="Edited video shares the input's steps until (0: off)")  # fmt: skip
             make_button = gr.Button("Make pair", variant="primary", elem_id="synth-make-run")
         with gr.Column():
             make_status = gr.Markdown(elem_id="synth-make-status")
