@@ -111,7 +111,13 @@ def test_a_shared_start_holds_the_target_to_the_source_then_lets_it_go(pipes, ki
     whole = pair(pipe, SOURCE, TARGET, sa_end=0.0, ca_end=0.0, shared_end=1.0)
     assert torch.equal(whole.target, whole.source)  # copied after every step
     plain_target = plain(pipe, TARGET)
-    first = pair(pipe, SOURCE, TARGET, sa_end=0.0, ca_end=0.0, shared_end=0.25)  # the first of the 3 steps shared
+    batches = []  # the UNet's batch per call: the shared step runs the source's half alone
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        first = pair(pipe, SOURCE, TARGET, sa_end=0.0, ca_end=0.0, shared_end=0.25)  # the first of 3 steps shared
+    finally:
+        hook.remove()
+    assert batches[1:] == [2 * batches[0]] * (STEPS - 1)
     assert max_diff(first.source, plain(pipe, SOURCE)) <= 1e-4  # the source never changes
     # The target's last steps follow its own prompt from where the source was: it differs from the source, yet far
     # less than a plain generation of the target does (measured 0.070 against 0.456 motion, 0.076 against 0.415 2d).

@@ -515,8 +515,12 @@ def generate_pair(
         for i, t in enumerate(pipe.progress_bar(timesteps)):
             state.phase = phase_at(i, len(timesteps), settings)
             x_in = pipe.scheduler.scale_model_input(latents, t)
-            embeds = cross_embeds if state.phase is Phase.CROSS else plain_embeds
-            uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
+            if state.phase is Phase.SHARED and word_maps is None:  # the target is the source: run its half only
+                uncond, cond = pipe.model_output(torch.cat([x_in[:1], x_in[:1]]), t, plain_embeds[0::2]).chunk(2)
+                uncond, cond = uncond.expand_as(latents), cond.expand_as(latents)  # (2, c, f, h, w): the same twice
+            else:
+                embeds = cross_embeds if state.phase is Phase.CROSS else plain_embeds
+                uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
             guided = uncond + settings.guidance_scale * (cond - uncond)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
             if state.phase is Phase.SHARED:
