@@ -279,6 +279,25 @@ def check_output(
             raise ValueError(f"output {path} would overwrite the input")
 
 
+def check_recipe_sidecar(recipe_path: Path, output: Path) -> None:
+    """Refuse to replace a JSON file beside `output` that is not this output's recipe: out.mp4's when the edit writes
+    out.gif (both record to out.json), or a file the edit never wrote. A recipe from before the video's name was
+    recorded is taken for this output's."""
+    if not recipe_path.exists():
+        return
+    try:
+        meta = json.loads(recipe_path.read_text())["_meta"]
+        video = str(meta.get("video", output.name))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(
+            f"{recipe_path} exists and is no recipe; the edit would replace it: name the output otherwise"
+        ) from None
+    if video != output.name and (output.parent / video).exists():
+        raise ValueError(
+            f"{recipe_path} is the recipe of {video}; the edit would replace it: name the output otherwise"
+        )
+
+
 def run_edit(
     recipe: EditRecipe,
     output: str | Path,
@@ -301,6 +320,7 @@ def run_edit(
     output = Path(output)
     recipe_path, sbs_path = sidecar_paths(output)
     check_output(output, recipe.input, [recipe_path, *([sbs_path] if side_by_side_view else [])])
+    check_recipe_sidecar(recipe_path, output)
     check_instruction(recipe.instruction)
     recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution
@@ -365,6 +385,7 @@ def run_edit(
 
     meta = {
         "insv2v_version": insv2v.__version__,
+        "video": output.name,  # whose recipe this is: out.mp4 and out.gif would share out.json
         "input_sha256": file_sha256(recipe.input),
         "size": [frames.shape[2], frames.shape[1]],
         "num_frames": len(frames),

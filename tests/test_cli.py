@@ -90,6 +90,22 @@ def test_a_recipe_runs_again_in_its_precision_and_says_what_differs(model, clip,
     assert "first.mp4 is not the file this recipe was made from" in capsys.readouterr().err
 
 
+def test_a_json_beside_the_output_that_is_not_its_recipe_is_never_replaced(model, clip, tmp_path, capsys):
+    args = ["--model", model, "--max-frames", 2, *FAST]
+    assert edit(clip, "make it snowy", "-o", tmp_path / "out.mp4", *args) == 0
+    recipe = (tmp_path / "out.json").read_bytes()
+    assert json.loads(recipe)["_meta"]["video"] == "out.mp4"
+    assert edit(clip, "make it snowy", "-o", tmp_path / "out.gif", *args) == 2  # would record to out.json too
+    assert "out.json is the recipe of out.mp4; the edit would replace it" in capsys.readouterr().err
+    assert (tmp_path / "out.json").read_bytes() == recipe and not (tmp_path / "out.gif").exists()
+    assert edit(clip, "make it snowy", "-o", tmp_path / "out.mp4", *args, "--seed", 3) == 0  # its own recipe: replaced
+    assert json.loads((tmp_path / "out.json").read_text())["seed"] == 3
+    (tmp_path / "notes.json").write_text("my notes")
+    assert edit(clip, "make it snowy", "-o", tmp_path / "notes.mp4", *args) == 2
+    assert "notes.json exists and is no recipe" in capsys.readouterr().err
+    assert (tmp_path / "notes.json").read_text() == "my notes" and not (tmp_path / "notes.mp4").exists()
+
+
 def test_a_files_remembered_hash_follows_its_contents(tmp_path):
     """The hash is remembered while the file's size and modification time stay; a file rewritten gets a new one."""
     path = tmp_path / "clip.mp4"
