@@ -883,6 +883,15 @@ def check_resume(config: TrainConfig, state: dict | None) -> None:
         raise ValueError(f"{config.out_dir} was started with other settings ({listed}); resume it with the same ones "
                          "(only --steps, logging, checkpointing, uploads and --grad-accum may change), or start a new "
                          "run")  # fmt: skip
+    if before.get("steps", config.steps) != config.steps:  # allowed: the cosine stretches to the new length
+        step, old = state["step"], dataclasses.replace(config, steps=before["steps"])
+        then, now_lr = learning_rate(step, old), learning_rate(step, config)
+        if not math.isclose(then, now_lr, rel_tol=0.01):
+            warnings.warn(
+                f"resuming at step {step} with --steps {config.steps} where the run had {before['steps']}: the "
+                f"learning rate's cosine stretches to the new length, so it goes from {then:.3g} to {now_lr:.3g}",
+                stacklevel=2,
+            )
     if before.get("grad_accum") not in (None, config.grad_accum):  # allowed: a preset's follows the processes
         batch = config.batch_size * config.grad_accum
         warnings.warn(

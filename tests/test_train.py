@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from insv2v.train import (
     batches,
     build,
     captioned_clips,
+    check_resume,
     editing_loss,
     frame_pairs,
     generation_loss,
@@ -71,6 +73,17 @@ def test_learning_rate_schedule():
     assert learning_rate(0, config) == pytest.approx(1e-4)
     assert learning_rate(9, config) == pytest.approx(1e-3)
     assert learning_rate(99, config) == pytest.approx(1e-4, rel=0.01)
+
+
+def test_a_resumed_run_that_trains_longer_says_where_its_learning_rate_jumps():
+    config = TrainConfig("2d", "unused", steps=1000, lr=1e-3, warmup=10)
+    state = {"step": 1000, "data_dir": None, "config": dataclasses.asdict(config)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_resume(config, state)  # the same length: nothing to say
+        check_resume(dataclasses.replace(config, steps=2000), {**state, "step": 5})  # still warming up: no jump
+    with pytest.warns(UserWarning, match=r"--steps 2000 where the run had 1000: .* goes from 0\.0001 to 0\.000554"):
+        check_resume(dataclasses.replace(config, steps=2000), state)
 
 
 def test_editing_loss_weights_what_the_edit_changes():
