@@ -275,8 +275,16 @@ def check_output(
     if output.suffix.lower() not in suffixes:
         raise ValueError(f"output must end in {' or '.join(suffixes)}, got {output.name}")
     for path in (output, *sidecars):
-        if path.resolve() == Path(input_path).resolve():
+        if path.resolve() == Path(input_path).resolve() or same_file(path, input_path):
             raise ValueError(f"output {path} would overwrite the input")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two existing paths name one file: a hard link, or another spelling on a case-insensitive disk."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
 
 
 def check_recipe_sidecar(recipe_path: Path, output: Path) -> None:

@@ -183,6 +183,9 @@ def test_no_output_overwrites_the_input(model, tmp_path, capsys):
         before = source.read_bytes()
         assert edit(source, "make it snowy", "-o", tmp_path / out, "--model", model, *FAST, *extra) == 2
         assert "would overwrite the input" in capsys.readouterr().err and source.read_bytes() == before
+    os.link(source, tmp_path / "linked.mp4")  # another name for the same file, as OUT.MP4 is on a case-blind disk
+    assert edit(source, "make it snowy", "-o", tmp_path / "linked.mp4", "--model", model, *FAST) == 2
+    assert "would overwrite the input" in capsys.readouterr().err and source.read_bytes() == before
 
 
 @pytest.mark.parametrize(
