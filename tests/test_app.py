@@ -21,6 +21,7 @@ from insv2v.editing import EditRecipe, run_edit
 from insv2v.loading import default_source
 from insv2v.pipeline import InsV2VPipeline
 from insv2v.testing.tiny import tiny_components, tiny_pipeline
+from insv2v.ui import serving
 from insv2v.ui.controls import Slider
 from insv2v.ui.serving import AppConfig, Job, Jobs, OutputCache, gpu, user_message
 from insv2v.ui.settings import load_recipe, model_max_frames
@@ -422,6 +423,13 @@ def test_job_reports_progress_with_eta_and_cancels(tmp_path):
     with pytest.raises(InterruptedError):
         run_edit(recipe, tmp_path / "b.mp4", pipe, callback_on_step_end=job.callback())
     assert job.done == 1 and not (tmp_path / "b.mp4").exists()
+
+
+def test_a_cancel_in_the_same_clock_tick_as_its_run_still_comes_after_it(monkeypatch):
+    monkeypatch.setattr(serving.time, "monotonic", lambda: 1.0)  # a coarse clock: every reading the same
+    jobs = Jobs()
+    jobs.submit("s")
+    assert jobs.cancel("s") == "waiting" and jobs.start("s", Job(total=4)).cancelled
 
 
 def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_later_one():

@@ -3,6 +3,7 @@ with cancel, and the ZeroGPU decorator. No layout here."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -386,20 +387,23 @@ class Jobs:
 
     def __init__(self):
         self._running: dict[str, Job] = {}
-        self._submitted: dict[str, float] = {}  # session -> when its latest request was submitted
-        self._started: dict[str, float] = {}  # session -> when its latest job started
-        self._cancelled: dict[str, float] = {}  # session -> when it last pressed Cancel
+        # "When" is a tick of one counter, taken under the lock: a Cancel a millisecond after Run still comes after it
+        # (two clock readings may be equal)
+        self._ticks = itertools.count()
+        self._submitted: dict[str, int] = {}  # session -> when its latest request was submitted
+        self._started: dict[str, int] = {}  # session -> when its latest job started
+        self._cancelled: dict[str, int] = {}  # session -> when it last pressed Cancel
         self._lock = threading.Lock()
 
     def submit(self, session: str | None) -> None:
         with self._lock:
-            self._submitted[session or ""] = time.monotonic()
+            self._submitted[session or ""] = next(self._ticks)
 
     def start(self, session: str | None, job: Job) -> Job:
         key = session or ""
         with self._lock:
             self._running[key] = job
-            self._started[key] = time.monotonic()
+            self._started[key] = next(self._ticks)
             submitted = self._submitted.get(key)
             if submitted is not None and self._cancelled.get(key, -math.inf) > submitted:
                 job.cancelled = True  # Cancel was pressed after this request was submitted
@@ -426,7 +430,7 @@ class Jobs:
         ("running", "waiting"), or None if the session had nothing running or waiting."""
         key = session or ""
         with self._lock:
-            self._cancelled[key] = time.monotonic()
+            self._cancelled[key] = next(self._ticks)
             job = self._running.get(key)
             waiting = self._submitted.get(key, -math.inf) > self._started.get(key, -math.inf)
         if job is not None:
