@@ -294,16 +294,12 @@ def check_recipe_sidecar(recipe_path: Path, output: Path) -> None:
     if not recipe_path.exists():
         return
     try:
-        meta = json.loads(recipe_path.read_text())["_meta"]
-        video = str(meta.get("video", output.name))
+        video = str(json.loads(recipe_path.read_text())["_meta"].get("video", output.name))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise ValueError(
-            f"{recipe_path} exists and is no recipe; the edit would replace it: name the output otherwise"
-        ) from None
-    if video != output.name and (output.parent / video).exists():
-        raise ValueError(
-            f"{recipe_path} is the recipe of {video}; the edit would replace it: name the output otherwise"
-        )
+        video = None
+    if video is None or (video != output.name and (output.parent / video).exists()):
+        whose = "exists and is no recipe" if video is None else f"is the recipe of {video}"
+        raise ValueError(f"{recipe_path} {whose}; the edit would replace it: name the output otherwise")
 
 
 def run_edit(
