@@ -30,8 +30,8 @@ def test_it_learned_from_synthetic_pairs_only(editor):
     training = json.loads((EDITOR / "training.json").read_text())
     assert training["config"]["stage"] == "video" and training["data"]["counts"]["kept"] == 64
     assert Path(training["config"]["init_dir"]).name == "final"  # the 2-D stage trained on synthetic image pairs
-    stage_2d = json.loads((EDITOR / "training_2d.json").read_text())  # started from a t2i, on 1000 image pairs
-    assert "t2i" in stage_2d["config"]["init_dir"] and stage_2d["data"]["counts"]["kept"] == 1000
+    stage_2d = json.loads((EDITOR / "training_2d.json").read_text())  # started from a t2i, on 3000 image pairs
+    assert "t2i" in stage_2d["config"]["init_dir"] and stage_2d["data"]["counts"]["kept"] == 3000
     assert model_defaults(str(EDITOR)).text_cfg == 4.0 and model_defaults(str(EDITOR)).video_cfg == 1.0
     from diffusers import UNetMotionModel
 
