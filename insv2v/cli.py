@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 from pathlib import Path
@@ -334,7 +335,6 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    import json
 
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
     from insv2v.loading import load_pipeline
@@ -368,7 +368,7 @@ def evaluate(args: argparse.Namespace) -> None:
         for key in ("background", "colours", "shapes", "style"):
             print(f"{key}: {format_rate(results[key])}")
         if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=2))
+            write_record(args.out, results)
         return
     if args.combine:
         try:
@@ -381,7 +381,7 @@ def evaluate(args: argparse.Namespace) -> None:
             print(f"left out (not in every result): {', '.join(left_out)}", file=sys.stderr)
         print(markdown_table(results))
         if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=2))
+            write_record(args.out, results)
         return
     model = args.model or str(TOY_EDITOR)
     pipe = load_pipeline(model, device=args.device)
@@ -390,6 +390,7 @@ def evaluate(args: argparse.Namespace) -> None:
     text_cfg = recommended.text_cfg if args.text_cfg is None else args.text_cfg
     video_cfg = recommended.video_cfg if args.video_cfg is None else args.video_cfg
     sampling = {"num_inference_steps": args.steps, "guidance_scale": text_cfg, "video_guidance_scale": video_cfg}
+    made_by = {"model": args.model, "sampling": sampling, "seed": args.seed}  # model null: the shipped toy editor
     parts = {
         "edits": lambda: evaluate_edits(pipe, n=args.edits, seed=args.seed, **sampling),
         "temporal": lambda: evaluate_temporal(
@@ -410,13 +411,17 @@ def evaluate(args: argparse.Namespace) -> None:
                                              seed=args.seed, save_dir=args.save_outputs, **sampling)  # fmt: skip
         print(baseline.markdown_table(records["records"]))
         if args.out:
-            results = {"sampling": sampling, "seed": args.seed, "tav": dataclasses.asdict(settings), **records}
-            Path(args.out).write_text(json.dumps(results, indent=2))
+            write_record(args.out, {**made_by, "tav": dataclasses.asdict(settings), **records})
         return
-    results = {"sampling": sampling, "seed": args.seed, **{name: parts[name]() for name in args.parts}}
+    results = {**made_by, **{name: parts[name]() for name in args.parts}}
     print(markdown_table(results))
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        write_record(args.out, results)
+
+
+def write_record(path: str, results: dict) -> None:
+    """An evaluation's results as the JSON record `--combine` reads back (text, so it ends with a newline)."""
+    Path(path).write_text(json.dumps(results, indent=2) + "\n")
 
 
 # What a command stopped with Ctrl-C leaves (the others write their outputs whole at the end, or not at all).

@@ -285,6 +285,7 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     args = ["eval", "--toyworld", "--model", model, "--edits", "5", "--n", "4", "--steps", "1", "--text-cfg", "2.5"]
     assert main([str(a) for a in [*args, "--seed", 7, "--out", out]]) == 0
     results = json.loads(out.read_text())
+    assert results["model"] == str(model) and out.read_text().endswith("}\n")
     assert results["sampling"] == {"num_inference_steps": 1, "guidance_scale": 2.5, "video_guidance_scale": 1.5}
     records = results["edits"]["records"]
     assert [r["kind"] for r in records] == ["background", "colour", "shape", "style", "background"]
@@ -326,6 +327,11 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert main(["eval", "--toyworld", "--combine", str(other), str(third), "--out", str(pooled)]) == 0
     assert main(["eval", "--toyworld", "--combine", str(pooled), str(other)]) == 2  # a pooled file's offsets count
     assert "the samples overlap (offsets [100, 200, 100])" in capsys.readouterr().err
+    assert json.loads(pooled.read_text())["model"] == str(model)
+    elsewhere = tmp_path / "elsewhere.json"  # another editor's edits at another offset
+    elsewhere.write_text(json.dumps(json.loads(third.read_text()) | {"model": "elsewhere", "seed": 300}))
+    assert main(["eval", "--toyworld", "--combine", str(other), str(elsewhere)]) == 2
+    assert f"measured on different models ({model}, elsewhere)" in capsys.readouterr().err
 
 
 def test_eval_runs_its_models_on_the_cpu_unless_told(monkeypatch, capsys):

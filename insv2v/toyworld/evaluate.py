@@ -184,6 +184,10 @@ def combine(results: list[dict]) -> dict:
     they all hold, pooled (a part only some of them hold would describe a different sample than the rest)."""
     if len({json.dumps(r["sampling"], sort_keys=True) for r in results}) > 1:
         raise ValueError("the results were measured with different sampling settings; pool like with like")
+    models = {r["model"] for r in results if "model" in r}  # records from before models were recorded: unknown
+    if len(models) > 1:
+        named = ", ".join(sorted(m or "the shipped toy editor" for m in models))
+        raise ValueError(f"the results were measured on different models ({named}); pool like with like")
     parts = shared_parts(results)
     if not parts:
         held = [[part for part in PARTS if part in r] for r in results]
@@ -195,7 +199,8 @@ def combine(results: list[dict]) -> dict:
     if len(set(seeds)) < len(seeds) or len(set(offsets)) < len(offsets) or shared:
         where = f"offsets {offsets}" + (f"; the scenes of {', '.join(shared)}" if shared else "")
         raise ValueError(f"the samples overlap ({where}): pooling them would count edits or videos twice")
-    pooled = {"sampling": results[0]["sampling"], "seeds": offsets, "ranges": ranges}
+    pooled = {**({"model": models.pop()} if models else {}), "sampling": results[0]["sampling"], "seeds": offsets,
+              "ranges": ranges}  # fmt: skip
     if "edits" in parts:
         pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
     for part in (p for p in parts if p != "edits"):  # per-video values, under one name per setting
