@@ -335,7 +335,6 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
     from insv2v.loading import load_pipeline
     from insv2v.toyworld.evaluate import (

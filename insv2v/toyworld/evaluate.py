@@ -199,8 +199,9 @@ def combine(results: list[dict]) -> dict:
     if len(set(seeds)) < len(seeds) or len(set(offsets)) < len(offsets) or shared:
         where = f"offsets {offsets}" + (f"; the scenes of {', '.join(shared)}" if shared else "")
         raise ValueError(f"the samples overlap ({where}): pooling them would count edits or videos twice")
-    pooled = {**({"model": models.pop()} if models else {}), "sampling": results[0]["sampling"], "seeds": offsets,
-              "ranges": ranges}  # fmt: skip
+    pooled = {"sampling": results[0]["sampling"], "seeds": offsets, "ranges": ranges}
+    if models:
+        pooled["model"] = models.pop()
     if "edits" in parts:
         pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
     for part in (p for p in parts if p != "edits"):  # per-video values, under one name per setting
