@@ -336,7 +336,7 @@ def train(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
-    from insv2v.loading import load_pipeline
+    from insv2v.loading import load_pipeline, weights_digest
     from insv2v.toyworld.evaluate import (
         LONG_OFFSET,
         PARTS,
@@ -389,7 +389,8 @@ def evaluate(args: argparse.Namespace) -> None:
     text_cfg = recommended.text_cfg if args.text_cfg is None else args.text_cfg
     video_cfg = recommended.video_cfg if args.video_cfg is None else args.video_cfg
     sampling = {"num_inference_steps": args.steps, "guidance_scale": text_cfg, "video_guidance_scale": video_cfg}
-    made_by = {"model": args.model, "sampling": sampling, "seed": args.seed}  # model null: the shipped toy editor
+    # model null: the shipped toy editor; weights: what tells one model from another, whatever its folder's name
+    made_by = {"model": args.model, "weights": weights_digest(model), "sampling": sampling, "seed": args.seed}
     parts = {
         "edits": lambda: evaluate_edits(pipe, n=args.edits, seed=args.seed, **sampling),
         "temporal": lambda: evaluate_temporal(

@@ -7,8 +7,6 @@ same output, and it is saved next to every output.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import json
 import os
 import random
@@ -22,7 +20,7 @@ import torch
 
 import insv2v
 from insv2v.argtypes import SEED_LIMIT
-from insv2v.files import write_atomically
+from insv2v.files import file_sha256, write_atomically
 from insv2v.pipeline import (
     DEFAULT_FRAMES_PER_CLIP,
     DEFAULT_LVSC_FRACTION,
@@ -224,22 +222,6 @@ def replay_differences(meta: dict, recipe: EditRecipe, pipe) -> list[str]:
         then, here = (f"{dtype.removeprefix('torch.')} on {kind}" for dtype, kind in (ran, now))
         notes.append(f"the recipe ran in {then}, this run in {here}: the video comes out close, not identical")
     return notes
-
-
-def file_sha256(path: str | Path) -> str:
-    """The file's SHA-256, remembered while its size and modification time stay: a replayed recipe's input is checked
-    and then recorded, and the app matches every upload against the same examples."""
-    info = os.stat(path)
-    return _sha256(str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Sink:

@@ -1,7 +1,9 @@
-"""Writing files whole or not at all; reading and mending files appended to a line at a time."""
+"""Writing files whole or not at all; reading and mending files appended to a line at a time; hashing files."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -38,3 +40,19 @@ def truncate_partial_line(path: str | os.PathLike) -> None:
     if data and not data.endswith(b"\n"):
         with open(path, "r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, remembered while its size and modification time stay: a replayed recipe's input is checked
+    and then recorded, and the app matches every upload against the same examples."""
+    info = os.stat(path)
+    return _sha256(str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -14,6 +14,7 @@ progress bars); offline, a missing model fails with the command that fetches it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from insv2v.assets import TOY_EDITOR
+from insv2v.files import file_sha256
 from insv2v.pipeline import InsV2VPipeline
 
 MODEL_ENV = "INSV2V_MODEL"  # default model source when none is named
@@ -277,6 +279,20 @@ def files_signature(source: str) -> tuple:
         if stat.S_ISREG(info.st_mode):
             signature.append((str(relative), info.st_size, info.st_mtime_ns))
     return tuple(signature)
+
+
+def weights_digest(source: str | None) -> str | None:
+    """SHA-256 over a local model folder's weights (each .safetensors file's place in the folder and contents), or
+    None for a hub id or a composition: a copy of a folder is the same model, a folder saved anew another."""
+    root = Path(resolve_source(source)).expanduser()
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.safetensors")):
+        relative = path.relative_to(root)
+        if not any(part.startswith(".") for part in relative.parts):
+            digest.update(f"{relative.as_posix()} {file_sha256(path)}\n".encode())
+    return digest.hexdigest()
 
 
 class ModelCache:

@@ -10,7 +10,8 @@ import pytest
 from media import make_empty_avi, make_video
 
 from insv2v.cli import main
-from insv2v.editing import file_sha256
+from insv2v.files import file_sha256
+from insv2v.loading import weights_digest
 from insv2v.testing.tiny import main as save_tiny
 from insv2v.video import probe, read_video
 
@@ -286,6 +287,7 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert main([str(a) for a in [*args, "--seed", 7, "--out", out]]) == 0
     results = json.loads(out.read_text())
     assert results["model"] == str(model) and out.read_text().endswith("}\n")
+    assert results["weights"] == weights_digest(str(model)) and len(results["weights"]) == 64
     assert results["sampling"] == {"num_inference_steps": 1, "guidance_scale": 2.5, "video_guidance_scale": 1.5}
     records = results["edits"]["records"]
     assert [r["kind"] for r in records] == ["background", "colour", "shape", "style", "background"]
@@ -328,9 +330,16 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert main(["eval", "--toyworld", "--combine", str(pooled), str(other)]) == 2  # a pooled file's offsets count
     assert "the samples overlap (offsets [100, 200, 100])" in capsys.readouterr().err
     assert json.loads(pooled.read_text())["model"] == str(model)
-    elsewhere = tmp_path / "elsewhere.json"  # another editor's edits at another offset
+    elsewhere = tmp_path / "elsewhere.json"  # the same weights in another folder: the same model
     elsewhere.write_text(json.dumps(json.loads(third.read_text()) | {"model": "elsewhere", "seed": 300}))
+    assert main(["eval", "--toyworld", "--combine", str(other), str(elsewhere), "--out", str(pooled)]) == 0
+    assert json.loads(pooled.read_text())["model"] == str(model)
+    retrained = json.loads(elsewhere.read_text()) | {"weights": "0" * 64}  # another editor's edits
+    elsewhere.write_text(json.dumps(retrained))
     assert main(["eval", "--toyworld", "--combine", str(other), str(elsewhere)]) == 2
+    assert f"measured on models with different weights ({model}, elsewhere)" in capsys.readouterr().err
+    elsewhere.write_text(json.dumps({k: v for k, v in retrained.items() if k != "weights"}))  # an older record
+    assert main(["eval", "--toyworld", "--combine", str(other), str(elsewhere)]) == 2  # the names tell
     assert f"measured on different models ({model}, elsewhere)" in capsys.readouterr().err
 
 

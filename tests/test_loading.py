@@ -3,6 +3,7 @@ and the memory options of a loaded pipeline."""
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -154,8 +155,6 @@ def test_a_damaged_download_is_named_as_such(tmp_path, monkeypatch):
 
 
 def test_an_image_model_from_the_hub_points_to_composition(tmp_path, parts, monkeypatch):
-    import shutil
-
     from huggingface_hub import constants
 
     # InstructPix2Pix by its hub id, without compose: it loads (a 2-D UNet in the video pipeline), then is refused.
@@ -215,6 +214,22 @@ def test_a_composition_is_split_at_its_first_plus_everywhere(tmp_path):
     assert watched[0] == () and [name for name, *_ in watched[1]] == ["config.json"]  # the adapter it loads
     with pytest.raises(ModelLoadError, match=r"a composition is compose:IMAGE_MODEL\+MOTION_ADAPTER"):
         composition_parts("compose:only-one")
+
+
+def test_a_copied_folder_has_the_same_weights_digest_and_a_resaved_one_another(tmp_path):
+    """What pools evaluations: the weights' contents, not the folder's name or its other files."""
+    from insv2v.loading import weights_digest
+
+    tiny_pipeline().save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "README.md").write_text("a card")  # not weights
+    assert weights_digest(str(tmp_path / "a")) == weights_digest(str(tmp_path / "b"))
+    unet = next((tmp_path / "b" / "unet").glob("*.safetensors"))
+    data = bytearray(unet.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    unet.write_bytes(bytes(data))
+    assert weights_digest(str(tmp_path / "a")) != weights_digest(str(tmp_path / "b"))
+    assert weights_digest("owner/name") is None  # a hub id: nothing local to hash
 
 
 def test_a_missing_local_folder_is_named(tmp_path):

@@ -185,9 +185,11 @@ def combine(results: list[dict]) -> dict:
     if len({json.dumps(r["sampling"], sort_keys=True) for r in results}) > 1:
         raise ValueError("the results were measured with different sampling settings; pool like with like")
     models = {r["model"] for r in results if "model" in r}  # records from before models were recorded: unknown
-    if len(models) > 1:
+    weighed = all("weights" in r for r in results)  # then the weights tell, whatever the folders were called
+    if len({r["weights"] for r in results} if weighed else models) > 1:
         named = ", ".join(sorted(m or "the shipped toy editor" for m in models))
-        raise ValueError(f"the results were measured on different models ({named}); pool like with like")
+        what = "models with different weights" if weighed else "different models"
+        raise ValueError(f"the results were measured on {what} ({named}); pool like with like")
     parts = shared_parts(results)
     if not parts:
         held = [[part for part in PARTS if part in r] for r in results]
@@ -200,8 +202,10 @@ def combine(results: list[dict]) -> dict:
         where = f"offsets {offsets}" + (f"; the scenes of {', '.join(shared)}" if shared else "")
         raise ValueError(f"the samples overlap ({where}): pooling them would count edits or videos twice")
     pooled = {"sampling": results[0]["sampling"], "seeds": offsets, "ranges": ranges}
-    if models:
-        pooled["model"] = models.pop()
+    if models:  # the first result's name for its model, and the weights every result was measured on
+        pooled["model"] = next(r["model"] for r in results if "model" in r)
+    if weighed:
+        pooled["weights"] = results[0]["weights"]
     if "edits" in parts:
         pooled["edits"] = {"records": [record for r in results for record in r["edits"]["records"]]}
     for part in (p for p in parts if p != "edits"):  # per-video values, under one name per setting

@@ -22,7 +22,8 @@ import pandas as pd
 
 from insv2v.assets import EXAMPLES
 from insv2v.compare import MethodResult, panels, score_methods
-from insv2v.editing import check_instruction, file_sha256, run_edit
+from insv2v.editing import check_instruction, run_edit
+from insv2v.files import file_sha256
 from insv2v.ui.controls import cancellable, session_of
 from insv2v.ui.serving import (
     Job,
