@@ -29,6 +29,7 @@ def test_it_holds_no_pickles():  # and names no machine's folders: test_packagin
 def test_it_learned_from_synthetic_pairs_only(editor):
     training = json.loads((EDITOR / "training.json").read_text())
     assert training["config"]["stage"] == "video" and training["data"]["counts"]["kept"] == 256
+    assert training["config"]["augment"]  # its motion modules saw the clips panned and zoomed, as the paper's did
     assert Path(training["config"]["init_dir"]).name == "final"  # the 2-D stage trained on synthetic image pairs
     stage_2d = json.loads((EDITOR / "training_2d.json").read_text())  # started from a t2i, on 3000 image pairs
     assert "t2i" in stage_2d["config"]["init_dir"] and stage_2d["data"]["counts"]["kept"] == 3000
