@@ -44,7 +44,7 @@ def truncate_partial_line(path: str | os.PathLike) -> None:
 
 def file_sha256(path: str | Path) -> str:
     """The file's SHA-256, remembered while its size and modification time stay: a replayed recipe's input is checked
-    and then recorded, and the app matches every upload against the same examples."""
+    and then recorded, the app matches every upload against the same examples, and an evaluation names its weights."""
     info = os.stat(path)
     return _sha256(str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
 
