@@ -268,10 +268,7 @@ def files_signature(source: str) -> tuple:
     if not root.is_dir():
         return ()
     signature = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
-            continue  # .cache/, .DS_Store: not the model
+    for path, relative in _model_files(root):
         try:
             info = path.stat()
         except FileNotFoundError:  # removed while being saved again: the next call sees the new files
@@ -288,11 +285,16 @@ def weights_digest(source: str | None) -> str | None:
     if not root.is_dir():
         return None
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.safetensors")):
-        relative = path.relative_to(root)
-        if not any(part.startswith(".") for part in relative.parts):
-            digest.update(f"{relative.as_posix()} {file_sha256(path)}\n".encode())
+    for path, relative in _model_files(root, "*.safetensors"):
+        digest.update(f"{relative.as_posix()} {file_sha256(path)}\n".encode())
     return digest.hexdigest()
+
+
+def _model_files(root: Path, pattern: str = "*") -> list[tuple[Path, Path]]:
+    """(path, path relative to `root`) of what in a model folder matches `pattern`, sorted; hidden ones (.cache/,
+    .DS_Store) are not the model."""
+    files = ((path, path.relative_to(root)) for path in sorted(root.rglob(pattern)))
+    return [(path, relative) for path, relative in files if not any(p.startswith(".") for p in relative.parts)]
 
 
 class ModelCache:
