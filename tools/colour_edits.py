@@ -1,0 +1,81 @@
+"""Colour edits by the colour they start from: where an editor fails, and whether its training pairs failed there too.
+
+    python tools/colour_edits.py --edits docs/results/synthetic_swapshared3k_v256aug_editor_vcfg15_*_edits.json \
+        --pairs runs/data/img-swsh3k runs/data/vid-sh256
+
+--edits: records of `insv2v eval --toyworld --out` (the colour edits of every file, pooled): per source colour, how
+many the editor got right. --pairs: datasets of `insv2v synth generate` whose manifest holds the toy judge's
+verdicts: per source colour of their colour pairs, how many draw the old colour in the input (the generator drew the
+caption), how many draw the new one in the edited video (the edit is shown), and how many are right (judged without
+kinds, as the synthetic editors' pairs are counted).
+"""
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from insv2v.synth import dataset
+from insv2v.toyworld.world import SHAPE_COLOURS
+
+
+def changed_colour(input_caption: str, output_caption: str) -> tuple[str, str]:
+    """(old, new) colour of a colour edit's captions, which differ in that word (and its article) alone."""
+    words = [[w for w in caption.split() if w not in ("a", "an")] for caption in (input_caption, output_caption)]
+    (old, new), *rest = [(a, b) for a, b in zip(*words, strict=True) if a != b]
+    if rest or old not in SHAPE_COLOURS or new not in SHAPE_COLOURS:
+        raise ValueError(f"not a colour edit: {input_caption!r} -> {output_caption!r}")
+    return old, new
+
+
+def pair_counts(root: Path) -> dict[str, Counter]:
+    """Per source colour: colour pairs, input drawn, edit shown, right (the judge's reasons, without kinds)."""
+    counts: dict[str, Counter] = {}
+    for record in dataset.read_manifest(root):
+        if record["kind"] != "colour":
+            continue
+        old, new = changed_colour(record["input"], record["output"])
+        reason = record["judge"]["reason_ignoring_kinds"]
+        row = counts.setdefault(old, Counter())
+        row["pairs"] += 1
+        row["input drawn"] += f"shape:{old}: the input video shows" not in reason
+        row["edit shown"] += f"shape:{new}: the edited video shows" not in reason
+        row["right"] += record["judge"]["edit_right_ignoring_kinds"]
+    return counts
+
+
+def edit_counts(paths: list[Path]) -> dict[str, Counter]:
+    """Per source colour: the editor's colour edits and how many it got right."""
+    counts: dict[str, Counter] = {}
+    for path in paths:
+        for record in json.loads(path.read_text())["edits"]["records"]:
+            if record["kind"] == "colour":
+                row = counts.setdefault(record["colour"], Counter())
+                row["edits"] += 1
+                row["right"] += record["correct"]
+    return counts
+
+
+def print_table(title: str, counts: dict[str, Counter]) -> None:
+    columns = list(next(iter(counts.values())))
+    print(f"\n{title}\n| from | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+    total = sum(counts.values(), Counter())
+    for colour, row in [*sorted(counts.items()), ("all", total)]:
+        n = row[columns[0]]
+        cells = [str(n)] + [f"{row[c]} ({row[c] / n:.0%})" for c in columns[1:]]
+        print(f"| {colour} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--edits", nargs="*", type=Path, default=[])
+    parser.add_argument("--pairs", nargs="*", type=Path, default=[])
+    args = parser.parse_args()
+    if args.edits:
+        print_table(f"colour edits of {len(args.edits)} eval records", edit_counts(args.edits))
+    for root in args.pairs:
+        print_table(f"colour pairs of {root}", pair_counts(root))
+
+
+if __name__ == "__main__":
+    main()
