@@ -6,8 +6,9 @@
 --edits: records of `insv2v eval --toyworld --out` (the colour edits of every file, pooled): per source colour, how
 many the editor got right. --pairs: datasets of `insv2v synth generate` whose manifest holds the toy judge's
 verdicts: per source colour of their colour pairs, how many draw the old colour in the input (the generator drew the
-caption), how many draw the new one in the edited video (the edit is shown), and how many are right (judged without
-kinds, as the synthetic editors' pairs are counted).
+caption), how many draw the new one in the edited video (the edit is shown), how many of those whose input draws it
+show the edit (both), how many still show the old colour in the edited video (old kept), and how many are right
+(judged without kinds, as the synthetic editors' pairs are counted).
 """
 
 import argparse
@@ -37,9 +38,13 @@ def pair_counts(root: Path) -> dict[str, Counter]:
         old, new = changed_colour(record["input"], record["output"])
         reason = record["judge"]["reason_ignoring_kinds"]
         row = counts.setdefault(old, Counter())
+        drawn = f"shape:{old}: the input video shows" not in reason
+        shown = f"shape:{new}: the edited video shows" not in reason
         row["pairs"] += 1
-        row["input drawn"] += f"shape:{old}: the input video shows" not in reason
-        row["edit shown"] += f"shape:{new}: the edited video shows" not in reason
+        row["input drawn"] += drawn
+        row["edit shown"] += shown
+        row["both"] += drawn and shown
+        row["old kept"] += f"shape:{old}: the edited video shows present" in reason
         row["right"] += record["judge"]["edit_right_ignoring_kinds"]
     return counts
 
@@ -56,13 +61,16 @@ def edit_counts(paths: list[Path]) -> dict[str, Counter]:
     return counts
 
 
-def print_table(title: str, counts: dict[str, Counter]) -> None:
+def print_table(title: str, counts: dict[str, Counter], of: dict[str, str]) -> None:
+    """One row per source colour and one for all; a column c counts out of column of[c] (else the first)."""
     columns = list(next(iter(counts.values())))
     print(f"\n{title}\n| from | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     total = sum(counts.values(), Counter())
     for colour, row in [*sorted(counts.items()), ("all", total)]:
-        n = row[columns[0]]
-        cells = [str(n)] + [f"{row[c]} ({row[c] / n:.0%})" for c in columns[1:]]
+        cells = [str(row[columns[0]])]
+        for c in columns[1:]:
+            n = row[of.get(c, columns[0])]
+            cells.append(f"{row[c]} of {n} ({row[c] / max(n, 1):.0%})")
         print(f"| {colour} | " + " | ".join(cells) + " |")
 
 
@@ -72,9 +80,9 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="*", type=Path, default=[])
     args = parser.parse_args()
     if args.edits:
-        print_table(f"colour edits of {len(args.edits)} eval records", edit_counts(args.edits))
-    for root in args.pairs:
-        print_table(f"colour pairs of {root}", pair_counts(root))
+        print_table(f"colour edits of {len(args.edits)} eval records", edit_counts(args.edits), {})
+    for root in args.pairs:  # both: the edit shown where the input draws the old colour
+        print_table(f"colour pairs of {root}", pair_counts(root), {"both": "input drawn"})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ the scene's caption, and with the caption naming the shape as another kind (each
 (three). Following is the change of the prediction projected on the change between the two rendered frames,
 <pred(other) - pred(own), frame(other) - frame(own)> / |frame(other) - frame(own)|^2: 1 when the prediction becomes
 the named shape, 0 when the word is ignored. Where the noise still shows the outline a good model follows it
-little; where it no longer does (from about 0.8) the words are all the model has to go by.
+little; where it no longer does (from about 0.8) the words are all the model has to go by. The colour word's following
+is also given per colour the shape starts from.
 """
 
 import argparse
@@ -69,15 +70,18 @@ if __name__ == "__main__":
     scenes = [dataclasses.replace(s, shapes=s.shapes[:1], pan=(0.0, 0.0)) for s in scenes]
     rows = []
     for level in args.levels:
-        kind, colour = [], []
+        kind, colour, by_source = [], [], {}
         for i, scene in enumerate(scenes):
             got = following(pipe, scene, level, seed=i)
             kind += got["kind"]
             colour += got["colour"]
+            by_source.setdefault(scene.shapes[0].colour, []).extend(got["colour"])
         row = {"level": level, "n": len(kind), "kind": float(np.mean(kind)), "colour": float(np.mean(colour)),
-               "kind_quartiles": np.percentile(kind, [25, 50, 75]).round(3).tolist()}  # fmt: skip
+               "kind_quartiles": np.percentile(kind, [25, 50, 75]).round(3).tolist(),
+               "colour_by_source": {c: round(float(np.mean(v)), 3) for c, v in sorted(by_source.items())}}  # fmt: skip
         rows.append(row)
-        print(f"noised to {level:.2f}: kind word followed {row['kind']:+.3f}, colour word {row['colour']:+.3f}")
+        print(f"noised to {level:.2f}: kind word followed {row['kind']:+.3f}, colour word {row['colour']:+.3f}; "
+              f"from each colour: {row['colour_by_source']}")  # fmt: skip
     if args.out:
         record = {"model": args.model if not Path(args.model).is_absolute() else Path(args.model).name,
                   "n": args.n, "seed": args.seed, "results": rows}  # fmt: skip
