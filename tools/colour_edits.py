@@ -1,14 +1,15 @@
 """Colour edits by the colour they start from: where an editor fails, and whether its training pairs failed there too.
 
-    python tools/colour_edits.py --edits docs/results/synthetic_swapshared3k_v256aug_editor_vcfg15_*_edits.json \
-        --pairs runs/data/img-swsh3k runs/data/vid-sh256
+    python tools/colour_edits.py --pairs runs/data/img-swsh3k \
+        --edits docs/results/synthetic_swapshared3k_v256aug_editor_vcfg15_{550000,750000,450000,350000}_edits.json
 
 --edits: records of `insv2v eval --toyworld --out` (the colour edits of every file, pooled): per source colour, how
 many the editor got right. --pairs: datasets of `insv2v synth generate` whose manifest holds the toy judge's
 verdicts: per source colour of their colour pairs, how many draw the old colour in the input (the generator drew the
 caption), how many draw the new one in the edited video (the edit is shown), how many of those whose input draws it
 show the edit (both), how many still show the old colour in the edited video (old kept), and how many are right
-(judged without kinds, as the synthetic editors' pairs are counted).
+(judged without kinds, as the synthetic editors' pairs are counted), read from the reasons the judge gives
+(`insv2v.toyworld.reader.judge_edit`).
 """
 
 import argparse
@@ -30,7 +31,7 @@ def changed_colour(input_caption: str, output_caption: str) -> tuple[str, str]:
 
 
 def pair_counts(root: Path) -> dict[str, Counter]:
-    """Per source colour: colour pairs, input drawn, edit shown, right (the judge's reasons, without kinds)."""
+    """Per source colour: colour pairs, input drawn, edit shown, both, old kept, right (the module's docstring)."""
     counts: dict[str, Counter] = {}
     for record in dataset.read_manifest(root):
         if record["kind"] != "colour":
@@ -63,6 +64,9 @@ def edit_counts(paths: list[Path]) -> dict[str, Counter]:
 
 def print_table(title: str, counts: dict[str, Counter], of: dict[str, str]) -> None:
     """One row per source colour and one for all; a column c counts out of column of[c] (else the first)."""
+    if not counts:
+        print(f"\n{title}: no colour edits")
+        return
     columns = list(next(iter(counts.values())))
     print(f"\n{title}\n| from | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     total = sum(counts.values(), Counter())
