@@ -18,16 +18,15 @@ from collections import Counter
 from pathlib import Path
 
 from insv2v.synth import dataset
-from insv2v.toyworld.world import SHAPE_COLOURS
+from insv2v.toyworld.reader import read_caption
 
 
 def changed_colour(input_caption: str, output_caption: str) -> tuple[str, str]:
-    """(old, new) colour of a colour edit's captions, which differ in that word (and its article) alone."""
-    words = [[w for w in caption.split() if w not in ("a", "an")] for caption in (input_caption, output_caption)]
-    (old, new), *rest = [(a, b) for a, b in zip(*words, strict=True) if a != b]
-    if rest or old not in SHAPE_COLOURS or new not in SHAPE_COLOURS:
+    """(old, new) colour of a colour edit's captions, as the judge reads them: the one shape colour each has alone."""
+    before, after = (set(read_caption(caption).shapes) for caption in (input_caption, output_caption))
+    if len(before - after) != 1 or len(after - before) != 1:
         raise ValueError(f"not a colour edit: {input_caption!r} -> {output_caption!r}")
-    return old, new
+    return (before - after).pop(), (after - before).pop()
 
 
 def pair_counts(root: Path) -> dict[str, Counter]:
