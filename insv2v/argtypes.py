@@ -13,6 +13,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """A count where 0 means none (or no limit, as the flag says)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def positive_int_at_most(limit: int):
     """`positive_int`, refusing counts above `limit` (one so large it would fill memory before starting is a typo)."""
 

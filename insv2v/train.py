@@ -243,6 +243,7 @@ class PairData:
     resize: bool
     clip_frames: int = 1  # frames a training clip takes: a pair that decodes to fewer is refused, naming its file
     memory: int = PAIR_MEMORY
+    top_per_prompt: int | None = None  # at most this many kept per prompt (the dataset card's)
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -250,8 +251,9 @@ class PairData:
 
     def record(self) -> dict:
         """What a run trained on it records: which dataset (as --data named it: a shipped record names no machine's
-        folders), under which thresholds, how many pairs."""
-        return {"dir": self.root, "thresholds": self.thresholds, "counts": self.counts}
+        folders), under which filter, how many pairs."""
+        return {"dir": self.root, "thresholds": self.thresholds, "top_per_prompt": self.top_per_prompt,
+                "counts": self.counts}  # fmt: skip
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Kept pair i's input and edited frames, (f, size, size, 3) uint8 each."""
@@ -333,8 +335,9 @@ def load_pairs(
     index, processes = shard
     if len(kept) < processes:
         raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
-    data = PairData(data_dir, [], [], [], dataset.read_card(root).get("thresholds"),
-                    dataset.counts(records), [], size, resize, frames)  # fmt: skip
+    card = dataset.read_card(root)
+    data = PairData(data_dir, [], [], [], card.get("thresholds"), dataset.counts(records), [], size, resize, frames,
+                    top_per_prompt=card.get("top_per_prompt"))  # fmt: skip
     for r in kept[index::processes]:
         paths = tuple(dataset.pair_paths(root, r))
         source, target = (probe(path) for path in paths)

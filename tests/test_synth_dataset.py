@@ -153,6 +153,27 @@ def test_parts_merge_in_index_order_and_refilter_changes_only_kept(tmp_path):
         dataset.refilter(tmp_path / "missing", Thresholds())
 
 
+def test_the_filter_keeps_each_prompts_best_passing_samples_by_directional_similarity(tmp_path):
+    """InstructPix2Pix's selection: of a prompt's samples that pass, the M of the highest sim_dir (ties: earlier)."""
+    sims = {0: 0.5, 1: 0.9, 2: 0.1, 3: 0.7, 4: 0.3, 5: 0.3, 6: 0.4}  # 0-3 one prompt, 4-5 another, 6 a third
+    for i, sim in sims.items():
+        prompt = "a" if i < 4 else "b" if i < 6 else "c"
+        r = {**record(i, True, sim_dir=sim), "input": prompt, "edit": "e", "output": prompt + "!"}
+        dataset.append_record(tmp_path / dataset.MANIFEST, r)
+    records = dataset.read_manifest(tmp_path)
+    floor = Thresholds(sim_dir=0.2)  # sample 2 fails it
+    assert dataset.kept_under(records, floor) == [True, True, False, True, True, True, True]
+    assert dataset.kept_under(records, floor, top_per_prompt=2) == [False, True, False, True, True, True, True]
+    assert dataset.kept_under(records, floor, top_per_prompt=1) == [False, True, False, False, True, False, True]
+    counts = dataset.refilter(tmp_path, floor, top_per_prompt=1)
+    assert counts["kept"] == 3 and [r["kept"] for r in dataset.read_manifest(tmp_path)] == [0, 1, 0, 0, 1, 0, 1]
+    assert dataset.read_card(tmp_path)["top_per_prompt"] == 1
+    assert "at most 1 kept per prompt" in (tmp_path / "README.md").read_text()
+    dataset.refilter(tmp_path, floor)  # no limit: the thresholds alone again
+    assert dataset.read_card(tmp_path)["top_per_prompt"] is None
+    assert sum(r["kept"] for r in dataset.read_manifest(tmp_path)) == 6
+
+
 def test_counts_per_kind_and_the_judge():
     records = [record(0, True), record(1, False, kind="shape"), record(2, True, kind="shape")]
     records[0]["judge"] = {"edit_right": True}

@@ -23,7 +23,7 @@ from insv2v.synth import dataset
 from insv2v.synth.clip_filter import PairScores, Thresholds
 from insv2v.synth.generate import GenerateConfig, generate
 from insv2v.synth.p2p import P2PSettings
-from insv2v.synth.prompts import toy_prompts
+from insv2v.synth.prompts import PromptPair, toy_prompts
 from insv2v.testing.tiny import tiny_pipeline, tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
 
@@ -322,6 +322,40 @@ def test_a_shared_start_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_pat
     with pytest.raises(SystemExit):
         main([*args, "--n", "2", "--shared-end", "1.5"])
     assert "--shared-end: must be from 0 to 1, got 1.5" in capsys.readouterr().err
+
+
+def test_several_samples_per_prompt_each_its_own_seed_and_the_best_of_each_kept(tmp_path, capsys):
+    """InstructPix2Pix's way: K samples of each prompt (settings and noise from their own seeds), the filter keeping
+    the M of each prompt with the highest directional similarity; the limit re-applied or lifted by `synth filter`."""
+    t2i = tmp_path / "tiny-t2i"
+    tiny_t2v_pipeline("2d").save_pretrained(t2i)
+    out = tmp_path / "best"
+    args = ["synth", "generate", "--t2v", str(t2i), "--clip", str(TOY_CLIP), "--out", str(out), "--recipe", "image",
+            "--frames", "1", "--steps", "2", "--size", "32", "--seed", "5", "--sim-0", "-1", "--sim-1", "-1",
+            "--sim-dir", "-1", "--sim-image", "-1"]  # fmt: skip
+    assert main([*args, "--n", "3", "--samples-per-prompt", "2"]) == 2
+    assert "n=3 samples do not split into 2 per prompt" in capsys.readouterr().err
+    assert main([*args, "--n", "6", "--samples-per-prompt", "3", "--top-per-prompt", "1"]) == 0
+    records = check_complete(out, 6)
+    prompts = list(itertools.islice(toy_prompts(5), 2))
+    lines = (out / dataset.PROMPTS).read_text().splitlines()
+    assert [PromptPair.from_dict(json.loads(line)) for line in lines] == prompts  # one per prompt, not per sample
+    for r in records:
+        pair = prompts[r["index"] // 3]
+        assert (r["input"], r["edit"], r["output"]) == (pair.input, pair.edit, pair.output)
+        assert r["seed"] == 5 + r["index"] and r["settings"] == P2PSettings.draw_image(5 + r["index"]).to_dict()
+    for group in (records[:3], records[3:]):
+        best = max(group, key=lambda r: r["scores"]["sim_dir"])
+        assert [r["kept"] for r in group] == [r is best for r in group]
+    assert len({r["scores"]["sim_dir"] for r in records[:3]}) == 3  # other noise, other pairs
+    card = dataset.read_card(out)
+    assert card["run"]["samples_per_prompt"] == 3 and card["top_per_prompt"] == 1 and card["counts"]["kept"] == 2
+    assert main(["synth", "filter", str(out), "--sim-dir", "-0.5"]) == 0  # the limit stays unless changed
+    assert "2 of 6 samples kept" in capsys.readouterr().out
+    assert main(["synth", "filter", str(out), "--top-per-prompt", "0"]) == 0  # lifted
+    assert "6 of 6 samples kept" in capsys.readouterr().out and dataset.read_card(out)["top_per_prompt"] is None
+    assert main([*args, "--n", "8"]) == 2  # one sample per prompt now: another run's settings, refused
+    assert "samples_per_prompt: 3 then, 1 now" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 6
 
 
 def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):

@@ -47,10 +47,13 @@ def test_histograms_and_browse_filters_follow_the_thresholds():
     rs = records([(True, True)] * 5)
     image = histograms(rs, Thresholds(sim_dir=0.25))
     assert image.size == (600, 362) and np.asarray(image).std() > 0
-    data = {"records": rs}
+    data = {"records": rs, "card": {}}
     assert filtered(data, Thresholds(sim_dir=0.25), "kept", "all") == [3, 4]  # sim_dir 0.3, 0.4
     assert filtered(data, Thresholds(sim_dir=0.25), "rejected", "all") == [0, 1, 2]
     assert filtered(data, Thresholds(sim_dir=0.25), "all", "shape") == []
+    one_prompt = [{**r, "input": "a", "edit": "e", "output": "b"} for r in rs]
+    best = {"records": one_prompt, "card": {"top_per_prompt": 1}}  # the dataset's limit holds under the sliders
+    assert filtered(best, Thresholds(sim_dir=0.25), "kept", "all") == [4]
 
 
 def test_datasets_are_found_inside_the_allowed_folders_only(made, tmp_path):

@@ -17,7 +17,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import open_fraction, positive_float, positive_int, positive_int_at_most, seed, share
+from insv2v.argtypes import (
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+    positive_int_at_most,
+    seed,
+    share,
+)
 
 MAX_SAMPLES = 1_000_000  # per dataset: its prompts are fixed (and held in memory) before the first sample
 
@@ -29,12 +37,20 @@ def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sim-1", type=float, help="edited frames vs output caption")
     g.add_argument("--sim-dir", type=float, help="directional similarity")
     g.add_argument("--sim-image", type=float, help="input vs edited frames")
+    g.add_argument("--top-per-prompt", type=non_negative_int, metavar="M", help="keep at most M of each prompt's "
+                   "passing samples, those of the highest directional similarity (InstructPix2Pix: 4 of 100); 0: no "
+                   "limit (default: the dataset's, else none)")  # fmt: skip
 
 
 def _with_flags(base, args: argparse.Namespace):
     """`base` thresholds with those the threshold flags give in place."""
     flags = {"sim_0": args.sim_0, "sim_1": args.sim_1, "sim_dir": args.sim_dir, "sim_image": args.sim_image}
     return dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
+
+
+def _top_per_prompt(card: dict, args: argparse.Namespace) -> int | None:
+    """--top-per-prompt, else the dataset's; None for no limit."""
+    return (args.top_per_prompt if args.top_per_prompt is not None else card.get("top_per_prompt")) or None
 
 
 def add_parsers(commands) -> None:
@@ -60,8 +76,11 @@ def add_parsers(commands) -> None:
     gen.add_argument("--n", type=positive_int_at_most(MAX_SAMPLES), required=True,
                      help=f"samples (kept and rejected), at most {MAX_SAMPLES:,}: a larger set is several datasets, "
                      "seeds n apart")  # fmt: skip
-    gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (settings, noise, toy prompts); "
-                     "datasets meant to differ need seeds at least n apart")  # fmt: skip
+    gen.add_argument("--samples-per-prompt", type=positive_int, default=1, metavar="K",
+                     help="samples of each prompt, each with its own seed, settings and noise (1; InstructPix2Pix: "
+                     "100); --n counts samples and must be a multiple of K")  # fmt: skip
+    gen.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (settings, noise), toy prompt p "
+                     "seed + p; datasets meant to differ need seeds at least n apart")  # fmt: skip
     gen.add_argument("--split", choices=("train", "heldout"), default="train",
                      help="toy-world seeds of the toy prompts and of an LLM's default captions (train)")  # fmt: skip
     gen.add_argument("--t2v", help="text-to-video pipeline folder or hub id, e.g. damo-vilab/text-to-video-ms-1.7b "
@@ -135,6 +154,7 @@ def synth(args: argparse.Namespace) -> None:
             out_dir=args.out, t2v=t2v, prompts=args.prompts, split=args.split, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
             size=args.size, recipe=args.recipe, local_blend=args.local_blend, shared_end=args.shared_end,
+            samples_per_prompt=args.samples_per_prompt, top_per_prompt=_top_per_prompt(card, args),
             command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip
         from insv2v.synth.prompts import PromptStats, is_llm_spec, toy_captions
@@ -167,7 +187,7 @@ def synth(args: argparse.Namespace) -> None:
         else:
             base = Thresholds()
         with dataset.writing(args.dataset):
-            counts = dataset.refilter(args.dataset, _with_flags(base, args))
+            counts = dataset.refilter(args.dataset, _with_flags(base, args), _top_per_prompt(card, args))
         print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "report":
         import json

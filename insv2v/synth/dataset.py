@@ -1,7 +1,8 @@
 """A synthetic paired-video dataset on disk: written so that a run killed at any moment resumes cleanly.
 
     DIR/card.json, README.md   the dataset card: models, CLIP, thresholds, settings, counts
-    DIR/prompts.jsonl          the paired prompts, one per sample, fixed before any video is made
+    DIR/prompts.jsonl          the paired prompts, fixed before any video is made (sample i renders line
+                               i // K with K samples per prompt, InstructPix2Pix's way; line i when K is 1)
     DIR/manifest.jsonl         one line per finished sample, rejected ones included: prompts, seed, P2P
                                settings, the four CLIP scores, kept (and the toy judge's verdict where known)
     DIR/pairs/NNNNNN/          input.mp4 and edited.mp4 of sample NNNNNN
@@ -20,7 +21,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,6 +211,8 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
     blending = "no local blending"
     if run.get("local_blend") is not None:
         blending = f"local blending at {run['local_blend']} of each frame's peak attention"
+    top = card.get("top_per_prompt")
+    top = f"; at most {top} kept per prompt, those of the highest directional similarity" if top else ""
     lines = [
         "# Synthetic paired-video dataset",
         "",
@@ -218,10 +221,11 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
         "other thresholds without regenerating.",
         "",
         f"- text-to-video model: `{card.get('t2v')}`",
-        f"- prompts: `{card.get('prompts')}`, seed {card.get('seed')}",
+        f"- prompts: `{card.get('prompts')}`, seed {card.get('seed')}"
+        + (f", {run['samples_per_prompt']} samples of each" if run.get("samples_per_prompt", 1) > 1 else ""),
         f"- frames {card.get('frames')}, {card.get('steps')} steps, {card.get('size')} px",
         f"- Prompt-to-Prompt settings drawn per sample by the {run.get('recipe', 'video')} recipe; {blending}",
-        f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}",
+        f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}{top}",
         f"- samples {c.get('samples', 0)}, kept {c.get('kept', 0)}",
     ]
     if c.get("judge"):
@@ -240,9 +244,22 @@ def read_card(root: str | os.PathLike) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def kept_under(records: Iterable[dict], thresholds: Thresholds) -> list[bool]:
-    """Whether each recorded sample passes `thresholds` (its recorded scores; nothing is scored again)."""
-    return [PairScores(**r["scores"]).passes(thresholds) for r in records]
+def kept_under(records: Iterable[dict], thresholds: Thresholds, top_per_prompt: int | None = None) -> list[bool]:
+    """Whether each recorded sample passes `thresholds` (its recorded scores; nothing is scored again) and, with
+    `top_per_prompt` M, is one of the M passing samples of its prompt with the highest directional similarity, as
+    InstructPix2Pix keeps 4 of the 100 it draws per prompt (ties: the earlier sample)."""
+    records = list(records)
+    kept = [PairScores(**r["scores"]).passes(thresholds) for r in records]
+    if top_per_prompt:
+        passing = defaultdict(list)
+        for i, r in enumerate(records):
+            if kept[i]:
+                passing[(r["input"], r["edit"], r["output"])].append(i)
+        for positions in passing.values():
+            positions.sort(key=lambda i: -records[i]["scores"]["sim_dir"])  # stable
+            for i in positions[top_per_prompt:]:
+                kept[i] = False
+    return kept
 
 
 def check_not_own_file(root: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -259,18 +276,18 @@ def is_dataset(folder: str | os.PathLike) -> bool:
     return Path(folder).is_dir() and bool(manifest_files(Path(folder)))
 
 
-def refilter(root: str | os.PathLike, thresholds: Thresholds) -> dict:
-    """Re-apply `thresholds` to every recorded sample (no video is made again), merging the processes' manifests
-    into one; the new counts."""
+def refilter(root: str | os.PathLike, thresholds: Thresholds, top_per_prompt: int | None = None) -> dict:
+    """Re-apply `thresholds` (and `top_per_prompt`, `kept_under`) to every recorded sample (no video is made again),
+    merging the processes' manifests into one; the new counts."""
     root = Path(root)
     records = read_manifest(root)
     if not records:
         raise ValueError(f"{root} holds no finished samples (no {MANIFEST})")
-    for r, kept in zip(records, kept_under(records, thresholds), strict=True):
+    for r, kept in zip(records, kept_under(records, thresholds, top_per_prompt), strict=True):
         r["kept"] = kept
     rewrite_manifest(root, records)
     card = read_card(root)
-    card.update(thresholds=thresholds.to_dict(), counts=counts(records))
+    card.update(thresholds=thresholds.to_dict(), top_per_prompt=top_per_prompt, counts=counts(records))
     write_card(root, card)
     return card["counts"]
 

@@ -8,7 +8,8 @@
     5. Merge the processes' manifests under one filter; write the card
 
 Sample i has seed `seed + i`: its Prompt-to-Prompt settings (`P2PSettings.draw_for`) and its initial noise come from
-it, so any sample can be made again alone.
+it, so any sample can be made again alone. With K samples per prompt (InstructPix2Pix draws 100) it renders prompt
+i // K, and the filter may keep only the best few of each prompt's samples (`dataset.kept_under`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class GenerateConfig:
     out_dir: str
     t2v: str  # text-to-video pipeline folder or hub id
     prompts: str  # the prompt source's spec: toy | FILE.jsonl | llm:MODEL
-    n: int  # samples
+    n: int  # samples, a multiple of samples_per_prompt
     seed: int = 0
     split: str = "train"  # the toy world's scenes the toy prompts (and an LLM's captions) come from
     clip: str | None = None  # CLIP source for the filter scores
@@ -54,17 +55,27 @@ class GenerateConfig:
     recipe: str = "video"  # settings drawn per sample: "video" (InsV2V's reference) or "image" (InstructPix2Pix's)
     local_blend: float | None = None  # Prompt-to-Prompt's local blending at this threshold (not the reference's)
     shared_end: float = 0.0  # fraction of the steps the edited sample shares the input's latents (0: the reference)
+    samples_per_prompt: int = 1  # each its own seed: settings and noise (InstructPix2Pix: 100)
+    top_per_prompt: int | None = None  # keep at most this many of a prompt's passing samples (InstructPix2Pix: 4)
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
+
+    def __post_init__(self):
+        if self.samples_per_prompt < 1 or (self.top_per_prompt is not None and self.top_per_prompt < 1):
+            raise ValueError(f"samples_per_prompt must be at least 1 and top_per_prompt at least 1 or None, got "
+                             f"{self.samples_per_prompt} and {self.top_per_prompt}")  # fmt: skip
+        if self.n % self.samples_per_prompt:
+            raise ValueError(f"n={self.n} samples do not split into {self.samples_per_prompt} per prompt; "
+                             "ask for a multiple")  # fmt: skip
 
 
 PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that prompts.jsonl is complete
 
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
-              "local_blend", "shared_end")  # fmt: skip
+              "local_blend", "shared_end", "samples_per_prompt")  # fmt: skip
 # A card's value from before the field existed.
-RUN_DEFAULTS = {"recipe": "video", "local_blend": None, "split": "train", "shared_end": 0.0}
+RUN_DEFAULTS = {"recipe": "video", "local_blend": None, "split": "train", "shared_end": 0.0, "samples_per_prompt": 1}
 
 
 def run_settings(config: GenerateConfig) -> dict:
@@ -109,12 +120,12 @@ def split_in_command(command: str) -> str:
 
 
 def read_prompts(root: Path) -> list[PromptPair]:
-    """The fixed prompts, line i sample i's; a last line a kill cut short is not one of them."""
+    """The fixed prompts, line p prompt p's; a last line a kill cut short is not one of them."""
     return [PromptPair.from_dict(json.loads(line)) for line in complete_lines(root / dataset.PROMPTS) if line.strip()]
 
 
 def fix_prompts(root: Path, pairs: Callable[[int], Iterable[PromptPair]], n: int) -> list[PromptPair]:
-    """prompts.jsonl holding at least `n` pairs: line i is sample i's, and lines once written never change (a run
+    """prompts.jsonl holding at least `n` pairs: line p is prompt p's, and lines once written never change (a run
     asked for more samples takes the source's next pairs, `pairs_after`; the sources are deterministic). Each pair is
     on disk as soon as the source gives it, so a run killed while a language model writes them keeps those written."""
     fixed = read_prompts(root)
@@ -215,6 +226,8 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     from insv2v.video import write_video
 
     root = Path(config.out_dir)
+    per_prompt = config.samples_per_prompt
+    n_prompts = config.n // per_prompt
     # 1. Fix the paired prompts, once; only after the models load, so that a failed start leaves nothing behind
     check_same_run(dataset.read_card(root), config)
     pipe = load_t2v(config.t2v, str(state.device))
@@ -233,8 +246,8 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     ready = root / PROMPTS_READY
     if state.is_main_process:
         card = {**dataset.read_card(root), "run": run_settings(config)}
-        if len(read_prompts(root)) < config.n:
-            fix_prompts(root, pairs, config.n)
+        if len(read_prompts(root)) < n_prompts:
+            fix_prompts(root, pairs, n_prompts)
             if prompt_stats is not None:  # a resumed run's counts add to the earlier runs'
                 card["prompt_stats"] = add_counts(card.get("prompt_stats") or {}, prompt_stats())
         dataset.write_card(root, card)
@@ -245,9 +258,9 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     state.wait_for_everyone()
     if state.is_main_process:
         ready.unlink()
-    prompts = read_prompts(root)[: config.n]
-    if len(prompts) < config.n:
-        print(f"the prompt source gave {len(prompts)} prompts of the {config.n} asked for", file=sys.stderr)
+    prompts = read_prompts(root)[:n_prompts]
+    if len(prompts) < n_prompts:
+        print(f"the prompt source gave {len(prompts)} prompts of the {n_prompts} asked for", file=sys.stderr)
 
     # 2. This process's share; 3. what a killed run left
     def owns(index: int) -> bool:
@@ -257,13 +270,13 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     mine = [part] + ([root / dataset.MANIFEST] if state.is_main_process and part.name != dataset.MANIFEST else [])
     done = dataset.recover(root, owns, mine)
     state.wait_for_everyone()  # no process appends before every other one has read what is done
-    todo = [i for i in range(len(prompts)) if owns(i) and i not in done]
+    todo = [i for i in range(len(prompts) * per_prompt) if owns(i) and i not in done]
 
     # 4. One sample at a time: each finished one is on disk before the next starts
     began = time.perf_counter()
     bar = tqdm(todo, unit="pair", disable=not state.is_local_main_process, desc="pairs")
     for k, index in enumerate(bar, start=1):
-        pair = prompts[index]
+        pair = prompts[index // per_prompt]
         source, target, record = make_sample(pipe, scorer, pair, config.seed + index, config)
         if judge is not None:
             record["judge"] = judge(pair, source, target)
@@ -283,12 +296,13 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     if not state.is_main_process:
         return {}
     # One filter for every sample, whatever earlier runs had; the processes' parts merged.
-    counts = dataset.refilter(root, config.thresholds) if dataset.read_manifest(root) else dataset.counts([])
+    finished = dataset.read_manifest(root)
+    counts = dataset.refilter(root, config.thresholds, config.top_per_prompt) if finished else dataset.counts([])
     card = dataset.read_card(root)
     card.update(
         t2v=source_name(config.t2v), clip=source_name(config.clip), prompts=config.prompts, seed=config.seed,
         n=config.n, frames=config.frames, steps=config.steps, size=config.size or pipe.default_resolution,
-        thresholds=config.thresholds.to_dict(), counts=counts,
+        thresholds=config.thresholds.to_dict(), top_per_prompt=config.top_per_prompt, counts=counts,
         command=config.command,
     )  # fmt: skip
     dataset.write_card(root, card)

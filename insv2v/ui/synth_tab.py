@@ -180,9 +180,14 @@ def side_by_side_file(studio, input_frames, edited_frames, name: str) -> str:
     return str(out)
 
 
+def kept_at(data: dict, thresholds: Thresholds) -> list[bool]:
+    """Which records the sliders' thresholds keep, with the dataset's own limit per prompt."""
+    return dataset.kept_under(data["records"], thresholds, data["card"].get("top_per_prompt"))
+
+
 def filtered(data: dict, thresholds: Thresholds, which: str, kind: str) -> list[int]:
     """Positions of the records shown under the browse filters (kept/rejected judged at the sliders' thresholds)."""
-    kept = dataset.kept_under(data["records"], thresholds)
+    kept = kept_at(data, thresholds)
     wanted = []
     for i, (r, keep) in enumerate(zip(data["records"], kept, strict=True)):
         if (which == "kept" and not keep) or (which == "rejected" and keep):
@@ -379,7 +384,7 @@ def build(studio) -> None:
         text = (
             f"Made with `{Path(str(c.get('t2v', '?'))).name}` from `{c.get('prompts', '?')}` prompts; "
             f"CLIP `{Path(str(c.get('clip', '?'))).name}`; {c.get('frames', '?')} frames, {c.get('steps', '?')} steps."
-        )
+        ) + (f" At most {c['top_per_prompt']} kept per prompt." if c.get("top_per_prompt") else "")
         return (opened, text, *[gr.update(value=getattr(th, n)) for n in SCORE_NAMES],
                 gr.update(choices=["all", *kinds], value="all"))  # fmt: skip
 
@@ -387,7 +392,7 @@ def build(studio) -> None:
         if not opened:
             return "", None
         thresholds = Thresholds(*values)
-        return summary(opened["records"], dataset.kept_under(opened["records"], thresholds)), histograms(
+        return summary(opened["records"], kept_at(opened, thresholds)), histograms(
             opened["records"], thresholds)  # fmt: skip
 
     def browse(delta: int | None):
