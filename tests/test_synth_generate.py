@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from diffusers import UNet2DConditionModel
 
 from insv2v.assets import TOY_CLIP
@@ -279,6 +280,38 @@ def test_one_writer_at_a_time(t2v, tmp_path, capsys):
             generate(config(t2v, tmp_path, 2), lambda _start: toy_prompts(5))
     assert (tmp_path / dataset.MANIFEST).read_text() == before  # nothing rewritten, nothing lost
     assert main(["synth", "filter", str(tmp_path), "--sim-dir", "1"]) == 0  # the lock went with its run
+
+
+def test_rescore_scores_every_pair_again_with_another_clip_and_its_thresholds(t2v, tmp_path, capsys):
+    from insv2v.metrics import load_clip
+    from insv2v.synth.clip_filter import score_pair
+    from insv2v.toyworld.models import toy_clip, toy_tokenizer
+    from insv2v.video import read_video
+
+    out = tmp_path / "data"
+    command = ["synth", "generate", "--t2v", t2v, "--clip", str(TOY_CLIP), "--out", str(out), *SMALL]
+    assert main([*command, "--n", "2", "--sim-image", "-1", "--sim-0", "-1", "--sim-1", "-1", "--sim-dir", "-1"]) == 0
+    before = dataset.read_manifest(out)
+    other = tmp_path / "other-clip"  # a random CLIP: other scores, and no thresholds of its own
+    torch.manual_seed(0)
+    toy_clip().save_pretrained(other)
+    toy_tokenizer().save_pretrained(other)
+    assert main(["synth", "rescore", str(out), "--clip", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err and dataset.read_manifest(out) == before
+    assert main(["synth", "rescore", str(out), "--clip", str(other), "--sim-image", "-1"]) == 0
+    after = dataset.read_manifest(out)
+    thresholds = Thresholds(sim_image=-1.0)  # the reference's for a CLIP without its own, the flag on top
+    scorer = load_clip(str(other))
+    for old, new in zip(before, after, strict=True):
+        source, edited = (read_video(path).frames for path in dataset.pair_paths(out, new))
+        assert new["scores"] == score_pair(scorer, source, edited, new["input"], new["output"]).to_dict()
+        assert new["scores"] != old["scores"] and new["kept"] == PairScores(**new["scores"]).passes(thresholds)
+        assert {k: v for k, v in new.items() if k not in ("scores", "kept")} == {
+            k: v for k, v in old.items() if k not in ("scores", "kept")}  # fmt: skip
+    card = dataset.read_card(out)
+    assert card["clip"] == card["run"]["clip"] == str(other) and card["thresholds"] == thresholds.to_dict()
+    assert main([*command, "--n", "3"]) == 2  # resumed with the CLIP it was made with: no longer this dataset's
+    assert "clip:" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 2
 
 
 def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):

@@ -4,6 +4,7 @@ insv2v generate "a red circle moving right on a beach" -o out.mp4        # the s
 insv2v synth generate --prompts toy --n 200 --out data/toy --seed 0     # pairs, filtered, resumable
 accelerate launch -m insv2v.cli synth generate ...                      # the samples split across processes
 insv2v synth filter data/toy --sim-dir 0.1                              # other thresholds, nothing regenerated
+insv2v synth rescore data/toy --clip runs/clip/final                    # another CLIP's scores and thresholds
 insv2v synth export data/toy --out shards/                              # WebDataset tar shards of the kept pairs
 insv2v synth report data/toy                                            # the filter against the toy-world judge
 """
@@ -108,6 +109,12 @@ def add_parsers(commands) -> None:
     f.add_argument("--clip", help="start from this CLIP folder's thresholds (default: the ones the dataset has)")
     _add_threshold_flags(f)
 
+    rs = s.add_parser("rescore", help="score every pair again with another CLIP (from its videos; nothing is "
+                      "regenerated) and filter with that CLIP's thresholds")  # fmt: skip
+    rs.add_argument("dataset")
+    rs.add_argument("--clip", required=True, help="CLIP folder or hub id, or open_clip:ARCH/PRETRAINED")
+    _add_threshold_flags(rs)
+
     r = s.add_parser("report", help="the CLIP filter against the toy-world judge: share right, kept, precision, recall")
     r.add_argument("dataset")
     r.add_argument("--rejudge", action="store_true", help="judge every pair again from its files first")
@@ -188,6 +195,17 @@ def synth(args: argparse.Namespace) -> None:
             base = Thresholds()
         with dataset.writing(args.dataset):
             counts = dataset.refilter(args.dataset, _with_flags(base, args), _top_per_prompt(card, args))
+        print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
+    elif args.action == "rescore":
+        from tqdm.auto import tqdm
+
+        from insv2v.synth.clip_filter import Thresholds
+
+        thresholds = _with_flags(Thresholds.for_clip(args.clip), args)  # the new CLIP's own, not the dataset's
+        top = _top_per_prompt(dataset.read_card(args.dataset), args)
+        with dataset.writing(args.dataset):
+            counts = dataset.rescore(args.dataset, args.clip, thresholds, top,
+                                     progress=lambda items: tqdm(items, unit="pair", desc="scoring"))  # fmt: skip
         print(f"{args.dataset}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "report":
         import json

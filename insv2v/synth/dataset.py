@@ -218,7 +218,7 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
         "",
         "Made by `insv2v synth generate` (video Prompt-to-Prompt, CLIP filter). One folder per pair under `pairs/`;",
         "`manifest.jsonl` has one line per sample, rejected ones included. `insv2v synth filter DIR` re-applies",
-        "other thresholds without regenerating.",
+        "other thresholds without regenerating, `insv2v synth rescore DIR --clip CLIP` scores with another CLIP.",
         "",
         f"- text-to-video model: `{card.get('t2v')}`",
         f"- prompts: `{card.get('prompts')}`, seed {card.get('seed')}"
@@ -290,6 +290,37 @@ def refilter(root: str | os.PathLike, thresholds: Thresholds, top_per_prompt: in
     card.update(thresholds=thresholds.to_dict(), top_per_prompt=top_per_prompt, counts=counts(records))
     write_card(root, card)
     return card["counts"]
+
+
+def rescore(
+    root: str | os.PathLike,
+    clip: str,
+    thresholds: Thresholds,
+    top_per_prompt: int | None = None,
+    progress=lambda items: items,
+) -> dict:
+    """Score every recorded sample again with another CLIP, from its videos (nothing is generated again), and filter
+    under `thresholds`, which belong to that CLIP; the card then names it. The manifest is replaced whole at the end,
+    so a kill leaves the earlier scores. `progress` wraps the samples (a progress bar); the new counts."""
+    from insv2v.metrics import load_clip
+    from insv2v.synth.clip_filter import score_pair
+    from insv2v.video import read_video
+
+    root = Path(root)
+    records = read_manifest(root)
+    if not records:
+        raise ValueError(f"{root} holds no finished samples (no {MANIFEST})")
+    scorer = load_clip(clip)
+    for r in progress(records):
+        source, edited = (read_video(path).frames for path in pair_paths(root, r))
+        r["scores"] = score_pair(scorer, source, edited, r["input"], r["output"]).to_dict()
+    rewrite_manifest(root, records)
+    card = read_card(root)
+    card["clip"] = clip
+    if card.get("run"):
+        card["run"]["clip"] = clip  # a resumed run must score with it too
+    write_card(root, card)
+    return refilter(root, thresholds, top_per_prompt)
 
 
 def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1000) -> list[Path]:
