@@ -214,6 +214,9 @@ def _add_toyworld_parsers(commands) -> None:
                    help="t2i, t2v: extra loss weight on the shapes' pixels (4)")  # fmt: skip
     t.add_argument("--snr-gamma", type=float, help="t2i, t2v: Min-SNR loss weighting with this gamma (e.g. 5; "
                    "default: every timestep weighted alike)")  # fmt: skip
+    t.add_argument("--edited-frames", action="store_true", help="clip: half of each batch the edited frames of the "
+                   "same triplets, captioned as edited (styles too; each pair's two frames are hard negatives), so "
+                   "that as the data engine's filter it tells an edit made from one not made")  # fmt: skip
     t.add_argument("--edit-swap", type=share, help="t2i, t2v: share of samples captioned and drawn after one of the "
                    "world's edits, noised from the scene as it was: words say what, noise where (0)")  # fmt: skip
     t.add_argument("--swap-edits", nargs="+", choices=list(EDIT_MIX), help="t2i, t2v: the kinds of edit --edit-swap "

@@ -98,6 +98,7 @@ class TrainConfig:
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
     snr_gamma: float | None = None  # t2i, t2v: Min-SNR loss weighting with this gamma (None: every step alike)
+    edited_frames: bool = False  # clip: half of each batch the edited frames of the same triplets (`captioned_frames`)
     edit_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target are the scene edited, noised from
     #                         the scene as drawn (see `captioned_clips`)
     swap_edits: list[str] | None = None  # the kinds of edit --edit-swap draws (None: all, as often as the world does)
@@ -169,6 +170,24 @@ def frame_pairs(
         instructions.append(triplet.edit.instruction)
         captions.append(triplet.input_caption)
     return to_pixels(np.concatenate(inputs)), to_pixels(np.concatenate(targets)), instructions, captions
+
+
+def captioned_frames(rng: np.random.Generator, n: int, edited: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """n (frame, caption) of the CLIP stage: input frames of random training triplets (never styled: styles come
+    from edits), or with `edited` the input and edited frames of n / 2 triplets, each captioned as drawn, so each
+    pair's two frames meet in one batch as each other's hard negatives."""
+    if not edited:
+        source, _, _, captions = frame_pairs(rng, n)
+        return source, captions
+    inputs, targets, captions, edited_captions = [], [], [], []
+    for _ in range(n // 2):
+        triplet = random_triplet(rng)
+        a, b = triplet.render(1, first=int(rng.integers(32)))
+        inputs.append(a)
+        targets.append(b)
+        captions.append(triplet.input_caption)
+        edited_captions.append(triplet.edited_caption)
+    return to_pixels(np.concatenate(inputs + targets)), captions + edited_captions
 
 
 def clip_pairs(
@@ -411,6 +430,9 @@ def check_config(config: TrainConfig) -> None:
     if resolve_settings(config).mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("fp16 mixed precision needs a GPU (on the CPU it would run in fp32); use "
                          "--mixed-precision bf16 or no")  # fmt: skip
+    if config.edited_frames and (config.stage != "clip" or resolve_settings(config).batch_size % 2):
+        raise ValueError("--edited-frames is for stage clip, with an even --batch-size (each triplet gives two "
+                         f"frames), got stage {config.stage}")  # fmt: skip
     if config.gradient_checkpointing and config.stage == "clip":
         raise ValueError("--gradient-checkpointing is for the UNet stages (2d, video, t2i, t2v), got stage clip")
     lr = resolve_settings(config).lr
@@ -698,8 +720,7 @@ def draw_batch(config: TrainConfig, data: PairData | None, rng: np.random.Genera
     """One micro-batch of the stage's samples on the CPU: fresh toy-world samples, or the kept pairs of --data."""
     n = config.batch_size
     if config.stage == "clip":
-        source, _, _, captions = frame_pairs(rng, n)
-        return source, captions
+        return captioned_frames(rng, n, config.edited_frames)
     if config.stage in ("t2i", "t2v"):
         frames = 1 if config.stage == "t2i" else config.frames
         return captioned_clips(rng, n, frames, config.edit_swap, config.swap_edits)

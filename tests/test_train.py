@@ -21,6 +21,7 @@ from insv2v.train import (
     batches,
     build,
     captioned_clips,
+    captioned_frames,
     check_resume,
     editing_loss,
     frame_pairs,
@@ -229,6 +230,28 @@ def test_edit_swap_is_a_share_of_the_world_s_edits_for_the_generators(tmp_path):
         with pytest.raises(ValueError, match="--swap-edits are edit kinds"):
             train(TrainConfig(stage="t2i", out_dir=str(tmp_path / "no"), edit_swap=0.5, swap_edits=edits))
     assert not (tmp_path / "no").exists()
+
+
+def test_the_clip_stage_with_edited_frames_sees_each_pairs_edit_beside_its_input(tmp_path):
+    """--edited-frames: frames 0..n/2-1 are inputs, n/2.. their edits, each captioned as drawn (styles too)."""
+    from insv2v.toyworld.reader import read_caption
+
+    frames, captions = captioned_frames(np.random.default_rng(0), 64, edited=True)
+    assert frames.shape == (64, 3, 64, 64) and frames.min() >= -1 and frames.max() <= 1
+    for k in range(32):  # the edit changes each pair's caption and pixels
+        assert read_caption(captions[k]) != read_caption(captions[k + 32])
+        assert not torch.equal(frames[k], frames[k + 32])
+    assert any(read_caption(c).style for c in captions[32:]) and not any(read_caption(c).style for c in captions[:32])
+    plain, _ = captioned_frames(np.random.default_rng(0), 64)
+    assert plain.shape == frames.shape  # without the flag: inputs alone, as the shipped toy CLIP learned
+    with pytest.raises(ValueError, match="--edited-frames is for stage clip, with an even --batch-size"):
+        train(TrainConfig("clip", str(tmp_path / "odd"), steps=1, batch_size=3, edited_frames=True))
+    with pytest.raises(ValueError, match="--edited-frames is for stage clip"):
+        train(TrainConfig("2d", str(tmp_path / "2d"), steps=1, batch_size=2, edited_frames=True))
+    assert not (tmp_path / "odd").exists() and not (tmp_path / "2d").exists()
+    clip = train(TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=4, warmup=1, edited_frames=True))
+    assert (clip / "model.safetensors").is_file() and json.loads((clip / "training.json").read_text())["config"][
+        "edited_frames"]  # fmt: skip
 
 
 @pytest.mark.slow  # trains three stages
