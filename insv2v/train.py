@@ -161,15 +161,23 @@ def frame_pairs(
     rng: np.random.Generator, n: int, edit_mix: dict[str, float] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """n (input frame, edited frame, instruction, input caption) at random times of random training triplets."""
-    inputs, targets, instructions, captions = [], [], [], []
+    triplets, inputs, targets = frame_triplets(rng, n, edit_mix)
+    instructions, captions = [t.edit.instruction for t in triplets], [t.input_caption for t in triplets]
+    return to_pixels(inputs), to_pixels(targets), instructions, captions
+
+
+def frame_triplets(
+    rng: np.random.Generator, n: int, edit_mix: dict[str, float] | None = None
+) -> tuple[list[Triplet], np.ndarray, np.ndarray]:
+    """n random training triplets and a frame of each at a random time: (triplets, input frames, edited frames)."""
+    triplets, inputs, targets = [], [], []
     for _ in range(n):
         triplet = random_triplet(rng, edit_mix)
         a, b = triplet.render(1, first=int(rng.integers(32)))
+        triplets.append(triplet)
         inputs.append(a)
         targets.append(b)
-        instructions.append(triplet.edit.instruction)
-        captions.append(triplet.input_caption)
-    return to_pixels(np.concatenate(inputs)), to_pixels(np.concatenate(targets)), instructions, captions
+    return triplets, np.concatenate(inputs), np.concatenate(targets)
 
 
 def captioned_frames(rng: np.random.Generator, n: int, edited: bool = False) -> tuple[torch.Tensor, list[str]]:
@@ -179,15 +187,9 @@ def captioned_frames(rng: np.random.Generator, n: int, edited: bool = False) -> 
     if not edited:
         source, _, _, captions = frame_pairs(rng, n)
         return source, captions
-    inputs, targets, captions, edited_captions = [], [], [], []
-    for _ in range(n // 2):
-        triplet = random_triplet(rng)
-        a, b = triplet.render(1, first=int(rng.integers(32)))
-        inputs.append(a)
-        targets.append(b)
-        captions.append(triplet.input_caption)
-        edited_captions.append(triplet.edited_caption)
-    return to_pixels(np.concatenate(inputs + targets)), captions + edited_captions
+    triplets, inputs, targets = frame_triplets(rng, n // 2)
+    captions = [t.input_caption for t in triplets] + [t.edited_caption for t in triplets]
+    return to_pixels(np.concatenate([inputs, targets])), captions
 
 
 def clip_pairs(
@@ -430,9 +432,11 @@ def check_config(config: TrainConfig) -> None:
     if resolve_settings(config).mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("fp16 mixed precision needs a GPU (on the CPU it would run in fp32); use "
                          "--mixed-precision bf16 or no")  # fmt: skip
-    if config.edited_frames and (config.stage != "clip" or resolve_settings(config).batch_size % 2):
-        raise ValueError("--edited-frames is for stage clip, with an even --batch-size (each triplet gives two "
-                         f"frames), got stage {config.stage}")  # fmt: skip
+    if config.edited_frames and config.stage != "clip":
+        raise ValueError(f"--edited-frames is for stage clip, got stage {config.stage}")
+    if config.edited_frames and resolve_settings(config).batch_size % 2:
+        raise ValueError("--edited-frames takes an even --batch-size (each triplet gives two frames), got "
+                         f"{resolve_settings(config).batch_size}")  # fmt: skip
     if config.gradient_checkpointing and config.stage == "clip":
         raise ValueError("--gradient-checkpointing is for the UNet stages (2d, video, t2i, t2v), got stage clip")
     lr = resolve_settings(config).lr

@@ -155,10 +155,9 @@ def test_parts_merge_in_index_order_and_refilter_changes_only_kept(tmp_path):
 
 def test_the_filter_keeps_each_prompts_best_passing_samples_by_directional_similarity(tmp_path):
     """InstructPix2Pix's selection: of a prompt's samples that pass, the M of the highest sim_dir (ties: earlier)."""
-    sims = {0: 0.5, 1: 0.9, 2: 0.1, 3: 0.7, 4: 0.3, 5: 0.3, 6: 0.4}  # 0-3 one prompt, 4-5 another, 6 a third
-    for i, sim in sims.items():
-        prompt = "a" if i < 4 else "b" if i < 6 else "c"
-        r = {**record(i, True, sim_dir=sim), "input": prompt, "edit": "e", "output": prompt + "!"}
+    sims = {0: 0.5, 1: 0.9, 2: 0.1, 3: 0.7, 4: 0.3, 5: 0.3, 6: 0.4}  # prompt 0: samples 0-3, 1: 4-5, 2: 6
+    for i, sim in sims.items():  # the same text for every prompt: prompts are lines of prompts.jsonl, not texts
+        r = {**record(i, True, sim_dir=sim), "prompt": 0 if i < 4 else 1 if i < 6 else 2, "input": "a", "output": "b"}
         dataset.append_record(tmp_path / dataset.MANIFEST, r)
     records = dataset.read_manifest(tmp_path)
     floor = Thresholds(sim_dir=0.2)  # sample 2 fails it
@@ -172,6 +171,8 @@ def test_the_filter_keeps_each_prompts_best_passing_samples_by_directional_simil
     dataset.refilter(tmp_path, floor)  # no limit: the thresholds alone again
     assert dataset.read_card(tmp_path)["top_per_prompt"] is None
     assert sum(r["kept"] for r in dataset.read_manifest(tmp_path)) == 6
+    old = [record(i, True, sim_dir=0.5) for i in range(3)]  # records from before samples per prompt: one each
+    assert dataset.kept_under(old, floor, top_per_prompt=1) == [True, True, True]
 
 
 def test_counts_per_kind_and_the_judge():

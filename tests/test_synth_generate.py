@@ -312,6 +312,10 @@ def test_rescore_scores_every_pair_again_with_another_clip_and_its_thresholds(t2
     assert card["clip"] == card["run"]["clip"] == str(other) and card["thresholds"] == thresholds.to_dict()
     assert main([*command, "--n", "3"]) == 2  # resumed with the CLIP it was made with: no longer this dataset's
     assert "clip:" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 2
+    manifest, card = (out / dataset.MANIFEST).read_text(), (out / dataset.CARD).read_text()
+    (out / after[1]["files"]["edited"]).write_bytes(b"not a video")  # scoring stops at the second pair
+    assert main(["synth", "rescore", str(out), "--clip", str(TOY_CLIP)]) == 2
+    assert (out / dataset.MANIFEST).read_text() == manifest and (out / dataset.CARD).read_text() == card
 
 
 def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):
@@ -374,6 +378,7 @@ def test_several_samples_per_prompt_each_its_own_seed_and_the_best_of_each_kept(
     lines = (out / dataset.PROMPTS).read_text().splitlines()
     assert [PromptPair.from_dict(json.loads(line)) for line in lines] == prompts  # one per prompt, not per sample
     for r in records:
+        assert r["prompt"] == r["index"] // 3
         pair = prompts[r["index"] // 3]
         assert (r["input"], r["edit"], r["output"]) == (pair.input, pair.edit, pair.output)
         assert r["seed"] == 5 + r["index"] and r["settings"] == P2PSettings.draw_image(5 + r["index"]).to_dict()
@@ -389,6 +394,22 @@ def test_several_samples_per_prompt_each_its_own_seed_and_the_best_of_each_kept(
     assert "6 of 6 samples kept" in capsys.readouterr().out and dataset.read_card(out)["top_per_prompt"] is None
     assert main([*args, "--n", "8"]) == 2  # one sample per prompt now: another run's settings, refused
     assert "samples_per_prompt: 3 then, 1 now" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 6
+
+
+def test_a_run_stopped_early_is_filtered_as_it_was_meant_to_be(tmp_path):
+    """The filter (thresholds and the limit per prompt) is in the card from the start, not only at the end."""
+    t2i = tmp_path / "tiny-t2i"
+    tiny_t2v_pipeline("2d").save_pretrained(t2i)
+
+    def judge(*_):
+        raise KeyboardInterrupt  # stopped while its first sample is judged
+
+    run = dataclasses.replace(config(str(t2i), tmp_path / "d", 4), frames=1, recipe="image", samples_per_prompt=2,
+                              top_per_prompt=1, thresholds=Thresholds(-1.0, -1.0, -1.0, 0.5))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        generate(run, lambda _start: toy_prompts(5), judge)
+    card = dataset.read_card(tmp_path / "d")
+    assert card["top_per_prompt"] == 1 and card["thresholds"] == run.thresholds.to_dict()
 
 
 def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):

@@ -51,7 +51,7 @@ def test_histograms_and_browse_filters_follow_the_thresholds():
     assert filtered(data, Thresholds(sim_dir=0.25), "kept", "all") == [3, 4]  # sim_dir 0.3, 0.4
     assert filtered(data, Thresholds(sim_dir=0.25), "rejected", "all") == [0, 1, 2]
     assert filtered(data, Thresholds(sim_dir=0.25), "all", "shape") == []
-    one_prompt = [{**r, "input": "a", "edit": "e", "output": "b"} for r in rs]
+    one_prompt = [{**r, "prompt": 0} for r in rs]
     best = {"records": one_prompt, "card": {"top_per_prompt": 1}}  # the dataset's limit holds under the sliders
     assert filtered(best, Thresholds(sim_dir=0.25), "kept", "all") == [4]
 

@@ -244,7 +244,7 @@ def test_the_clip_stage_with_edited_frames_sees_each_pairs_edit_beside_its_input
     assert any(read_caption(c).style for c in captions[32:]) and not any(read_caption(c).style for c in captions[:32])
     plain, _ = captioned_frames(np.random.default_rng(0), 64)
     assert plain.shape == frames.shape  # without the flag: inputs alone, as the shipped toy CLIP learned
-    with pytest.raises(ValueError, match="--edited-frames is for stage clip, with an even --batch-size"):
+    with pytest.raises(ValueError, match=r"--edited-frames takes an even --batch-size .* got 3"):
         train(TrainConfig("clip", str(tmp_path / "odd"), steps=1, batch_size=3, edited_frames=True))
     with pytest.raises(ValueError, match="--edited-frames is for stage clip"):
         train(TrainConfig("2d", str(tmp_path / "2d"), steps=1, batch_size=2, edited_frames=True))

@@ -1,4 +1,5 @@
-"""Editors trained on ground-truth and on synthetic pairs, on the same held-out edits: the README's table.
+"""Editors trained on ground-truth and on synthetic pairs, on the same held-out edits: the table of
+docs/synthetic-editor.md (the README's keeps some of its rows).
 
     python tools/synthetic_table.py "ground truth=docs/results/toyworld_heldout_100000_edits.json" \
         "synthetic, kept pairs=runs/eval/kept.json@runs/2d-kept" "synthetic, all pairs=runs/eval/all.json@runs/2d-all"

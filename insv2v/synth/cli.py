@@ -176,7 +176,7 @@ def synth(args: argparse.Namespace) -> None:
         def pairs(start: int):
             captions = None
             if is_llm_spec(args.prompts):  # a bounded caption stream: an LLM that never succeeds stops
-                captions = itertools.islice(toy_captions(args.seed, args.split), 10 * args.n)
+                captions = itertools.islice(toy_captions(args.seed, args.split), 10 * args.n // args.samples_per_prompt)
             return prompt_source(args.prompts, seed=args.seed, split=args.split, captions=captions, stats=stats,
                                  start=start)  # fmt: skip
 

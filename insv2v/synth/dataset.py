@@ -44,9 +44,9 @@ RECORD_FIELDS = ("scores", "kept", "files")  # what every reader of a sample's r
 
 @contextmanager
 def writing(root: str | os.PathLike) -> Iterator[None]:
-    """Hold the dataset's write lock (a `synth generate` run, a `synth filter`): a second writer is refused at once
-    instead of rewriting the manifest under the first, which would lose its lines. Where the system has no `flock`
-    (Windows), nor is a folder that does not exist (it has nothing to lose)."""
+    """Hold the dataset's write lock (a `synth generate` run, a `synth filter` or `rescore`): a second writer is
+    refused at once instead of rewriting the manifest under the first, which would lose its lines. Where the system
+    has no `flock` (Windows), nor is a folder that does not exist (it has nothing to lose)."""
     root = Path(root)
     if not root.is_dir():
         yield
@@ -56,8 +56,8 @@ def writing(root: str | os.PathLike) -> Iterator[None]:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ValueError(f"{root} is being written by another run (synth generate or filter); try again when "
-                                 "it ends") from None  # fmt: skip
+                raise ValueError(f"{root} is being written by another run (synth generate, filter or rescore); try "
+                                 "again when it ends") from None  # fmt: skip
         yield
 
 
@@ -212,7 +212,7 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
     if run.get("local_blend") is not None:
         blending = f"local blending at {run['local_blend']} of each frame's peak attention"
     top = card.get("top_per_prompt")
-    top = f"; at most {top} kept per prompt, those of the highest directional similarity" if top else ""
+    limit = f"; at most {top} kept per prompt, those of the highest directional similarity" if top else ""
     lines = [
         "# Synthetic paired-video dataset",
         "",
@@ -225,7 +225,7 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
         + (f", {run['samples_per_prompt']} samples of each" if run.get("samples_per_prompt", 1) > 1 else ""),
         f"- frames {card.get('frames')}, {card.get('steps')} steps, {card.get('size')} px",
         f"- Prompt-to-Prompt settings drawn per sample by the {run.get('recipe', 'video')} recipe; {blending}",
-        f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}{top}",
+        f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}{limit}",
         f"- samples {c.get('samples', 0)}, kept {c.get('kept', 0)}",
     ]
     if c.get("judge"):
@@ -239,6 +239,15 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
     (root / "README.md").write_text("\n".join(lines) + "\n")
 
 
+def source_name(source: str | None) -> str | None:
+    """A model source as a card records it: a shipped model as `assets/NAME`, anything else as given."""
+    from insv2v.assets import ASSETS
+
+    if source and Path(source).is_absolute() and Path(source).resolve().is_relative_to(ASSETS.resolve()):
+        return f"assets/{Path(source).resolve().relative_to(ASSETS.resolve())}"
+    return source
+
+
 def read_card(root: str | os.PathLike) -> dict:
     path = Path(root) / CARD
     return json.loads(path.read_text()) if path.exists() else {}
@@ -246,15 +255,16 @@ def read_card(root: str | os.PathLike) -> dict:
 
 def kept_under(records: Iterable[dict], thresholds: Thresholds, top_per_prompt: int | None = None) -> list[bool]:
     """Whether each recorded sample passes `thresholds` (its recorded scores; nothing is scored again) and, with
-    `top_per_prompt` M, is one of the M passing samples of its prompt with the highest directional similarity, as
-    InstructPix2Pix keeps 4 of the 100 it draws per prompt (ties: the earlier sample)."""
+    `top_per_prompt` M, is one of the M passing samples of its prompt (`prompt`: its line in prompts.jsonl; a
+    record from before samples per prompt is its own) with the highest directional similarity, as InstructPix2Pix
+    keeps 4 of the 100 it draws per prompt (ties: the earlier sample)."""
     records = list(records)
     kept = [PairScores(**r["scores"]).passes(thresholds) for r in records]
     if top_per_prompt:
         passing = defaultdict(list)
         for i, r in enumerate(records):
             if kept[i]:
-                passing[(r["input"], r["edit"], r["output"])].append(i)
+                passing[r.get("prompt", r["index"])].append(i)
         for positions in passing.values():
             positions.sort(key=lambda i: -records[i]["scores"]["sim_dir"])  # stable
             for i in positions[top_per_prompt:]:
@@ -300,8 +310,9 @@ def rescore(
     progress=lambda items: items,
 ) -> dict:
     """Score every recorded sample again with another CLIP, from its videos (nothing is generated again), and filter
-    under `thresholds`, which belong to that CLIP; the card then names it. The manifest is replaced whole at the end,
-    so a kill leaves the earlier scores. `progress` wraps the samples (a progress bar); the new counts."""
+    under `thresholds`, which belong to that CLIP; the card then names it. The manifest is replaced whole once every
+    sample is scored, then the card: a kill before leaves the earlier scores, one between the two a card naming the
+    earlier CLIP. `progress` wraps the samples (a progress bar); the new counts."""
     from insv2v.metrics import load_clip
     from insv2v.synth.clip_filter import score_pair
     from insv2v.video import read_video
@@ -314,13 +325,16 @@ def rescore(
     for r in progress(records):
         source, edited = (read_video(path).frames for path in pair_paths(root, r))
         r["scores"] = score_pair(scorer, source, edited, r["input"], r["output"]).to_dict()
+    for r, kept in zip(records, kept_under(records, thresholds, top_per_prompt), strict=True):
+        r["kept"] = kept
     rewrite_manifest(root, records)
     card = read_card(root)
-    card["clip"] = clip
+    card.update(clip=source_name(clip), thresholds=thresholds.to_dict(), top_per_prompt=top_per_prompt,
+                counts=counts(records))  # fmt: skip
     if card.get("run"):
-        card["run"]["clip"] = clip  # a resumed run must score with it too
+        card["run"]["clip"] = source_name(clip)  # a resumed run must score with it too
     write_card(root, card)
-    return refilter(root, thresholds, top_per_prompt)
+    return card["counts"]
 
 
 def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1000) -> list[Path]:

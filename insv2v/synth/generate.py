@@ -1,15 +1,16 @@
 """Generate a synthetic paired-video dataset: prompts -> video Prompt-to-Prompt -> CLIP scores -> files.
 
     1. Fix the paired prompts (prompts.jsonl): a resumed run renders the same ones
-    2. Each process takes every K-th sample (`accelerate launch --multi_gpu --num_processes K`: one process per
-       GPU, many nodes; on a machine without GPUs, K CPU processes)
+    2. Each process takes every P-th sample (`accelerate launch --multi_gpu --num_processes P`: one process per
+       GPU, many nodes; on a machine without GPUs, P CPU processes)
     3. Remove what a killed run left half-done; skip finished samples
     4. Per sample: settings and noise from its seed, a P2P pair, the four scores, the judge (toy world), files
     5. Merge the processes' manifests under one filter; write the card
 
 Sample i has seed `seed + i`: its Prompt-to-Prompt settings (`P2PSettings.draw_for`) and its initial noise come from
 it, so any sample can be made again alone. With K samples per prompt (InstructPix2Pix draws 100) it renders prompt
-i // K, and the filter may keep only the best few of each prompt's samples (`dataset.kept_under`).
+i // K (recorded as its `prompt`), and the filter may keep only the best few of each prompt's samples
+(`dataset.kept_under`).
 """
 
 from __future__ import annotations
@@ -80,16 +81,7 @@ RUN_DEFAULTS = {"recipe": "video", "local_blend": None, "split": "train", "share
 
 def run_settings(config: GenerateConfig) -> dict:
     settings = {k: getattr(config, k) for k in RUN_FIELDS}
-    return {**settings, "t2v": source_name(config.t2v), "clip": source_name(config.clip)}
-
-
-def source_name(source: str | None) -> str | None:
-    """A model source as a card records it: a shipped model as `assets/NAME`, anything else as given."""
-    from insv2v.assets import ASSETS
-
-    if source and Path(source).is_absolute() and Path(source).resolve().is_relative_to(ASSETS.resolve()):
-        return f"assets/{Path(source).resolve().relative_to(ASSETS.resolve())}"
-    return source
+    return {**settings, "t2v": dataset.source_name(config.t2v), "clip": dataset.source_name(config.clip)}
 
 
 def check_same_run(card: dict, config: GenerateConfig) -> None:
@@ -185,7 +177,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
         "seed": seed,
         "settings": settings.to_dict(),
         "scores": scores.to_dict(),
-        "kept": PairScores(**scores.to_dict()).passes(config.thresholds),  # as recorded, as a refilter decides
+        "kept": PairScores(**scores.to_dict()).passes(config.thresholds),  # a limit per prompt applies at the end
         **({"blend_area": round(out.blend_mask.mean().item(), 3)} if out.blend_mask is not None else {}),
         "seconds": round(time.perf_counter() - began, 2),
     }
@@ -245,7 +237,9 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     token = broadcast_object_list([secrets.token_hex(8) if state.is_main_process else None])[0]
     ready = root / PROMPTS_READY
     if state.is_main_process:
-        card = {**dataset.read_card(root), "run": run_settings(config)}
+        # the filter in force from the start, so a killed run's dataset is filtered (and resumed) as this one meant
+        card = {**dataset.read_card(root), "run": run_settings(config), "thresholds": config.thresholds.to_dict(),
+                "top_per_prompt": config.top_per_prompt}  # fmt: skip
         if len(read_prompts(root)) < n_prompts:
             fix_prompts(root, pairs, n_prompts)
             if prompt_stats is not None:  # a resumed run's counts add to the earlier runs'
@@ -287,7 +281,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
             return {"input": "input.mp4", "edited": "edited.mp4"}
 
         files = dataset.publish_pair(root, index, write)
-        record = {"index": index, "id": dataset.pair_id(index), **record, "files": files}
+        record = {"index": index, "id": dataset.pair_id(index), "prompt": index // per_prompt, **record, "files": files}
         dataset.append_record(part, record)
         bar.set_postfix(pairs_per_min=f"{60 * k / (time.perf_counter() - began):.1f}", kept=record["kept"])
 
@@ -300,10 +294,10 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     counts = dataset.refilter(root, config.thresholds, config.top_per_prompt) if finished else dataset.counts([])
     card = dataset.read_card(root)
     card.update(
-        t2v=source_name(config.t2v), clip=source_name(config.clip), prompts=config.prompts, seed=config.seed,
-        n=config.n, frames=config.frames, steps=config.steps, size=config.size or pipe.default_resolution,
-        thresholds=config.thresholds.to_dict(), top_per_prompt=config.top_per_prompt, counts=counts,
-        command=config.command,
+        t2v=dataset.source_name(config.t2v), clip=dataset.source_name(config.clip), prompts=config.prompts,
+        seed=config.seed, n=config.n, frames=config.frames, steps=config.steps,
+        size=config.size or pipe.default_resolution, thresholds=config.thresholds.to_dict(),
+        top_per_prompt=config.top_per_prompt, counts=counts, command=config.command,
     )  # fmt: skip
     dataset.write_card(root, card)
     return card["counts"]

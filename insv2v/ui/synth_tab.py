@@ -219,7 +219,12 @@ def show_pair(studio, data: dict | None, position, which: str, kind: str, *value
         raise gr.Error(user_message(err)) from None
     video = side_by_side_file(studio, *frames, f"pair-{record['id']}")
     table = score_table(record["scores"], thresholds)
-    return video, describe_pair(record), table, f"{position} of {len(shown)}", position
+    text = describe_pair(record)
+    top = data["card"].get("top_per_prompt")
+    if top and PairScores(**record["scores"]).passes(thresholds) and not kept_at(data, thresholds)[shown[position - 1]]:
+        text += (f"\n\n**Rejected by the limit per prompt**: it passes every threshold, but {top} other sample(s) of "
+                 "its prompt have a higher directional similarity.")  # fmt: skip
+    return video, text, table, f"{position} of {len(shown)}", position
 
 
 # ---------------------------------------------------------------- make one pair
