@@ -9,7 +9,7 @@ verdicts: per source colour of their colour pairs, how many draw the old colour 
 caption), how many draw the new one in the edited video (the edit is shown), how many of those whose input draws it
 show the edit (both), how many still show the old colour in the edited video (old kept), and how many are right
 (judged without kinds, as the synthetic editors' pairs are counted), read from the reasons the judge gives
-(`insv2v.toyworld.reader.judge_edit`).
+(`insv2v.toyworld.reader.judge_edit`). --kept: of the pairs the dataset's filter keeps.
 """
 
 import argparse
@@ -29,11 +29,12 @@ def changed_colour(input_caption: str, output_caption: str) -> tuple[str, str]:
     return (before - after).pop(), (after - before).pop()
 
 
-def pair_counts(root: Path) -> dict[str, Counter]:
-    """Per source colour: colour pairs, input drawn, edit shown, both, old kept, right (the module's docstring)."""
+def pair_counts(root: Path, kept_only: bool = False) -> dict[str, Counter]:
+    """Per source colour: colour pairs, input drawn, edit shown, both, old kept, right (the module's docstring); with
+    `kept_only`, of the pairs the dataset's filter keeps."""
     counts: dict[str, Counter] = {}
     for record in dataset.read_manifest(root):
-        if record["kind"] != "colour":
+        if record["kind"] != "colour" or (kept_only and not record["kept"]):
             continue
         old, new = changed_colour(record["input"], record["output"])
         reason = record["judge"]["reason_ignoring_kinds"]
@@ -81,11 +82,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--edits", nargs="*", type=Path, default=[])
     parser.add_argument("--pairs", nargs="*", type=Path, default=[])
+    parser.add_argument("--kept", action="store_true", help="--pairs: only those the dataset's filter keeps")
     args = parser.parse_args()
     if args.edits:
         print_table(f"colour edits of {len(args.edits)} eval records", edit_counts(args.edits), {})
     for root in args.pairs:  # both: the edit shown where the input draws the old colour
-        print_table(f"colour pairs of {root}", pair_counts(root), {"both": "input drawn"})
+        which = "kept colour pairs" if args.kept else "colour pairs"
+        print_table(f"{which} of {root}", pair_counts(root, args.kept), {"both": "input drawn"})
 
 
 if __name__ == "__main__":
