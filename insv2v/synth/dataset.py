@@ -293,11 +293,18 @@ def refilter(root: str | os.PathLike, thresholds: Thresholds, top_per_prompt: in
     records = read_manifest(root)
     if not records:
         raise ValueError(f"{root} holds no finished samples (no {MANIFEST})")
+    return _write_filtered(root, records, thresholds, top_per_prompt)
+
+
+def _write_filtered(root: Path, records: list[dict], thresholds: Thresholds, top_per_prompt: int | None,
+                    **card_fields) -> dict:  # fmt: skip
+    """`records` kept as the filter says, the manifest written whole, then the card with the filter, the counts and
+    `card_fields`; the counts."""
     for r, kept in zip(records, kept_under(records, thresholds, top_per_prompt), strict=True):
         r["kept"] = kept
     rewrite_manifest(root, records)
     card = read_card(root)
-    card.update(thresholds=thresholds.to_dict(), top_per_prompt=top_per_prompt, counts=counts(records))
+    card.update(thresholds=thresholds.to_dict(), top_per_prompt=top_per_prompt, counts=counts(records), **card_fields)
     write_card(root, card)
     return card["counts"]
 
@@ -325,16 +332,10 @@ def rescore(
     for r in progress(records):
         source, edited = (read_video(path).frames for path in pair_paths(root, r))
         r["scores"] = score_pair(scorer, source, edited, r["input"], r["output"]).to_dict()
-    for r, kept in zip(records, kept_under(records, thresholds, top_per_prompt), strict=True):
-        r["kept"] = kept
-    rewrite_manifest(root, records)
-    card = read_card(root)
-    card.update(clip=source_name(clip), thresholds=thresholds.to_dict(), top_per_prompt=top_per_prompt,
-                counts=counts(records))  # fmt: skip
-    if card.get("run"):
-        card["run"]["clip"] = source_name(clip)  # a resumed run must score with it too
-    write_card(root, card)
-    return card["counts"]
+    name, run = source_name(clip), read_card(root).get("run")
+    if run:  # a resumed run must score with it too
+        return _write_filtered(root, records, thresholds, top_per_prompt, clip=name, run={**run, "clip": name})
+    return _write_filtered(root, records, thresholds, top_per_prompt, clip=name)
 
 
 def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1000) -> list[Path]:
