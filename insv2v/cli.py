@@ -22,7 +22,15 @@ import math
 import sys
 from pathlib import Path
 
-from insv2v.argtypes import non_negative_float, positive_float, positive_int, seed, share, torch_device
+from insv2v.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+    share,
+    torch_device,
+)
 from insv2v.editing import EditRecipe, model_defaults
 from insv2v.study import cli as study_cli
 from insv2v.synth import cli as synth_cli
@@ -217,6 +225,9 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--edited-frames", action="store_true", help="clip: half of each batch the edited frames of the "
                    "same triplets, captioned as edited (styles too; each pair's two frames are hard negatives), so "
                    "that as the data engine's filter it tells an edit made from one not made")  # fmt: skip
+    t.add_argument("--calibrate", type=non_negative_int, metavar="PAIRS", help="clip: at the end, calibrate the data "
+                   "engine's filter thresholds for it on this many exact toy-world pairs and as many broken ones, "
+                   "into final/filter_thresholds.json (200; 0: none)")  # fmt: skip
     t.add_argument("--edit-swap", type=share, help="t2i, t2v: share of samples captioned and drawn after one of the "
                    "world's edits, noised from the scene as it was: words say what, noise where (0)")  # fmt: skip
     t.add_argument("--swap-edits", nargs="+", choices=list(EDIT_MIX), help="t2i, t2v: the kinds of edit --edit-swap "

@@ -67,6 +67,7 @@ SWAP_FLOOR = 0.5  # --edit-swap samples are noised to at least this share of the
 REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
 OPTIMIZERS = ("adamw", "adam8bit")
 WEIGHT_DECAY = 0.01
+CALIBRATION_PAIRS = 200  # clip: exact pairs (and as many broken ones of each kind) the filter thresholds come from
 MAX_SKIPPED_STEPS = 40  # float16 overflows in a row before giving up: the scaler has halved its scale 40 times
 
 # What a setting left unset (None) becomes: the preset's value, else DEFAULTS' (the toy world's). A preset's
@@ -99,6 +100,8 @@ class TrainConfig:
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
     snr_gamma: float | None = None  # t2i, t2v: Min-SNR loss weighting with this gamma (None: every step alike)
     edited_frames: bool = False  # clip: half of each batch the edited frames of the same triplets (`captioned_frames`)
+    calibrate: int | None = None  # clip: exact toy-world pairs its filter thresholds are calibrated on at the end
+    #                               (None: CALIBRATION_PAIRS; 0: none)
     edit_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target are the scene edited, noised from
     #                         the scene as drawn (see `captioned_clips`)
     swap_edits: list[str] | None = None  # the kinds of edit --edit-swap draws (None: all, as often as the world does)
@@ -437,6 +440,9 @@ def check_config(config: TrainConfig) -> None:
     if config.edited_frames and resolve_settings(config).batch_size % 2:
         raise ValueError("--edited-frames takes an even --batch-size (each triplet gives two frames), got "
                          f"{resolve_settings(config).batch_size}")  # fmt: skip
+    if config.calibrate is not None and (config.stage != "clip" or config.calibrate < 0):
+        raise ValueError(f"--calibrate is a number of pairs (0 or more) for stage clip, got {config.calibrate} for "
+                         f"stage {config.stage}")  # fmt: skip
     if config.gradient_checkpointing and config.stage == "clip":
         raise ValueError("--gradient-checkpointing is for the UNet stages (2d, video, t2i, t2v), got stage clip")
     lr = resolve_settings(config).lr
@@ -886,7 +892,7 @@ def checkpoint_state(folder: Path) -> dict | None:
 # What a resumed run may change: how long it trains; how it logs, checkpoints and uploads; the accumulation (a preset's
 # follows the number of processes); the data's path (compared resolved, as `data_source` records it).
 RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "threads", "report_to", "push_to_hub", "out_dir",
-                     "grad_accum", "data_dir"}  # fmt: skip
+                     "grad_accum", "data_dir", "calibrate"}  # fmt: skip
 
 
 def check_resume(config: TrainConfig, state: dict | None) -> None:
@@ -956,12 +962,17 @@ def damaged(folder: Path, err: BaseException) -> ValueError:
 
 def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData | None = None,
                shards: list[list[str]] | None = None) -> Path:  # fmt: skip
-    """The finished model: a CLIP folder, a text-to-video pipeline folder, an InsV2VPipeline folder, or for the 2-D
-    stage the parts the video stage starts from (which `load_pipeline` loads as a per-frame editor); with
-    training.json: the settings and the dataset trained on (None: fresh toy-world triplets), with the pair ids each
-    process drew from (`shards`)."""
+    """The finished model: a CLIP folder (with the filter thresholds calibrated for it), a text-to-video pipeline
+    folder, an InsV2VPipeline folder, or for the 2-D stage the parts the video stage starts from (which
+    `load_pipeline` loads as a per-frame editor); with training.json: the settings and the dataset trained on (None:
+    fresh toy-world triplets), with the pair ids each process drew from (`shards`)."""
     final = Path(config.out_dir) / "final"
     _save_model(final, config, modules, helpers)
+    pairs = CALIBRATION_PAIRS if config.calibrate is None else config.calibrate
+    if config.stage == "clip" and pairs:
+        from insv2v.toyworld.synthetic import calibrate_clip_folder
+
+        calibrate_clip_folder(final, pairs)
     record = {"config": dataclasses.asdict(config), "data": {**data.record(), "shards": shards} if data else None}
     (final / "training.json").write_text(json.dumps(record, indent=2))
     return final

@@ -12,6 +12,7 @@ from media import make_empty_avi, make_video
 from insv2v.cli import main
 from insv2v.files import file_sha256
 from insv2v.loading import weights_digest
+from insv2v.synth.clip_filter import Thresholds
 from insv2v.testing.tiny import main as save_tiny
 from insv2v.video import probe, read_video
 
@@ -265,8 +266,13 @@ def test_model_recommended_guidance_is_the_default_and_flags_override_it(tmp_pat
 def test_toyworld_make_and_train_commands(tmp_path, capsys):
     assert main(["toyworld", "make", str(tmp_path / "tw"), "--n", "2", "--frames", "4", "--split", "heldout"]) == 0
     assert sorted(p.name for p in (tmp_path / "tw" / "0000").iterdir()) == ["input.mp4", "meta.json", "target.mp4"]
-    assert main(["train", "clip", str(tmp_path / "clip"), "--steps", "1", "--batch-size", "2"]) == 0
-    assert (tmp_path / "clip" / "final" / "model.safetensors").is_file()
+    assert main(["train", "clip", str(tmp_path / "clip"), "--steps", "1", "--batch-size", "2", "--calibrate", "6"]) == 0
+    final = tmp_path / "clip" / "final"
+    assert (final / "model.safetensors").is_file()
+    # The data engine's filter scores with the thresholds calibrated for this CLIP, on the pairs asked for.
+    calibrated = json.loads((final / "filter_thresholds.json").read_text())
+    assert "n=6" in calibrated["how"] and set(calibrated["pass_rates"]) == {"exact", "unedited", "other_scene"}
+    assert Thresholds.for_clip(str(final)).to_dict() == calibrated["thresholds"] != Thresholds().to_dict()
     assert main(["toyworld", "make", str(tmp_path / "x"), "--n", "1", "--frames", "1000"]) == 2
     assert "frames must be in [1, 256]" in capsys.readouterr().err
 

@@ -249,7 +249,8 @@ def test_the_clip_stage_with_edited_frames_sees_each_pairs_edit_beside_its_input
     with pytest.raises(ValueError, match="--edited-frames is for stage clip"):
         train(TrainConfig("2d", str(tmp_path / "2d"), steps=1, batch_size=2, edited_frames=True))
     assert not (tmp_path / "odd").exists() and not (tmp_path / "2d").exists()
-    clip = train(TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=4, warmup=1, edited_frames=True))
+    clip = train(TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=4, warmup=1, edited_frames=True,
+                             calibrate=0))  # fmt: skip
     assert (clip / "model.safetensors").is_file() and json.loads((clip / "training.json").read_text())["config"][
         "edited_frames"]  # fmt: skip
 
@@ -257,7 +258,7 @@ def test_the_clip_stage_with_edited_frames_sees_each_pairs_edit_beside_its_input
 @pytest.mark.slow  # trains three stages
 def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
     small = {"batch_size": 2, "log_every": 1, "checkpoint_every": 1, "warmup": 1}
-    clip = train(TrainConfig("clip", str(tmp_path / "clip"), steps=2, **small))
+    clip = train(TrainConfig("clip", str(tmp_path / "clip"), steps=2, calibrate=0, **small))
     flat = train(TrainConfig("2d", str(tmp_path / "2d"), steps=2, clip_dir=str(clip), **small))
     # The 2-D stage loads as a per-frame editor: its own weights, the motion modules' outputs zero.
     per_frame = load_fresh(str(flat), torch.device("cpu"), torch.float32)
@@ -299,7 +300,8 @@ def test_three_stages_train_checkpoint_resume_and_load(tmp_path):
 
 
 def test_a_resumed_run_goes_on_as_it_started_from_a_whole_checkpoint(tmp_path):
-    run = TrainConfig("clip", str(tmp_path / "clip"), steps=2, batch_size=2, log_every=1, checkpoint_every=1, warmup=1)
+    run = TrainConfig("clip", str(tmp_path / "clip"), steps=2, batch_size=2, log_every=1, checkpoint_every=1, warmup=1,
+                      calibrate=0)  # fmt: skip
     train(run)
     checkpoint = tmp_path / "clip" / "checkpoint"
     with pytest.raises(ValueError, match=r"other settings \(lr: 0\.0003 then, 0\.001 now\)"):
@@ -333,7 +335,8 @@ def test_a_resumed_run_goes_on_as_it_started_from_a_whole_checkpoint(tmp_path):
 def test_a_checkpoint_keeps_the_float16_loss_scale_and_a_damaged_ema_is_named(tmp_path):
     """A resumed float16 run starts at the loss scale it had learned, not at 65536 over again (each overflow on the
     way down skips a whole batch); a damaged EMA file gets the damaged-checkpoint message, not a traceback."""
-    run = TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=2, checkpoint_every=1, warmup=1, ema=True)
+    run = TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=2, checkpoint_every=1, warmup=1, ema=True,
+                      calibrate=0)  # fmt: skip
     train(run)
     checkpoint = tmp_path / "clip" / "checkpoint"
     modules, _ = build(run)

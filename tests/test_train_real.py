@@ -243,6 +243,8 @@ def test_settings_that_do_not_fit_are_refused_before_anything_is_written(tmp_pat
         "--push-to-hub not a repo/: not a hub repo id": TrainConfig("video", out, push_to_hub="not a repo/"),
         "--report-to nonsense: not a tracker accelerate knows": TrainConfig("video", out, report_to="nonsense"),
         "--gradient-checkpointing is for the UNet stages": TrainConfig("clip", out, gradient_checkpointing=True),
+        "--calibrate is a number of pairs .* for stage clip, got 5 for stage 2d": TrainConfig("2d", out, calibrate=5),
+        "--calibrate is a number of pairs .* got -1 for stage clip": TrainConfig("clip", out, calibrate=-1),
     }
     for message, config in refusals.items():
         with pytest.raises(ValueError, match=message):

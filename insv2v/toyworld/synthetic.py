@@ -1,7 +1,8 @@
 """The data engine measured in the toy world, with the attribute reader (reader.py) as the judge.
 
 - `toy_judge`: a generated pair's verdict (does it show the edit and keep the rest), recorded in the manifest
-- `calibrate_thresholds`: the CLIP filter's thresholds for the toy CLIP, from exact pairs and broken ones
+- `calibrate_thresholds`: the CLIP filter's thresholds for the toy CLIP, from exact pairs and broken ones (written
+  into a CLIP folder by `calibrate_clip_folder`, which `insv2v train clip` runs at its end)
 - `t2v_fidelity`: does a text-to-video model draw what held-out captions say
 - `filter_report`: the filter against the judge on a generated dataset (precision, recall, share kept)
 """
@@ -105,6 +106,21 @@ def write_thresholds(clip_dir: str | Path, thresholds: Thresholds, report: dict,
     path = Path(clip_dir) / THRESHOLDS_FILE
     path.write_text(json.dumps({"thresholds": thresholds.to_dict(), "how": how, "pass_rates": report}, indent=2))
     return path
+
+
+def calibrate_clip_folder(clip_dir: str | Path, n: int) -> Path:
+    """A trained toy CLIP's folder given the thresholds calibrated for it on `n` exact pairs, so that the data
+    engine's filter uses them whenever it scores with this CLIP."""
+    from insv2v.metrics import load_clip
+
+    thresholds, report = calibrate_thresholds(load_clip(str(clip_dir)), n=n)
+    how = (
+        f"insv2v.toyworld.synthetic.calibrate_thresholds(load_clip(CLIP_FOLDER), n={n}): on {n} exact toy-world pairs "
+        "of the training split (input, re-rendered edit) and the same pairs broken, each threshold where its score "
+        "best separates exact pairs from the broken ones it is there to catch (Youden's J): sim_0 and sim_image "
+        "against the input swapped for another scene, sim_1 and sim_dir against the edit not made"
+    )
+    return write_thresholds(clip_dir, thresholds, report, how)
 
 
 # ---------------------------------------------------------------- the text-to-video model against held-out captions
