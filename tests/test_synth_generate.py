@@ -43,6 +43,11 @@ def config(t2v: str, out: Path, n: int, **kw) -> GenerateConfig:
                           steps=2, size=32, **kw)  # fmt: skip
 
 
+def toy_source(seed: int, split: str = "train"):
+    """The toy source as `generate` takes it: its pairs from `start` on (a resumed run's, after those fixed)."""
+    return lambda start: toy_prompts(seed, split, start=start)
+
+
 def check_complete(root: Path, n: int) -> list[dict]:
     """Exactly samples 0..n-1, each once, each with both videos; nothing half-written left."""
     records = dataset.read_manifest(root)
@@ -58,11 +63,11 @@ def check_complete(root: Path, n: int) -> list[dict]:
 
 def test_generate_records_every_sample_and_resumes_without_redoing(t2v, tmp_path):
     thresholds = Thresholds(-1.0, -1.0, -1.0, -1.0)
-    counts = generate(config(t2v, tmp_path, 2, thresholds=thresholds), lambda _start: toy_prompts(5), toy_judge)
+    counts = generate(config(t2v, tmp_path, 2, thresholds=thresholds), toy_source(5), toy_judge)
     assert counts["samples"] == 2 and counts["kept"] == 2 and counts["judge"]["judged"] == 2
     first = tmp_path / "pairs" / "000000" / "edited.mp4"
     stamp = first.stat().st_mtime_ns
-    generate(config(t2v, tmp_path, 3, thresholds=thresholds), lambda _start: toy_prompts(5), toy_judge)  # one more
+    generate(config(t2v, tmp_path, 3, thresholds=thresholds), toy_source(5), toy_judge)  # one more
     records = check_complete(tmp_path, 3)
     assert first.stat().st_mtime_ns == stamp  # finished pairs are never made again
     expected = list(itertools.islice(toy_prompts(5), 3))
@@ -153,33 +158,33 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
 
 def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_path):
     with pytest.raises(ModelLoadError):
-        generate(config(str(tmp_path / "missing-t2v"), tmp_path / "data", 1), lambda _start: toy_prompts(5))
+        generate(config(str(tmp_path / "missing-t2v"), tmp_path / "data", 1), toy_source(5))
     left = [p.name for p in (tmp_path / "data").iterdir()]
     assert left == [dataset.LOCK]  # no card nor prompts to block the corrected command
     tiny_pipeline().save_pretrained(tmp_path / "editor")  # an editor, not a text-to-video model: it ran, then failed
     with pytest.raises(ModelLoadError, match="not a text-to-video model: its UNet takes 8 input channels and gives 4"):
-        generate(config(str(tmp_path / "editor"), tmp_path / "data", 1), lambda _start: toy_prompts(5))
+        generate(config(str(tmp_path / "editor"), tmp_path / "data", 1), toy_source(5))
     assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
     fine_only = tiny_t2v_pipeline("2d")  # cross-attention only at the latents' resolution: nothing to blend with
     fine_only.unet = UNet2DConditionModel(**{**fine_only.unet.config, "mid_block_type": None})
     fine_only.save_pretrained(tmp_path / "fine-only")
     with pytest.raises(ValueError, match="local blending reads cross-attention below the latents' resolution"):
         blended = config(str(tmp_path / "fine-only"), tmp_path / "data", 1, local_blend=0.3)
-        generate(blended, lambda _start: toy_prompts(5))
+        generate(blended, toy_source(5))
     assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
     for bad, words in ((dict(size=30), "`height` must be a multiple of 8"), (dict(frames=65), "`num_frames` must be")):
         with pytest.raises(ValueError, match=words):  # refused by the model's checks before the first sample
-            generate(dataclasses.replace(config(t2v, tmp_path / "data", 1), **bad), lambda _start: toy_prompts(5))
+            generate(dataclasses.replace(config(t2v, tmp_path / "data", 1), **bad), toy_source(5))
         assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
-    generate(config(t2v, tmp_path / "data", 1), lambda _start: toy_prompts(5))
+    generate(config(t2v, tmp_path / "data", 1), toy_source(5))
     assert len(dataset.read_manifest(tmp_path / "data")) == 1
     (tmp_path / "a-file").write_text("mine")
     with pytest.raises(ValueError, match="a-file is a file; --out names the dataset's folder"):
-        generate(config(t2v, tmp_path / "a-file", 1), lambda _start: toy_prompts(5))
+        generate(config(t2v, tmp_path / "a-file", 1), toy_source(5))
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "README.md").write_text("mine")
     with pytest.raises(ValueError, match="holds other files and is not a dataset"):
-        generate(config(t2v, tmp_path / "project", 1), lambda _start: toy_prompts(5))
+        generate(config(t2v, tmp_path / "project", 1), toy_source(5))
     assert (tmp_path / "project" / "README.md").read_text() == "mine"
 
 
@@ -197,8 +202,44 @@ def test_prompts_are_on_disk_as_the_source_gives_them(tmp_path):
     with open(tmp_path / dataset.PROMPTS, "a") as f:
         f.write('{"input": "a red ci')  # the kill came mid-line
     assert len(read_prompts(tmp_path)) == 3
-    assert fix_prompts(tmp_path, lambda _start: toy_prompts(5), 5) == list(itertools.islice(toy_prompts(5), 5))
+    assert fix_prompts(tmp_path, toy_source(5), 5) == list(itertools.islice(toy_prompts(5), 5))
     assert read_prompts(tmp_path) == list(itertools.islice(toy_prompts(5), 5))
+
+
+def test_a_run_killed_while_its_prompts_are_written_resumes_and_counts_each_prompt_once(t2v, tmp_path):
+    """The card is on disk before the prompts, so the folder a kill leaves is a dataset that resumes; a resumed
+    source gives the pairs after those fixed and counts only what it reads after them."""
+    from insv2v.synth.prompts import PromptStats, prompt_source, write_jsonl
+
+    pairs = list(itertools.islice(toy_prompts(5), 6))
+    source = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs[:3], source)
+    with open(source, "a") as f:  # an invalid line after the third pair
+        f.write(json.dumps({"input": "a", "edit": "b", "output": "a"}) + "\n")
+    write_jsonl(pairs[3:], tmp_path / "rest.jsonl")
+    with open(source, "a") as f:
+        f.write((tmp_path / "rest.jsonl").read_text())
+
+    def killed(start):
+        yield from itertools.islice(prompt_source(str(source), start=start), 2)
+        raise KeyboardInterrupt
+
+    def run(n: int, stats: PromptStats) -> dict:
+        def resumed(start):
+            return prompt_source(str(source), stats=stats, start=start)
+
+        return generate(dataclasses.replace(config(t2v, root, n), prompts=str(source)), resumed, None, stats.to_dict)
+
+    root = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt):
+        generate(dataclasses.replace(config(t2v, root, 3), prompts=str(source)), killed)
+    assert run(3, stats := PromptStats())["samples"] == 3 and stats.generated == 1  # the third pair alone
+    assert [r["input"] for r in dataset.read_manifest(root)] == [p.input for p in pairs[:3]]
+    run(5, stats := PromptStats())
+    assert (stats.generated, stats.valid) == (3, 2)  # the invalid line, the fourth and fifth pairs
+    assert dataset.read_card(root)["prompt_stats"]["generated"] == 4  # the killed run's two went uncounted
+    assert [r["input"] for r in dataset.read_manifest(root)] == [p.input for p in pairs[:5]]
+    assert list(itertools.islice(prompt_source("toy", seed=5, start=4), 2)) == pairs[4:6]
 
 
 def test_a_resumed_runs_prompt_counts_add_to_the_earlier_ones_and_an_old_card_keeps_its_split(t2v, tmp_path):
@@ -233,7 +274,7 @@ def test_an_old_cards_split_is_read_from_its_command_line(command, split):
 
 
 def test_manifest_lines_are_json_of_one_sample_each(t2v, tmp_path):
-    generate(config(t2v, tmp_path, 1), lambda _start: toy_prompts(5))
+    generate(config(t2v, tmp_path, 1), toy_source(5))
     line = (tmp_path / dataset.MANIFEST).read_text().splitlines()[0]
     record = json.loads(line)
     assert set(record) >= {"index", "id", "input", "edit", "output", "seed", "settings", "scores", "kept", "files"}
@@ -241,11 +282,11 @@ def test_manifest_lines_are_json_of_one_sample_each(t2v, tmp_path):
 
 
 def test_resuming_with_other_settings_is_refused(t2v, tmp_path):
-    generate(config(t2v, tmp_path, 1), lambda _start: toy_prompts(5))
+    generate(config(t2v, tmp_path, 1), toy_source(5))
     with pytest.raises(ValueError, match=r"other settings \(steps: 2 then, 3 now\)"):
-        generate(dataclasses.replace(config(t2v, tmp_path, 2), steps=3), lambda _start: toy_prompts(5))
+        generate(dataclasses.replace(config(t2v, tmp_path, 2), steps=3), toy_source(5))
     with pytest.raises(ValueError, match=r"other settings \(split: 'train' then, 'heldout' now\)"):
-        generate(config(t2v, tmp_path, 2, split="heldout"), lambda _start: toy_prompts(5, "heldout"))  # no mixed splits
+        generate(config(t2v, tmp_path, 2, split="heldout"), toy_source(5, "heldout"))  # no mixed splits
     assert len(dataset.read_manifest(tmp_path)) == 1  # nothing was made or lost
 
 
@@ -269,7 +310,7 @@ def test_a_prompt_source_that_gives_nothing_leaves_an_empty_dataset_with_its_car
 
 
 def test_one_writer_at_a_time(t2v, tmp_path, capsys):
-    generate(config(t2v, tmp_path, 1), lambda _start: toy_prompts(5))
+    generate(config(t2v, tmp_path, 1), toy_source(5))
     before = (tmp_path / dataset.MANIFEST).read_text()
     with dataset.writing(tmp_path):  # a generate run going on
         assert main(["synth", "filter", str(tmp_path), "--sim-dir", "1"]) == 2
@@ -277,7 +318,7 @@ def test_one_writer_at_a_time(t2v, tmp_path, capsys):
         assert main(["synth", "report", str(tmp_path), "--rejudge"]) == 2  # it rewrites the manifest too
         assert "is being written by another run" in capsys.readouterr().err
         with pytest.raises(ValueError, match="is being written by another run"):
-            generate(config(t2v, tmp_path, 2), lambda _start: toy_prompts(5))
+            generate(config(t2v, tmp_path, 2), toy_source(5))
     assert (tmp_path / dataset.MANIFEST).read_text() == before  # nothing rewritten, nothing lost
     assert main(["synth", "filter", str(tmp_path), "--sim-dir", "1"]) == 0  # the lock went with its run
 
@@ -320,7 +361,7 @@ def test_rescore_scores_every_pair_again_with_another_clip_and_its_thresholds(t2
 
 def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):
     strict = Thresholds(-1.0, -1.0, -1.0, 0.99)
-    generate(config(t2v, tmp_path, 2, thresholds=strict), lambda _start: toy_prompts(5))
+    generate(config(t2v, tmp_path, 2, thresholds=strict), toy_source(5))
     assert main(["synth", "filter", str(tmp_path), "--sim-0", "-0.5"]) == 0
     assert dataset.read_card(tmp_path)["thresholds"] == {**strict.to_dict(), "sim_0": -0.5}  # the rest kept
 
@@ -331,7 +372,7 @@ def test_image_pairs_follow_instructpix2pix_recipe_and_a_dataset_keeps_its_recip
     tiny_t2v_pipeline("2d").save_pretrained(t2i)
     out = tmp_path / "images"
     image = dataclasses.replace(config(str(t2i), out, 2), frames=1, recipe="image")
-    generate(image, lambda _start: toy_prompts(5))
+    generate(image, toy_source(5))
     records = check_complete(out, 2)
     for i, r in enumerate(records):
         assert r["settings"] == P2PSettings.draw_image(5 + i).to_dict()
@@ -339,7 +380,7 @@ def test_image_pairs_follow_instructpix2pix_recipe_and_a_dataset_keeps_its_recip
     card = dataset.read_card(out)
     assert card["run"]["recipe"] == "image" and card["frames"] == 1
     with pytest.raises(ValueError, match=r"other settings \(recipe: 'image' then, 'video' now\)"):
-        generate(dataclasses.replace(image, n=3, recipe="video"), lambda _start: toy_prompts(5))
+        generate(dataclasses.replace(image, n=3, recipe="video"), toy_source(5))
     assert len(dataset.read_manifest(out)) == 2
 
 
@@ -407,17 +448,17 @@ def test_a_run_stopped_early_is_filtered_as_it_was_meant_to_be(tmp_path):
     run = dataclasses.replace(config(str(t2i), tmp_path / "d", 4), frames=1, recipe="image", samples_per_prompt=2,
                               top_per_prompt=1, thresholds=Thresholds(-1.0, -1.0, -1.0, 0.5))  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        generate(run, lambda _start: toy_prompts(5), judge)
+        generate(run, toy_source(5), judge)
     card = dataset.read_card(tmp_path / "d")
     assert card["top_per_prompt"] == 1 and card["thresholds"] == run.thresholds.to_dict()
 
 
 def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):
-    generate(config(t2v, tmp_path, 1), lambda _start: toy_prompts(5))
+    generate(config(t2v, tmp_path, 1), toy_source(5))
     card = dataset.read_card(tmp_path)
     del card["run"]["recipe"]  # as written before the field existed
     (tmp_path / dataset.CARD).write_text(json.dumps(card))
-    generate(config(t2v, tmp_path, 2), lambda _start: toy_prompts(5))
+    generate(config(t2v, tmp_path, 2), toy_source(5))
     assert len(dataset.read_manifest(tmp_path)) == 2
 
 

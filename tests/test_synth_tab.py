@@ -24,7 +24,7 @@ def made(tmp_path_factory):
     tiny_t2v_pipeline("motion").save_pretrained(tmp / "t2v")
     config = GenerateConfig(out_dir=str(tmp / "datasets" / "tiny-set"), t2v=str(tmp / "t2v"), prompts="toy", n=4,
                             clip=str(TOY_CLIP), frames=3, steps=2, size=32)  # fmt: skip
-    generate(config, lambda _start: toy_prompts(0), toy_judge)
+    generate(config, lambda start: toy_prompts(0, start=start), toy_judge)
     return tmp
 
 

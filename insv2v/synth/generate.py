@@ -148,13 +148,11 @@ def add_counts(before: dict, now: dict) -> dict:
 
 
 def pairs_after(pairs: Callable[[int], Iterable[PromptPair]], fixed: list[PromptPair]) -> Iterable[PromptPair]:
-    """The source's pairs after those fixed. `pairs(start)` gives them, a language model's from caption `start` on:
-    one resumes after the last caption answered (the model is not asked about earlier ones again); any other source
-    (its pairs name no caption) skips as many pairs as are fixed."""
+    """The source's pairs after those fixed. `pairs(start)` gives them from `start` on, uncounted before it: a language
+    model's from caption `start` (it resumes after the last caption answered and is not asked about earlier ones
+    again), any other source's (its pairs name no caption) from pair `start`."""
     last = fixed[-1].caption_index if fixed else None
-    if last is None:
-        return itertools.islice(pairs(0), len(fixed), None)
-    return pairs(last + 1)
+    return pairs(len(fixed) if last is None else last + 1)
 
 
 def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfig, settings=None, callback=None):
@@ -240,11 +238,12 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
         # the filter in force from the start, so a killed run's dataset is filtered (and resumed) as this one meant
         card = {**dataset.read_card(root), "run": run_settings(config), "thresholds": config.thresholds.to_dict(),
                 "top_per_prompt": config.top_per_prompt}  # fmt: skip
+        dataset.write_card(root, card)  # before the prompts: a run killed while they are written is a dataset
         if len(read_prompts(root)) < n_prompts:
             fix_prompts(root, pairs, n_prompts)
             if prompt_stats is not None:  # a resumed run's counts add to the earlier runs'
                 card["prompt_stats"] = add_counts(card.get("prompt_stats") or {}, prompt_stats())
-        dataset.write_card(root, card)
+                dataset.write_card(root, card)
         ready.write_text(token)
     else:
         while not (ready.is_file() and ready.read_text() == token):

@@ -212,8 +212,11 @@ def _split_seeds(split: str) -> range:
     return TRAIN_SEEDS if split == "train" else HELDOUT_SEEDS
 
 
-def toy_prompts(seed: int = 0, split: str = "train", stats: PromptStats | None = None) -> Iterator[PromptPair]:
-    """The toy world's exact triplets: the i-th from seed `split.start + seed + i`, to the end of the split."""
+def toy_prompts(
+    seed: int = 0, split: str = "train", stats: PromptStats | None = None, start: int = 0
+) -> Iterator[PromptPair]:
+    """The toy world's exact triplets: the i-th from seed `split.start + seed + i`, to the end of the split, from the
+    `start`-th on (a resumed run's: those before it are fixed, and were counted then)."""
     from insv2v.toyworld.world import sample_triplet
 
     seeds = _split_seeds(split)
@@ -221,7 +224,7 @@ def toy_prompts(seed: int = 0, split: str = "train", stats: PromptStats | None =
         raise ValueError(f"`seed` must be in [0, {len(seeds)}) for the {split} split, got {seed}")
 
     def pairs() -> Iterator[PromptPair]:
-        for s in seeds[seed:]:
+        for s in seeds[seed + start :]:
             t = sample_triplet(s)
             if stats is not None:
                 stats.count(None)
@@ -238,15 +241,17 @@ def toy_captions(seed: int = 0, split: str = "train") -> Iterator[str]:
 # ---------------------------------------------------------------- source 2: InstructPix2Pix jsonl
 
 
-def jsonl_prompts(path: str | os.PathLike, stats: PromptStats | None = None) -> Iterator[PromptPair]:
-    """The valid pairs of an InstructPix2Pix-format jsonl file, streamed; blank lines are skipped, invalid pairs
-    skipped and counted in `stats`; a line that is not a JSON object with the three fields raises ValueError."""
+def jsonl_prompts(path: str | os.PathLike, stats: PromptStats | None = None, start: int = 0) -> Iterator[PromptPair]:
+    """The valid pairs of an InstructPix2Pix-format jsonl file, streamed, from the `start`-th on (a resumed run's:
+    the lines up to it were counted then); blank lines are skipped, invalid pairs skipped and counted in `stats`; a
+    line that is not a JSON object with the three fields raises ValueError."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"prompt file {path} does not exist" if not path.exists() else f"{path} is not a file")
     stats = stats if stats is not None else PromptStats()
 
     def pairs() -> Iterator[PromptPair]:
+        skipped = 0
         with path.open("rb") as f:  # decoded line by line, so a bad byte is reported with its line
             for number, raw in enumerate(f, start=1):
                 if not raw.strip():
@@ -259,6 +264,9 @@ def jsonl_prompts(path: str | os.PathLike, stats: PromptStats | None = None) -> 
                 except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                     raise ValueError(f"{path.name} line {number}: {err}") from err
                 reason = validate_pair(pair.input, pair.edit, pair.output)
+                if skipped < start:
+                    skipped += reason is None
+                    continue
                 stats.count(reason)
                 if reason is None:
                     yield pair
@@ -481,7 +489,8 @@ def prompt_source(
 ) -> Iterator[PromptPair]:
     """The pairs a spec names: "toy", "FILE.jsonl" or "llm[:MODEL_ID_OR_DIR]" (module docstring). `seed` and
     `split` pick toy-world seeds (the toy source, and the LLM's default captions); a file is read as it is.
-    `captions`, `settings` and `start` (the first caption to answer) apply to the LLM only. Counts go to `stats`."""
+    `captions` and `settings` apply to the LLM only. `start` is where a resumed run goes on: the first caption to
+    answer (LLM), else the first pair to give. Counts go to `stats`."""
     spec = spec.strip()
     name, colon, model = spec.partition(":")
     if name == LLM_PREFIX:
@@ -499,4 +508,4 @@ def prompt_source(
         )
     if captions is not None or settings is not None:
         raise ValueError(f"captions and LLM settings apply to an {LLM_PREFIX}:MODEL source, not {spec!r}")
-    return toy_prompts(seed, split, stats) if spec == "toy" else jsonl_prompts(spec, stats)
+    return toy_prompts(seed, split, stats, start) if spec == "toy" else jsonl_prompts(spec, stats, start)
