@@ -351,7 +351,7 @@ def load_pairs(
     root = Path(data_dir)
     if not dataset.is_dataset(root):
         raise ValueError(f"--data {data_dir}: not a dataset made by `insv2v synth generate` (no {dataset.MANIFEST})")
-    records = dataset.read_manifest(root)
+    records = dataset.filtered_records(root)
     kept = [r for r in records if r["kept"]]
     if not kept:
         raise ValueError(f"--data {data_dir}: none of its {len(records)} samples is kept by the CLIP filter; "
@@ -393,6 +393,16 @@ def check_config(config: TrainConfig) -> None:
     its checkpoint: `check_resume`)."""
     if config.data_dir and config.stage not in ("2d", "video"):
         raise ValueError(f"--data is for stages 2d and video (the editor), got stage {config.stage}")
+    # Settings a stage would not read are refused, not recorded in config.json as if they had been used.
+    for flag, given, stages in (("--edit-mix", config.edit_mix, ("2d", "video")),
+                                ("--frames", config.frames, ("video", "t2v")),
+                                ("--fine-attention", config.fine_attention, ("2d", "t2i")),
+                                ("--clip", config.clip_dir, ("2d", "t2i"))):  # fmt: skip
+        if given and config.stage not in stages:
+            raise ValueError(f"{flag} is for stages {' and '.join(stages)}, got stage {config.stage}")
+    if config.clip_dir and config.init_dir:
+        raise ValueError("--clip starts a new text encoder from a CLIP's text tower; the model given by --init brings "
+                         "its own")  # fmt: skip
     if config.prediction_type != "sample" and (config.stage != "t2i" or config.init_dir):
         raise ValueError("--prediction-type is for stage t2i started afresh (a model given by --init goes on "
                          "predicting what it learned to)")  # fmt: skip

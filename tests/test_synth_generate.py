@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from insv2v.synth.p2p import P2PSettings
 from insv2v.synth.prompts import PromptPair, toy_prompts
 from insv2v.testing.tiny import tiny_pipeline, tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
+from insv2v.train import load_pairs
 
 SMALL = ["--frames", "3", "--steps", "2", "--size", "32"]
 
@@ -351,6 +353,11 @@ def test_rescore_scores_every_pair_again_with_another_clip_and_its_thresholds(t2
             k: v for k, v in old.items() if k not in ("scores", "kept")}  # fmt: skip
     card = dataset.read_card(out)
     assert card["clip"] == card["run"]["clip"] == str(other) and card["thresholds"] == thresholds.to_dict()
+    # Filtering takes the thresholds of the CLIP that scored the pairs, however its folder is written, no other's.
+    assert main(["synth", "filter", str(out), "--clip", str(TOY_CLIP)]) == 2
+    assert f"scored by the CLIP {other}; thresholds of {TOY_CLIP} belong to its own" in capsys.readouterr().err
+    assert main(["synth", "filter", str(out), "--clip", f"{other}/", "--sim-image", "-1"]) == 0
+    assert dataset.read_manifest(out) == after and dataset.read_card(out)["thresholds"] == thresholds.to_dict()
     assert main([*command, "--n", "3"]) == 2  # resumed with the CLIP it was made with: no longer this dataset's
     assert "clip:" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 2
     manifest, card = (out / dataset.MANIFEST).read_text(), (out / dataset.CARD).read_text()
@@ -451,6 +458,28 @@ def test_a_run_stopped_early_is_filtered_as_it_was_meant_to_be(tmp_path):
         generate(run, toy_source(5), judge)
     card = dataset.read_card(tmp_path / "d")
     assert card["top_per_prompt"] == 1 and card["thresholds"] == run.thresholds.to_dict()
+
+    # Stopped after the first prompt's two samples, both passing: training and export take the better one alone.
+    judged = []
+
+    def judge_two(*args):
+        judged.append(args)
+        if len(judged) == 3:
+            raise KeyboardInterrupt
+        return toy_judge(*args)
+
+    root = tmp_path / "e"
+    with pytest.raises(KeyboardInterrupt):
+        generate(dataclasses.replace(run, out_dir=str(root), thresholds=Thresholds(-1.0, -1.0, -1.0, -1.0)),
+                 toy_source(5), judge_two)  # fmt: skip
+    records = dataset.read_manifest(root)
+    assert [r["kept"] for r in records] == [True, True]  # the limit is applied to the manifest at the run's end
+    best = max(records, key=lambda r: r["scores"]["sim_dir"])["id"]
+    assert [r["id"] for r in dataset.filtered_records(root) if r["kept"]] == [best]
+    assert load_pairs(str(root), 1, 32).ids == [best]
+    dataset.export_webdataset(root, tmp_path / "shards")
+    with tarfile.open(tmp_path / "shards" / "shard-000000.tar") as tar:
+        assert {name.partition(".")[0] for name in tar.getnames()} == {best}
 
 
 def test_a_card_from_before_recipes_resumes_as_video(t2v, tmp_path):

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from insv2v.synth.clip_filter import Thresholds
 from insv2v.synth.prompts import PromptPair
 from insv2v.toyworld.synthetic import filter_report, format_rate, separating_threshold, toy_judge
 from insv2v.toyworld.world import sample_triplet
@@ -32,7 +31,7 @@ def test_filter_report_precision_recall_and_per_kind():
     assert (r["recall"]["k"], r["recall"]["n"]) == (1, 2)
     assert r["by_kind"]["shape"]["kept"]["k"] == 0
     assert r["precision"]["interval"] == pytest.approx([0.0945, 0.9055], abs=1e-3)  # Wilson, 1 of 2
-    redone = filter_report(records[:4], Thresholds(sim_dir=0.9))  # other thresholds: nothing passes
+    redone = filter_report([{**r, "kept": False} for r in records[:4]])  # nothing kept
     assert redone["kept"]["k"] == 0 and format_rate(redone["precision"]) == "n/a (0 of 0)"
 
 

@@ -244,6 +244,11 @@ def test_settings_that_do_not_fit_are_refused_before_anything_is_written(tmp_pat
         "--report-to nonsense: not a tracker accelerate knows": TrainConfig("video", out, report_to="nonsense"),
         "--gradient-checkpointing is for the UNet stages": TrainConfig("clip", out, gradient_checkpointing=True),
         "--calibrate is a number of pairs .* for stage clip, got 5 for stage 2d": TrainConfig("2d", out, calibrate=5),
+        "--edit-mix is for stages 2d and video, got stage t2i": TrainConfig("t2i", out, edit_mix={"shape": 1.0}),
+        "--frames is for stages video and t2v, got stage 2d": TrainConfig("2d", out, frames=4),
+        "--fine-attention is for stages 2d and t2i, got stage t2v": TrainConfig("t2v", out, fine_attention=True),
+        "--clip is for stages 2d and t2i, got stage video": TrainConfig("video", out, clip_dir=out),
+        "--init brings its own": TrainConfig("2d", out, clip_dir=out, init_dir=out),
         "--calibrate is a number of pairs .* got -1 for stage clip": TrainConfig("clip", out, calibrate=-1),
     }
     for message, config in refusals.items():

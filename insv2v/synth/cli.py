@@ -106,7 +106,8 @@ def add_parsers(commands) -> None:
 
     f = s.add_parser("filter", help="re-apply other thresholds to a dataset without regenerating")
     f.add_argument("dataset")
-    f.add_argument("--clip", help="start from this CLIP folder's thresholds (default: the ones the dataset has)")
+    f.add_argument("--clip", help="start from the thresholds calibrated for the CLIP that scored the dataset (its "
+                   "folder; default: the thresholds the dataset has)")  # fmt: skip
     _add_threshold_flags(f)
 
     rs = s.add_parser("rescore", help="score every pair again with another CLIP (from its videos; nothing is "
@@ -187,6 +188,10 @@ def synth(args: argparse.Namespace) -> None:
         from insv2v.synth.clip_filter import Thresholds
 
         card = dataset.read_card(args.dataset)
+        if args.clip and card.get("clip") and not dataset.same_source(args.clip, card["clip"]):
+            raise ValueError(f"{args.dataset} was scored by the CLIP {card['clip']}; thresholds of {args.clip} "
+                             f"belong to its own scores: score the pairs again with `insv2v synth rescore "
+                             f"{args.dataset} --clip {args.clip}`")  # fmt: skip
         if args.clip:
             base = Thresholds.for_clip(args.clip)
         elif card.get("thresholds"):
@@ -214,7 +219,9 @@ def synth(args: argparse.Namespace) -> None:
 
         if args.out:
             dataset.check_not_own_file(args.dataset, args.out)
-        records = rejudge(args.dataset) if args.rejudge else dataset.read_manifest(args.dataset)
+        if args.rejudge:
+            rejudge(args.dataset)
+        records = dataset.filtered_records(args.dataset)
         reports = {verdict: filter_report(records, verdict=verdict)
                    for verdict in ("edit_right", "edit_right_ignoring_kinds")}  # fmt: skip
         if not reports["edit_right"]["pairs"]:

@@ -248,6 +248,20 @@ def source_name(source: str | None) -> str | None:
     return source
 
 
+def same_source(a: str, b: str) -> bool:
+    """Whether two model sources name the same model: folders (a shipped one as `assets/NAME` too) compared where they
+    are, hub ids and other names as written."""
+    from insv2v.assets import ASSETS
+
+    def where(source: str) -> str:
+        name = source_name(source.rstrip("/"))
+        if name.startswith("assets/") and not Path(name).exists():
+            return str((ASSETS / name.removeprefix("assets/")).resolve())
+        return str(Path(name).resolve()) if Path(name).exists() else name
+
+    return where(a) == where(b)
+
+
 def read_card(root: str | os.PathLike) -> dict:
     path = Path(root) / CARD
     return json.loads(path.read_text()) if path.exists() else {}
@@ -270,6 +284,16 @@ def kept_under(records: Iterable[dict], thresholds: Thresholds, top_per_prompt: 
             for i in positions[top_per_prompt:]:
                 kept[i] = False
     return kept
+
+
+def filtered_records(root: str | os.PathLike) -> list[dict]:
+    """Every sample of the manifest, `kept` as the card's filter says (its thresholds and its limit per prompt): a run
+    applies the limit to the manifest only at its end, so one stopped early has marked every passing sample kept."""
+    records, card = read_manifest(root), read_card(root)
+    if not card.get("thresholds"):  # a card from before the filter was recorded: the manifest's word
+        return records
+    kept = kept_under(records, Thresholds.from_dict(card["thresholds"]), card.get("top_per_prompt"))
+    return [{**r, "kept": k} for r, k in zip(records, kept, strict=True)]
 
 
 def check_not_own_file(root: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -346,7 +370,7 @@ def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard
         raise ValueError(f"export the shards outside the dataset, not into {out_dir} (it would carry them along)")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file; name a folder for the shards")
-    records = read_manifest(root)
+    records = filtered_records(root)
     kept = [r for r in records if r["kept"]]
     if not kept:
         raise ValueError(f"{root} has no kept pairs to export ({len(records)} samples, none kept); nothing was changed")

@@ -157,11 +157,11 @@ def t2v_fidelity(pipe, n: int, seed: int = 0, frames: int = 16, steps: int = 30,
 # ---------------------------------------------------------------- the filter against the judge
 
 
-def filter_report(records: list[dict], thresholds: Thresholds | None = None, verdict: str = "edit_right") -> dict:
+def filter_report(records: list[dict], verdict: str = "edit_right") -> dict:
     """Of all pairs the judge could judge (`verdict`: its strict verdict, or "edit_right_ignoring_kinds"), the share
-    that shows the edit; the filter's share kept, precision and recall."""
+    that shows the edit; the filter's (each record's `kept`) share kept, precision and recall."""
     judged = [r for r in records if r.get("judge") and r["judge"].get(verdict) is not None]
-    kept = [PairScores(**r["scores"]).passes(thresholds) if thresholds else r["kept"] for r in judged]
+    kept = [r["kept"] for r in judged]
     right = [r["judge"][verdict] for r in judged]
     per_kind = {}
     for kind in sorted({r.get("kind") or "unknown" for r in judged}):
