@@ -899,10 +899,11 @@ def checkpoint_state(folder: Path) -> dict | None:
     return json.loads((folder / "state.json").read_text()) if (folder / "state.json").exists() else None
 
 
-# What a resumed run may change: how long it trains; how it logs, checkpoints and uploads; the accumulation (a preset's
-# follows the number of processes); the data's path (compared resolved, as `data_source` records it).
-RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "threads", "report_to", "push_to_hub", "out_dir",
-                     "grad_accum", "data_dir", "calibrate"}  # fmt: skip
+# What a resumed run may change: how long it trains; how it logs, checkpoints and uploads; where its toy samples are
+# drawn (threads, workers); the accumulation (a preset's follows the number of processes); what follows the training
+# (calibrate); the paths as written (the data's is compared resolved, as `data_source` records it).
+RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "threads", "workers", "report_to", "push_to_hub",
+                     "grad_accum", "calibrate", "out_dir", "data_dir"}  # fmt: skip
 
 
 def check_resume(config: TrainConfig, state: dict | None) -> None:
@@ -924,9 +925,9 @@ def check_resume(config: TrainConfig, state: dict | None) -> None:
     changed = [k for k in now if k not in RESUMABLE_CHANGES and k in before and before[k] != now[k]]
     if changed:
         listed = ", ".join(f"{k}: {before[k]!r} then, {now[k]!r} now" for k in changed)
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUMABLE_CHANGES - {"out_dir", "data_dir"}))
         raise ValueError(f"{config.out_dir} was started with other settings ({listed}); resume it with the same ones "
-                         "(only --steps, logging, checkpointing, uploads and --grad-accum may change), or start a new "
-                         "run")  # fmt: skip
+                         f"(only {flags} may change), or start a new run")  # fmt: skip
     if before.get("steps", config.steps) != config.steps:  # allowed: the cosine stretches to the new length
         step, old = state["step"], dataclasses.replace(config, steps=before["steps"])
         then, now_lr = learning_rate(step, old), learning_rate(step, config)
