@@ -44,6 +44,7 @@ from insv2v.files import complete_lines, write_atomically
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.loading import is_2d_folder
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.models.unet import unet_on_video
 from insv2v.synth import dataset
 from insv2v.toyworld.models import LEVELS, PATCH
 from insv2v.toyworld.world import (
@@ -665,16 +666,16 @@ def editing_loss(unet, helpers, text_encoder, source, target, instructions, conf
     embeds = encode_text(tokenizer, text_encoder, texts, source.device).float()  # (n, L, C)
     keep_video = (~no_video).float().to(source.device)
     if video:
-        f = source.shape[2]
         x0, cond, source_latents = (unfold_frames(x, n) for x in (x0, cond, source_latents))
-        cond = cond * keep_video.view(n, 1, 1, 1, 1)
-        embeds = embeds.repeat_interleave(f, dim=0)  # (n*f, L, C)
-    else:
-        cond = cond * keep_video.view(n, 1, 1, 1)
+    cond = cond * keep_video.view(n, *[1] * (cond.ndim - 1))
     noise = torch.randn_like(x0)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,)).to(source.device)
     noisy = scheduler.add_noise(x0, noise, t)  # per-sample timesteps broadcast over (c, [f,] h, w)
-    pred = unet(torch.cat([noisy, cond], dim=1), t, encoder_hidden_states=embeds).sample
+    model_input = torch.cat([noisy, cond], dim=1)
+    if video:
+        pred = unet_on_video(unet, model_input, t, embeds)
+    else:
+        pred = unet(model_input, t, encoder_hidden_states=embeds).sample
     error = F.mse_loss(pred.float(), loss_target(scheduler, x0, noise, t), reduction="none")
     if not is_pixel_fold(vae):
         return error.mean()
@@ -715,14 +716,10 @@ def generation_loss(
         alpha_bar = scheduler.alphas_cumprod.to(t.device)[t_frames].view(-1, 1, 1, 1)
         implied = (noisy - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
         noise = torch.where(swapped.to(t.device).repeat_interleave(f).view(-1, 1, 1, 1), implied, noise)
-    if config.stage == "t2i":
-        pred = unet(noisy, t_frames, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
-    else:  # UNetMotionModel: (n, c, f, h, w) with per-frame text
-        pred = unet(unfold_frames(noisy, n), t, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
-        pred = fold_frames(pred)
+    pred = fold_frames(unet_on_video(unet, unfold_frames(noisy, n), t, embeds))
     # The shapes carry what a caption says beyond the background; they are a few percent of the pixels.
     weight = 1 + config.shape_weight * F.pixel_unshuffle(fold_frames(coverage), vae.config.patch_size)
-    weight = weight.mean(dim=1, keepdim=True)  # (n*f, 1, h, w): the coverage of each folded 4x4 patch
+    weight = weight.mean(dim=1, keepdim=True)  # (n*f, 1, h, w): the coverage of each folded patch
     if config.snr_gamma is not None:  # the steps that draw outlines, not the blurred mean of the noisiest ones
         weight = weight * min_snr_weight(scheduler, t_frames, config.snr_gamma).view(-1, 1, 1, 1)
     target = loss_target(scheduler, x0, noise, t_frames)

@@ -109,19 +109,17 @@ def test_editing_loss_weights_what_the_edit_changes():
 
 def test_generation_loss_weights_the_shapes():
     """A UNet that is off by 1 everywhere: the loss is 1 + shape_weight x the share of shape pixels in the frames."""
-    _, helpers = build(TrainConfig("t2i", "unused"))
+    modules, helpers = build(TrainConfig("t2i", "unused"))
     clips, _, coverage, captions, _ = captioned_clips(np.random.default_rng(0), 4, 1)
     shapes = coverage.mean().item()
     assert 0.01 < shapes < 0.5
-
-    class OffByOne(torch.nn.Module):
-        def forward(self, sample, t, encoder_hidden_states):
-            return type("Out", (), {"sample": helpers["vae"].encode(clips[:, :, 0]).latent_dist.mode() + 1})()
-
+    unet = modules["unet"]  # run as a 2-D UNet is on frames, its forward off by one
+    unet.forward = lambda sample, t, encoder_hidden_states: type(
+        "Out", (), {"sample": helpers["vae"].encode(clips[:, :, 0]).latent_dist.mode() + 1})()  # fmt: skip
     text_encoder = lambda ids: (torch.zeros(len(ids), ids.shape[1], 64),)  # noqa: E731
     for weight in (0.0, 4.0):
         config = TrainConfig("t2i", "unused", shape_weight=weight)
-        loss = generation_loss(OffByOne(), helpers, text_encoder, clips, coverage, captions, config,
+        loss = generation_loss(unet, helpers, text_encoder, clips, coverage, captions, config,
                                np.random.default_rng(1))  # fmt: skip
         assert loss.item() == pytest.approx(1 + weight * shapes, rel=1e-5)
 
@@ -157,7 +155,7 @@ def test_edit_swap_targets_the_clip_from_a_strongly_noised_source(prediction_typ
 
     from insv2v.train import SWAP_FLOOR
 
-    _, helpers = build(TrainConfig("t2i", "unused"))
+    modules, helpers = build(TrainConfig("t2i", "unused"))
     scheduler = helpers["scheduler"] = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
     vae = helpers["vae"]
     clips, sources, coverage, captions, swapped = captioned_clips(np.random.default_rng(4), 8, 1, edit_swap=0.5)
@@ -165,18 +163,20 @@ def test_edit_swap_targets_the_clip_from_a_strongly_noised_source(prediction_typ
     x0 = vae.encode(clips[:, :, 0]).latent_dist.mode() * vae.config.scaling_factor
     seen = []
 
-    class Oracle(torch.nn.Module):
-        def forward(self, sample, t, encoder_hidden_states):
-            seen.append(t)
-            alpha_bar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-            noise = (sample - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
-            out = {"sample": x0, "epsilon": noise, "v_prediction": scheduler.get_velocity(x0, noise, t)}
-            return type("Out", (), {"sample": out[prediction_type]})()
+    def oracle(sample, t, encoder_hidden_states):  # the t2i UNet's forward, run as a 2-D UNet is on frames
+        seen.append(t)
+        alpha_bar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+        noise = (sample - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        out = {"sample": x0, "epsilon": noise, "v_prediction": scheduler.get_velocity(x0, noise, t)}
+        return type("Out", (), {"sample": out[prediction_type]})()
+
+    unet = modules["unet"]
+    unet.forward = oracle
 
     text_encoder = lambda ids: (torch.zeros(len(ids), ids.shape[1], 64),)  # noqa: E731
     for seed in range(3):
         config = TrainConfig("t2i", "unused", edit_swap=0.5)
-        loss = generation_loss(Oracle(), helpers, text_encoder, clips, coverage, captions, config,
+        loss = generation_loss(unet, helpers, text_encoder, clips, coverage, captions, config,
                                np.random.default_rng(seed), sources, swapped)  # fmt: skip
         assert loss.item() < 1e-8
     floor = SWAP_FLOOR * scheduler.config.num_train_timesteps

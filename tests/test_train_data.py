@@ -23,7 +23,8 @@ FRAMES = 10  # per pair of the index-coded datasets
 
 
 def make_dataset(root, pairs: list[tuple[np.ndarray, np.ndarray, PromptPair, bool]]) -> None:
-    """A dataset as `insv2v synth generate` writes one: (input frames, edited frames, prompts, kept) per sample."""
+    """A dataset as `insv2v synth generate` writes one: (input frames, edited frames, prompts, kept) per sample, the
+    scores of those not kept below the card's directional-similarity threshold."""
     records = []
     for index, (source, target, prompts, kept) in enumerate(pairs):
 
@@ -34,7 +35,8 @@ def make_dataset(root, pairs: list[tuple[np.ndarray, np.ndarray, PromptPair, boo
 
         files = dataset.publish_pair(root, index, write)
         record = {"index": index, "id": dataset.pair_id(index), **prompts.to_dict(), "seed": index,
-                  "scores": PairScores(0.3, 0.3, 0.2, 0.8).to_dict(), "kept": kept, "files": files}  # fmt: skip
+                  "scores": PairScores(0.3, 0.3, 0.2 if kept else 0.0, 0.8).to_dict(), "kept": kept,
+                  "files": files}  # fmt: skip
         dataset.append_record(root / dataset.MANIFEST, record)
         records.append(record)
     dataset.write_card(root, {"thresholds": THRESHOLDS.to_dict(), "counts": dataset.counts(records)})

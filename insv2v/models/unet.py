@@ -101,3 +101,21 @@ class InsV2VUNetMotionModel(UNetMotionModel):
         """As `UNetMotionModel.forward`; `sample` is (b, c, f, h, w)."""
         self._frames.value = sample.shape[2]
         return super().forward(sample, *args, **kwargs)
+
+
+def unet_on_video(unet, sample: torch.Tensor, timestep, text: torch.Tensor) -> torch.Tensor:
+    """A UNet's output for videos (n, c, f, h, w), with one text embedding per video (n, L, C) and a timestep (a
+    number, or one per video): a 2-D UNet sees the frames as a batch of images; UNet3DConditionModel repeats the text
+    per frame itself; a motion UNet (diffusers' UNetMotionModel, InsV2V's) wants it once per frame."""
+    from diffusers import UNet2DConditionModel, UNet3DConditionModel
+
+    if isinstance(unet, UNet3DConditionModel):
+        return unet(sample, timestep, encoder_hidden_states=text).sample
+    n, f = sample.shape[0], sample.shape[2]
+    per_frame = text.repeat_interleave(f, dim=0)  # (n*f, L, C)
+    if not isinstance(unet, UNet2DConditionModel):
+        return unet(sample, timestep, encoder_hidden_states=per_frame).sample
+    if torch.is_tensor(timestep) and timestep.ndim:
+        timestep = timestep.repeat_interleave(f)
+    images = sample.transpose(1, 2).flatten(0, 1)  # (n*f, c, h, w)
+    return unet(images, timestep, encoder_hidden_states=per_frame).sample.unflatten(0, (n, f)).transpose(1, 2)

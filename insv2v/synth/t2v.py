@@ -28,6 +28,7 @@ from insv2v.loading import (
 
 # Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.models.unet import unet_on_video
 from insv2v.pipeline import vae_scale_factor
 
 # Sampling defaults of the reference data engine (docs/DESIGN.md): 16 frames, DDIM 30 steps.
@@ -115,15 +116,7 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     def model_output(self, sample: torch.Tensor, t, embeds: torch.Tensor) -> torch.Tensor:
         """The UNet on videos (n, c, f, h, w) with one text embedding per video (n, L, C), whatever its kind."""
-        n, f = sample.shape[0], sample.shape[2]
-        sample, embeds = sample.to(self.unet.dtype), embeds.to(self.unet.dtype)
-        if isinstance(self.unet, UNet2DConditionModel):  # frames are independent images
-            images = sample.transpose(1, 2).flatten(0, 1)  # (n*f, c, h, w)
-            out = self.unet(images, t, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample
-            return out.unflatten(0, (n, f)).transpose(1, 2).float()  # (n, c, f, h, w)
-        if isinstance(self.unet, UNetMotionModel):  # wants one text embedding per frame
-            return self.unet(sample, t, encoder_hidden_states=embeds.repeat_interleave(f, dim=0)).sample.float()
-        return self.unet(sample, t, encoder_hidden_states=embeds).sample.float()  # UNet3DConditionModel repeats
+        return unet_on_video(self.unet, sample.to(self.unet.dtype), t, embeds.to(self.unet.dtype)).float()
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 16) -> np.ndarray:
