@@ -127,7 +127,8 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     out = tmp_path / "data"
     assert main(["synth", "generate", "--t2v", t2v, "--clip", str(TOY_CLIP), "--n", "3", "--out", str(out),
                  "--sim-image", "0", "--sim-0", "-1", "--sim-1", "-1", "--sim-dir", "-1", *SMALL]) == 0  # fmt: skip
-    assert "3 of 3 samples kept" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "prompts: 3 generated, 3 valid\n" in printed and "3 of 3 samples kept" in printed
     assert main(["synth", "filter", str(out), "--sim-image", "1.01"]) == 2  # no cosine is that large: refused
     assert "threshold sim_image must be a number in [-1, 1]" in capsys.readouterr().err
     assert main(["synth", "filter", str(out), "--sim-dir", "1"]) == 0  # no edit moves exactly as its text

@@ -79,7 +79,7 @@ def test_toy_source_ends_with_its_split_counts_and_checks_arguments():
     stats = PromptStats()
     assert len(list(toy_prompts(seed=len(HELDOUT_SEEDS) - 2, split="heldout", stats=stats))) == 2
     assert stats.to_dict() == {"generated": 2, "valid": 2, "rejected": {}, "captions": 0, "gave_up": 0}
-    with pytest.raises(ValueError, match="`split` must be one of train, heldout, got 'test'"):
+    with pytest.raises(ValueError, match="split must be one of train, heldout, got 'test'"):
         toy_prompts(split="test")
     with pytest.raises(ValueError, match=r"`seed` must be in \[0, 1000000\) for the heldout split, got 1000000"):
         toy_prompts(seed=10**6, split="heldout")
@@ -459,7 +459,7 @@ def test_prompt_source_parses_its_spec(tmp_path):
         ("missing.jsonl", {}, "prompt file missing.jsonl does not exist"),
         ("llm:", {}, f"'llm:' names no model: use llm:MODEL_ID_OR_DIR, e.g. llm:{DEFAULT_LLM}"),
         ("toy", {"captions": ["a cat"]}, "captions and LLM settings apply to an llm:MODEL source, not 'toy'"),
-        ("toy", {"split": "val"}, "`split` must be one of train, heldout, got 'val'"),
+        ("toy", {"split": "val"}, "split must be one of train, heldout, got 'val'"),
     ],
 )
 def test_prompt_source_errors_say_what_is_wrong(spec, kwargs, message):

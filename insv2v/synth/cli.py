@@ -182,6 +182,8 @@ def synth(args: argparse.Namespace) -> None:
                                  start=start)  # fmt: skip
 
         counts = generate(config, pairs, judge, stats.to_dict)
+        if stats.generated:  # what this run asked of its prompt source
+            print(f"prompts: {stats.summary()}")
         if counts:
             print(f"{args.out}: {counts['kept']} of {counts['samples']} samples kept")
     elif args.action == "filter":

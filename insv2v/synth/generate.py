@@ -295,7 +295,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     card.update(
         t2v=dataset.source_name(config.t2v), clip=dataset.source_name(config.clip), prompts=config.prompts,
         seed=config.seed, n=config.n, frames=config.frames, steps=config.steps,
-        size=config.size or pipe.default_resolution, thresholds=config.thresholds.to_dict(),
+        size=size, thresholds=config.thresholds.to_dict(),
         top_per_prompt=config.top_per_prompt, counts=counts, command=config.command,
     )  # fmt: skip
     dataset.write_card(root, card)

@@ -25,7 +25,6 @@ from typing import Any
 
 DEFAULT_LLM = "HuggingFaceTB/SmolLM2-360M-Instruct"  # small, instruction-tuned, runs on a CPU
 LLM_PREFIX = "llm"  # spec "llm" (the default model) or "llm:MODEL_ID_OR_DIR"
-SPLITS = ("train", "heldout")  # toy-world seed ranges (insv2v.toyworld.world)
 
 # InstructPix2Pix's GPT-3 delimiters: CAPTION ## EDIT %% OUTPUT END
 CAPTION_END = "\n##\n"
@@ -204,22 +203,14 @@ def check_completion(caption: str, text: str) -> PromptPair | str:
 # ---------------------------------------------------------------- source 1: the toy world
 
 
-def _split_seeds(split: str) -> range:
-    from insv2v.toyworld.world import HELDOUT_SEEDS, TRAIN_SEEDS
-
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {', '.join(SPLITS)}, got {split!r}")
-    return TRAIN_SEEDS if split == "train" else HELDOUT_SEEDS
-
-
 def toy_prompts(
     seed: int = 0, split: str = "train", stats: PromptStats | None = None, start: int = 0
 ) -> Iterator[PromptPair]:
     """The toy world's exact triplets: the i-th from seed `split.start + seed + i`, to the end of the split, from the
     `start`-th on (a resumed run's: those before it are fixed, and were counted then)."""
-    from insv2v.toyworld.world import sample_triplet
+    from insv2v.toyworld.world import sample_triplet, split_range
 
-    seeds = _split_seeds(split)
+    seeds = split_range(split)
     if not 0 <= seed < len(seeds):
         raise ValueError(f"`seed` must be in [0, {len(seeds)}) for the {split} split, got {seed}")
 

@@ -6,20 +6,18 @@ import dataclasses
 import json
 from pathlib import Path
 
-from insv2v.toyworld.world import HELDOUT_SEEDS, TRAIN_SEEDS, sample_triplet
+from insv2v.toyworld.world import sample_triplet, split_range
 from insv2v.video import write_video
 
-SPLITS = {"train": TRAIN_SEEDS, "heldout": HELDOUT_SEEDS}
 FPS = 8
 
 
 def split_seeds(split: str, n: int, seed: int = 0) -> range:
     """The n triplet seeds of a split, starting `seed` into it: the held-out split is fixed by its range."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if n < 1 or seed < 0 or seed + n > len(SPLITS[split]):
+    seeds = split_range(split)
+    if n < 1 or seed < 0 or seed + n > len(seeds):
         raise ValueError(f"n={n} triplets from offset {seed} do not fit in the {split} split")
-    start = SPLITS[split].start + seed
+    start = seeds.start + seed
     return range(start, start + n)
 
 

@@ -374,3 +374,11 @@ def sample_triplet(seed: int, kind: str | None = None) -> Triplet:
 # Splits are disjoint seed ranges: training draws from TRAIN_SEEDS, evaluation from HELDOUT_SEEDS.
 TRAIN_SEEDS = range(10**9)
 HELDOUT_SEEDS = range(10**9, 10**9 + 10**6)
+SPLITS = {"train": TRAIN_SEEDS, "heldout": HELDOUT_SEEDS}
+
+
+def split_range(split: str) -> range:
+    """The seeds of a split, "train" or "heldout"."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return SPLITS[split]
