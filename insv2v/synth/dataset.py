@@ -139,6 +139,14 @@ def pair_paths(root: Path, record: dict) -> list[Path]:
     return paths
 
 
+def read_pair(root: Path, record: dict) -> tuple:
+    """The sample's input and edited frames, (f, h, w, 3) uint8 arrays, as they were written (uncropped)."""
+    from insv2v.video import read_video
+
+    source, edited = (read_video(path, multiple=1).frames for path in pair_paths(root, record))
+    return source, edited
+
+
 def publish_pair(root: Path, index: int, write) -> dict[str, str]:
     """Let `write(folder)` fill a temporary folder, then rename it into place; the files, relative to root."""
     final = pair_folder(root, index)
@@ -346,7 +354,6 @@ def rescore(
     earlier CLIP. `progress` wraps the samples (a progress bar); the new counts."""
     from insv2v.metrics import load_clip
     from insv2v.synth.clip_filter import score_pair
-    from insv2v.video import read_video
 
     root = Path(root)
     records = read_manifest(root)
@@ -354,7 +361,7 @@ def rescore(
         raise ValueError(f"{root} holds no finished samples (no {MANIFEST})")
     scorer = load_clip(clip)
     for r in progress(records):
-        source, edited = (read_video(path).frames for path in pair_paths(root, r))
+        source, edited = read_pair(root, r)
         r["scores"] = score_pair(scorer, source, edited, r["input"], r["output"]).to_dict()
     name, run = source_name(clip), read_card(root).get("run")
     if run:  # a resumed run must score with it too

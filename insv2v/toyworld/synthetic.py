@@ -185,13 +185,12 @@ def rejudge(root) -> list[dict]:
     """Judge every pair of a toy dataset again from its files (after the judge changed); manifest and card updated."""
     from insv2v.synth import dataset
     from insv2v.synth.prompts import PromptPair
-    from insv2v.video import read_video
 
     root = Path(root)
     with dataset.writing(root):  # a run still generating would lose the lines it appends meanwhile
         records = dataset.read_manifest(root)
         for r in records:
-            frames = [read_video(path).frames for path in dataset.pair_paths(root, r)]
+            frames = dataset.read_pair(root, r)
             r["judge"] = toy_judge(PromptPair(r["input"], r["edit"], r["output"], r.get("kind")), *frames)
         dataset.rewrite_manifest(root, records)
         card = dataset.read_card(root)

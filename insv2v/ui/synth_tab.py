@@ -208,13 +208,11 @@ def show_pair(studio, data: dict | None, position, which: str, kind: str, *value
         return None, "No pair matches these filters.", no_scores(), "0 of 0", 1
     position = int(np.clip(position or 1, 1, len(shown)))
     record = data["records"][shown[position - 1]]
-    from insv2v.video import read_video
-
     folder = available_datasets(studio.config.datasets).get(data["name"])
     if folder is None:
         raise gr.Error(f"the dataset {data['name']} is no longer here; choose another")
     try:
-        frames = [read_video(path).frames for path in dataset.pair_paths(folder, record)]
+        frames = dataset.read_pair(folder, record)
     except (ValueError, OSError) as err:
         raise gr.Error(user_message(err)) from None
     video = side_by_side_file(studio, *frames, f"pair-{record['id']}")
