@@ -151,8 +151,10 @@ def edit(args: argparse.Namespace) -> None:
 def convert(args: argparse.Namespace) -> None:
     import torch
 
+    from insv2v.files import check_new_folder
     from insv2v.models.reference import convert_reference_checkpoint
 
+    check_new_folder(args.out_dir)
     pipe = convert_reference_checkpoint(
         args.checkpoint,
         args.out_dir,
@@ -184,8 +186,10 @@ def _add_convert_parser(commands) -> None:
 
 
 def tiny(args: argparse.Namespace) -> None:
+    from insv2v.files import check_new_folder
     from insv2v.testing.tiny import main as save_tiny
 
+    check_new_folder(args.out_dir)
     save_tiny([args.out_dir, "--seed", str(args.seed)])
 
 
@@ -333,8 +337,10 @@ def _add_toyworld_parsers(commands) -> None:
 
 
 def toyworld(args: argparse.Namespace) -> None:
+    from insv2v.files import check_new_folder
     from insv2v.toyworld.dataset import write_triplets
 
+    check_new_folder(args.out_dir)
     folders = write_triplets(args.out_dir, args.n, args.seed, args.split, args.frames)
     print(f"wrote {len(folders)} {args.split} triplets to {args.out_dir}")
 

@@ -27,6 +27,17 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
         raise
 
 
+def check_new_folder(path: str | os.PathLike) -> Path:
+    """A folder to write a model or a dataset into that holds nothing yet: refused if it is a file or holds anything,
+    so that nothing kept there is written over."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; name a new or empty folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ValueError(f"{path} is not empty; name a new or empty folder (nothing in it was changed)")
+    return path
+
+
 def complete_lines(path: str | os.PathLike) -> list[str]:
     """The lines of a file appended to a line at a time (without their newlines), less a last one a kill cut short
     before its newline; [] when there is no file."""

@@ -277,6 +277,25 @@ def test_toyworld_make_and_train_commands(tmp_path, capsys):
     assert "frames must be in [1, 256]" in capsys.readouterr().err
 
 
+def test_commands_that_write_a_folder_refuse_one_that_holds_anything(tmp_path, capsys):
+    """A mistyped folder (a trained model, a dataset, a project) is never written over; a file there is named."""
+    kept = tmp_path / "editor"
+    kept.mkdir()
+    (kept / "README.md").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "ckpt.pth").write_bytes(b"")
+    for command in (["tiny"], ["toyworld", "make"], ["convert", str(tmp_path / "ckpt.pth")]):
+        assert main([*command, str(kept)]) == 2
+        assert f"{kept} is not empty; name a new or empty folder" in capsys.readouterr().err
+        assert main([*command, str(tmp_path / "notes.txt")]) == 2
+        assert "notes.txt is a file; name a new or empty folder" in capsys.readouterr().err
+    assert [p.name for p in kept.iterdir()] == ["README.md"] and (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(SystemExit):  # python -m insv2v.testing.tiny says the same through its own parser
+        save_tiny([str(kept)])
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["tiny", str(tmp_path / "new")]) == 0 and (tmp_path / "new" / "model_index.json").is_file()
+
+
 @pytest.mark.slow  # the whole toy-world evaluation
 def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     """Text CFG from the flag, video CFG from the model's sampling.json; the sample chosen by its offset into the

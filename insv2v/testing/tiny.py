@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet3D
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from insv2v.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+from insv2v.files import check_new_folder
 from insv2v.models import inflate_unet
 from insv2v.models.reference import reference_scheduler
 from insv2v.pipeline import InsV2VPipeline
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        check_new_folder(args.out_dir)
+    except ValueError as err:
+        parser.error(str(err))
     InsV2VPipeline(**tiny_components(args.seed)).save_pretrained(args.out_dir)
     print(f"saved a tiny random InsV2V pipeline to {args.out_dir}")
 
