@@ -252,13 +252,20 @@ class _Sink:
 def check_output(
     output: Path, input_path: str | Path, sidecars: Iterable[Path] = (), suffixes: Iterable[str] = OUTPUT_SUFFIXES
 ) -> None:
-    """An output video the writer can make (`suffixes`: the edit's .mp4 or .gif) that, with its sidecars, would not
-    overwrite the input."""
+    """An output video the writer can make (`suffixes`: the edit's .mp4 or .gif) in a folder that is or can be made
+    and written to, that, with its sidecars, would not overwrite the input nor a folder: checked before any work."""
     if output.suffix.lower() not in suffixes:
         raise ValueError(f"output must end in {' or '.join(suffixes)}, got {output.name}")
     for path in (output, *sidecars):
         if path.resolve() == Path(input_path).resolve() or same_file(path, input_path):
             raise ValueError(f"output {path} would overwrite the input")
+        if path.is_dir():
+            raise ValueError(f"output {path} is a folder; name a file")
+    blocked = next((folder for folder in output.parents if folder.exists()), None)  # the nearest that is there
+    if blocked is not None and not blocked.is_dir():
+        raise ValueError(f"output {output}: {blocked} is a file, not a folder")
+    if blocked is not None and not os.access(blocked, os.W_OK):
+        raise ValueError(f"output {output}: {blocked} is not writable")
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

@@ -227,8 +227,11 @@ def test_an_output_path_through_a_file_is_one_line(model, tmp_path, capsys):
     good = make_video(tmp_path / "good.mp4", num_frames=6)
     assert edit(good, "make it snowy", "-o", tmp_path / "notes.txt" / "out.mp4", "--model", model, *FAST) == 2
     err = capsys.readouterr().err.strip()
-    assert err.split("\n")[-1].startswith("insv2v: error: ") and "Traceback" not in err and "notes.txt" in err
-    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert err.split("\n")[-1].startswith("insv2v: error: ") and "Traceback" not in err
+    assert f"{tmp_path / 'notes.txt'} is a file, not a folder" in err and (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "made.mp4").mkdir()  # a folder named like a video: refused before the edit, not after it
+    assert edit(good, "make it snowy", "-o", tmp_path / "made.mp4", "--model", model, *FAST) == 2
+    assert f"output {tmp_path / 'made.mp4'} is a folder; name a file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("instruction", ["", "   "])
