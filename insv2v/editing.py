@@ -113,12 +113,14 @@ class EditRecipe:
         return recipe, meta if isinstance(meta, dict) else {}
 
     def save(self, path: str | Path, meta: dict) -> None:
-        """Write the recipe, local file paths relative to its folder so that the folder can move."""
+        """Write the recipe, local files inside its folder by their path from there (they move with it), others by
+        where they are, so that the recipe replays wherever its folder goes."""
         folder = Path(path).resolve().parent
         data = self.to_json()
         for name in ("input", "model"):
             if data[name] and Path(data[name]).exists():
-                data[name] = os.path.relpath(Path(data[name]).resolve(), folder)
+                where = Path(data[name]).resolve()
+                data[name] = where.relative_to(folder).as_posix() if where.is_relative_to(folder) else str(where)
         text = json.dumps({**data, "_meta": meta}, indent=2, default=str)
         write_atomically(path, lambda tmp: Path(tmp).write_text(text))  # whole or not at all, as the videos
 

@@ -64,6 +64,24 @@ def test_recipe_reproduces_the_edit(model, clip, tmp_path):
     assert first.read_bytes() == again.read_bytes()  # the same file, sound and all
 
 
+def test_a_recipe_replays_after_its_folder_moves(model, clip, tmp_path, monkeypatch):
+    """Files inside the recipe's folder are recorded from there and move with it; files elsewhere by where they are
+    (a path from the recipe's folder to them would break when it moves)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copyfile(clip, project / "in.mp4")
+    assert edit(project / "in.mp4", "make it snowy", "-o", project / "out.mp4", "--model", model, *FAST,
+                "--max-frames", 4) == 0  # fmt: skip
+    recipe = json.loads((project / "out.json").read_text())
+    assert recipe["input"] == "in.mp4" and recipe["model"] == str(Path(model).resolve())
+    moved = tmp_path / "archive" / "2026" / "project"
+    moved.parent.mkdir(parents=True)
+    shutil.move(project, moved)
+    monkeypatch.chdir(moved)  # replayed from inside the moved folder, as a user would
+    assert main(["edit", "--recipe", "out.json", "-o", "again.mp4"]) == 0
+    assert (moved / "again.mp4").read_bytes() == (moved / "out.mp4").read_bytes()
+
+
 def test_a_seed_torch_cannot_take_is_refused_by_name(model, clip, tmp_path, capsys):
     with pytest.raises(SystemExit):
         edit(clip, "make it snowy", "-o", tmp_path / "a.mp4", "--model", model, "--seed", 2**64)
