@@ -390,11 +390,15 @@ def evaluate(args: argparse.Namespace) -> None:
             write_record(args.out, results)
         return
     if args.combine:
-        try:
-            loaded = [json.loads(Path(path).read_text()) for path in args.combine]
-            results = combine(loaded)
-        except (OSError, json.JSONDecodeError, KeyError) as err:
-            raise ValueError(f"cannot combine {', '.join(args.combine)}: {err}") from err
+        loaded = []
+        for path in args.combine:
+            try:
+                loaded.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as err:  # ValueError: not JSON, or not text
+                raise ValueError(f"cannot combine: {path}: {err}") from err
+            if not isinstance(loaded[-1], dict) or "sampling" not in loaded[-1]:
+                raise ValueError(f"cannot combine: {path} is not a record of insv2v eval --toyworld")
+        results = combine(loaded)
         left_out = [part for part in PARTS if part not in results and any(part in r for r in loaded)]
         if left_out:
             print(f"left out (not in every result): {', '.join(left_out)}", file=sys.stderr)

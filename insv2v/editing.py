@@ -99,7 +99,7 @@ class EditRecipe:
         hash, precision, device; {} for a recipe written by hand)."""
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all (UnicodeDecodeError)
             raise ValueError(f"cannot read recipe {path}: {err}") from err
         if not isinstance(data, dict):
             raise ValueError(f"recipe {path} is not a JSON object")

@@ -82,6 +82,16 @@ def test_a_recipe_replays_after_its_folder_moves(model, clip, tmp_path, monkeypa
     assert (moved / "again.mp4").read_bytes() == (moved / "out.mp4").read_bytes()
 
 
+def test_a_file_that_is_not_what_the_command_reads_is_named(clip, tmp_path, capsys):
+    assert main(["edit", "--recipe", str(clip), "-o", str(tmp_path / "a.mp4")]) == 2  # a video given as the recipe
+    assert f"cannot read recipe {clip}: 'utf-8' codec can't decode" in capsys.readouterr().err
+    (tmp_path / "notes.json").write_text('{"todo": 1}')
+    (tmp_path / "r.json").write_text(json.dumps({"sampling": {}, "edits": {"records": []}}))
+    for other, words in ((tmp_path / "notes.json", "is not a record of insv2v eval"), (clip, "can't decode")):
+        assert main(["eval", "--toyworld", "--combine", str(tmp_path / "r.json"), str(other)]) == 2
+        assert f"cannot combine: {other}" in (err := capsys.readouterr().err) and words in err
+
+
 def test_a_seed_torch_cannot_take_is_refused_by_name(model, clip, tmp_path, capsys):
     with pytest.raises(SystemExit):
         edit(clip, "make it snowy", "-o", tmp_path / "a.mp4", "--model", model, "--seed", 2**64)
