@@ -389,6 +389,8 @@ def test_default_model_resolution(tmp_path, monkeypatch):
     assert loading.resolve_source(None) == str(tmp_path / "toy-editor")  # the CLI's default too
     monkeypatch.setenv("INSV2V_MODEL", "someone/model")
     assert default_source() == "someone/model"
+    with pytest.raises(SystemExit, match="the model '/nope/model' does not exist; pass --model"):
+        AppConfig.from_env("/nope/model")  # a mistyped folder stops the server at its start
     monkeypatch.setenv("INSV2V_MAX_SECONDS", "12")
     assert AppConfig.from_env().max_seconds == 12.0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from insv2v.assets import TOY_CLIP, TOY_PAIRS, TOY_STUDY, TOY_T2I, TOY_T2V
-from insv2v.loading import BUNDLED_MODEL, default_source
+from insv2v.loading import BUNDLED_MODEL, default_source, names_missing_folder
 from insv2v.video import VideoError, VideoInfo, probe
 
 CLIP_ENV = "INSV2V_CLIP"
@@ -87,6 +87,9 @@ class AppConfig:
         source = default_source(model)
         if source is None:
             raise SystemExit(NO_MODEL)
+        if names_missing_folder(source):  # said now, not to every visitor's first edit
+            raise SystemExit(f"InsV2V Studio: the model {source!r} does not exist; pass --model (or set "
+                             "INSV2V_MODEL to) a pipeline folder or hub id")  # fmt: skip
         env = dict(
             device=_env("INSV2V_DEVICE", str, None),
             clip=app_clip_source(),
