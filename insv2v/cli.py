@@ -127,7 +127,7 @@ def _recipe_from_args(args: argparse.Namespace) -> tuple[EditRecipe, dict]:
 def edit(args: argparse.Namespace) -> None:
     import torch
 
-    from insv2v.editing import replay_differences, replay_dtype, run_edit
+    from insv2v.editing import SETTINGS, name_settings, replay_differences, replay_dtype, run_edit
     from insv2v.loading import default_device, load_pipeline
     from insv2v.video import probe
 
@@ -140,7 +140,11 @@ def edit(args: argparse.Namespace) -> None:
     recipe = dataclasses.replace(recipe, model=recipe.model or pipe.name_or_path)
     for note in replay_differences(made, recipe, pipe):
         print(f"insv2v: note: {note}", file=sys.stderr)
-    result = run_edit(recipe, args.output, pipe, side_by_side_view=args.side_by_side)
+    try:
+        result = run_edit(recipe, args.output, pipe, side_by_side_view=args.side_by_side)
+    except ValueError as err:  # the pipeline names its arguments; the user gave flags
+        flags = {arg: f"--{name.replace('_', '-')}" for arg, name in SETTINGS.items()}
+        raise ValueError(name_settings(str(err), flags)) from err
     print(
         f"wrote {result.output} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps:.3f} fps, "
         f"seed {result.recipe.seed}) in {result.seconds:.1f} s; recipe: {result.recipe_path}"

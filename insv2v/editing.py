@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -249,6 +250,23 @@ class _Sink:
                 write_gif(self.path, np.concatenate(self.frames), self.fps)
         else:
             self.writer.__exit__(None if ok else RuntimeError, None, None)
+
+
+# The pipeline's arguments as an edit's settings are called (its recipe's fields; the CLI's flags), for its messages.
+SETTINGS = {
+    "guidance_scale": "text_cfg",
+    "video_guidance_scale": "video_cfg",
+    "num_inference_steps": "steps",
+    "frames_per_clip": "frames_per_clip",
+    "ref_frames": "ref_frames",
+    "lvsc_fraction": "lvsc_fraction",
+}
+
+
+def name_settings(message: str, names: dict[str, str]) -> str:
+    """`message` with the pipeline's argument names (SETTINGS' keys, `quoted` or not) replaced by `names`' values."""
+    pattern = re.compile(r"`?\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b`?")
+    return pattern.sub(lambda m: names[m.group(1)], message)
 
 
 def check_output(

@@ -205,12 +205,13 @@ CONTROLS = {
     "lvsc_fraction": "Correction fraction",
     "negative_prompt": "Negative prompt",
 }
-_CONTROL = re.compile(r"`?\b(" + "|".join(sorted(CONTROLS, key=len, reverse=True)) + r")\b`?")
 
 
 def user_message(err: BaseException | str) -> str:
     """An error for the page: server paths shortened to file names, pipeline arguments named as the controls."""
-    return _CONTROL.sub(lambda m: CONTROLS[m.group(1)], _PATH.sub(r"\1", str(err)))
+    from insv2v.editing import name_settings
+
+    return name_settings(_PATH.sub(r"\1", str(err)), CONTROLS)
 
 
 @contextmanager
