@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from insv2v.loading import ModelLoadError
+    from insv2v.loading import ModelLoadError, out_of_memory
     from insv2v.video import VideoError
 
     args = build_parser().parse_args(argv)
@@ -496,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         commands[args.command](args)
     except (VideoError, ModelLoadError, ValueError, InterruptedError, OSError) as err:  # OSError: paths, files
         print(f"insv2v: error: {err}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:
+        if out_of_memory(err) is None:
+            raise
+        print(f"insv2v: error: {out_of_memory(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = INTERRUPTED.get((args.command, getattr(args, "action", None)), "nothing was written")

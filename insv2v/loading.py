@@ -39,6 +39,16 @@ class ModelLoadError(RuntimeError):
     """A model source that cannot be loaded; the message says what to do."""
 
 
+def out_of_memory(err: BaseException) -> str | None:
+    """What to tell someone whose run ran out of memory (on a GPU, or allocating on the CPU); None for other errors."""
+    text = str(err)
+    if not (isinstance(err, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in text
+            or "out of memory" in text.lower()):  # fmt: skip
+        return None
+    return ("out of memory: this machine cannot hold the edit at this size; a lower resolution, fewer frames per clip "
+            "or a shorter video needs less")  # fmt: skip
+
+
 def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from app_server import free_port, serve
 from media import make_video
 
@@ -374,6 +375,9 @@ def test_user_message_drops_server_paths_and_names_controls():
     assert user_message(text) == "notes.mp4: could not be opened (y.mp4)"
     assert user_message("`guidance_scale` must be in [0, 30]") == "Text CFG must be in [0, 30]"
     assert user_message("video_guidance_scale, lvsc_fraction") == "Video CFG, Correction fraction"
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] . DefaultCPUAllocator: can't allocate memory")
+    for err in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cpu, MemoryError()):
+        assert user_message(err).startswith("Out of memory: this machine cannot hold the edit at this size;")
 
 
 def test_default_model_resolution(tmp_path, monkeypatch):

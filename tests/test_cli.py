@@ -92,6 +92,20 @@ def test_a_file_that_is_not_what_the_command_reads_is_named(clip, tmp_path, caps
         assert f"cannot combine: {other}" in (err := capsys.readouterr().err) and words in err
 
 
+def test_running_out_of_memory_is_one_line(model, tmp_path, capsys, monkeypatch):
+    from insv2v import editing
+
+    def too_big(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] . DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(editing, "run_edit", too_big)
+    good = make_video(tmp_path / "good.mp4", num_frames=4)
+    assert edit(good, "make it snowy", "-o", tmp_path / "out.mp4", "--model", model, *FAST) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.split("\n")[-1].startswith("insv2v: error: out of memory: this machine cannot hold the edit")
+    assert "Traceback" not in err
+
+
 def test_a_seed_torch_cannot_take_is_refused_by_name(model, clip, tmp_path, capsys):
     with pytest.raises(SystemExit):
         edit(clip, "make it snowy", "-o", tmp_path / "a.mp4", "--model", model, "--seed", 2**64)

@@ -157,6 +157,8 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     assert video.stat().st_size > 0 and "3 frames, 32x32" in capsys.readouterr().out
     assert main(["generate", "x", "-o", str(video), "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["generate", " ", "-o", str(tmp_path / "empty.mp4"), "--model", t2v]) == 2
+    assert "the caption is empty" in capsys.readouterr().err and not (tmp_path / "empty.mp4").exists()
 
 
 def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_path):

@@ -134,6 +134,8 @@ def generate_video(args: argparse.Namespace) -> None:
     from insv2v.synth.t2v import load_t2v
     from insv2v.video import write_gif, write_video
 
+    if not args.caption.strip():
+        raise ValueError('the caption is empty: say what the video shows, e.g. "a red circle moving right on a beach"')
     pipe = load_t2v(args.model or str(TOY_T2V))
     out = pipe(args.caption, num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.cfg,
                height=args.size, width=args.size, generator=torch.Generator().manual_seed(args.seed))  # fmt: skip

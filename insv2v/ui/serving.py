@@ -208,9 +208,14 @@ CONTROLS = {
 
 
 def user_message(err: BaseException | str) -> str:
-    """An error for the page: server paths shortened to file names, pipeline arguments named as the controls."""
+    """An error for the page: server paths shortened to file names, pipeline arguments named as the controls, running
+    out of memory said plainly."""
     from insv2v.editing import name_settings
+    from insv2v.loading import out_of_memory
 
+    memory = out_of_memory(err) if isinstance(err, BaseException) else None
+    if memory:  # not the allocator's words
+        return f"{memory.capitalize()}."
     return name_settings(_PATH.sub(r"\1", str(err)), CONTROLS)
 
 
