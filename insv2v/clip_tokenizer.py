@@ -1,10 +1,12 @@
-"""The CLIP tokenizer (openai/clip-vit-large-patch14 vocabulary) built offline from the BPE file open_clip ships."""
+"""The CLIP tokenizer (openai/clip-vit-large-patch14 vocabulary) built offline from the BPE file open_clip ships, and
+the token ids every text encoder here takes (`token_ids`)."""
 
 from __future__ import annotations
 
 import copy
 import gzip
 import json
+import logging
 import os
 import tempfile
 from functools import lru_cache
@@ -68,3 +70,20 @@ def clip_tokenizer() -> CLIPTokenizer:
     Built once per process; each caller gets its own copy, so that one changing its `model_max_length` (the toy
     models use 32 tokens) changes no one else's."""
     return copy.deepcopy(_built_tokenizer())
+
+
+def token_ids(tokenizer, texts: str | list[str], say_cut: bool = True):
+    """(n, L) token ids of `texts`, padded or cut to the tokenizer's max length L, as CLIP text encoders take them.
+    With `say_cut`, a text longer than that is named in a warning: its end has no effect on the edit."""
+    length = tokenizer.model_max_length
+    if say_cut:
+        for text in [texts] if isinstance(texts, str) else texts:
+            n = len(tokenizer(text, verbose=False).input_ids)
+            if n > length:
+                logging.getLogger("insv2v").warning(
+                    "the text %r is %d tokens long; the model reads its first %d, the rest has no effect",
+                    text,
+                    n,
+                    length,
+                )
+    return tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids

@@ -21,6 +21,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from insv2v.clip_tokenizer import token_ids
 from insv2v.flow import reference_flows
 from insv2v.guidance import dual_guidance, from_epsilon, needed_branches, to_epsilon
 from insv2v.longvideo import ClipSpan, lvsc_correct, plan_clips
@@ -283,14 +284,7 @@ class InsV2VPipeline(DiffusionPipeline):
 
     def encode_prompt(self, prompt: str, device: torch.device) -> torch.Tensor:
         """CLIP last hidden state of `prompt`, padded to the tokenizer's max length: (1, L, C)."""
-        tokens = self.tokenizer(
-            prompt,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.text_encoder(tokens.input_ids.to(device))[0]
+        return self.text_encoder(token_ids(self.tokenizer, prompt).to(device))[0]
 
     @torch.no_grad()
     def encode_video(self, video: VideoInput, chunk_size: int = 16) -> torch.Tensor:

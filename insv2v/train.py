@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
+from insv2v.clip_tokenizer import token_ids
 from insv2v.files import complete_lines, write_atomically
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.loading import is_2d_folder
@@ -596,9 +597,7 @@ def training_size(config: TrainConfig, unet, vae) -> tuple[int, bool]:
 
 
 def encode_text(tokenizer, text_encoder, texts: list[str], device: torch.device | None = None) -> torch.Tensor:
-    tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                       return_tensors="pt")  # fmt: skip
-    return text_encoder(tokens.input_ids.to(device))[0]  # (n, L, C)
+    return text_encoder(token_ids(tokenizer, texts, say_cut=False).to(device))[0]  # (n, L, C)
 
 
 def encode_pixels(vae, pixels: torch.Tensor) -> torch.Tensor:
@@ -727,10 +726,9 @@ def generation_loss(
 
 
 def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                       return_tensors="pt")  # fmt: skip
+    ids = token_ids(tokenizer, captions, say_cut=False).to(images.device)
     pixels = (images + 1) / 2  # toy CLIP sees [0, 1] pixels, no normalisation
-    return clip(input_ids=tokens.input_ids.to(images.device), pixel_values=pixels, return_loss=True).loss
+    return clip(input_ids=ids, pixel_values=pixels, return_loss=True).loss
 
 
 def draw_batch(config: TrainConfig, data: PairData | None, rng: np.random.Generator) -> tuple:

@@ -276,6 +276,16 @@ def test_an_output_path_through_a_file_is_one_line(model, tmp_path, capsys):
     assert f"output {tmp_path / 'made.mp4'} is a folder; name a file" in capsys.readouterr().err
 
 
+def test_an_instruction_longer_than_the_model_reads_is_said(model, tmp_path, caplog):
+    good = make_video(tmp_path / "good.mp4", num_frames=4)
+    long = "make the circle red and " * 20 + "make the background a desert"
+    assert edit(good, long, "-o", tmp_path / "out.mp4", "--model", model, *FAST) == 0
+    assert "is 107 tokens long; the model reads its first 77, the rest has no effect" in caplog.text
+    caplog.clear()
+    assert edit(good, "make it snowy", "-o", tmp_path / "short.mp4", "--model", model, *FAST) == 0
+    assert "tokens long" not in caplog.text
+
+
 @pytest.mark.parametrize("instruction", ["", "   "])
 def test_empty_instruction(model, tmp_path, capsys, instruction):
     good = make_video(tmp_path / "good.mp4", num_frames=10)

@@ -18,6 +18,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from insv2v.clip_tokenizer import token_ids
 from insv2v.loading import (
     ModelCache,
     check_generative_unet,
@@ -98,11 +99,7 @@ class TextToVideoPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """CLIP last hidden states of `prompts`, padded to the tokenizer's max length: (n, L, C)."""
-        tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
-            return_tensors="pt",
-        )  # fmt: skip
-        return self.text_encoder(tokens.input_ids.to(self._execution_device))[0]
+        return self.text_encoder(token_ids(self.tokenizer, prompts).to(self._execution_device))[0]
 
     def prepare_latents(self, batch, num_frames, height, width, generator, latents=None) -> torch.Tensor:
         """Initial noise (batch, c, f, h, w)."""

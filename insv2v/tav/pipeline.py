@@ -38,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from insv2v.clip_tokenizer import token_ids
 from insv2v.files import write_atomically
 from insv2v.loading import (
     ModelCache,
@@ -266,9 +267,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """CLIP last hidden states of `prompts`, padded to the tokenizer's max length: (n, L, C) in the UNet's dtype."""
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt")  # fmt: skip
-        return self.text_encoder(tokens.input_ids.to(self._execution_device))[0].to(self.unet.dtype)
+        return self.text_encoder(token_ids(self.tokenizer, prompts).to(self._execution_device))[0].to(self.unet.dtype)
 
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
