@@ -162,27 +162,28 @@ def random_triplet(rng: np.random.Generator, edit_mix: dict[str, float] | None =
     return sample_triplet(int(rng.integers(TRAIN_SEEDS.stop)), kind=kind)
 
 
+def drawn_triplets(
+    rng: np.random.Generator, n: int, frames: int = 1, edit_mix: dict[str, float] | None = None
+) -> tuple[list[Triplet], np.ndarray, np.ndarray]:
+    """n random training triplets, each rendered for `frames` frames from a random time: (triplets, input videos,
+    edited videos), the videos (n, frames, h, w, 3) uint8."""
+    triplets, inputs, targets = [], [], []
+    for _ in range(n):
+        triplet = random_triplet(rng, edit_mix)
+        a, b = triplet.render(frames, first=int(rng.integers(32)))
+        triplets.append(triplet)
+        inputs.append(a)
+        targets.append(b)
+    return triplets, np.stack(inputs), np.stack(targets)
+
+
 def frame_pairs(
     rng: np.random.Generator, n: int, edit_mix: dict[str, float] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """n (input frame, edited frame, instruction, input caption) at random times of random training triplets."""
-    triplets, inputs, targets = frame_triplets(rng, n, edit_mix)
+    triplets, inputs, targets = drawn_triplets(rng, n, 1, edit_mix)
     instructions, captions = [t.edit.instruction for t in triplets], [t.input_caption for t in triplets]
-    return to_pixels(inputs), to_pixels(targets), instructions, captions
-
-
-def frame_triplets(
-    rng: np.random.Generator, n: int, edit_mix: dict[str, float] | None = None
-) -> tuple[list[Triplet], np.ndarray, np.ndarray]:
-    """n random training triplets and a frame of each at a random time: (triplets, input frames, edited frames)."""
-    triplets, inputs, targets = [], [], []
-    for _ in range(n):
-        triplet = random_triplet(rng, edit_mix)
-        a, b = triplet.render(1, first=int(rng.integers(32)))
-        triplets.append(triplet)
-        inputs.append(a)
-        targets.append(b)
-    return triplets, np.concatenate(inputs), np.concatenate(targets)
+    return to_pixels(inputs[:, 0]), to_pixels(targets[:, 0]), instructions, captions
 
 
 def captioned_frames(rng: np.random.Generator, n: int, edited: bool = False) -> tuple[torch.Tensor, list[str]]:
@@ -192,23 +193,21 @@ def captioned_frames(rng: np.random.Generator, n: int, edited: bool = False) -> 
     if not edited:
         source, _, _, captions = frame_pairs(rng, n)
         return source, captions
-    triplets, inputs, targets = frame_triplets(rng, n // 2)
+    triplets, inputs, targets = drawn_triplets(rng, n // 2)
     captions = [t.input_caption for t in triplets] + [t.edited_caption for t in triplets]
-    return to_pixels(np.concatenate([inputs, targets])), captions
+    return to_pixels(np.concatenate([inputs[:, 0], targets[:, 0]])), captions
 
 
 def clip_pairs(
     rng: np.random.Generator, n: int, frames: int, edit_mix: dict[str, float] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """n (input clip, edited clip, instruction), clips as (n, 3, f, h, w) in [-1, 1]."""
-    inputs, targets, instructions = [], [], []
-    for _ in range(n):
-        triplet = random_triplet(rng, edit_mix)
-        a, b = triplet.render(frames, first=int(rng.integers(32)))
-        inputs.append(to_pixels(a).transpose(0, 1))  # (3, f, h, w)
-        targets.append(to_pixels(b).transpose(0, 1))
-        instructions.append(triplet.edit.instruction)
-    return torch.stack(inputs), torch.stack(targets), instructions
+    triplets, inputs, targets = drawn_triplets(rng, n, frames, edit_mix)
+
+    def clips(videos: np.ndarray) -> torch.Tensor:
+        return to_pixels(videos.reshape(-1, *videos.shape[2:])).unflatten(0, videos.shape[:2]).transpose(1, 2)
+
+    return clips(inputs), clips(targets), [t.edit.instruction for t in triplets]
 
 
 def captioned_clips(
@@ -444,20 +443,21 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"--motion-augment moves the clips of the video stage, got stage {config.stage}")
     if config.optimizer and config.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
-    if resolve_settings(config).mixed_precision == "fp16" and not torch.cuda.is_available():
+    resolved = resolve_settings(config)  # the preset's and the defaults' values where none was given
+    if resolved.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("fp16 mixed precision needs a GPU (on the CPU it would run in fp32); use "
                          "--mixed-precision bf16 or no")  # fmt: skip
     if config.edited_frames and config.stage != "clip":
         raise ValueError(f"--edited-frames is for stage clip, got stage {config.stage}")
-    if config.edited_frames and resolve_settings(config).batch_size % 2:
+    if config.edited_frames and resolved.batch_size % 2:
         raise ValueError("--edited-frames takes an even --batch-size (each triplet gives two frames), got "
-                         f"{resolve_settings(config).batch_size}")  # fmt: skip
+                         f"{resolved.batch_size}")  # fmt: skip
     if config.calibrate is not None and (config.stage != "clip" or config.calibrate < 0):
         raise ValueError(f"--calibrate is a number of pairs (0 or more) for stage clip, got {config.calibrate} for "
                          f"stage {config.stage}")  # fmt: skip
     if config.gradient_checkpointing and config.stage == "clip":
         raise ValueError("--gradient-checkpointing is for the UNet stages (2d, video, t2i, t2v), got stage clip")
-    lr = resolve_settings(config).lr
+    lr = resolved.lr
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr must be a positive number, got {lr}")
     check_out_dir(Path(config.out_dir))
