@@ -443,6 +443,10 @@ def read_video(
             raise VideoError(f"{path}: start {start:g}s is at or beyond the last frame")
         raise VideoError(f"{path}: has no video frames")
     clip_fps = float(fps) if fps is not None else float(source_fps / stride)
+    if fps is None and stride > 1 and len(times) == 1:  # one frame shown for `stride` frames' time: longer than it
+        lasting = float(stride / source_fps)
+        raise VideoError(f"{path}: stride {stride} keeps one frame of it, which would last {lasting:.3g}s; a smaller "
+                         "stride keeps more")  # fmt: skip
     if fps is None and off_grid(times, clip_fps):
         # A variable-rate source (a phone's): its frames written at a constant rate would slide against its audio,
         # so take the frame shown at each tick of its average rate instead (some repeat, some are skipped).

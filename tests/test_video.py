@@ -239,6 +239,9 @@ def test_read_start_stride_max_frames(files):
     assert clip.fps == 10.0
     assert (clip.start, clip.end) == pytest.approx((1.2, 1.7))
     assert indices(read_video(files["src"], start=0.25, max_frames=3)) == [8, 9, 10]  # first frame at/after start
+    assert indices(read_video(files["src"], stride=59)) == [0, 59]  # two frames, each shown for 59 frames' time
+    with pytest.raises(VideoError, match=r"stride 60 keeps one frame of it, which would last 2s; a smaller stride"):
+        read_video(files["src"], stride=60)  # one frame, shown as long as the whole 2 s video
 
 
 def test_read_resampled_fps(files):
