@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,8 +80,10 @@ def compare(client, video, source="a red circle on a beach", edited="a blue circ
 
 @pytest.mark.slow
 def test_compare_endpoint_runs_both_methods_and_reuses_the_tuning(client, tmp_path):
-    video = make_video(tmp_path / "insv2v.mp4", num_frames=6, size=(64, 64))  # any name, even an output's
+    video = make_video(tmp_path / "compare-2.mp4", num_frames=6, size=(64, 64))  # any name, even an output's
     panels, table, status = compare(client, video)
+    upload = client.compare_jobs()[-1] / "compare-2.mp4"  # linked beside the outputs, the recipe names it
+    assert upload.read_bytes() == Path(video).read_bytes()  # not overwritten by the panels video
     path = panels["video"] if isinstance(panels, dict) else panels
     info = probe(path)
     assert (info.num_frames, info.width, info.height) == (3, 3 * 64, LABEL_HEIGHT + 64)
