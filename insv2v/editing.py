@@ -76,6 +76,11 @@ class EditRecipe:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def motion_compensated(self) -> bool:
+        """Whether the edit warps LVSC's correction along the input's motion (nothing to warp with LVSC off)."""
+        return self.mc and self.lvsc and self.lvsc_fraction > 0
+
     def with_seed(self) -> EditRecipe:
         """This recipe, its seed drawn at random if it has none, so that the output can be reproduced."""
         return self if self.seed is not None else dataclasses.replace(self, seed=random.randrange(2**31))
@@ -361,7 +366,7 @@ def run_edit(
             kept.append(edited)
 
     # Encoded latents, where the source has them, stand in for the frames (motion compensation needs the pixels).
-    use_latents = source.latents is not None and not recipe.mc
+    use_latents = source.latents is not None and not recipe.motion_compensated
     video_input = {"video_latents": source.latents} if use_latents else {"video": frames}
 
     ok = False
@@ -376,7 +381,7 @@ def run_edit(
             frames_per_clip=recipe.frames_per_clip,
             ref_frames=recipe.ref_frames,
             lvsc_fraction=recipe.lvsc_fraction if recipe.lvsc else 0.0,
-            motion_compensation=recipe.mc,
+            motion_compensation=recipe.motion_compensated,
             generator=torch.Generator("cpu").manual_seed(recipe.seed),
             output_type="latent",
             on_frames=on_frames,

@@ -150,7 +150,7 @@ def run_sweep(
 
     # 1. Decode, encode and measure the input's motion once
     source = Source.read(recipe, pipe)
-    if not recipe.mc:
+    if not recipe.motion_compensated:
         source.encode(pipe)
     flows = consecutive_flows(source.clip.frames)
     cache = SamplingCache()  # each clip's first step and the MC flows, computed for the first cell
