@@ -126,7 +126,7 @@ def test_a_participant_without_a_link_id_resumes_by_the_id_their_browser_kept(ap
 def test_unanswered_questions_and_bad_ids_are_refused_with_a_message(app):
     session, _ = visit(app, "carol")
     session.trigger("rate-agree")
-    with pytest.raises(EventError, match="answer all three"):
+    with pytest.raises(EventError, match="Please answer every question"):
         session.trigger("rate-next", inputs={"rate-q0": "A"})
     with pytest.raises(EventError, match="participant id is not valid"):
         visit(app, "../etc")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insv2v.study.store import ROLES, StudyStore
+from insv2v.study.store import ROLES, StudyStore, balanced_sides
 from insv2v.video import MIN_RESOLUTION, probe, read_video, resize, write_video
 
 logger = logging.getLogger(__name__)
@@ -194,14 +194,6 @@ def run_method(method: str, input_path, instruction: str, out_path, *, item: Stu
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def balanced_sides(n: int, rng: random.Random) -> list[bool]:
-    """For n comparisons of one method pair, whether to swap the pair (second method left): alternating, then
-    shuffled, so each method is left in n // 2 or n - n // 2 of them."""
-    sides = [i % 2 == 1 for i in range(n)]
-    rng.shuffle(sides)
-    return sides
 
 
 def served_name() -> str:

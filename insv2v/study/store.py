@@ -122,13 +122,19 @@ def make_plan(
     return plan
 
 
+def balanced_sides(n: int, rng: random.Random) -> list[bool]:
+    """For n comparisons, whether to swap each (second method left): alternating, then shuffled, so each side holds
+    n // 2 or n - n // 2 of them."""
+    sides = [i % 2 == 1 for i in range(n)]
+    rng.shuffle(sides)
+    return sides
+
+
 def draw_sides(pid: str, seed: int, n: int) -> list[bool]:
     """Which of a participant's `n` comparisons show their sides swapped: half of them (one more or less), chosen by
     the pid's generator. Sides drawn per presentation are independent of the items, so the left/right check
     measures the raters, not which items happened to put which method left."""
-    swaps = [i % 2 == 1 for i in range(n)]
-    pid_rng(pid, seed + 1).shuffle(swaps)
-    return swaps
+    return balanced_sides(n, pid_rng(pid, seed + 1))
 
 
 def _is_locked(err: sqlite3.OperationalError) -> bool:

@@ -5,8 +5,6 @@ files' (random) names alone, so it tells nothing the page does not already show.
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 from pathlib import Path
 
 from insv2v.compare import MethodResult, panels
@@ -31,10 +29,5 @@ def comparison_video(store: StudyStore, comparison: Comparison) -> Path:
     a = read_video(str(store.path_of(comparison.file_a))).frames
     b = read_video(str(store.path_of(comparison.file_b))).frames
     frames = panels(source.frames, [MethodResult("A", a, 0.0), MethodResult("B", b, 0.0)])
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.mp4")
-    try:
-        write_video(tmp, frames, source.fps)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_video(path, frames, source.fps)  # whole or not at all: a concurrent first view replaces it with its equal
     return path

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import gradio as gr
 
-from insv2v.study.store import Comparison, StudyStore
+from insv2v.study.store import PID_PATTERN, Comparison, StudyStore
 from insv2v.study.views import comparison_video
 
 TOKEN_ENV = "INSV2V_STUDY_TOKEN"  # the results view's token; without it the results view stays closed
@@ -57,7 +56,6 @@ SHORTCUTS_JS = """
   });
 }
 """
-_PID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def open_study(config) -> StudyStore | None:
@@ -153,9 +151,9 @@ def build(studio) -> None:
         """The page's participant: `known` (as `arrive` found them), else the link's ?pid=, else the id the browser
         kept (the server may have forgotten this page's session: restarted, or the connection dropped for long)."""
         asked = request.query_params.get("pid") if request is not None else None
-        if asked is not None and not _PID.fullmatch(asked):
+        if asked is not None and not PID_PATTERN.fullmatch(asked):
             raise gr.Error("The link's participant id is not valid: use the link you were given.")
-        return next((p for p in (known, asked, saved) if isinstance(p, str) and _PID.fullmatch(p)), None)
+        return next((p for p in (known, asked, saved) if isinstance(p, str) and PID_PATTERN.fullmatch(p)), None)
 
     def arrive(saved: str | None, request: gr.Request):
         """A participant opens the page: where they stopped (the consent screen for an id not seen before, which gets
@@ -180,7 +178,7 @@ def build(studio) -> None:
             return screen(store, pid)
         comparison_id = int(comparison_id)
         if any(label is None for label in labels):
-            raise gr.Error("Please answer all three questions.")
+            raise gr.Error("Please answer every question.")
         answers = {question: choice_of(label) for (question, _), label in zip(questions, labels, strict=True)}
         store.answer_screen(pid, comparison_id, answers)
         return screen(store, pid)
