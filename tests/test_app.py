@@ -292,6 +292,21 @@ def test_output_cache_deletes_by_age_then_size(tmp_path):
     assert cache.new_job("edit").parent == cache.jobs and not jobs[3].exists()  # a new request cleans first
 
 
+def test_output_cache_never_deletes_the_folder_of_a_running_job(tmp_path):
+    """A tuning of many minutes writes nothing to its request's folder; old and over the limit, it is still kept."""
+    cache, jobs = OutputCache(tmp_path, max_bytes=500, max_age_s=100, keep_recent_s=0), Jobs()
+    cache.in_use = jobs.folders
+    folders = [cache.jobs / name for name in ("running", "done")]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "out.mp4").write_bytes(b"x" * 1000)
+        touch(folder, 1000)
+    job = jobs.start("s", Job(total=4, folder=folders[0]))
+    assert cache.clean(now=5000) == [folders[1]] and folders[0].exists()  # expired and too big, yet running
+    jobs.finish("s", job)
+    assert cache.clean(now=5000) == [folders[0]]
+
+
 def test_output_cache_counts_tunings_and_evicts_the_least_recently_used(tmp_path):
     cache = OutputCache(tmp_path, max_bytes=2500, max_age_s=100, keep_recent_s=0)
     folders = [cache.jobs / "job0", cache.tav / "tuning0", cache.jobs / "job1"]

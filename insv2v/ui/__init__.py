@@ -111,6 +111,7 @@ def build_demo(config: AppConfig | None = None):
 
         studio.demo, studio.kept_pid = demo, rate_tab.kept_pid(config)
         studio.cache.pinned = lambda: pinned_files(demo)
+        studio.cache.in_use = studio.jobs.folders
         if config.study_only:  # what participants see: the study alone, nothing that names a method
             gr.Markdown(f"# {STUDY_TITLE}")
             rate_tab.build(studio)

@@ -114,7 +114,9 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress, tick
     recipe, note = recipe_from_settings(studio, info, instruction, values, preview=False)
     job_dir = studio.cache.new_job("compare")
     recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
-    job = studio.jobs.start(session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V"), ticket)
+    job = studio.jobs.start(
+        session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V", job_dir), ticket
+    )
     try:
         progress(0, desc="InsV2V: loading the model")
         pipe = get_pipeline(config)
@@ -154,7 +156,9 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
 
     source_caption, edited_caption = check_tav_request(studio.config, source_caption, edited_caption, preset)
     settings = dataclasses.replace(TAV_PRESETS[preset], tune_steps=int(tune_steps), seed=int(state["seed"]))
-    job = studio.jobs.start(session, Job(settings.tune_steps, progress, "Tune-A-Video: tuning"), state.get("ticket"))
+    job = studio.jobs.start(
+        session, Job(settings.tune_steps, progress, "Tune-A-Video: tuning", Path(state["job"])), state.get("ticket")
+    )
     cancel = threading.Event()
 
     def on_tune_step(step: int, total: int, loss: float) -> None:

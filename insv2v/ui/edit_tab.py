@@ -36,7 +36,9 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
         job_dir = studio.cache.new_job("preview" if preview else "edit")
         recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
         clips = planned_clips(recipe, info)
-        job = studio.jobs.start(session, Job(clips * recipe.steps, progress, "preview" if preview else "edit"), ticket)
+        job = studio.jobs.start(
+            session, Job(clips * recipe.steps, progress, "preview" if preview else "edit", job_dir), ticket
+        )
 
         def detail(step: int) -> str:
             return f"clip {step // recipe.steps + 1}/{clips}"

@@ -277,7 +277,8 @@ class OutputCache:
     edit reuses it), sparing what was written in the last `keep_recent_s`: a request still running.
 
     Gradio expires its own copies by age, sparing the ones its components pin (examples, default values), so in its
-    folder only the size limit applies, and never to a folder holding a path that `pinned()` names."""
+    folder only the size limit applies, and never to a folder holding a path that `pinned()` names. The folder of a
+    request still running (`in_use()`: a tuning of many minutes writes nothing to it meanwhile) is never deleted."""
 
     def __init__(self, root: Path, max_bytes: float, max_age_s: float, gradio: Path | None = None,
                  keep_recent_s: float = 600.0):  # fmt: skip
@@ -286,6 +287,7 @@ class OutputCache:
         self.gradio = Path(gradio) if gradio is not None else None
         self.keep_recent_s = keep_recent_s
         self.pinned: Callable[[], Iterable[str]] = tuple  # set once the app's blocks exist
+        self.in_use: Callable[[], Iterable[Path]] = tuple  # the running jobs' folders (Jobs.folders)
         for folder in (self.jobs, self.tav):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -322,8 +324,11 @@ class OutputCache:
                     continue
             folders.sort(key=lambda entry: entry[0])
             pinned = [Path(path).resolve() for path in self.pinned()]
+            running = {Path(folder).resolve() for folder in self.in_use()}
             total, deleted = sum(size for _, size, _ in folders), []
             for last, size, folder in folders:
+                if folder.resolve() in running:
+                    continue
                 gradios = folder.parent == self.gradio
                 if gradios and any(path.is_relative_to(folder.resolve()) for path in pinned):
                     continue
@@ -354,8 +359,9 @@ class Job:
     Its `callback` is the pipeline's `callback_on_step_end`; a cancelled job interrupts the pipeline at the next step.
     """
 
-    def __init__(self, total: int, report=None, label: str = ""):
+    def __init__(self, total: int, report=None, label: str = "", folder: Path | None = None):
         self.total, self.report, self.label = max(total, 1), report, label
+        self.folder = folder  # the request's folder, kept while the job runs
         self.done = 0
         self.began = time.perf_counter()
         self.cancelled = False
@@ -431,6 +437,11 @@ class Jobs:
         with self._lock:
             if self._running.get(session or "") is job:
                 del self._running[session or ""]
+
+    def folders(self) -> list[Path]:
+        """The folders of the jobs running now, which the output cache must not delete."""
+        with self._lock:
+            return [job.folder for job in self._running.values() if job.folder is not None]
 
     def knows(self, session: str | None) -> bool:
         """Whether anything of the session is kept (a job, its waiting requests, or when it cancelled)."""

@@ -105,7 +105,7 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
         per_cell = planned_clips(recipe, info) * recipe.steps
         n = len(text_cfgs) * len(video_cfgs)
         grid = [(t, v) for t in text_cfgs for v in video_cfgs]
-        job = studio.jobs.start(session, Job(n * per_cell, progress, "sweep"), ticket)
+        job = studio.jobs.start(session, Job(n * per_cell, progress, "sweep", job_dir), ticket)
 
         def detail(step: int) -> str:
             i = min((job.done - 1) // per_cell, n - 1)
