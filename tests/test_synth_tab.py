@@ -77,6 +77,19 @@ def test_a_damaged_dataset_is_refused_naming_the_line(made, tmp_path):
         open_dataset(studio, "sets/damaged")
 
 
+def test_browsing_back_to_a_pair_serves_the_video_made_before(made, tmp_path):
+    from types import SimpleNamespace
+
+    from insv2v.ui.serving import OutputCache
+    from insv2v.ui.synth_tab import show_pair
+
+    cache = OutputCache(tmp_path / "cache", max_bytes=1e9, max_age_s=3600)
+    studio = SimpleNamespace(config=SimpleNamespace(datasets=(made / "datasets",)), cache=cache)
+    data = open_dataset(studio, "datasets/tiny-set")
+    first, second, again = (show_pair(studio, data, k, "all", "all", -1, -1, -1, -1)[0] for k in (1, 2, 1))
+    assert first == again != second and len(list(cache.jobs.iterdir())) == 2  # one folder per pair, made once
+
+
 @pytest.fixture(scope="module")
 def client(made):
     from gradio_client import Client

@@ -180,6 +180,25 @@ def side_by_side_file(studio, input_frames, edited_frames, name: str) -> str:
     return str(out)
 
 
+def dataset_pair_file(studio, folder: Path, record: dict) -> str:
+    """A dataset's pair as input | edited in one mp4, made once per version of its files and served from the cache
+    while it lasts (browsing back and forth encodes nothing again)."""
+    import hashlib
+
+    paths = dataset.pair_paths(folder, record)
+    version = json.dumps([[str(path), path.stat().st_mtime_ns] for path in paths])
+    out = studio.cache.jobs / f"browse-{hashlib.sha256(version.encode()).hexdigest()[:16]}" / f"pair-{record['id']}.mp4"
+    if out.is_file():
+        out.touch()  # used now: the cache keeps what was used last
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from insv2v.synth.generate import FPS
+    from insv2v.video import side_by_side, write_video
+
+    write_video(out, side_by_side(*dataset.read_pair(folder, record)), FPS)  # whole or not at all
+    return str(out)
+
+
 def kept_at(data: dict, thresholds: Thresholds) -> list[bool]:
     """Which records the sliders' thresholds keep, with the dataset's own limit per prompt."""
     return dataset.kept_under(data["records"], thresholds, data["card"].get("top_per_prompt"))
@@ -212,10 +231,9 @@ def show_pair(studio, data: dict | None, position, which: str, kind: str, *value
     if folder is None:
         raise gr.Error(f"the dataset {data['name']} is no longer here; choose another")
     try:
-        frames = dataset.read_pair(folder, record)
+        video = dataset_pair_file(studio, folder, record)
     except (ValueError, OSError) as err:
         raise gr.Error(user_message(err)) from None
-    video = side_by_side_file(studio, *frames, f"pair-{record['id']}")
     table = score_table(record["scores"], thresholds)
     text = describe_pair(record)
     top = data["card"].get("top_per_prompt")
