@@ -9,8 +9,9 @@ import argparse
 import os
 from pathlib import Path
 
+from insv2v.study.store import StudyError, StudyStore
 from insv2v.ui import build_demo, launch_kwargs
-from insv2v.ui.serving import AppConfig
+from insv2v.ui.serving import AppConfig, study_path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.study:
         overrides |= {"study": Path(args.study), "study_only": True}
     config = AppConfig.from_env(args.model, **overrides)
+    study = study_path(config)
+    if study is not None:  # checked before serving: no participant meets a study that cannot be served
+        try:
+            StudyStore(study).check_served()
+        except StudyError as err:
+            parser.error(str(err))
     demo = build_demo(config)
     if args.preload and not config.study_only:
         from insv2v.ui.serving import get_pipeline

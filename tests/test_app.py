@@ -576,6 +576,21 @@ def open_page(proc, url: str, timeout: float = 120) -> str:
 
 
 @pytest.mark.slow  # app.py in a subprocess
+def test_a_study_moved_without_its_videos_is_refused_before_serving(tmp_path):
+    import shutil
+
+    from study_media import make_study
+
+    built = make_study(tmp_path / "built")
+    (tmp_path / "moved").mkdir()
+    moved = Path(shutil.copy(built, tmp_path / "moved"))  # the database alone, its videos folder left behind
+    proc = run_app(["--study", str(moved)], {"INSV2V_CACHE_DIR": str(tmp_path / "cache")})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in out
+    assert f"{moved}: its videos are not in" in out and "move the database together with that folder" in out
+
+
+@pytest.mark.slow  # app.py in a subprocess
 def test_python_app_py_honours_gradio_server_port(tmp_path):
     from insv2v.testing.tiny import main as save_tiny
 

@@ -172,3 +172,24 @@ def test_a_double_submit_answers_only_the_screen_it_came_from(app, study):
     rows = [r for r in store.ratings() if r["pid"] == "erin"]
     assert len(rows) == 3 and {r["comparison_id"] for r in rows} == {first}
     assert second[SCREEN["progress"]].startswith("Comparison 2 of") and second[-1] != first
+
+
+def test_an_answer_the_database_could_not_save_is_said_and_saved_on_the_next_press(app, study, monkeypatch):
+    import sqlite3
+
+    from insv2v.testing.gradio_http import EventError
+
+    session, _ = visit(app, "fred")
+    shown = session.trigger("rate-agree")[2:][-1]
+    saving = StudyStore.answer_screen
+
+    def full_disk(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(StudyStore, "answer_screen", full_disk)
+    with pytest.raises(EventError, match=r"Your answers to this screen were not saved \(disk I/O error\); press Next"):
+        session.trigger("rate-next", inputs={**ANSWERS, "rate-shown": shown})
+    monkeypatch.setattr(StudyStore, "answer_screen", saving)
+    after = session.trigger("rate-next", inputs={**ANSWERS, "rate-shown": shown})
+    assert after[SCREEN["progress"]].startswith("Comparison 2 of")
+    assert {r["comparison_id"] for r in StudyStore(study).ratings() if r["pid"] == "fred"} == {shown}

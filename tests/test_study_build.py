@@ -264,6 +264,14 @@ def test_the_command_builds_and_reports_and_never_overwrites(inputs, tmp_path, c
     for flag in ("--json", "--csv", "--plot"):  # a report never writes over the study it reads
         assert main(["study", "report", str(out), flag, str(out)]) == 2
         assert "the study's own file" in capsys.readouterr().err and out.read_bytes() == saved
+    assert main(["study", "report", str(out), "--csv", str(tmp_path / "missing" / "r.csv")]) == 2
+    assert "r.csv: its folder" in (err := capsys.readouterr().err) and "does not exist" in err  # before any report
+    broken = tmp_path / "broken.db"
+    shutil.copyfile(out, broken)
+    with sqlite3.connect(broken) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'questions'")
+    assert main(["study", "report", str(broken)]) == 2
+    assert "not a whole study database (its meta lacks questions)" in capsys.readouterr().err
 
 
 def test_items_without_outputs_have_every_method_run_on_tiny_models(tmp_path):

@@ -85,8 +85,10 @@ def study(args: argparse.Namespace) -> None:
         return
 
     import json
+    import sqlite3
 
     from insv2v.study.report import format_report, report, win_rate_plot, write_csv
+    from insv2v.study.store import StudyError
 
     store = StudyStore(args.study)
     outputs = [Path(p) for p in (args.csv, args.plot, args.json) if p]
@@ -96,7 +98,13 @@ def study(args: argparse.Namespace) -> None:
             raise ValueError(f"{out} is the study's own file (its database or videos); write the report elsewhere")
     if len({o.resolve() for o in outputs}) < len(outputs):
         raise ValueError("--csv, --plot and --json name the same file; give each its own")
-    result = report(store, exclude_failed_gold=not args.keep_failed_gold, resamples=args.resamples)
+    for out in outputs:
+        if not out.parent.is_dir():
+            raise ValueError(f"{out}: its folder {out.parent} does not exist")
+    try:
+        result = report(store, exclude_failed_gold=not args.keep_failed_gold, resamples=args.resamples)
+    except sqlite3.DatabaseError as err:  # a table dropped or damaged since the study was built
+        raise StudyError(f"{args.study}: its ratings cannot be read ({err})") from err
     print(format_report(result), end="")
     if args.csv:
         write_csv(store, args.csv)

@@ -157,10 +157,21 @@ class StudyStore:
             raise StudyError(f"{self.path}: not a study database (its meta has no format {FORMAT!r})")
         if meta.get("version") != VERSION:
             raise StudyError(f"{self.path}: study schema version {meta.get('version')}, this code reads {VERSION}")
+        missing = [key for key in ("questions", "settings", "files_dir") if key not in meta]
+        if missing:
+            raise StudyError(f"{self.path}: not a whole study database (its meta lacks {', '.join(missing)})")
         self.meta = meta
         self.questions: dict[str, str] = dict(meta["questions"])  # key -> the question's words
         self.settings: dict = dict(meta["settings"])
         self.files_dir = self.path.parent / meta["files_dir"]  # the served videos, named as in `files`
+
+    def check_served(self) -> StudyStore:
+        """This study, if its videos are where its database says (a database moved without its folder would ask
+        participants to consent, then fail on their first screen)."""
+        if not self.files_dir.is_dir():
+            raise StudyError(f"{self.path}: its videos are not in {self.files_dir}; move the database together with "
+                             "that folder")  # fmt: skip
+        return self
 
     # ------------------------------------------------------------------------------------------------ creating
 

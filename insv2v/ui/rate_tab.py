@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from pathlib import Path
 
 import gradio as gr
@@ -180,7 +181,10 @@ def build(studio) -> None:
         if any(label is None for label in labels):
             raise gr.Error("Please answer every question.")
         answers = {question: choice_of(label) for (question, _), label in zip(questions, labels, strict=True)}
-        store.answer_screen(pid, comparison_id, answers)
+        try:
+            store.answer_screen(pid, comparison_id, answers)
+        except sqlite3.OperationalError as err:  # a full disk, a locked database: the answers stay on the screen
+            raise gr.Error(f"Your answers to this screen were not saved ({err}); press Next again.") from None
         return screen(store, pid)
 
     studio.demo.load(arrive, saved_pid, [pid_state, saved_pid, *views], **PRIVATE)
