@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-QUESTIONS = {  # LOVEU-TGVE's questions (Wu et al. 2023), each a pairwise choice
-    "text": "How well does the generated video match the caption?",
+QUESTIONS = {  # LOVEU-TGVE's questions (Wu et al. 2023), each a pairwise choice; the screen shows an instruction
+    "text": "How well does the generated video follow the instruction?",
     "structure": "How well does the generated video preserve the structure of the original video?",
     "aesthetic": "Aesthetically, how good is this video?",
 }

@@ -32,9 +32,9 @@ PRIVATE = dict(api_visibility="private", queue=False)
 INSTRUCTIONS = (
     "### Rate edited videos\n"
     "Each screen shows a video with an editing instruction, and two edited versions of it, **A** and **B**, playing "
-    "side by side after the original. Answer three questions for each screen by choosing A, B or *can't tell*. There "
-    "are no right answers; go with your first impression. Your answers are saved as you go: if the page reloads, you "
-    "continue where you stopped. At the end you get a completion code.\n\n"
+    "side by side after the original. Answer three questions for each screen by choosing A, B or *can't tell*; go "
+    "with your first impression (a few screens check attention). Your answers are saved as you go: if the page "
+    "reloads, you continue where you stopped. At the end you get a completion code.\n\n"
     "Keys: 1, 2, 3 answer the first question (A, B, can't tell), 4, 5, 6 the second, 7, 8, 9 the third; Enter goes on."
 )
 # Keyboard shortcuts: digits pick a radio of the questions in order, Enter presses Next.
