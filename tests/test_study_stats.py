@@ -75,6 +75,8 @@ def test_win_rate_is_wilson_over_answers_where_participants_agree_and_ignores_co
     base = win_rate(tallies)
     assert copied["design_effect"] == pytest.approx(10 * base["design_effect"])
     assert copied["interval"] == pytest.approx(base["interval"]) and copied["p"] == base["p"]
+    alone = win_rate([(18, 2, 0), (0, 0, 3)])  # one participant decided: their 20 answers are one cluster
+    assert alone["rate"] == 0.9 and alone["deciding"] == 1 and alone["interval"] == (0.0, 1.0)
     nothing = win_rate([(0, 0, 4)])
     assert math.isnan(nothing["rate"]) and nothing["interval"] == (0.0, 1.0) and nothing["p"] == 1.0
     assert math.isnan(win_rate([])["rate"])

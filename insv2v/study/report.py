@@ -129,6 +129,8 @@ def _p(value: float) -> str:
 def _rate(row: dict) -> str:
     if math.isnan(row["rate"]):
         return "n/a (nothing decided)"
+    if row.get("deciding", 2) < 2:
+        return f"{row['rate']:.0%} (one participant decided: no interval)"
     low, high = row["interval"]
     return f"{row['rate']:.0%} ({low:.0%}-{high:.0%})"
 

@@ -54,13 +54,15 @@ def win_rate(tallies: Iterable[Sequence[int]], flips: int = SIGN_FLIPS, seed: in
 
     interval: Wilson 95% at the effective sample size decided / design effect (Korn & Graubard 1998), the design
     effect from the spread of the participants' results (`_design_effect`), so never narrower than Wilson over
-    answers; p: `sign_flip_test` of the participants' nets, seeded. The rate is nan when nothing was decided.
+    answers, and all of [0, 1] with fewer than two participants deciding; p: `sign_flip_test` of the participants'
+    nets, seeded. The rate is nan when nothing was decided.
     """
     counts = np.asarray(list(tallies), dtype=np.int64).reshape(-1, 3)  # (participants, [wins, losses, ties])
     if (counts < 0).any():
         raise ValueError(f"wins, losses and ties must be >= 0, got {counts.tolist()}")
     wins, losses, ties = (int(total) for total in counts.sum(0))
     decided = wins + losses
+    deciding = int((counts[:, 0] + counts[:, 1] > 0).sum())
     effect = _design_effect(counts[:, 0], counts[:, 0] + counts[:, 1])
     return {
         "wins": wins,
@@ -68,9 +70,11 @@ def win_rate(tallies: Iterable[Sequence[int]], flips: int = SIGN_FLIPS, seed: in
         "ties": ties,
         "decided": decided,
         "participants": len(counts),
+        "deciding": deciding,
         "rate": wins / decided if decided else math.nan,
         "design_effect": effect,
-        "interval": wilson_interval(wins / effect, decided / effect),
+        # one participant's spread says nothing of others': no interval (all of [0, 1]) rather than one over answers
+        "interval": wilson_interval(wins / effect, decided / effect) if deciding >= 2 else (0.0, 1.0),
         "p": sign_flip_test(counts[:, 0] - counts[:, 1], flips, seed),
     }
 
