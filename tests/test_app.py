@@ -26,7 +26,7 @@ from insv2v.ui import serving
 from insv2v.ui.controls import Slider
 from insv2v.ui.serving import AppConfig, Job, Jobs, OutputCache, gpu, user_message
 from insv2v.ui.settings import load_recipe, model_max_frames
-from insv2v.ui.sweep_tab import heatmap
+from insv2v.ui.sweep_tab import heatmap, rescore
 from insv2v.video import probe, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -549,6 +549,16 @@ def test_recipe_loads_back_into_the_controls(tmp_path):
     path.write_text('{"text_cfg": 3, "fps": 8}')  # the CLI's --fps: no control takes it
     with pytest.warns(UserWarning, match="samples the video at 8 fps, which the app does not"):
         assert load_recipe(str(path))["text_cfg"] == 3
+
+
+def test_another_heatmap_score_keeps_the_rest_of_the_status():
+    cells = [{"text_cfg": t, "video_cfg": 1.0, "path": "x.mp4", "clip_text": c, "warp_error": w}
+             for t, c, w in ((4, 0.2, 0.01), (6, 0.3, 0.02))]  # fmt: skip
+    data = {"text_cfgs": [4, 6], "video_cfgs": [1.0], "cells": cells,
+            "status": ["2 cells of 8 frames in 3.0 s · seed 5 · ", " · cut to 12 frames"]}  # fmt: skip
+    _, status = rescore(data, "warp_error")
+    assert status.startswith("2 cells of 8 frames in 3.0 s · seed 5 · Best warp error: text CFG 4")
+    assert status.endswith(" · cut to 12 frames")
 
 
 def test_heatmap_outlines_the_best_cell():

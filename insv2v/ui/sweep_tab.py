@@ -137,12 +137,12 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
     }
     image, gallery, summary = present(data, score)
     table = pd.DataFrame(result.rows()).drop(columns="output").round(5)
-    status = (
+    data["status"] = [  # around the best cell's summary, which a change of the heatmap's score redoes
         f"{n} cells of {result.num_frames} frames in {result.seconds:.1f} s "
-        f"(shared decoding, encoding and flow {result.shared_seconds:.1f} s) · seed {result.recipe.seed} · {summary}"
-        + (f" · {note}" if note else "")
-        + "".join(f" · {user_message(message)}" for message in warned)
-    )
+        f"(shared decoding, encoding and flow {result.shared_seconds:.1f} s) · seed {result.recipe.seed} · ",
+        (f" · {note}" if note else "") + "".join(f" · {user_message(message)}" for message in warned),
+    ]
+    status = summary.join(data["status"])
     return (
         gr.Gallery(value=gallery, columns=len(video_cfgs)),
         image,
@@ -184,7 +184,7 @@ def rescore(data: dict | None, score: str):
     if not data:
         return gr.update(), gr.update()
     image, _, summary = present(data, score)
-    return image, summary
+    return image, summary.join(data.get("status", ["", ""]))
 
 
 def build(studio) -> None:
