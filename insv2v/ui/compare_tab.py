@@ -49,7 +49,7 @@ COLUMNS = {  # score -> column title of the table
     "psnr": "PSNR to target (dB)",
 }
 SETTINGS = ("steps", "length", "seed")  # the edit settings this tab shows; the rest keep their defaults
-PRESETS = ("space", "official")  # Tune-A-Video's: its Space (8 frames, 300 steps) and its paper (24, 500)
+PRESETS = ("space", "official")  # Tune-A-Video's tuning, on InsV2V's frames: its Space's 300 steps, its paper's 500
 MAX_TUNE_STEPS = 1000  # a request holds the one model slot while it tunes (the slider bounds API calls too)
 COMPARE_DIR = EXAMPLES / "compare"  # the examples' comparisons, computed ahead
 

@@ -60,7 +60,8 @@ NO_MODEL = (
 
 @dataclass
 class AppConfig:
-    """Every setting of the app; `from_env` reads each from INSV2V_<NAME> when set."""
+    """Every setting of the app; `from_env` reads most from INSV2V_<NAME> when set (the steps from INSV2V_STEPS; the
+    cache's age, the GPU seconds and study-only mode only from code and flags)."""
 
     model: str  # pipeline folder or hub id
     device: str | None = None  # None: the best available
