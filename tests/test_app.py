@@ -450,7 +450,7 @@ def test_a_cancel_in_the_same_clock_tick_as_its_run_still_comes_after_it(monkeyp
     monkeypatch.setattr(serving.time, "monotonic", lambda: 1.0)  # a coarse clock: every reading the same
     jobs = Jobs()
     jobs.submit("s")
-    assert jobs.cancel("s") == "waiting" and jobs.start("s", Job(total=4), jobs.claim("s")).cancelled
+    assert jobs.cancel("s") == "waiting" and jobs.start("s", Job(total=4)).cancelled
 
 
 def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_later_one():
@@ -458,29 +458,16 @@ def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_lat
     jobs.submit("s")  # the button's submit event, before the queued work
     assert jobs.cancel("s") == "waiting"
     with pytest.raises(InterruptedError):
-        jobs.start("s", Job(total=4), jobs.claim("s")).check()
-    jobs.submit("other")
-    assert not jobs.start("other", Job(total=4), jobs.claim("other")).cancelled  # another session's: not touched
+        jobs.start("s", Job(total=4)).check()
+    assert not jobs.start("other", Job(total=4)).cancelled  # another session's request is not touched
     jobs.submit("s")  # submitted after that Cancel: runs
-    ticket = jobs.claim("s")
-    first = jobs.start("s", Job(total=4), ticket)
+    first = jobs.start("s", Job(total=4))
     first.check()
     jobs.finish("s", first)
     assert jobs.cancel("s") is None  # nothing running or waiting, though a chained second half may follow...
-    assert jobs.start("s", Job(total=4), ticket).cancelled  # ...and then does not run (Compare: Tune-A-Video after it)
+    assert jobs.start("s", Job(total=4)).cancelled  # ...and then does not run (Compare: Tune-A-Video after InsV2V)
     jobs.forget("s")  # its tab closed: nothing of it is kept, so a session of that name starts afresh
-    jobs.submit("s")
-    assert not jobs.start("s", Job(total=4), jobs.claim("s")).cancelled
-
-
-def test_a_request_submitted_after_a_cancel_does_not_bring_back_an_earlier_one_it_cancelled():
-    jobs = Jobs()
-    jobs.submit("s")  # Edit, waiting in the queue
-    assert jobs.cancel("s") == "waiting"  # "will not run"
-    jobs.submit("s")  # then Preview
-    edit, preview = jobs.claim("s"), jobs.claim("s")  # the queue runs them in order
-    assert jobs.start("s", Job(total=4), edit).cancelled and not jobs.start("s", Job(total=4), preview).cancelled
-    assert jobs.claim("s") is None and not jobs.start("s", Job(total=4), None).cancelled  # an API call: no button
+    assert not jobs.start("s", Job(total=4)).cancelled
 
 
 def test_a_cancel_pressed_after_a_request_ended_does_not_stop_the_next_example(app):
@@ -492,7 +479,7 @@ def test_a_cancel_pressed_after_a_request_ended_does_not_stop_the_next_example(a
 
     jobs = app[1].studio.jobs
     jobs.submit("late")
-    jobs.finish("late", jobs.start("late", Job(total=4), jobs.claim("late")))
+    jobs.finish("late", jobs.start("late", Job(total=4)))
     assert jobs.cancel("late") is None  # pressed after the edit ended
     video, instruction = examples()[0]
     output, *_, status = make_example_handler(app[1].studio)(

@@ -104,9 +104,8 @@ def table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
 # ---------------------------------------------------------------- the two halves of a comparison
 
 
-def run_insv2v(studio, video, instruction, values: dict, session, progress, ticket=None) -> dict:
-    """Edit with InsV2V (the Edit tab's path); returns the comparison so far, for `run_tav` (with the request's
-    `ticket`, so that a Cancel pressed during this half stops the other too)."""
+def run_insv2v(studio, video, instruction, values: dict, session, progress) -> dict:
+    """Edit with InsV2V (the Edit tab's path); returns the comparison so far, for `run_tav`."""
     config = studio.config
     check_instruction(instruction)
     info = check_upload(video, config)
@@ -114,9 +113,7 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress, tick
     recipe, note = recipe_from_settings(studio, info, instruction, values, preview=False)
     job_dir = studio.cache.new_job("compare")
     recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
-    job = studio.jobs.start(
-        session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V", job_dir), ticket
-    )
+    job = studio.jobs.start(session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V", job_dir))
     try:
         progress(0, desc="InsV2V: loading the model")
         pipe = get_pipeline(config)
@@ -128,7 +125,6 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress, tick
         studio.jobs.finish(session, job)
     return {
         "job": str(job_dir),
-        "ticket": ticket,
         "source": result.source_frames,
         "fps": result.fps,
         "notes": [line for line in (note, *map(user_message, warned)) if line],
@@ -156,9 +152,7 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
 
     source_caption, edited_caption = check_tav_request(studio.config, source_caption, edited_caption, preset)
     settings = dataclasses.replace(TAV_PRESETS[preset], tune_steps=int(tune_steps), seed=int(state["seed"]))
-    job = studio.jobs.start(
-        session, Job(settings.tune_steps, progress, "Tune-A-Video: tuning", Path(state["job"])), state.get("ticket")
-    )
+    job = studio.jobs.start(session, Job(settings.tune_steps, progress, "Tune-A-Video: tuning", Path(state["job"])))
     cancel = threading.Event()
 
     def on_tune_step(step: int, total: int, loss: float) -> None:
@@ -225,8 +219,7 @@ def make_handlers(studio):
     def compare_insv2v(video, instruction, edited_caption, request: gr.Request = None, progress=gr.Progress(),
                        **settings):  # fmt: skip
         session = session_of(request)
-        ticket = studio.jobs.claim(session)
-        state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress, ticket)
+        state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress)
         return (*_errors(finish)(studio, state, (edited_caption or instruction or "").strip()), state)
 
     @gpu(seconds * 5)

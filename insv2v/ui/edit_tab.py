@@ -26,7 +26,7 @@ def examples() -> list[list[str]]:
     return [[str(EXAMPLES / e["file"]), e["instruction"]] for e in json.loads(index.read_text())]
 
 
-def run(studio, video, instruction, values: dict, preview: bool, session: str | None, progress, ticket=None) -> tuple:
+def run(studio, video, instruction, values: dict, preview: bool, session: str | None, progress) -> tuple:
     """Check, edit, score; returns (output, side by side, recipe file, metrics, seed, status)."""
     config = studio.config
     try:
@@ -36,9 +36,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
         job_dir = studio.cache.new_job("preview" if preview else "edit")
         recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
         clips = planned_clips(recipe, info)
-        job = studio.jobs.start(
-            session, Job(clips * recipe.steps, progress, "preview" if preview else "edit", job_dir), ticket
-        )
+        job = studio.jobs.start(session, Job(clips * recipe.steps, progress, "preview" if preview else "edit", job_dir))
 
         def detail(step: int) -> str:
             return f"clip {step // recipe.steps + 1}/{clips}"
@@ -86,8 +84,7 @@ def make_handler(studio, preview: bool):
     @gpu(studio.config.gpu_seconds)
     def edit(video: str, instruction: str, request: gr.Request = None, progress=gr.Progress(), **settings):
         session = session_of(request)
-        ticket = studio.jobs.claim(session)
-        return run(studio, video, instruction, settings, preview, session, progress, ticket)
+        return run(studio, video, instruction, settings, preview, session, progress)
 
     edit.__name__ = "preview" if preview else "edit"
     return edit

@@ -3,7 +3,6 @@ with cancel, and the ZeroGPU decorator. No layout here."""
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import math
@@ -398,39 +397,36 @@ class Job:
 
 
 class Jobs:
-    """The running job of each browser session, so that its Cancel button can reach it, and the requests each session
-    submitted that have not begun, so that a Cancel pressed while they wait in the queue stops them as they start.
+    """The running job of each browser session, so that its Cancel button can reach it, and when the session last
+    submitted a request and last pressed Cancel, so that a Cancel pressed while its request waits in the queue stops
+    that request as it starts. Buttons call `submit` before their queued event (`.click(submit).then(heavy)`).
 
-    Buttons call `submit` before their queued event (`.click(submit).then(heavy)`); the heavy handler first `claim`s
-    its ticket (the session's oldest request not yet begun: the queue runs a session's requests in order) and hands it
-    to `start`, which cancels the job if Cancel was pressed after that request was submitted. A second half chained
-    after the first (Compare: Tune-A-Video after InsV2V) starts with the first half's ticket."""
+    Known limit: a request submitted after that Cancel, before the cancelled one starts, lets it run (a start compares
+    with the session's latest submit). Pairing each start with its own submit by order broke worse: a second click of
+    a running button submits with no queued event behind it (Gradio runs an event once at a time), and every later
+    request then took an earlier ticket."""
 
     def __init__(self):
         self._running: dict[str, Job] = {}
         # "When" is a tick of one counter, taken under the lock: a Cancel a millisecond after Run still comes after it
         # (two clock readings may be equal)
         self._ticks = itertools.count()
-        self._waiting: dict[str, collections.deque[int]] = {}  # session -> its unclaimed requests' tickets, in order
+        self._submitted: dict[str, int] = {}  # session -> when its latest request was submitted
+        self._started: dict[str, int] = {}  # session -> when its latest job started
         self._cancelled: dict[str, int] = {}  # session -> when it last pressed Cancel
         self._lock = threading.Lock()
 
     def submit(self, session: str | None) -> None:
         with self._lock:
-            self._waiting.setdefault(session or "", collections.deque()).append(next(self._ticks))
+            self._submitted[session or ""] = next(self._ticks)
 
-    def claim(self, session: str | None) -> int | None:
-        """The ticket of the request whose handler begins now: the session's oldest one submitted and not begun (None
-        for a request no button submitted: an API call)."""
-        with self._lock:
-            waiting = self._waiting.get(session or "")
-            return waiting.popleft() if waiting else None
-
-    def start(self, session: str | None, job: Job, ticket: int | None = None) -> Job:
+    def start(self, session: str | None, job: Job) -> Job:
         key = session or ""
         with self._lock:
             self._running[key] = job
-            if ticket is not None and self._cancelled.get(key, -math.inf) > ticket:
+            self._started[key] = next(self._ticks)
+            submitted = self._submitted.get(key)
+            if submitted is not None and self._cancelled.get(key, -math.inf) > submitted:
                 job.cancelled = True  # Cancel was pressed after this request was submitted
         return job
 
@@ -445,15 +441,15 @@ class Jobs:
             return [job.folder for job in self._running.values() if job.folder is not None]
 
     def knows(self, session: str | None) -> bool:
-        """Whether anything of the session is kept (a job, its waiting requests, or when it cancelled)."""
+        """Whether anything of the session is kept (a job, or when it submitted, started or cancelled)."""
         with self._lock:
-            return any((session or "") in d for d in (self._running, self._waiting, self._cancelled))
+            return any((session or "") in d for d in (self._running, self._submitted, self._started, self._cancelled))
 
     def forget(self, session: str | None) -> None:
-        """Drop a closed session's requests and Cancel (a job of it still running finishes, and `finish` drops it)."""
+        """Drop a closed session's timestamps (a job of it still running finishes, and `finish` drops it)."""
         with self._lock:
-            for kept in (self._waiting, self._cancelled):
-                kept.pop(session or "", None)
+            for times in (self._submitted, self._started, self._cancelled):
+                times.pop(session or "", None)
 
     def cancel(self, session: str | None) -> str | None:
         """Cancel the session's running job, and any it submitted that has not started; what happened, for the page
@@ -462,7 +458,7 @@ class Jobs:
         with self._lock:
             self._cancelled[key] = next(self._ticks)
             job = self._running.get(key)
-            waiting = bool(self._waiting.get(key))
+            waiting = self._submitted.get(key, -math.inf) > self._started.get(key, -math.inf)
         if job is not None:
             job.cancelled = True
             return "running"

@@ -92,7 +92,7 @@ def present(data: dict, score: str) -> tuple[Image.Image, list, str]:
     return heatmap(text_cfgs, video_cfgs, values, score, best_rc), gallery, summary
 
 
-def run(studio, video, instruction, text_values, video_values, score, values, session, progress, ticket=None) -> tuple:
+def run(studio, video, instruction, text_values, video_values, score, values, session, progress) -> tuple:
     config = studio.config
     try:
         check_instruction(instruction)
@@ -105,7 +105,7 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
         per_cell = planned_clips(recipe, info) * recipe.steps
         n = len(text_cfgs) * len(video_cfgs)
         grid = [(t, v) for t in text_cfgs for v in video_cfgs]
-        job = studio.jobs.start(session, Job(n * per_cell, progress, "sweep", job_dir), ticket)
+        job = studio.jobs.start(session, Job(n * per_cell, progress, "sweep", job_dir))
 
         def detail(step: int) -> str:
             i = min((job.done - 1) // per_cell, n - 1)
@@ -174,8 +174,7 @@ def make_handler(studio):
     ):
         # The recipe's own guidance scales are left at their defaults: placeholders, as the grid supplies them.
         session = session_of(request)
-        ticket = studio.jobs.claim(session)
-        return run(studio, video, instruction, text_cfgs, video_cfgs, score, settings, session, progress, ticket)
+        return run(studio, video, instruction, text_cfgs, video_cfgs, score, settings, session, progress)
 
     return sweep
 
