@@ -107,6 +107,31 @@ def test_editing_loss_weights_what_the_edit_changes():
         assert loss.item() == pytest.approx(1 + weight * changed, rel=1e-5)
 
 
+def test_a_unet_runs_on_videos_the_same_wrapped_for_distributed_training():
+    """Under `accelerate launch`, DistributedDataParallel wraps the UNet: a 2-D one must still see frames as images."""
+    from insv2v.models import unet_on_video
+    from insv2v.testing.tiny import tiny_t2v_pipeline
+
+    unet = tiny_t2v_pipeline("2d").unet
+
+    class Wrapped(torch.nn.Module):  # what DistributedDataParallel looks like from outside: the model as `module`
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    torch.manual_seed(0)
+    sample, text = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 77, unet.config.cross_attention_dim)
+    t = torch.tensor([10, 500])
+    plain = unet_on_video(unet, sample, t, text)
+    assert plain.shape == sample.shape
+    assert torch.equal(unet_on_video(Wrapped(unet), sample, t, text), plain)
+    frame = unet(sample[1, :, 2][None], t[1:], encoder_hidden_states=text[1:]).sample[0]  # one frame, alone
+    torch.testing.assert_close(plain[1, :, 2], frame, rtol=1e-5, atol=1e-5)
+
+
 def test_generation_loss_weights_the_shapes():
     """A UNet that is off by 1 everywhere: the loss is 1 + shape_weight x the share of shape pixels in the frames."""
     modules, helpers = build(TrainConfig("t2i", "unused"))

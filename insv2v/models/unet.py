@@ -109,11 +109,12 @@ def unet_on_video(unet, sample: torch.Tensor, timestep, text: torch.Tensor) -> t
     per frame itself; a motion UNet (diffusers' UNetMotionModel, InsV2V's) wants it once per frame."""
     from diffusers import UNet2DConditionModel, UNet3DConditionModel
 
-    if isinstance(unet, UNet3DConditionModel):
+    kind = type(getattr(unet, "module", unet))  # under DistributedDataParallel, the UNet it wraps (called wrapped)
+    if issubclass(kind, UNet3DConditionModel):
         return unet(sample, timestep, encoder_hidden_states=text).sample
     n, f = sample.shape[0], sample.shape[2]
     per_frame = text.repeat_interleave(f, dim=0)  # (n*f, L, C)
-    if not isinstance(unet, UNet2DConditionModel):
+    if not issubclass(kind, UNet2DConditionModel):
         return unet(sample, timestep, encoder_hidden_states=per_frame).sample
     if torch.is_tensor(timestep) and timestep.ndim:
         timestep = timestep.repeat_interleave(f)
