@@ -193,7 +193,7 @@ def tiny(args: argparse.Namespace) -> None:
     from insv2v.files import check_new_folder
     from insv2v.testing.tiny import main as save_tiny
 
-    check_new_folder(args.out_dir)
+    check_new_folder(args.out_dir)  # said as the CLI says errors (the module's own parser would exit with its usage)
     save_tiny([args.out_dir, "--seed", str(args.seed)])
 
 

@@ -101,8 +101,8 @@ class EditRecipe:
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[EditRecipe, dict]:
-        """Read a recipe (file paths in it are relative to its folder) and what its run recorded (`_meta`: input
-        hash, precision, device; {} for a recipe written by hand)."""
+        """Read a recipe (a relative file path in it is taken from its folder where a file is there, else as given)
+        and what its run recorded (`_meta`: input hash, precision, device; {} for a recipe written by hand)."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all (UnicodeDecodeError)

@@ -443,7 +443,8 @@ def read_video(
             raise VideoError(f"{path}: start {start:g}s is at or beyond the last frame")
         raise VideoError(f"{path}: has no video frames")
     clip_fps = float(fps) if fps is not None else float(source_fps / stride)
-    if fps is None and stride > 1 and len(times) == 1:  # one frame shown for `stride` frames' time: longer than it
+    # One frame, unless one was asked for, shown for the stride's whole time: longer than the video itself.
+    if fps is None and stride > 1 and len(times) == 1 and max_frames != 1:
         lasting = float(stride / source_fps)
         raise VideoError(f"{path}: stride {stride} keeps one frame of it, which would last {lasting:.3g}s; a smaller "
                          "stride keeps more")  # fmt: skip

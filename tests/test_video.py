@@ -242,6 +242,7 @@ def test_read_start_stride_max_frames(files):
     assert indices(read_video(files["src"], stride=59)) == [0, 59]  # two frames, each shown for 59 frames' time
     with pytest.raises(VideoError, match=r"stride 60 keeps one frame of it, which would last 2s; a smaller stride"):
         read_video(files["src"], stride=60)  # one frame, shown as long as the whole 2 s video
+    assert indices(read_video(files["src"], stride=60, max_frames=1)) == [0]  # one frame asked for: given
 
 
 def test_read_resampled_fps(files):

@@ -205,7 +205,7 @@ def _errors(fn):
             return fn(*args, **kwargs)
         except InterruptedError:
             raise gr.Error("Cancelled: nothing was written.") from None
-        except (ValueError, RuntimeError, OSError) as err:
+        except (ValueError, RuntimeError, OSError, MemoryError) as err:
             raise gr.Error(user_message(err)) from None
 
     return wrapped

@@ -60,7 +60,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
         scores = edit_scores(result.frames, result.source_frames, recipe.instruction, get_scorer(config))
     except InterruptedError:
         raise gr.Error("Cancelled: nothing was written.") from None
-    except (ValueError, RuntimeError, OSError) as err:  # VideoError and ModelLoadError are among these
+    except (ValueError, RuntimeError, OSError, MemoryError) as err:  # VideoError and ModelLoadError are among these
         raise gr.Error(user_message(err)) from None
 
     recipe_json = json.loads(result.recipe_path.read_text())

@@ -3,9 +3,9 @@ from INSV2V_STUDY_TOKEN, sees the results.
 
 A participant arrives with `?pid=...` (Prolific, MTurk) or gets an id when they consent, kept in their browser; consents
 after the instructions (no plan is made before); then sees one
-comparison per screen: the instruction and one video of the input, edit A and edit B playing in sync, and LOVEU-TGVE's
-three questions, each answered "A", "B" or "can't tell" (keys 1-3, 4-6, 7-9; Enter for Next). *Next* commits the
-three answers, each one row of the study's SQLite database, before the next screen shows; a reload or a server
+comparison per screen: the instruction and one video of the input, edit A and edit B playing in sync, and the study's
+questions (LOVEU-TGVE's three), each answered "A", "B" or "can't tell" (keys 1-3, 4-6, 7-9; Enter for Next). *Next*
+commits the answers, each one row of the study's SQLite database, before the next screen shows; a reload or a server
 restart resumes at the first comparison not fully answered (the id from the link, else from the browser's storage).
 At the end: a completion code.
 

@@ -124,7 +124,7 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
             studio.jobs.finish(session, job)
     except InterruptedError:
         raise gr.Error("Cancelled: the sweep stopped.") from None
-    except (ValueError, RuntimeError, OSError) as err:
+    except (ValueError, RuntimeError, OSError, MemoryError) as err:
         raise gr.Error(user_message(err)) from None
 
     result.recipe = dataclasses.replace(result.recipe, model=config.model_name)
@@ -140,7 +140,8 @@ def run(studio, video, instruction, text_values, video_values, score, values, se
     data["status"] = [  # around the best cell's summary, which a change of the heatmap's score redoes
         f"{n} cells of {result.num_frames} frames in {result.seconds:.1f} s "
         f"(shared decoding, encoding and flow {result.shared_seconds:.1f} s) · seed {result.recipe.seed} · ",
-        (f" · {note}" if note else "") + "".join(f" · {user_message(message)}" for message in warned),
+        (f" · {note}" if note else "")
+        + "".join(f" · {user_message(message)}" for message in dict.fromkeys(warned)),  # each once, not once a cell
     ]
     status = summary.join(data["status"])
     return (

@@ -320,7 +320,7 @@ def make_pair_handler(studio):
 
             pair = PromptPair(input_caption, instruction.strip(), output_caption)
             source, target, record = make_sample(pipe, load_clip(clip), pair, int(seed), run, settings, on_step)
-        except (ValueError, RuntimeError, OSError) as err:
+        except (ValueError, RuntimeError, OSError, MemoryError) as err:
             raise gr.Error(user_message(err)) from None
         video = side_by_side_file(studio, source, target, f"pair-seed{int(seed)}")
         failed = PairScores(**record["scores"]).failed(thresholds)
