@@ -1025,6 +1025,9 @@ def push_final(final: Path, repo_id: str) -> str:
 
 
 def train(config: TrainConfig) -> Path:
+    """Train `config.stage` in `config.out_dir` (resuming a started run) on every process `accelerate launch` gave;
+    returns the finished model's folder."""
+    # 1. Settings: checked, then resolved for this launch (preset, processes, precision)
     check_config(config)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -1037,12 +1040,14 @@ def train(config: TrainConfig) -> Path:
     config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision,
                                  optimizer=available_optimizer(config.optimizer))  # fmt: skip
     accelerator.gradient_accumulation_steps = config.grad_accum
+    # 2. What a killed run left, and whether it may go on with these settings
     checkpoint = out / "checkpoint"
     if accelerator.is_main_process:
         settle_checkpoint(checkpoint)
     accelerator.wait_for_everyone()
     state = checkpoint_state(checkpoint)
     check_resume(config, state)
+    # 3. Models and data
     torch.manual_seed(config.seed)
     modules, helpers = build(config)
     if config.gradient_checkpointing:
@@ -1059,6 +1064,7 @@ def train(config: TrainConfig) -> Path:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     accelerator.print(f"batch {config.batch_size} x {config.grad_accum} accumulated x {accelerator.num_processes} "
                       f"process(es) = {config.batch_size * config.grad_accum * accelerator.num_processes}")  # fmt: skip
+    # 4. Optimizer, resumed state, and the stream of batches
     trainable = trainable_parameters(modules)
     params = list(trainable.values())
     optimizer = make_optimizer(params, config)
@@ -1091,6 +1097,7 @@ def train(config: TrainConfig) -> Path:
     # The first record of each run says where every process started and how many pairs it draws from.
     started = gather_object([{"process": accelerator.process_index, "started_at": step,
                               **({"pairs": len(data.ids)} if data else {})}])  # fmt: skip
+    # 5. The loop: a step, its log record, its checkpoint
     began, losses, skipped = time.perf_counter(), [], 0
     while step < config.steps:
         for group in optimizer.param_groups:
@@ -1133,6 +1140,7 @@ def train(config: TrainConfig) -> Path:
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(checkpoint, {n: accelerator.unwrap_model(m) for n, m in modules.items()}, optimizer,
                             step, config, ema, accelerator.scaler)  # fmt: skip
+    # 6. The finished model (the average, with --ema), saved and uploaded by the main process
     stream.close()  # --workers: their processes end here, not after saving
     accelerator.wait_for_everyone()
     modules = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False).eval() for n, m in modules.items()}
