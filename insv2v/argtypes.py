@@ -34,6 +34,16 @@ def positive_int_at_most(limit: int):
     return parse
 
 
+def resolution(text: str) -> int:
+    """A short side in pixels that read_video resizes to."""
+    from insv2v.video import MAX_RESOLUTION, MIN_RESOLUTION
+
+    value = int(text)
+    if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):

@@ -27,6 +27,7 @@ from insv2v.argtypes import (
     non_negative_int,
     positive_float,
     positive_int,
+    resolution,
     seed,
     share,
     torch_device,
@@ -96,7 +97,9 @@ def _add_edit_parser(commands) -> None:
     rate = s.add_mutually_exclusive_group()
     rate.add_argument("--stride", type=positive_int, help="keep every N-th frame (1)")
     rate.add_argument("--fps", type=positive_float, help="resample to this frame rate instead")
-    s.add_argument("--resolution", type=positive_int, help="short side in pixels (default: the model's native size)")
+    s.add_argument(
+        "--resolution", type=resolution, help="short side in pixels, 8 to 4096 (default: the model's native size)"
+    )
     p.add_argument("--side-by-side", action="store_true", help="also write OUT_side_by_side.mp4 (input | edit)")
 
 

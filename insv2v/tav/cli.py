@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from insv2v.argtypes import positive_int, seed
+from insv2v.argtypes import positive_int, resolution, seed
 
 PRESET_NAMES = ("official", "space")  # insv2v.tav.pipeline.PRESETS, named here so that parsing imports no torch
 
@@ -46,7 +46,9 @@ def add_parsers(commands) -> None:
     e.add_argument("--guidance", type=float, help="classifier-free guidance of the edit (12.5)")
     e.add_argument("--seed", type=seed, help="seed of the tuning (0)")
     e.add_argument("--cache", help=f"folder of tuned weights (default: {default_cache_dir()})")
-    e.add_argument("--resolution", type=positive_int, help="short side in pixels (default: the model's native size)")
+    e.add_argument(
+        "--resolution", type=resolution, help="short side in pixels, 8 to 4096 (default: the model's native size)"
+    )
 
 
 class _Progress:
