@@ -14,8 +14,10 @@ progress bars); offline, a missing model fails with the command that fetches it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 import threading
@@ -340,7 +342,25 @@ def load_pipeline(
     source = resolve_source(source)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    return PIPELINES.get((source, str(device), dtype), source, lambda: load_fresh(source, device, dtype))
+    half_on_cpu = device.type == "cpu" and dtype == torch.float16
+    if half_on_cpu:  # said once, in a line, instead of diffusers' paragraph three times
+        logging.getLogger("insv2v").warning("float16 on the CPU: it runs, but rarely faster and less precisely than "
+                                            "float32, the CPU's default")  # fmt: skip
+    with _diffusers_quiet() if half_on_cpu else contextlib.nullcontext():
+        return PIPELINES.get((source, str(device), dtype), source, lambda: load_fresh(source, device, dtype))
+
+
+@contextlib.contextmanager
+def _diffusers_quiet():
+    """diffusers' warnings held back while the block runs (its errors still show)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def check_generative_unet(source: str, unet, what: str, example: str) -> None:

@@ -232,6 +232,15 @@ def test_a_copied_folder_has_the_same_weights_digest_and_a_resaved_one_another(t
     assert weights_digest("owner/name") is None  # a hub id: nothing local to hash
 
 
+def test_float16_on_the_cpu_is_said_once_in_a_line(tmp_path, caplog, capfd):
+    tiny_pipeline().save_pretrained(tmp_path / "tiny")
+    pipe = load_pipeline(str(tmp_path / "tiny"), "cpu", torch.float16)
+    assert pipe.unet.dtype == torch.float16
+    said = [r.getMessage() for r in caplog.records if "float16 on the CPU" in r.getMessage()]
+    assert said == ["float16 on the CPU: it runs, but rarely faster and less precisely than float32, the CPU's default"]
+    assert "cannot run with `cpu` device" not in capfd.readouterr().err + caplog.text  # diffusers' paragraph held back
+
+
 def test_a_missing_local_folder_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_pipeline(str(tmp_path / "nowhere" / "model"), device="cpu")
