@@ -193,11 +193,9 @@ def _add_convert_parser(commands) -> None:
 
 
 def tiny(args: argparse.Namespace) -> None:
-    from insv2v.files import check_new_folder
-    from insv2v.testing.tiny import main as save_tiny
+    from insv2v.testing.tiny import save_tiny_pipeline
 
-    check_new_folder(args.out_dir)  # said as the CLI says errors (the module's own parser would exit with its usage)
-    save_tiny([args.out_dir, "--seed", str(args.seed)])
+    save_tiny_pipeline(args.out_dir, args.seed)
 
 
 def _add_toyworld_parsers(commands) -> None:

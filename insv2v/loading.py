@@ -254,12 +254,17 @@ def _per_frame_pipeline(path: Path, dtype: torch.dtype) -> InsV2VPipeline:
 
 def load_fresh(source: str, device: torch.device, dtype: torch.dtype) -> InsV2VPipeline:
     """The pipeline at `source`, loaded anew: its own weights, for whoever changes them (training)."""
-    if source.startswith(COMPOSE_PREFIX):
-        image_model, motion_adapter = composition_parts(source)
-        pipe = compose_pipeline(image_model, motion_adapter, dtype)
-    else:
-        pipe = _load_folder_or_hub(source, dtype)
-    return pipe.to(device)
+    half_on_cpu = device.type == "cpu" and dtype == torch.float16
+    if half_on_cpu:  # said once, in a line, instead of diffusers' paragraph three times
+        logging.getLogger("insv2v").warning("float16 on the CPU: it runs, but rarely faster and less precisely than "
+                                            "float32, the CPU's default")  # fmt: skip
+    with _diffusers_quiet() if half_on_cpu else contextlib.nullcontext():
+        if source.startswith(COMPOSE_PREFIX):
+            image_model, motion_adapter = composition_parts(source)
+            pipe = compose_pipeline(image_model, motion_adapter, dtype)
+        else:
+            pipe = _load_folder_or_hub(source, dtype)
+        return pipe.to(device)
 
 
 def composition_parts(source: str) -> tuple[str, str]:
@@ -342,12 +347,7 @@ def load_pipeline(
     source = resolve_source(source)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    half_on_cpu = device.type == "cpu" and dtype == torch.float16
-    if half_on_cpu:  # said once, in a line, instead of diffusers' paragraph three times
-        logging.getLogger("insv2v").warning("float16 on the CPU: it runs, but rarely faster and less precisely than "
-                                            "float32, the CPU's default")  # fmt: skip
-    with _diffusers_quiet() if half_on_cpu else contextlib.nullcontext():
-        return PIPELINES.get((source, str(device), dtype), source, lambda: load_fresh(source, device, dtype))
+    return PIPELINES.get((source, str(device), dtype), source, lambda: load_fresh(source, device, dtype))
 
 
 @contextlib.contextmanager

@@ -14,7 +14,15 @@ from insv2v.synth.p2p import P2PSettings
 from insv2v.synth.prompts import toy_prompts
 from insv2v.testing.tiny import tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
-from insv2v.ui.synth_tab import available_datasets, describe_pair, filtered, histograms, open_dataset, summary
+from insv2v.ui.synth_tab import (
+    available_datasets,
+    describe_pair,
+    filtered,
+    histograms,
+    kept_at,
+    open_dataset,
+    summary,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +55,13 @@ def test_histograms_and_browse_filters_follow_the_thresholds():
     rs = records([(True, True)] * 5)
     image = histograms(rs, Thresholds(sim_dir=0.25))
     assert image.size == (600, 362) and np.asarray(image).std() > 0
-    data = {"records": rs, "card": {}}
-    assert filtered(data, Thresholds(sim_dir=0.25), "kept", "all") == [3, 4]  # sim_dir 0.3, 0.4
-    assert filtered(data, Thresholds(sim_dir=0.25), "rejected", "all") == [0, 1, 2]
-    assert filtered(data, Thresholds(sim_dir=0.25), "all", "shape") == []
+    kept = kept_at({"records": rs, "card": {}}, Thresholds(sim_dir=0.25))
+    assert filtered(rs, kept, "kept", "all") == [3, 4]  # sim_dir 0.3, 0.4
+    assert filtered(rs, kept, "rejected", "all") == [0, 1, 2]
+    assert filtered(rs, kept, "all", "shape") == []
     one_prompt = [{**r, "prompt": 0} for r in rs]
     best = {"records": one_prompt, "card": {"top_per_prompt": 1}}  # the dataset's limit holds under the sliders
-    assert filtered(best, Thresholds(sim_dir=0.25), "kept", "all") == [4]
+    assert filtered(best["records"], kept_at(best, Thresholds(sim_dir=0.25)), "kept", "all") == [4]
 
 
 def test_datasets_are_found_inside_the_allowed_folders_only(made, tmp_path):

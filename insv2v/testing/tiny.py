@@ -126,11 +126,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        check_new_folder(args.out_dir)
+        save_tiny_pipeline(args.out_dir, args.seed)
     except ValueError as err:
         parser.error(str(err))
-    InsV2VPipeline(**tiny_components(args.seed)).save_pretrained(args.out_dir)
-    print(f"saved a tiny random InsV2V pipeline to {args.out_dir}")
+
+
+def save_tiny_pipeline(out_dir: str, seed: int = 0) -> None:
+    """A tiny random InsV2V pipeline saved to `out_dir`, a new or empty folder (ValueError otherwise)."""
+    check_new_folder(out_dir)
+    InsV2VPipeline(**tiny_components(seed)).save_pretrained(out_dir)
+    print(f"saved a tiny random InsV2V pipeline to {out_dir}")
 
 
 if __name__ == "__main__":

@@ -204,11 +204,10 @@ def kept_at(data: dict, thresholds: Thresholds) -> list[bool]:
     return dataset.kept_under(data["records"], thresholds, data["card"].get("top_per_prompt"))
 
 
-def filtered(data: dict, thresholds: Thresholds, which: str, kind: str) -> list[int]:
-    """Positions of the records shown under the browse filters (kept/rejected judged at the sliders' thresholds)."""
-    kept = kept_at(data, thresholds)
+def filtered(records: list[dict], kept: list[bool], which: str, kind: str) -> list[int]:
+    """Positions of the records shown under the browse filters (kept/rejected as `kept` says: `kept_at`)."""
     wanted = []
-    for i, (r, keep) in enumerate(zip(data["records"], kept, strict=True)):
+    for i, (r, keep) in enumerate(zip(records, kept, strict=True)):
         if (which == "kept" and not keep) or (which == "rejected" and keep):
             continue
         if kind != "all" and (r.get("kind") or "unknown") != kind:
@@ -222,7 +221,8 @@ def show_pair(studio, data: dict | None, position, which: str, kind: str, *value
     if not data:
         return None, "Open a dataset first.", no_scores(), "0 of 0", 1
     thresholds = Thresholds(*values)
-    shown = filtered(data, thresholds, which, kind)
+    kept = kept_at(data, thresholds)
+    shown = filtered(data["records"], kept, which, kind)
     if not shown:
         return None, "No pair matches these filters.", no_scores(), "0 of 0", 1
     position = int(np.clip(position or 1, 1, len(shown)))
@@ -237,7 +237,7 @@ def show_pair(studio, data: dict | None, position, which: str, kind: str, *value
     table = score_table(record["scores"], thresholds)
     text = describe_pair(record)
     top = data["card"].get("top_per_prompt")
-    if top and PairScores(**record["scores"]).passes(thresholds) and not kept_at(data, thresholds)[shown[position - 1]]:
+    if top and PairScores(**record["scores"]).passes(thresholds) and not kept[shown[position - 1]]:
         text += (f"\n\n**Rejected by the limit per prompt**: it passes every threshold, but {top} other sample(s) of "
                  "its prompt have a higher directional similarity.")  # fmt: skip
     return video, text, table, f"{position} of {len(shown)}", position
