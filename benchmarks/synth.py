@@ -2,6 +2,7 @@
 
     python benchmarks/synth.py                                  # the shipped toy text-to-video model, 2 CPU cores
     python benchmarks/synth.py --local-blend 0.3                # the same with local blending
+    python benchmarks/synth.py --local-blend 0.5 --blend-maps difference --shared-end 0.5   # DiffEdit's mask
     python benchmarks/synth.py --modelscope --device cuda --dtype float16 --compare
         # a ModelScope-sized UNet3DConditionModel with random weights (no download) at 16 x 256 x 256, 30 DDIM steps:
         # SDPA-only Prompt-to-Prompt vs the same with every attention map materialised, one process each
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -74,17 +76,17 @@ def run_one(args) -> dict:
     pipe.set_progress_bar_config(disable=True)
     size = args.size or pipe.default_resolution
     attention = explicit_attention if args.explicit_maps else None
-    blend = LocalBlend(args.local_blend) if args.local_blend is not None else None
+    blend = LocalBlend(args.local_blend, maps=args.blend_maps) if args.local_blend is not None else None
     cuda = args.device.startswith("cuda")
     times = []
     for i in range(args.warmup + args.pairs):
         if cuda:
             torch.cuda.synchronize()
         began = time.perf_counter()
-        generate_pair(pipe, "a red circle moving right on a beach", "a blue circle moving right on a beach",
-                      P2PSettings.draw(i), num_frames=args.frames, height=size, width=size,
-                      num_inference_steps=args.steps, generator=torch.Generator().manual_seed(i),
-                      attention=attention, local_blend=blend)  # fmt: skip
+        settings = replace(P2PSettings.draw(i), shared_end=args.shared_end)
+        generate_pair(pipe, "a red circle moving right on a beach", "a blue circle moving right on a beach", settings,
+                      num_frames=args.frames, height=size, width=size, num_inference_steps=args.steps,
+                      generator=torch.Generator().manual_seed(i), attention=attention, local_blend=blend)  # fmt: skip
         if cuda:
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -93,7 +95,8 @@ def run_one(args) -> dict:
     return {
         "model": "ModelScope-sized, random" if args.modelscope else Path(args.model or "toy-t2v").name,
         "attention": ("materialised maps" if args.explicit_maps else "SDPA only")
-        + (f", local blending {args.local_blend}" if blend else ""),
+        + (f", local blending {args.local_blend} ({args.blend_maps})" if blend else "")
+        + (f", shared start {args.shared_end}" if args.shared_end else ""),
         "frames": args.frames, "size": size, "steps": args.steps, "device": args.device,
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seconds_per_pair": round(seconds, 2), "pairs_per_minute": round(60 / seconds, 2),
@@ -117,6 +120,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--explicit-maps", action="store_true", help="materialise every attention map (the baseline)")
     p.add_argument("--local-blend", type=float, metavar="THRESHOLD", help="with Prompt-to-Prompt's local blending")
+    p.add_argument("--blend-maps", choices=("attention", "difference"), default="attention",
+                   help="its mask: the edited words' attention (Prompt-to-Prompt's) or DiffEdit's")  # fmt: skip
+    p.add_argument("--shared-end", type=float, default=0.0, help="the edited video shares the input's steps until")
     p.add_argument("--compare", action="store_true", help="SDPA only vs materialised maps, one process each")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one configuration, as a JSON line
     args = p.parse_args()

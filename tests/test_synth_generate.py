@@ -510,3 +510,21 @@ def test_local_blending_is_recorded_per_sample_and_per_dataset(t2v, tmp_path, ca
     assert main([*args, "--n", "3"]) == 2  # resumed without it: another dataset
     assert "local_blend: 0.3 then, None now" in capsys.readouterr().err
     assert len(dataset.read_manifest(out)) == 2
+    assert main([*args, "--n", "3", "--diff-blend", "0.3"]) == 2  # the same threshold, another mask: another dataset
+    assert "blend_maps: 'attention' then, 'difference' now" in capsys.readouterr().err
+    assert len(dataset.read_manifest(out)) == 2
+
+
+def test_diffedit_blending_is_recorded_and_excludes_attention_blending(t2v, tmp_path, capsys):
+    out = tmp_path / "diff"
+    args = ["synth", "generate", "--t2v", t2v, "--clip", str(TOY_CLIP), "--out", str(out), *SMALL, "--n", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--diff-blend", "--local-blend"])
+    assert exit_info.value.code == 2 and not out.exists()
+    assert "--local-blend: not allowed with argument --diff-blend" in capsys.readouterr().err
+    assert main([*args, "--diff-blend", "--shared-end", "0.5"]) == 0  # alone: DiffEdit's 0.5
+    card = dataset.read_card(out)
+    assert (card["run"]["local_blend"], card["run"]["blend_maps"]) == (0.5, "difference")
+    readme = (out / "README.md").read_text()
+    assert "local blending at 0.5 of each frame's peak difference of the edited caption's noise prediction" in readme
+    assert all(0 < r["blend_area"] < 1 for r in dataset.read_manifest(out))  # a mask, not all or nothing

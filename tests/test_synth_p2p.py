@@ -24,11 +24,14 @@ from insv2v.synth.p2p import (
     align_tokens,
     blend_mask,
     check_value_weighting,
+    difference_mask,
     edit_embeddings,
     generate_pair,
     has_coarse_cross_attention,
+    p2p_attention,
     phase_at,
 )
+from insv2v.synth.p2p import prompt_difference as p2p_difference
 from insv2v.testing.tiny import tiny_t2v_pipeline
 
 FRAMES, SIZE, STEPS, CFG = 3, 32, 3, 7.0  # 3 frames of 4x4 latents, 3 DDIM steps
@@ -222,6 +225,69 @@ def test_local_blend_blends_at_least_the_last_step(pipes):
     assert out.blend_mask is not None and 0 < out.blend_mask.mean() < 1
 
 
+def test_difference_mask_scales_each_frame_to_its_peak():
+    differences = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.2, 0.0], [0.0, 0.1]]])
+    expected = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    assert torch.equal(difference_mask(differences, 0.5), expected)  # 0.75 and 1 of frame 0's peak; 1 of frame 2's
+
+
+@pytest.mark.parametrize("kind", ["motion", "3d"])
+def test_difference_blend_is_diffedits_mask_of_what_the_target_prompt_changes(pipes, kind):
+    pipe = get_pipe(pipes, kind)
+    blend = LocalBlend(threshold=0.5, start=0.0, maps="difference")  # read on the first step only, then fixed
+    free = pair(pipe, SOURCE, TARGET, 0.3, 0.8, shared_end=0.3)
+    blended = pair(pipe, SOURCE, TARGET, 0.3, 0.8, shared_end=0.3, local_blend=blend)
+
+    # The mask from the first step's predictions on the shared noise, computed here as the sampler's shared phase does
+    negative, source, target = pipe.encode_prompt(["", SOURCE, TARGET]).split(1)
+    pipe.scheduler.set_timesteps(STEPS)
+    t = pipe.scheduler.timesteps[0]
+    x = pipe.scheduler.scale_model_input(noise(), t)
+    with p2p_attention(pipe.unet, P2PState(phase=Phase.SHARED)):
+        out = pipe.model_output(torch.cat([x, x, x]), t, torch.cat([negative, source, target]))
+    expected = difference_mask((out[2] - out[1]).abs().mean(dim=0), 0.5)
+    assert torch.equal(blended.blend_mask, expected) and 0 < expected.mean() < 1
+
+    outside, inside = (expected == 0).expand_as(blended.target), (expected == 1).expand_as(blended.target)
+    assert torch.equal(blended.target[outside], blended.source[outside])  # the source's, exactly
+    assert max_diff(blended.target[inside], blended.source[inside]) > 1e-2
+    # The source is never blended (reading makes the first step's batch three videos, not two: equal within float noise)
+    assert max_diff(blended.source, free.source) <= 1e-5
+
+    # At threshold 0 every cell whose prediction moves passes (all of them here): the blend changes nothing
+    everywhere = pair(pipe, SOURCE, TARGET, 0.3, 0.8, shared_end=0.3, local_blend=LocalBlend(0.0, 0.0, "difference"))
+    assert torch.equal(everywhere.blend_mask, torch.ones_like(expected))
+    assert max_diff(everywhere.target, free.target) <= 1e-5  # the reading runs beside the sampling
+
+    # Identical prompts change nothing: the mask is empty and the target is the source
+    same = pair(pipe, SOURCE, SOURCE, 0.3, 0.8, local_blend=LocalBlend(0.5, 0.0, "difference"))
+    assert torch.equal(same.blend_mask, torch.zeros_like(expected)) and torch.equal(same.target, same.source)
+
+
+@pytest.mark.parametrize(
+    ("shared_end", "start", "reads"),
+    [(0.0, 0.6, 2), (0.0, 0.0, 1), (0.5, None, 2), (0.0, None, 1)],  # steps i < 1.8; the first; i < 1.5; i < 0.6
+)
+def test_difference_blend_reads_the_steps_before_its_first_blend(pipes, monkeypatch, shared_end, start, reads):
+    import insv2v.synth.p2p as p2p
+
+    calls = []
+    monkeypatch.setattr(p2p, "prompt_difference", lambda both: calls.append(both.shape) or p2p_difference(both))
+    blend = LocalBlend(threshold=0.5, start=start, maps="difference")  # None: the shared start's end, else 0.2
+    out = pair(get_pipe(pipes, "motion"), SOURCE, TARGET, 0.7, 0.8, shared_end=shared_end, local_blend=blend)
+    assert len(calls) == reads  # over the self-attention phase too, beside the P2P batch of four
+    assert 0 < out.blend_mask.mean() < 1
+    outside = (out.blend_mask == 0).expand_as(out.target)
+    assert torch.equal(out.target[outside], out.source[outside])
+
+
+def test_difference_blend_needs_no_coarse_cross_attention():
+    pipe = tiny_t2v_pipeline("2d")
+    pipe.unet = UNet2DConditionModel(**{**pipe.unet.config, "mid_block_type": None})  # attention at 4x4 only
+    out = pair(pipe, SOURCE, TARGET, 0.3, 0.8, local_blend=LocalBlend(0.5, 0.0, "difference"))
+    assert out.blend_mask.shape == (FRAMES, SIZE // 8, SIZE // 8)
+
+
 def test_local_blend_needs_cross_attention_below_the_latents_resolution(pipes):
     pipe = tiny_t2v_pipeline("2d")
     assert has_coarse_cross_attention(pipe.unet)  # its mid block's
@@ -234,9 +300,11 @@ def test_local_blend_needs_cross_attention_below_the_latents_resolution(pipes):
     assert pair(pipe, SOURCE, TARGET, 0.3, 0.8).blend_mask is None  # without it, the UNet samples as ever
 
 
-@pytest.mark.parametrize(("field", "value"), [("threshold", 1.0), ("threshold", -0.1), ("start", 1.5)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("threshold", 1.0), ("threshold", -0.1), ("start", 1.5), ("maps", "words")]
+)
 def test_local_blend_settings_errors_name_the_field(field, value):
-    with pytest.raises(ValueError, match=f"local blend `{field}` must be in"):
+    with pytest.raises(ValueError, match=f"local blend `{field}` must be"):
         LocalBlend(**{field: value})
 
 

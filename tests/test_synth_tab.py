@@ -138,6 +138,12 @@ def test_make_one_pair_endpoint(client):
     )  # fmt: skip
     assert json.loads(record)["settings"] == {**P2PSettings.draw(3).to_dict(), "shared_end": 0.5}
     assert "the edited video shares the input's first 50% of steps" in text
+    _, text, _, record, _ = client.predict(
+        "a red circle moving right on a beach", "a blue circle moving right on a beach", "", seed=3, steps=2,
+        frames=3, local_blend=0.5, shared_end=0.5, blend_maps="difference", api_name="/synth_pair",
+    )  # fmt: skip
+    area = json.loads(record)["blend_area"]  # DiffEdit's mask, read over the shared step
+    assert 0 < area < 1 and f"local blending: {area:.0%} of the frame may change" in text
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,15 @@ def _top_per_prompt(card: dict, args: argparse.Namespace) -> int | None:
     return (args.top_per_prompt if args.top_per_prompt is not None else card.get("top_per_prompt")) or None
 
 
+def _blending(args: argparse.Namespace) -> dict:
+    """GenerateConfig's local blending from --local-blend or --diff-blend (at most one is given)."""
+    if args.diff_blend is not None:
+        return {"local_blend": args.diff_blend, "blend_maps": "difference"}
+    return {"local_blend": args.local_blend, "blend_maps": "attention"}
+
+
 def add_parsers(commands) -> None:
+    from insv2v.synth.p2p import DEFAULT_BLEND_THRESHOLD
     from insv2v.synth.t2v import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     g = commands.add_parser("generate", help="a video from a caption with a text-to-video model")
@@ -94,10 +102,19 @@ def add_parsers(commands) -> None:
                      "(InstructPix2Pix's: self-attention shared for 10-90%% of the steps, CFG 7.5-15)")  # fmt: skip
     gen.add_argument("--steps", type=positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
-    gen.add_argument("--local-blend", type=open_fraction, nargs="?", const=0.3, metavar="THRESHOLD",
-                     help="Prompt-to-Prompt's local blending (not the InsV2V reference's): the edited video is the "
-                     "input outside where the edited words draw more than THRESHOLD of each frame's peak "
-                     "cross-attention (0.3, Prompt-to-Prompt's, when given alone)")  # fmt: skip
+    blending = gen.add_mutually_exclusive_group()
+    thresholds = DEFAULT_BLEND_THRESHOLD
+    blending.add_argument("--local-blend", type=open_fraction, nargs="?", const=thresholds["attention"],
+                          metavar="THRESHOLD", help="Prompt-to-Prompt's local blending (not the InsV2V reference's): "
+                          "the edited video is the input outside where the edited words draw more than THRESHOLD of "
+                          f"each frame's peak cross-attention ({thresholds['attention']}, Prompt-to-Prompt's, when "
+                          "given alone)")  # fmt: skip
+    blending.add_argument("--diff-blend", type=open_fraction, nargs="?", const=thresholds["difference"],
+                          metavar="THRESHOLD", help="local blending with DiffEdit's mask instead, for models whose "
+                          "words draw attention everywhere: the edited video is the input outside where the edited "
+                          "caption's noise prediction on the input differs by more than THRESHOLD of each frame's peak "
+                          "difference, read over the shared start (--shared-end) or the first fifth of the steps "
+                          f"({thresholds['difference']}, DiffEdit's, when given alone)")  # fmt: skip
     gen.add_argument("--shared-end", type=share, default=0.0, metavar="FRACTION",
                      help="the edited video shares the input's latents for this fraction of the steps, then follows "
                      "its own prompt (0, the reference: only the initial noise is shared); keeps the input's layout "
@@ -163,7 +180,7 @@ def synth(args: argparse.Namespace) -> None:
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, split=args.split, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
-            size=args.size, recipe=args.recipe, local_blend=args.local_blend, shared_end=args.shared_end,
+            size=args.size, recipe=args.recipe, shared_end=args.shared_end, **_blending(args),
             samples_per_prompt=args.samples_per_prompt, top_per_prompt=_top_per_prompt(card, args),
             command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip

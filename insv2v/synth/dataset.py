@@ -218,7 +218,12 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
     c, run = card.get("counts", {}), card.get("run") or {}
     blending = "no local blending"
     if run.get("local_blend") is not None:
-        blending = f"local blending at {run['local_blend']} of each frame's peak attention"
+        of = (
+            "difference of the edited caption's noise prediction"
+            if run.get("blend_maps") == "difference"
+            else "attention"
+        )
+        blending = f"local blending at {run['local_blend']} of each frame's peak {of}"
     top = card.get("top_per_prompt")
     limit = f"; at most {top} kept per prompt, those of the highest directional similarity" if top else ""
     lines = [

@@ -54,7 +54,8 @@ class GenerateConfig:
     steps: int = 30  # DDIM steps, as the reference
     size: int | None = None  # pixels (square); None: the model's own
     recipe: str = "video"  # settings drawn per sample: "video" (InsV2V's reference) or "image" (InstructPix2Pix's)
-    local_blend: float | None = None  # Prompt-to-Prompt's local blending at this threshold (not the reference's)
+    local_blend: float | None = None  # local blending at this threshold (not the reference's)
+    blend_maps: str = "attention"  # its mask: Prompt-to-Prompt's (the edited words' attention) or DiffEdit's
     shared_end: float = 0.0  # fraction of the steps the edited sample shares the input's latents (0: the reference)
     samples_per_prompt: int = 1  # each its own seed: settings and noise (InstructPix2Pix: 100)
     top_per_prompt: int | None = None  # keep at most this many of a prompt's passing samples (InstructPix2Pix: 4)
@@ -65,6 +66,10 @@ class GenerateConfig:
         if self.samples_per_prompt < 1 or (self.top_per_prompt is not None and self.top_per_prompt < 1):
             raise ValueError(f"samples_per_prompt must be at least 1 and top_per_prompt at least 1 or None, got "
                              f"{self.samples_per_prompt} and {self.top_per_prompt}")  # fmt: skip
+        if self.local_blend is not None:  # refused before any prompt is written
+            from insv2v.synth.p2p import LocalBlend
+
+            LocalBlend(self.local_blend, maps=self.blend_maps)
         if self.n % self.samples_per_prompt:
             raise ValueError(f"n={self.n} samples do not split into {self.samples_per_prompt} per prompt; "
                              "ask for a multiple")  # fmt: skip
@@ -74,9 +79,16 @@ PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that p
 
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
-              "local_blend", "shared_end", "samples_per_prompt")  # fmt: skip
+              "local_blend", "blend_maps", "shared_end", "samples_per_prompt")  # fmt: skip
 # A card's value from before the field existed.
-RUN_DEFAULTS = {"recipe": "video", "local_blend": None, "split": "train", "shared_end": 0.0, "samples_per_prompt": 1}
+RUN_DEFAULTS = {
+    "recipe": "video",
+    "local_blend": None,
+    "blend_maps": "attention",
+    "split": "train",
+    "shared_end": 0.0,
+    "samples_per_prompt": 1,
+}
 
 
 def run_settings(config: GenerateConfig) -> dict:
@@ -161,7 +173,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
     from insv2v.synth.p2p import LocalBlend, P2PSettings, generate_pair
 
     settings = settings or replace(P2PSettings.draw_for(config.recipe, seed), shared_end=config.shared_end)
-    blend = LocalBlend(config.local_blend) if config.local_blend is not None else None
+    blend = LocalBlend(config.local_blend, maps=config.blend_maps) if config.local_blend is not None else None
     began = time.perf_counter()
     size = config.size or pipe.default_resolution
     out = generate_pair(
@@ -223,7 +235,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     pipe = load_t2v(config.t2v, str(state.device))
     size = config.size or pipe.default_resolution  # what every sample will ask for, checked before anything is written
     pipe.check_inputs("", config.frames, size, size, config.steps, 1.0, "np")
-    if config.local_blend is not None:
+    if config.local_blend is not None and config.blend_maps == "attention":
         from insv2v.synth.p2p import check_local_blend
 
         check_local_blend(pipe.unet)

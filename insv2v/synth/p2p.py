@@ -13,7 +13,8 @@ One UNet batch of four videos per step, [source_uncond, target_uncond, source_co
 The source is never modified: it equals a plain generation of the source prompt from the same noise.
 Optionally (`LocalBlend`, Prompt-to-Prompt's own tool, not used by the InsV2V reference), the target is pulled back to
 the source after every step outside a mask drawn from the edited words' cross-attention, so what the edit does not
-name stays the source's.
+name stays the source's; or outside DiffEdit's mask: where the target prompt's noise prediction on the source's latents
+differs most from the source prompt's.
 The reference aligns prompt pieces with a token count that is always 1 (`len(open_clip.tokenize(s))`), so its edit
 weight lands on the wrong token; `align_tokens` aligns the tokenizer's real tokens.
 """
@@ -233,24 +234,49 @@ def edit_embeddings(
 # ------------------------------------------------------------------------------------------------- local blending
 
 
+BLEND_MAPS = ("attention", "difference")
+DEFAULT_BLEND_THRESHOLD = {"attention": 0.3, "difference": 0.5}  # Prompt-to-Prompt's and DiffEdit's
+DEFAULT_BLEND_START = 0.2  # Prompt-to-Prompt's
+
+
 @dataclass(frozen=True)
 class LocalBlend:
-    """Prompt-to-Prompt's local blending (its `LocalBlend` rule and defaults): from `start` of the steps on (and at
-    least on the last step), after every step the target's latents are set back to the source's outside a mask where
-    the edited words draw cross-attention (the source's replaced words or the target's new ones), so that what the
-    edit does not name stays as it was. Two differences from Prompt-to-Prompt: the maps come from the layers at half
-    the latents' resolution and coarser (its 16x16 of Stable Diffusion's 64x64 is a quarter), and in the
-    cross-attention phase the target's map is read with the keys it attends with (the source's at aligned positions),
-    where Prompt-to-Prompt reads the target's own."""
+    """Local blending: from `start` of the steps on (and at least on the last step), after every step the target's
+    latents are set back to the source's outside a mask, so that what the edit does not name stays as it was.
 
-    threshold: float = 0.3  # of each frame's peak attention
-    start: float = 0.2  # fraction of the steps before the first blend
+    `maps="attention"`: Prompt-to-Prompt's `LocalBlend` rule and defaults, a mask where the edited words draw
+    cross-attention (the source's replaced words or the target's new ones), remade every step. Two differences from
+    Prompt-to-Prompt: the maps come from the layers at half the latents' resolution and coarser (its 16x16 of Stable
+    Diffusion's 64x64 is a quarter), and in the cross-attention phase the target's map is read with the keys it
+    attends with (the source's at aligned positions), where Prompt-to-Prompt reads the target's own.
+
+    `maps="difference"`: DiffEdit's mask (Couairon et al., 2022), for models whose words draw attention everywhere:
+    where the target prompt's conditional noise prediction on the source's latents differs from the source prompt's,
+    summed over the steps before the first blend (at least the first step) and fixed from then on. Its `start`
+    defaults to the sample's shared start where it has one, so the differences are read while both samples are one.
+    """
+
+    threshold: float | None = None  # of each frame's peak attention or difference; None: the maps' default
+    start: float | None = None  # fraction of the steps before the first blend; None: the maps' default
+    maps: str = "attention"  # where the mask comes from: BLEND_MAPS
 
     def __post_init__(self):
+        if self.maps not in BLEND_MAPS:
+            raise ValueError(f"local blend `maps` must be one of {', '.join(BLEND_MAPS)}, got {self.maps!r}")
+        if self.threshold is None:
+            object.__setattr__(self, "threshold", DEFAULT_BLEND_THRESHOLD[self.maps])
         if not 0 <= self.threshold < 1:
             raise ValueError(f"local blend `threshold` must be in [0, 1), got {self.threshold}")
-        if not 0 <= self.start <= 1:
+        if self.start is not None and not 0 <= self.start <= 1:
             raise ValueError(f"local blend `start` must be in [0, 1], got {self.start}")
+
+    def first_blend(self, settings: P2PSettings, total: int) -> float:
+        """The step index from which on the target is blended (compared as the phases are), of `total` steps."""
+        start = self.start
+        if start is None:
+            shared = self.maps == "difference" and settings.shared_end
+            start = settings.shared_end if shared else DEFAULT_BLEND_START
+        return min(start * total, total - 1)
 
 
 def blend_mask(maps: torch.Tensor, threshold: float, size: tuple[int, int]) -> torch.Tensor:
@@ -261,6 +287,13 @@ def blend_mask(maps: torch.Tensor, threshold: float, size: tuple[int, int]) -> t
     resized = F.interpolate(pooled, size=size, mode="nearest")
     scaled = resized / resized.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(resized.dtype).tiny)
     return (scaled > threshold).any(dim=0).to(maps.dtype)
+
+
+def difference_mask(differences: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(f, h, w) summed noise-prediction differences -> a (f, h, w) mask of 0 and 1: scaled to a peak of 1 per frame,
+    above `threshold` (DiffEdit's rule; not dilated: at a toy model's 16x16 latents a cell is a quarter of a shape)."""
+    scaled = differences / differences.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(differences.dtype).tiny)
+    return (scaled > threshold).to(differences.dtype)
 
 
 def halved(size: tuple[int, int]) -> tuple[int, int]:
@@ -454,6 +487,21 @@ class PairOutput:
     blend_mask: torch.Tensor | None = None
 
 
+def prompt_difference(predictions: torch.Tensor) -> torch.Tensor:
+    """(2, c, f, h, w) noise predictions of the source and the target prompt on the same latents -> (f, h, w): how
+    far apart they are, over the channels. Made in one batch, identical prompts differ by exactly 0."""
+    return (predictions[1] - predictions[0]).abs().mean(dim=0)
+
+
+def predict_plainly(pipe: TextToVideoPipeline, state: P2PState, sample: torch.Tensor, t, embeds: torch.Tensor):
+    """The UNet on `sample` with `embeds`, with no attention edit (the P2P processors stay installed)."""
+    phase, state.phase = state.phase, Phase.PLAIN
+    try:
+        return pipe.model_output(sample, t, embeds)
+    finally:
+        state.phase = phase
+
+
 @torch.no_grad()
 def generate_pair(
     pipe: TextToVideoPipeline,
@@ -478,7 +526,7 @@ def generate_pair(
     `latents` (1, c, f, h, w) fixes that noise. `callback(step, total)` runs after every step. The scheduler is used
     as it is; a stochastic one draws independent step noise per video (the reference's DDIM draws none).
     `attention(q, k, v)` replaces SDPA as the attention kernel (a benchmark's materialised maps). `local_blend`
-    keeps the target the source's outside the edited words' attention (`LocalBlend`).
+    keeps the target the source's outside the edited words' attention or DiffEdit's mask (`LocalBlend`).
     """
     # 1. Check inputs
     height = height or pipe.default_resolution
@@ -489,7 +537,7 @@ def generate_pair(
     )  # fmt: skip
     if settings.edit_weight != 1:
         check_value_weighting(pipe.unet)
-    if local_blend is not None:
+    if local_blend is not None and local_blend.maps == "attention":
         check_local_blend(pipe.unet)
 
     # 2. Encode the prompts; phase 2's keys and values; the four videos' embeddings (4, L, C) and (4, 2L, C)
@@ -508,25 +556,38 @@ def generate_pair(
     latents = torch.cat([noise, noise])  # (2, c, f, h, w): source, target
 
     # 4. Denoising loop, with the Prompt-to-Prompt processors installed
-    word_maps = WordMaps(alignment, tuple(noise.shape[-2:])) if local_blend is not None else None
+    maps = local_blend.maps if local_blend is not None else None
+    word_maps = WordMaps(alignment, tuple(noise.shape[-2:])) if maps == "attention" else None
+    differences = noise.new_zeros(noise.shape[2:], dtype=torch.float32) if maps == "difference" else None  # (f, h, w)
+    blend_from = local_blend.first_blend(settings, len(timesteps)) if local_blend is not None else None
     state = P2PState(attention=attention or F.scaled_dot_product_attention, word_maps=word_maps)
     mask = None
     with p2p_attention(pipe.unet, state):
         for i, t in enumerate(pipe.progress_bar(timesteps)):
             state.phase = phase_at(i, len(timesteps), settings)
             x_in = pipe.scheduler.scale_model_input(latents, t)
+            reading = differences is not None and i < max(blend_from, 1)  # DiffEdit: what the target prompt changes
             if state.phase is Phase.SHARED and word_maps is None:  # the target is the source: run its half only
-                uncond, cond = pipe.model_output(torch.cat([x_in[:1], x_in[:1]]), t, plain_embeds[0::2]).chunk(2)
-                uncond, cond = uncond.expand_as(latents), cond.expand_as(latents)  # (2, c, f, h, w): the same twice
+                embeds = torch.cat([negative, source, target] if reading else [negative, source])
+                out = pipe.model_output(torch.cat([x_in[:1]] * len(embeds)), t, embeds)
+                if reading:
+                    differences += prompt_difference(out[1:])
+                uncond, cond = out[:1].expand_as(latents), out[1:2].expand_as(latents)  # (2, c, f, h, w): the same
             else:
                 embeds = cross_embeds if state.phase is Phase.CROSS else plain_embeds
                 uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
+                if reading:
+                    both = predict_plainly(pipe, state, torch.cat([x_in[:1], x_in[:1]]), t, plain_embeds[2:])
+                    differences += prompt_difference(both)
             guided = uncond + settings.guidance_scale * (cond - uncond)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
             if state.phase is Phase.SHARED:
                 latents[1] = latents[0]
-            if word_maps is not None and i >= min(local_blend.start * len(timesteps), len(timesteps) - 1):
-                mask = word_maps.mask(local_blend.threshold)  # (f, h, w) of 0 and 1, over the channels
+            if local_blend is not None and i >= blend_from:
+                if word_maps is not None:
+                    mask = word_maps.mask(local_blend.threshold)  # (f, h, w) of 0 and 1, over the channels
+                elif mask is None:
+                    mask = difference_mask(differences, local_blend.threshold)
                 latents[1] = torch.where(mask.bool(), latents[1], latents[0])  # a choice, exact: no arithmetic
             if callback is not None:
                 callback(i + 1, len(timesteps))

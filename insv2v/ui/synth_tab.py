@@ -272,6 +272,7 @@ def make_pair_handler(studio):
         frames: int = 16,
         local_blend: float = 0.0,
         shared_end: float = 0.0,
+        blend_maps: str = "attention",
         sim_0: float | None = None,
         sim_1: float | None = None,
         sim_dir: float | None = None,
@@ -280,7 +281,7 @@ def make_pair_handler(studio):
     ):
         from insv2v.metrics import load_clip
         from insv2v.synth.generate import GenerateConfig, make_sample
-        from insv2v.synth.p2p import P2PSettings
+        from insv2v.synth.p2p import BLEND_MAPS, P2PSettings
         from insv2v.synth.prompts import PromptPair, validate_pair
         from insv2v.synth.t2v import load_t2v
 
@@ -301,6 +302,8 @@ def make_pair_handler(studio):
                 raise ValueError(f"Local blend must be in [0, 1) (0: off), got {local_blend}")
             if shared_end is None or not 0 <= shared_end < 1:
                 raise ValueError(f"Shared start must be in [0, 1) (0: off), got {shared_end}")
+            if blend_maps not in BLEND_MAPS:
+                raise ValueError(f"Local blend mask must be one of {', '.join(BLEND_MAPS)}, got {blend_maps!r}")
             if config.t2v is None:
                 raise ValueError("this server has no text-to-video model (set INSV2V_T2V)")
             settings = None if draw_settings else P2PSettings(guidance_scale, sa_end, ca_end, edit_weight, shared_end)
@@ -311,7 +314,7 @@ def make_pair_handler(studio):
             thresholds = Thresholds.for_clip(clip, sim_0=sim_0, sim_1=sim_1, sim_dir=sim_dir, sim_image=sim_image)
             run = GenerateConfig(out_dir="", t2v=config.t2v, prompts="", n=1, clip=clip, thresholds=thresholds,
                                  frames=int(frames), steps=int(steps), local_blend=local_blend or None,
-                                 shared_end=shared_end)  # fmt: skip
+                                 blend_maps=blend_maps, shared_end=shared_end)  # fmt: skip
             job = Job(int(steps), progress, "pair")
 
             def on_step(step: int, total: int) -> None:
@@ -385,6 +388,10 @@ def build(studio) -> None:
                                         label="Local blend (0: off, as the reference; P2P's: 0.3)")  # fmt: skip
                 shared_end = gr.Slider(0, 0.95, value=0, step=0.05, elem_id="synth-make-shared",
                                        label="Edited video shares the input's steps until (0: off)")  # fmt: skip
+                blend_maps = gr.Radio([("edited words' attention (P2P)", "attention"),
+                                       ("prompts' noise difference (DiffEdit; 0.5)", "difference")],
+                                      value="attention", label="Local blend mask",
+                                      elem_id="synth-make-blend-maps")  # fmt: skip
             make_button = gr.Button("Make pair", variant="primary", elem_id="synth-make-run")
         with gr.Column():
             make_status = gr.Markdown(elem_id="synth-make-status")
@@ -446,7 +453,7 @@ def build(studio) -> None:
     make_button.click(
         make_pair_handler(studio),
         [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames,
-         local_blend, shared_end],
+         local_blend, shared_end, blend_maps],
         [make_video, make_text, make_table, make_record, make_status],
         api_name="synth_pair", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
