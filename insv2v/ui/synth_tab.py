@@ -385,11 +385,12 @@ def build(studio) -> None:
                                   label="Steps", elem_id="synth-make-steps")  # fmt: skip
                 frames = gr.Slider(1, MAX_FRAMES, value=16, step=1, label="Frames", elem_id="synth-make-frames")
                 local_blend = gr.Slider(0, 0.95, value=0, step=0.05, elem_id="synth-make-blend",
-                                        label="Local blend (0: off, as the reference; P2P's: 0.3)")  # fmt: skip
+                                        label="Local blend (0: off, as the reference; P2P's 0.3, DiffEdit's "
+                                        "0.5)")  # fmt: skip
                 shared_end = gr.Slider(0, 0.95, value=0, step=0.05, elem_id="synth-make-shared",
                                        label="Edited video shares the input's steps until (0: off)")  # fmt: skip
                 blend_maps = gr.Radio([("edited words' attention (P2P)", "attention"),
-                                       ("prompts' noise difference (DiffEdit; 0.5)", "difference")],
+                                       ("prompts' noise difference (DiffEdit)", "difference")],
                                       value="attention", label="Local blend mask",
                                       elem_id="synth-make-blend-maps")  # fmt: skip
             make_button = gr.Button("Make pair", variant="primary", elem_id="synth-make-run")
