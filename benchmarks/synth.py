@@ -107,6 +107,8 @@ def run_one(args) -> dict:
 
 
 def main() -> None:
+    from insv2v.synth.p2p import BLEND_MAPS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="text-to-video folder or hub id (default: the shipped toy model)")
     p.add_argument("--modelscope", action="store_true", help="a ModelScope-sized UNet3D with random weights")
@@ -120,7 +122,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--explicit-maps", action="store_true", help="materialise every attention map (the baseline)")
     p.add_argument("--local-blend", type=float, metavar="THRESHOLD", help="with Prompt-to-Prompt's local blending")
-    p.add_argument("--blend-maps", choices=("attention", "difference"), default="attention",
+    p.add_argument("--blend-maps", choices=BLEND_MAPS, default="attention",
                    help="its mask: the edited words' attention (Prompt-to-Prompt's) or DiffEdit's")  # fmt: skip
     p.add_argument("--shared-end", type=float, default=0.0, help="the edited video shares the input's steps until")
     p.add_argument("--compare", action="store_true", help="SDPA only vs materialised maps, one process each")

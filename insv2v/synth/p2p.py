@@ -560,6 +560,8 @@ def generate_pair(
     word_maps = WordMaps(alignment, tuple(noise.shape[-2:])) if maps == "attention" else None
     differences = noise.new_zeros(noise.shape[2:], dtype=torch.float32) if maps == "difference" else None  # (f, h, w)
     blend_from = local_blend.first_blend(settings, len(timesteps)) if local_blend is not None else None
+    shared_embeds = torch.cat([negative, source])  # phase 0 runs the source's half, plus the target prompt to read
+    reading_embeds = torch.cat([negative, source, target])
     state = P2PState(attention=attention or F.scaled_dot_product_attention, word_maps=word_maps)
     mask = None
     with p2p_attention(pipe.unet, state):
@@ -568,7 +570,7 @@ def generate_pair(
             x_in = pipe.scheduler.scale_model_input(latents, t)
             reading = differences is not None and i < max(blend_from, 1)  # DiffEdit: what the target prompt changes
             if state.phase is Phase.SHARED and word_maps is None:  # the target is the source: run its half only
-                embeds = torch.cat([negative, source, target] if reading else [negative, source])
+                embeds = reading_embeds if reading else shared_embeds
                 out = pipe.model_output(torch.cat([x_in[:1]] * len(embeds)), t, embeds)
                 if reading:
                     differences += prompt_difference(out[1:])
