@@ -290,6 +290,13 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--clip", help="CLIP folder for CLIP metrics (default: the shipped toy CLIP)")
     e.add_argument("--edits", type=positive_int, default=100, help="held-out edits for correctness and PSNR "
                    "(100: 25 of each kind)")  # fmt: skip
+    e.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=sorted(EDIT_MIX),
+        default=sorted(EDIT_MIX),
+        help="measure only these kinds of the --edits edits: the records the whole run gives them (all)",
+    )
     e.add_argument("--n", type=positive_int, default=40, help="videos: a quarter for the temporal rows, an eighth "
                    "for the long-video rows (40)")  # fmt: skip
     e.add_argument("--steps", type=positive_int, default=20)
@@ -421,7 +428,7 @@ def evaluate(args: argparse.Namespace) -> None:
     # model null: the shipped toy editor; weights: what tells one model from another, whatever its folder's name
     made_by = {"model": args.model, "weights": weights_digest(model), "sampling": sampling, "seed": args.seed}
     parts = {
-        "edits": lambda: evaluate_edits(pipe, n=args.edits, seed=args.seed, **sampling),
+        "edits": lambda: evaluate_edits(pipe, n=args.edits, seed=args.seed, kinds=tuple(args.kinds), **sampling),
         "temporal": lambda: evaluate_temporal(
             pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), seed=args.seed, **sampling
         ),

@@ -382,6 +382,11 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| LVSC hides clip seams | LVSC + MC | seam score |" in table and "n=2)" in table
     assert "| edits follow the instruction | background | correct |" in table and "% of 2 (" in table
+    colour_only = tmp_path / "colour.json"
+    only = ["--seed", 7, "--parts", "edits", "--kinds", "colour", "--out", colour_only]
+    assert main([str(a) for a in [*args, *only]]) == 0
+    (colour,) = json.loads(colour_only.read_text())["edits"]["records"]  # the one colour edit of the five
+    assert colour == pytest.approx(records[1], rel=1e-6)
 
     third = tmp_path / "third.json"
     for seed, path in ((100, other), (200, third)):

@@ -103,13 +103,19 @@ def _describe(triplet: Triplet) -> dict:
     return row
 
 
-def evaluate_edits(pipe, n: int = 100, frames: int = 16, seed: int = 0, **kwargs) -> dict:
+def evaluate_edits(
+    pipe, n: int = 100, frames: int = 16, seed: int = 0, kinds: tuple[str, ...] = EDIT_KINDS, **kwargs
+) -> dict:
     """One record per held-out edit (the kinds in turn): correct or not, PSNR against the exact target and of the
     input returned unchanged, and what the scene was. `seed` is the offset into the held-out split, as for
-    `insv2v toyworld make --split heldout --seed`; disjoint offsets give disjoint samples."""
+    `insv2v toyworld make --split heldout --seed`; disjoint offsets give disjoint samples. `kinds` measures only
+    those of the `n` edits, the very records the whole run gives them."""
     records = []
     for i in range(n):
-        triplet = sample_triplet(HELDOUT_SEEDS.start + seed + i, kind=EDIT_KINDS[i % len(EDIT_KINDS)])
+        kind = EDIT_KINDS[i % len(EDIT_KINDS)]
+        if kind not in kinds:
+            continue
+        triplet = sample_triplet(HELDOUT_SEEDS.start + seed + i, kind=kind)
         source, target = triplet.render(frames)
         output = _edit(pipe, source, triplet.edit.instruction, seed + i, **kwargs)
         records.append({
