@@ -63,13 +63,15 @@ def check_complete(root: Path, n: int) -> list[dict]:
     return records
 
 
-def test_generate_records_every_sample_and_resumes_without_redoing(t2v, tmp_path):
+def test_generate_records_every_sample_and_resumes_without_redoing(t2v, tmp_path, capsys):
     thresholds = Thresholds(-1.0, -1.0, -1.0, -1.0)
     counts = generate(config(t2v, tmp_path, 2, thresholds=thresholds), toy_source(5), toy_judge)
     assert counts["samples"] == 2 and counts["kept"] == 2 and counts["judge"]["judged"] == 2
+    assert "kept=2/2" in capsys.readouterr().err  # the progress bar counts the pairs kept of those made
     first = tmp_path / "pairs" / "000000" / "edited.mp4"
     stamp = first.stat().st_mtime_ns
     generate(config(t2v, tmp_path, 3, thresholds=thresholds), toy_source(5), toy_judge)  # one more
+    assert "kept=1/1" in capsys.readouterr().err  # of this run's
     records = check_complete(tmp_path, 3)
     assert first.stat().st_mtime_ns == stamp  # finished pairs are never made again
     expected = list(itertools.islice(toy_prompts(5), 3))

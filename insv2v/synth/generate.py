@@ -278,7 +278,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     todo = [i for i in range(len(prompts) * per_prompt) if owns(i) and i not in done]
 
     # 4. One sample at a time: each finished one is on disk before the next starts
-    began = time.perf_counter()
+    began, kept = time.perf_counter(), 0
     bar = tqdm(todo, unit="pair", disable=not state.is_local_main_process, desc="pairs")
     for k, index in enumerate(bar, start=1):
         pair = prompts[index // per_prompt]
@@ -294,7 +294,8 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
         files = dataset.publish_pair(root, index, write)
         record = {"index": index, "id": dataset.pair_id(index), "prompt": index // per_prompt, **record, "files": files}
         dataset.append_record(part, record)
-        bar.set_postfix(pairs_per_min=f"{60 * k / (time.perf_counter() - began):.1f}", kept=record["kept"])
+        kept += record["kept"]
+        bar.set_postfix(pairs_per_min=f"{60 * k / (time.perf_counter() - began):.1f}", kept=f"{kept}/{k}")
 
     # 5. Merge and describe
     state.wait_for_everyone()
