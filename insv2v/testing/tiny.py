@@ -46,19 +46,7 @@ def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
             pad_token_id=49407,
         )
     )
-    unet2d = UNet2DConditionModel(
-        sample_size=sample_size,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
-    unet = inflate_unet(unet2d)
+    unet = inflate_unet(tiny_unet2d(sample_size))
     # Give the motion modules random outputs too, so tests see temporal mixing (a fresh inflation has none).
     for name, param in unet.named_parameters():
         if "motion_modules" in name and "proj_out" in name:
@@ -70,6 +58,22 @@ def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
         "unet": unet.eval(),
         "scheduler": reference_scheduler(),
     }
+
+
+def tiny_unet2d(sample_size: int = 8) -> UNet2DConditionModel:
+    """The tiny pipeline's 2-D editing UNet (32/64 channels, 8 input channels), before inflation."""
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
 
 
 def tiny_pipeline(seed: int = 0) -> InsV2VPipeline:
