@@ -444,7 +444,8 @@ def evaluate(args: argparse.Namespace) -> None:
         settings = PRESETS[args.tav_preset]
         settings = dataclasses.replace(settings, tune_steps=args.tav_steps or settings.tune_steps, seed=args.seed)
         records = baseline.evaluate_baseline(pipe, tav, settings, args.clip or str(TOY_CLIP), n=args.edits,
-                                             seed=args.seed, save_dir=args.save_outputs, **sampling)  # fmt: skip
+                                             seed=args.seed, kinds=tuple(args.kinds), save_dir=args.save_outputs,
+                                             **sampling)  # fmt: skip
         print(baseline.markdown_table(records["records"]))
         if args.out:
             write_record(args.out, {**made_by, "tav": dataclasses.asdict(settings), **records})

@@ -19,8 +19,7 @@ from insv2v.files import write_atomically
 from insv2v.metrics import load_clip, psnr
 from insv2v.stats import bootstrap_interval, wilson_interval
 from insv2v.toyworld.dataset import FPS
-from insv2v.toyworld.evaluate import EDIT_KINDS, _edit, edit_correct, per_frame_model
-from insv2v.toyworld.world import HELDOUT_SEEDS, sample_triplet
+from insv2v.toyworld.evaluate import EDIT_KINDS, _edit, edit_correct, heldout_edits, per_frame_model
 from insv2v.video import write_video
 
 METHODS = ("InsV2V", "2-D per frame", "Tune-A-Video")
@@ -29,18 +28,18 @@ MEASURES = ("psnr", "warp_error", "clip_consistency", "loveu_consistency", "love
 
 
 def evaluate_baseline(pipe, tav_pipe, tav_settings, clip_source: str, n: int = 20, frames: int = 16, seed: int = 0,
-                      save_dir: str | Path | None = None, **sampling) -> dict:  # fmt: skip
-    """One record per held-out edit (the kinds in turn), each method's correctness and scores; `seed` is the offset
-    into the held-out split, as for `insv2v eval --toyworld --seed`. With `save_dir`, every video too (`save_outputs`:
-    the layout `insv2v study build --inputs` imports)."""
+                      kinds: tuple[str, ...] = EDIT_KINDS, save_dir: str | Path | None = None,
+                      **sampling) -> dict:  # fmt: skip
+    """One record per held-out edit (the kinds in turn; only those of `kinds`), each method's correctness and
+    scores; `seed` is the offset into the held-out split, as for `insv2v eval --toyworld --seed`. With `save_dir`,
+    every video too (`save_outputs`: the layout `insv2v study build --inputs` imports)."""
     from insv2v.synth.prompts import propose_output_caption
     from insv2v.tav import tav_edit
 
     scorer = load_clip(clip_source)  # the toy CLIP scores CLIP and PickScore alike: the toy world has no PickScore
     flat = per_frame_model(pipe)
     records = []
-    for i in range(n):
-        triplet = sample_triplet(HELDOUT_SEEDS.start + seed + i, kind=EDIT_KINDS[i % len(EDIT_KINDS)])
+    for i, triplet in heldout_edits(n, seed, kinds):
         source, target = triplet.render(frames)
         edited_caption = propose_output_caption(triplet.input_caption, triplet.edit.instruction)
         runs = []

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import itertools
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -103,6 +104,15 @@ def _describe(triplet: Triplet) -> dict:
     return row
 
 
+def heldout_edits(n: int, seed: int, kinds: tuple[str, ...] = EDIT_KINDS) -> Iterator[tuple[int, Triplet]]:
+    """(i, triplet) for the `n` held-out edits at offset `seed`, the kinds in turn; only those of `kinds`, each the
+    same edit whichever other kinds are asked for."""
+    for i in range(n):
+        kind = EDIT_KINDS[i % len(EDIT_KINDS)]
+        if kind in kinds:
+            yield i, sample_triplet(HELDOUT_SEEDS.start + seed + i, kind=kind)
+
+
 def evaluate_edits(
     pipe, n: int = 100, frames: int = 16, seed: int = 0, kinds: tuple[str, ...] = EDIT_KINDS, **kwargs
 ) -> dict:
@@ -111,11 +121,7 @@ def evaluate_edits(
     `insv2v toyworld make --split heldout --seed`; disjoint offsets give disjoint samples. `kinds` measures only
     those of the `n` edits, the very records the whole run gives them."""
     records = []
-    for i in range(n):
-        kind = EDIT_KINDS[i % len(EDIT_KINDS)]
-        if kind not in kinds:
-            continue
-        triplet = sample_triplet(HELDOUT_SEEDS.start + seed + i, kind=kind)
+    for i, triplet in heldout_edits(n, seed, kinds):
         source, target = triplet.render(frames)
         output = _edit(pipe, source, triplet.edit.instruction, seed + i, **kwargs)
         records.append({
