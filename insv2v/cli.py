@@ -294,8 +294,8 @@ def _add_toyworld_parsers(commands) -> None:
         "--kinds",
         nargs="+",
         choices=sorted(EDIT_MIX),
-        default=sorted(EDIT_MIX),
-        help="measure only these kinds of the --edits edits: the records the whole run gives them (all)",
+        help="the edits rows (and --baseline) of these kinds of the --edits edits alone: the records the whole run "
+        "gives them, with --parts edits in a fraction of the time (all kinds)",
     )
     e.add_argument("--n", type=positive_int, default=40, help="videos: a quarter for the temporal rows, an eighth "
                    "for the long-video rows (40)")  # fmt: skip
@@ -370,12 +370,14 @@ def evaluate(args: argparse.Namespace) -> None:
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
     from insv2v.loading import load_pipeline, weights_digest
     from insv2v.toyworld.evaluate import (
+        EDIT_KINDS,
         LONG_OFFSET,
         PARTS,
         combine,
         evaluate_edits,
         evaluate_long,
         evaluate_temporal,
+        heldout_edits,
         markdown_table,
     )
 
@@ -388,6 +390,11 @@ def evaluate(args: argparse.Namespace) -> None:
     last = len(HELDOUT_SEEDS) - LONG_OFFSET - max(args.n, args.edits)  # the long videos' scenes lie furthest in
     if not 0 <= args.seed <= last:  # below 0 it would measure training scenes
         raise ValueError(f"--seed is an offset into the held-out scenes, 0 to {last} for these counts; got {args.seed}")
+    if args.kinds and (args.t2v is not None or args.combine or not (args.baseline or "edits" in args.parts)):
+        raise ValueError("--kinds chooses among the held-out edits: it goes with the edits rows or --baseline")
+    kinds = tuple(kind for kind in EDIT_KINDS if kind in (args.kinds or EDIT_KINDS))
+    if next(heldout_edits(args.edits, args.seed, kinds), None) is None:
+        raise ValueError(f"the first {args.edits} held-out edits hold none of the kinds {', '.join(kinds)}")
     if args.t2v is not None:
         from insv2v.assets import TOY_T2V
         from insv2v.synth.t2v import load_t2v
@@ -427,8 +434,10 @@ def evaluate(args: argparse.Namespace) -> None:
     sampling = {"num_inference_steps": args.steps, "guidance_scale": text_cfg, "video_guidance_scale": video_cfg}
     # model null: the shipped toy editor; weights: what tells one model from another, whatever its folder's name
     made_by = {"model": args.model, "weights": weights_digest(model), "sampling": sampling, "seed": args.seed}
+    if kinds != EDIT_KINDS:  # the edits of some kinds only: pooled only with like records
+        made_by["kinds"] = list(kinds)
     parts = {
-        "edits": lambda: evaluate_edits(pipe, n=args.edits, seed=args.seed, kinds=tuple(args.kinds), **sampling),
+        "edits": lambda: evaluate_edits(pipe, n=args.edits, seed=args.seed, kinds=kinds, **sampling),
         "temporal": lambda: evaluate_temporal(
             pipe, args.clip or str(TOY_CLIP), n=max(4, args.n // 4), seed=args.seed, **sampling
         ),
@@ -444,7 +453,7 @@ def evaluate(args: argparse.Namespace) -> None:
         settings = PRESETS[args.tav_preset]
         settings = dataclasses.replace(settings, tune_steps=args.tav_steps or settings.tune_steps, seed=args.seed)
         records = baseline.evaluate_baseline(pipe, tav, settings, args.clip or str(TOY_CLIP), n=args.edits,
-                                             seed=args.seed, kinds=tuple(args.kinds), save_dir=args.save_outputs,
+                                             seed=args.seed, kinds=kinds, save_dir=args.save_outputs,
                                              **sampling)  # fmt: skip
         print(baseline.markdown_table(records["records"]))
         if args.out:
@@ -458,7 +467,9 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def write_record(path: str, results: dict) -> None:
     """An evaluation's results as the JSON record `--combine` reads back (text, so it ends with a newline)."""
-    Path(path).write_text(json.dumps(results, indent=2) + "\n")
+    from insv2v.files import write_text_atomically
+
+    write_text_atomically(path, json.dumps(results, indent=2) + "\n")
 
 
 # What a command stopped with Ctrl-C leaves (the others write their outputs whole at the end, or not at all).

@@ -21,7 +21,7 @@ import torch
 
 import insv2v
 from insv2v.argtypes import SEED_LIMIT
-from insv2v.files import file_sha256, write_atomically
+from insv2v.files import file_sha256, write_text_atomically
 from insv2v.pipeline import (
     DEFAULT_FRAMES_PER_CLIP,
     DEFAULT_LVSC_FRACTION,
@@ -128,7 +128,7 @@ class EditRecipe:
                 where = Path(data[name]).resolve()
                 data[name] = where.relative_to(folder).as_posix() if where.is_relative_to(folder) else str(where)
         text = json.dumps({**data, "_meta": meta}, indent=2, default=str)
-        write_atomically(path, lambda tmp: Path(tmp).write_text(text))  # whole or not at all, as the videos
+        write_text_atomically(path, text)  # whole or not at all, as the videos
 
 
 MODEL_SAMPLING_FILE = "sampling.json"  # in a model folder: the guidance its card recommends, e.g. {"text_cfg": 4}

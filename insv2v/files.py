@@ -27,6 +27,11 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
         raise
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """`text` into `path`, whole or not at all (`write_atomically`)."""
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def check_new_folder(path: str | os.PathLike) -> Path:
     """A folder to write a model or a dataset into that holds nothing yet: refused if it is a file or holds anything,
     so that nothing kept there is written over."""

@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
 from insv2v.clip_tokenizer import token_ids
-from insv2v.files import complete_lines, write_atomically
+from insv2v.files import complete_lines, write_text_atomically
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.loading import is_2d_folder
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
@@ -959,7 +959,7 @@ def trim_log(path: Path, step: int) -> None:
     text = path.read_text() if path.exists() else ""
     kept = "".join(f"{line}\n" for line in complete_lines(path) if line.strip() and json.loads(line)["step"] <= step)
     if kept != text:
-        write_atomically(path, lambda tmp: Path(tmp).write_text(kept))
+        write_text_atomically(path, kept)
 
 
 def damaged(folder: Path, err: BaseException) -> ValueError:

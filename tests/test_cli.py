@@ -259,6 +259,14 @@ def test_eval_refuses_an_offset_outside_the_held_out_scenes(capsys):
     assert main(["eval", "--toyworld", "--seed", "989901"]) == 2  # past the end of the split
 
 
+def test_eval_refuses_kinds_it_would_not_measure_before_loading_a_model(capsys):
+    for mode in (["--parts", "temporal"], ["--t2v"], ["--combine", "a.json"]):
+        assert main(["eval", "--toyworld", "--model", "no-such-model", "--kinds", "colour", *mode]) == 2
+        assert "--kinds chooses among the held-out edits" in capsys.readouterr().err
+    assert main(["eval", "--toyworld", "--model", "no-such-model", "--edits", "1", "--kinds", "shape"]) == 2
+    assert "the first 1 held-out edits hold none of the kinds shape" in capsys.readouterr().err
+
+
 def test_eval_refuses_an_output_it_could_not_write_before_measuring(tmp_path, capsys):
     for out, words in ((tmp_path / "missing" / "r.json", "its folder does not exist"), (tmp_path, "is a folder")):
         assert main(["eval", "--toyworld", "--out", str(out)]) == 2
@@ -385,8 +393,10 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     colour_only = tmp_path / "colour.json"
     only = ["--seed", 7, "--parts", "edits", "--kinds", "colour", "--out", colour_only]
     assert main([str(a) for a in [*args, *only]]) == 0
-    (colour,) = json.loads(colour_only.read_text())["edits"]["records"]  # the one colour edit of the five
-    assert colour == pytest.approx(records[1], rel=1e-6)
+    colour_record = json.loads(colour_only.read_text())
+    (colour,) = colour_record["edits"]["records"]  # the one colour edit of the five
+    assert colour == pytest.approx(records[1], rel=1e-6) and colour_record["kinds"] == ["colour"]
+    assert "kinds" not in results  # a record of every kind
 
     third = tmp_path / "third.json"
     for seed, path in ((100, other), (200, third)):
@@ -406,6 +416,8 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert "share no rows" in capsys.readouterr().err
     assert main(["eval", "--toyworld", "--combine", str(other), str(other)]) == 2
     assert "overlap" in capsys.readouterr().err
+    assert main(["eval", "--toyworld", "--combine", str(other), str(colour_only)]) == 2  # 25 and 50 colour edits
+    assert "hold edits of different kinds (background, colour, shape, style; colour)" in capsys.readouterr().err
     videos = {k: v for k, v in results.items() if k != "edits"}  # the temporal rows: scenes 7-10
     (tmp_path / "a.json").write_text(json.dumps(videos))
     (tmp_path / "b.json").write_text(json.dumps(videos | {"seed": 9}))  # scenes 9-12: two measured twice

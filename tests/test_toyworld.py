@@ -457,3 +457,14 @@ def test_a_text_to_image_unet_given_source_channels_starts_as_itself_whatever_th
             assert torch.allclose(got, alone, atol=1e-5)  # a wider convolution may sum in another order
     with pytest.raises(ValueError, match="not a text-to-image UNet"):
         add_source_channels(editing)
+
+
+def test_held_out_edits_of_some_kinds_are_those_of_the_whole_sample():
+    from insv2v.toyworld.evaluate import EDIT_KINDS, heldout_edits
+
+    every = list(heldout_edits(10, seed=40))
+    assert [triplet.edit.kind for _, triplet in every] == [EDIT_KINDS[i % 4] for i in range(10)]
+    some = list(heldout_edits(10, seed=40, kinds=("colour", "style")))
+    assert [i for i, _ in some] == [1, 3, 5, 7, 9]
+    assert [t.edit for _, t in some] == [t.edit for i, t in every if i % 2 == 1]
+    assert [t.input_caption for _, t in some] == [t.input_caption for i, t in every if i % 2 == 1]

@@ -294,7 +294,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
         files = dataset.publish_pair(root, index, write)
         record = {"index": index, "id": dataset.pair_id(index), "prompt": index // per_prompt, **record, "files": files}
         dataset.append_record(part, record)
-        kept += record["kept"]
+        kept += record["kept"]  # passing the filter (a limit per prompt applies at the end)
         bar.set_postfix(pairs_per_min=f"{60 * k / (time.perf_counter() - began):.1f}", kept=f"{kept}/{k}")
 
     # 5. Merge and describe

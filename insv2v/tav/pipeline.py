@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from insv2v.clip_tokenizer import token_ids
-from insv2v.files import write_atomically
+from insv2v.files import write_atomically, write_text_atomically
 from insv2v.loading import (
     ModelCache,
     ModelLoadError,
@@ -530,7 +530,7 @@ def tav_edit(
         if entry is not None:
             description = {"source_prompt": source_prompt, "model": str(model), "frames": list(frames.shape),
                            "settings": asdict(settings)}  # fmt: skip
-            write_atomically(entry / ENTRY_FILE, lambda tmp: Path(tmp).write_text(json.dumps(description, indent=2)))
+            write_text_atomically(entry / ENTRY_FILE, json.dumps(description, indent=2))
         losses = pipe.tune(frames, source_prompt, settings, callback, cancel, checkpoint_dir=entry)
         if entry is not None:
             pipe.save_tuned(entry / TUNED_FILE, losses)

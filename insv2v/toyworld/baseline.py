@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from insv2v.compare import MethodResult, score_methods
-from insv2v.files import write_atomically
+from insv2v.files import write_text_atomically
 from insv2v.metrics import load_clip, psnr
 from insv2v.stats import bootstrap_interval, wilson_interval
 from insv2v.toyworld.dataset import FPS
@@ -83,7 +83,7 @@ def save_outputs(folder: Path, offset: int, triplet, source, target, runs: list[
     lines = [json.loads(text) for text in path.read_text().splitlines() if text.strip()] if path.exists() else []
     lines = sorted([old for old in lines if old.get("item") != item] + [line], key=lambda entry: entry["item"])
     text = "".join(json.dumps(entry) + "\n" for entry in lines)
-    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomically(path, text)
 
 
 def summarise(records: list[dict]) -> dict:

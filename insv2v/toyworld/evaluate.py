@@ -196,6 +196,10 @@ def combine(results: list[dict]) -> dict:
     they all hold, pooled (a part only some of them hold would describe a different sample than the rest)."""
     if len({json.dumps(r["sampling"], sort_keys=True) for r in results}) > 1:
         raise ValueError("the results were measured with different sampling settings; pool like with like")
+    kinds = {tuple(r.get("kinds", EDIT_KINDS)) for r in results}  # a record of some edit kinds names them
+    if len(kinds) > 1:
+        named = "; ".join(", ".join(k) for k in sorted(kinds))
+        raise ValueError(f"the results hold edits of different kinds ({named}); pool like with like")
     models = {r["model"] for r in results if "model" in r}  # records from before models were recorded: unknown
     weighed = all("weights" in r for r in results)  # then the weights tell, whatever the folders were called
     if len({r["weights"] for r in results} if weighed else models) > 1:
@@ -214,6 +218,8 @@ def combine(results: list[dict]) -> dict:
         where = f"offsets {offsets}" + (f"; the scenes of {', '.join(shared)}" if shared else "")
         raise ValueError(f"the samples overlap ({where}): pooling them would count edits or videos twice")
     pooled = {"sampling": results[0]["sampling"], "seeds": offsets, "ranges": ranges}
+    if "kinds" in results[0]:
+        pooled["kinds"] = results[0]["kinds"]
     if models:  # the first result's name for its model, and the weights every result was measured on
         pooled["model"] = next(r["model"] for r in results if "model" in r)
     if weighed:

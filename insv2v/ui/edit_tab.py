@@ -12,7 +12,7 @@ import gradio as gr
 
 from insv2v.assets import EXAMPLES
 from insv2v.editing import check_instruction, run_edit
-from insv2v.files import write_atomically
+from insv2v.files import write_text_atomically
 from insv2v.metrics import edit_scores
 from insv2v.ui.controls import cancellable, session_of
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, logged_warnings, user_message
@@ -66,8 +66,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
 
     recipe_json = json.loads(result.recipe_path.read_text())
     recipe_json["model"] = config.model_name  # a name, not a server path
-    text = json.dumps(recipe_json, indent=2)
-    write_atomically(result.recipe_path, lambda tmp: Path(tmp).write_text(text))  # whole, as run_edit wrote it
+    write_text_atomically(result.recipe_path, json.dumps(recipe_json, indent=2))  # whole, as run_edit wrote it
     metrics = {name: round(value, 5) for name, value in scores.items()}
     clip_note = "" if config.clip else " · CLIP metrics off (no CLIP configured)"
     status = (
