@@ -285,15 +285,18 @@ def blend_mask(maps: torch.Tensor, threshold: float, size: tuple[int, int]) -> t
     above `threshold`; the source's or the target's (Prompt-to-Prompt's rule)."""
     pooled = F.max_pool2d(maps, 3, stride=1, padding=1)
     resized = F.interpolate(pooled, size=size, mode="nearest")
-    scaled = resized / resized.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(resized.dtype).tiny)
-    return (scaled > threshold).any(dim=0).to(maps.dtype)
+    return above_peak_share(resized, threshold).any(dim=0).to(maps.dtype)
 
 
 def difference_mask(differences: torch.Tensor, threshold: float) -> torch.Tensor:
     """(f, h, w) summed noise-prediction differences -> a (f, h, w) mask of 0 and 1: scaled to a peak of 1 per frame,
     above `threshold` (DiffEdit's rule; not dilated: at a toy model's 16x16 latents a cell is a quarter of a shape)."""
-    scaled = differences / differences.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(differences.dtype).tiny)
-    return (scaled > threshold).to(differences.dtype)
+    return above_peak_share(differences, threshold).to(differences.dtype)
+
+
+def above_peak_share(maps: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Where each (h, w) map, scaled to a peak of 1 per frame, is above `threshold` (both masks' rule)."""
+    return maps / maps.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny) > threshold
 
 
 def halved(size: tuple[int, int]) -> tuple[int, int]:
