@@ -250,6 +250,9 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--data", dest="data_dir", metavar="DIR", help="2d, video: train on the kept pairs of a dataset "
                    "made by `insv2v synth generate` instead of fresh toy-world triplets (under accelerate launch, "
                    "process i of n takes pairs i, i+n, ...)")  # fmt: skip
+    t.add_argument("--reverse-pairs", type=share, help="--data: share of the draws of a pair whose edit the toy "
+                   "grammar can undo (colour, shape, background) that run backwards: the edited video as the "
+                   "input, the input as the target, the undoing instruction (0)")  # fmt: skip
     t.add_argument("--size", type=positive_int, help="--data: frames resized to SIZE x SIZE pixels (default: "
                    "256 for real models, or their own size if smaller; the toy's pixel model takes its 64 "
                    "as they are)")  # fmt: skip

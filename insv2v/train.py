@@ -116,6 +116,7 @@ class TrainConfig:
     patch_size: int = PATCH  # t2i started afresh: pixels folded into channels, 4 (16x16x48 latents) or 2 (32x32x12)
     edit_mix: dict[str, float] | None = None  # relative frequency of each edit kind (None: the world's own mix)
     data_dir: str | None = None  # stages 2d, video: train on this `insv2v synth generate` dataset's kept pairs
+    reverse_pairs: float = 0.0  # --data: share of the draws of a pair the toy grammar can undo that run backwards
     size: int | None = None  # --data's frames resized to size x size (None: see `training_size`)
     augment: bool | None = None  # video: random pans and zooms, the same on input and target (None: preset's, off)
     preset: str | None = None  # video: "paper" or "reference" (PRESETS) fills in the settings left unset
@@ -269,6 +270,9 @@ class PairData:
     clip_frames: int = 1  # frames a training clip takes: a pair that decodes to fewer is refused, naming its file
     memory: int = PAIR_MEMORY
     top_per_prompt: int | None = None  # at most this many kept per prompt (the dataset card's)
+    outputs: list[str] = field(default_factory=list)  # the `output` prompt of each kept pair
+    undos: list[str | None] = field(default_factory=list)  # per kept pair: the instruction undoing its edit, if any
+    reverse: float = 0.0  # share of a reversible pair's draws that run backwards (see `draw`)
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -277,8 +281,11 @@ class PairData:
     def record(self) -> dict:
         """What a run trained on it records: which dataset (as --data named it: a shipped record names no machine's
         folders), under which filter, how many pairs."""
-        return {"dir": self.root, "thresholds": self.thresholds, "top_per_prompt": self.top_per_prompt,
-                "counts": self.counts}  # fmt: skip
+        record = {"dir": self.root, "thresholds": self.thresholds, "top_per_prompt": self.top_per_prompt,
+                  "counts": self.counts}  # fmt: skip
+        if self.reverse:
+            record["reverse"] = {"share": self.reverse, "reversible": sum(u is not None for u in self.undos)}
+        return record
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Kept pair i's input and edited frames, (f, size, size, 3) uint8 each."""
@@ -303,31 +310,41 @@ class PairData:
             self.decoded[i] = source, target
         return source, target
 
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, str]:
+        """A random kept pair: (input frames, edited frames, instruction, input caption). Where the toy grammar can
+        undo its edit, a `reverse` share of its draws runs backwards: the edited frames as the input, the input
+        frames as the target, the undoing instruction, the edited caption. A pair the generator got right either
+        way teaches two edits, and an edit it makes poorly from one colour is learnt from the pairs that make it
+        into that colour."""
+        i = int(rng.integers(len(self)))
+        source, target = self.pair(i)
+        if self.reverse and self.undos[i] is not None and rng.random() < self.reverse:
+            return target, source, self.undos[i], self.outputs[i]
+        return source, target, self.instructions[i], self.captions[i]
+
     def frame_pairs(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
-        """n (input frame, edited frame, instruction, input caption): a random frame of a random kept pair, as
+        """n (input frame, edited frame, instruction, input caption): a random frame of a random draw, as
         `frame_pairs` gives them."""
         inputs, targets, instructions, captions = [], [], [], []
         for _ in range(n):
-            i = int(rng.integers(len(self)))
-            source, target = self.pair(i)
+            source, target, instruction, caption = self.draw(rng)
             t = int(rng.integers(len(source)))
             inputs.append(source[t])
             targets.append(target[t])
-            instructions.append(self.instructions[i])
-            captions.append(self.captions[i])
+            instructions.append(instruction)
+            captions.append(caption)
         return to_pixels(np.stack(inputs)), to_pixels(np.stack(targets)), instructions, captions
 
     def clip_pairs(self, rng: np.random.Generator, n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """n (input clip, edited clip, instruction): the same random window of `frames` consecutive frames of both
-        videos of a random kept pair, clips as (n, 3, f, h, w) in [-1, 1], as `clip_pairs` gives them."""
+        videos of a random draw, clips as (n, 3, f, h, w) in [-1, 1], as `clip_pairs` gives them."""
         inputs, targets, instructions = [], [], []
         for _ in range(n):
-            i = int(rng.integers(len(self)))
-            source, target = self.pair(i)
+            source, target, instruction, _ = self.draw(rng)
             first = int(rng.integers(len(source) - frames + 1))
             inputs.append(to_pixels(source[first : first + frames]).transpose(0, 1))  # (3, f, h, w)
             targets.append(to_pixels(target[first : first + frames]).transpose(0, 1))
-            instructions.append(self.instructions[i])
+            instructions.append(instruction)
         return torch.stack(inputs), torch.stack(targets), instructions
 
 
@@ -342,11 +359,12 @@ def fit_square(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_pairs(
-    data_dir: str, frames: int, size: int, resize: bool = False, shard: tuple[int, int] = (0, 1)
+    data_dir: str, frames: int, size: int, resize: bool = False, shard: tuple[int, int] = (0, 1), reverse: float = 0.0
 ) -> PairData:
     """The kept pairs of `data_dir`, each checked from its headers to have at least `frames` frames of `size` x
     `size` pixels (with `resize`: of any size, made `size` x `size` by `fit_square`). `shard` (i, n): only kept
-    pairs i, i + n, i + 2n ... are held, process i's share of n."""
+    pairs i, i + n, i + 2n ... are held, process i's share of n. `reverse`: `PairData.draw`'s share."""
+    from insv2v.toyworld.world import undo_instruction
     from insv2v.video import probe
 
     root = Path(data_dir)
@@ -362,7 +380,7 @@ def load_pairs(
         raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
     card = dataset.read_card(root)
     data = PairData(data_dir, [], [], [], card.get("thresholds"), dataset.counts(records), [], size, resize, frames,
-                    top_per_prompt=card.get("top_per_prompt"))  # fmt: skip
+                    top_per_prompt=card.get("top_per_prompt"), reverse=reverse)  # fmt: skip
     for r in kept[index::processes]:
         paths = tuple(dataset.pair_paths(root, r))
         source, target = (probe(path) for path in paths)
@@ -380,7 +398,12 @@ def load_pairs(
         data.files.append(paths)
         data.instructions.append(r["edit"])
         data.captions.append(r["input"])
+        data.outputs.append(r["output"])
+        data.undos.append(undo_instruction(r["input"], r["edit"], r["output"], phrasing=r["index"]))
         data.ids.append(r["id"])
+    if reverse and not any(u is not None for u in data.undos):
+        raise ValueError(f"--data {data_dir}: --reverse-pairs runs pairs backwards with the toy grammar's undoing "
+                         "instruction; it can state none of these pairs' edits backwards")  # fmt: skip
     return data
 
 
@@ -433,6 +456,9 @@ def check_config(config: TrainConfig) -> None:
     if config.data_dir and config.edit_mix:
         raise ValueError("--edit-mix weighs the toy world's edit kinds; with --data the dataset's kept pairs are "
                          "drawn as they are")  # fmt: skip
+    if config.reverse_pairs and (not config.data_dir or not 0 <= config.reverse_pairs <= 1):
+        raise ValueError(f"--reverse-pairs is a share from 0 to 1 of the draws of --data's pairs, got "
+                         f"{config.reverse_pairs}" + ("" if config.data_dir else " without --data"))  # fmt: skip
     if config.size and not config.data_dir:
         raise ValueError(f"--size resizes the frames of --data; the toy world's are {SIZE}x{SIZE}")
     if config.preset and config.preset not in PRESETS:
@@ -1056,7 +1082,8 @@ def train(config: TrainConfig) -> Path:
     if config.data_dir:
         size, resize = training_size(config, modules["unet"], helpers["vae"])
         data = load_pairs(config.data_dir, config.frames if config.stage == "video" else 1, size, resize,
-                          shard=(accelerator.process_index, accelerator.num_processes))  # fmt: skip
+                          shard=(accelerator.process_index, accelerator.num_processes),
+                          reverse=config.reverse_pairs)  # fmt: skip
         accelerator.print(f"training on the {data.counts['kept']} kept pairs of {data.root} at {size}x{size}, "
                           f"shared by {accelerator.num_processes} process(es)")  # fmt: skip
     if accelerator.is_main_process:  # the settings, once every check has passed

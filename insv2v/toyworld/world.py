@@ -295,6 +295,34 @@ def edit_caption(text: str, instruction: str) -> str | None:
     return re.sub(rf"\ban? {colour} {shape}\b", after, text)
 
 
+def undo_instruction(input_caption: str, instruction: str, output_caption: str, phrasing: int = 0) -> str | None:
+    """The toy grammar's instruction that edits `output_caption` back into `input_caption` (its `phrasing`-th
+    phrasing, cyclically), checked by `edit_caption`; None where the grammar cannot say it: an instruction it does not
+    read, a style edit (no phrasing removes a style), or captions that do not differ as the instruction says."""
+    edit = parse_instruction(instruction)
+    if edit is None or edit["kind"] == "style":
+        return None
+    kind, new = edit["kind"], edit["value"]
+    words = {"colour": SHAPE_COLOURS, "background": BACKGROUNDS, "shape": SHAPES}[kind]
+    gone = [word for word in set(re.findall(r"\w+", input_caption)) - set(re.findall(r"\w+", output_caption))
+            if word in words]
+    if len(gone) != 1:
+        return None
+    old = gone[0]
+    templates = PHRASINGS[kind]
+    template = templates[phrasing % len(templates)]
+    if kind == "background":
+        undo = template.format(a_value=article(old), old=new)
+    elif kind == "colour":
+        undo = template.format(kind=edit["shape"], value=old, old=new)
+    else:  # the shape's colour names it in the output caption, for the phrasings that say it
+        colour = re.search(rf"\b({'|'.join(SHAPE_COLOURS)}) {new}\b", output_caption)
+        if colour is None:
+            return None
+        undo = template.format(kind=new, a_value=article(old), old=colour[1])
+    return undo if edit_caption(output_caption, undo) == input_caption else None
+
+
 # ---------------------------------------------------------------- sampling
 
 
