@@ -304,8 +304,8 @@ def undo_instruction(input_caption: str, instruction: str, output_caption: str, 
         return None
     kind, new = edit["kind"], edit["value"]
     words = {"colour": SHAPE_COLOURS, "background": BACKGROUNDS, "shape": SHAPES}[kind]
-    gone = [word for word in set(re.findall(r"\w+", input_caption)) - set(re.findall(r"\w+", output_caption))
-            if word in words]
+    before, after = (set(re.findall(r"\w+", caption)) for caption in (input_caption, output_caption))
+    gone = [word for word in before - after if word in words]
     if len(gone) != 1:
         return None
     old = gone[0]
