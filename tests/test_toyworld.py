@@ -365,6 +365,32 @@ def test_instruction_and_edited_caption_name_the_change(kind):
             assert words & set(e.instruction.split())
 
 
+@pytest.mark.parametrize("kind", ["colour", "background", "shape"])
+def test_the_undoing_instruction_names_the_input_scene_in_every_phrasing(kind):
+    for t in _triplets(kind, 8):
+        undos = [W.undo_instruction(t.input_caption, t.edit.instruction, t.edited_caption, p) for p in range(4)]
+        assert len(set(undos)) == 4  # the four phrasings
+        was = {"colour": t.scene.shapes[t.edit.target].colour if kind != "background" else None,
+               "shape": t.scene.shapes[t.edit.target].kind if kind != "background" else None,
+               "background": t.scene.background}[kind]  # fmt: skip
+        for undo in undos:
+            assert W.parse_instruction(undo)["value"] == was and W.parse_instruction(undo)["kind"] == kind
+            assert W.edit_caption(t.edited_caption, undo) == t.input_caption == caption(t.scene)
+
+
+def test_the_undoing_instruction_hand_written_and_where_the_grammar_cannot_say_it():
+    before = "a red triangle moving left and a green square moving up on a desert, camera panning"
+    after = before.replace("green square", "purple square")
+    assert W.undo_instruction(before, "turn the green square purple", after) == "make the square green"
+    assert W.undo_instruction(before, "turn the green square purple", after, 1) == "turn the purple square green"
+    shaped = "an orange cross bouncing on a beach, camera panning"
+    assert (W.undo_instruction(shaped.replace("cross", "triangle"), "make the triangle a cross", shaped, 3)
+            == "change the orange cross to a triangle")  # fmt: skip
+    assert W.undo_instruction(shaped, "make it a pencil sketch", "a pencil sketch of " + shaped) is None  # a style
+    assert W.undo_instruction(before, "turn the green square purple", before) is None  # the captions do not differ
+    assert W.undo_instruction(before, "add a hat", after) is None  # not the toy grammar
+
+
 # ---------------------------------------------------------------------------------------------- splits
 
 

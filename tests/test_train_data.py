@@ -14,7 +14,7 @@ from insv2v.synth import dataset
 from insv2v.synth.clip_filter import PairScores, Thresholds
 from insv2v.synth.generate import FPS
 from insv2v.synth.prompts import PromptPair
-from insv2v.toyworld.world import sample_triplet
+from insv2v.toyworld.world import edit_caption, sample_triplet
 from insv2v.train import TrainConfig, load_pairs, train
 from insv2v.video import write_video
 
@@ -120,6 +120,60 @@ def test_the_2d_sampler_draws_a_frame_of_a_kept_pair(coded_dataset):
     assert (t_in == t_out).all() and (pair_in == pair_out).all()  # the input frame and its edited frame
     assert set(pair_in) == {0, 2, 4} and set(t_in) == set(range(FRAMES))
     assert instructions == [f"edit {k}" for k in pair_in] and captions == [f"scene {k}" for k in pair_in]
+
+
+@pytest.fixture(scope="module")
+def toy_prompted_dataset(tmp_path_factory):
+    """Coded frames under the toy world's prompts: a colour, a shape, a background and a style edit (pairs 0-3)."""
+    root = tmp_path_factory.mktemp("toy-prompted")
+    pairs = []
+    for k, kind in enumerate(["colour", "shape", "background", "style"]):
+        t = sample_triplet(k, kind=kind)
+        pairs.append((*coded(k), PromptPair(t.input_caption, t.edit.instruction, t.edited_caption, kind), True))
+    make_dataset(root, pairs)
+    return root
+
+
+def test_reversed_draws_run_backwards_with_the_undoing_instruction(toy_prompted_dataset):
+    data = load_pairs(str(toy_prompted_dataset), frames=4, size=64, reverse=1.0)
+    assert data.record()["reverse"] == {"share": 1.0, "reversible": 3}  # no phrasing undoes a style
+    records = dataset.read_manifest(toy_prompted_dataset)
+    source, target, instructions, captions = data.frame_pairs(np.random.default_rng(0), 64)
+    t_in, pair_in = decode(source, edited=True)  # reversed: the input is the edited frame ...
+    t_out, pair_out = decode(target)  # ... and the target the input frame
+    style = pair_in == 3  # drawn forwards: decoded backwards, its frame numbers come out wrong
+    assert style.any() and (~style).any() and (t_in[~style] == t_out[~style]).all()
+    assert (pair_in[~style] == pair_out[~style]).all() and set(pair_in[~style]) == {0, 1, 2}
+    for k, instruction, caption in zip(pair_in, instructions, captions, strict=True):
+        r = records[k]
+        expected = (r["edit"], r["input"]) if k == 3 else (data.undos[k], r["output"])
+        assert (instruction, caption) == expected
+        assert k == 3 or edit_caption(r["output"], instruction) == r["input"]
+    clips, edited, clip_instructions = data.clip_pairs(np.random.default_rng(0), 32, frames=4)
+    forwards = np.array([i == records[3]["edit"] for i in clip_instructions])
+    t_in, pair_in = decode(clips.transpose(1, 2)[~forwards], edited=True)
+    t_out, pair_out = decode(edited.transpose(1, 2)[~forwards])
+    assert (t_in == t_out).all() and (pair_in == pair_out).all() and (np.diff(t_in, axis=1) == 1).all()
+
+
+def test_a_share_of_the_draws_is_reversed_and_none_without_it(toy_prompted_dataset):
+    half = load_pairs(str(toy_prompted_dataset), frames=1, size=64, reverse=0.5)
+    instructions = half.frame_pairs(np.random.default_rng(2), 400)[2]
+    reversible = [i for i in instructions if i != half.instructions[3]]
+    backwards = sum(i in half.undos for i in reversible) / len(reversible)
+    assert 0.4 < backwards < 0.6  # 0.5 of ~300 draws: 3.5 standard deviations either side
+    plain = load_pairs(str(toy_prompted_dataset), frames=1, size=64)
+    draws = plain.frame_pairs(np.random.default_rng(2), 400)
+    assert set(draws[2]) == set(plain.instructions) and "reverse" not in plain.record()
+
+
+def test_reversing_needs_pairs_the_toy_grammar_can_undo(tmp_path, coded_dataset):
+    with pytest.raises(ValueError, match="it can state none of these pairs' edits backwards"):
+        load_pairs(str(coded_dataset), frames=1, size=64, reverse=0.5)
+    with pytest.raises(ValueError, match=r"--reverse-pairs is a share from 0 to 1 of the draws of --data's pairs, got "
+                       r"0\.5 without --data"):  # fmt: skip
+        train(TrainConfig("2d", str(tmp_path / "2d"), reverse_pairs=0.5))
+    assert not (tmp_path / "2d").exists()
 
 
 def test_the_loader_refuses_what_it_cannot_train_on(tmp_path, coded_dataset):
