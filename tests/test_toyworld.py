@@ -494,3 +494,21 @@ def test_held_out_edits_of_some_kinds_are_those_of_the_whole_sample():
     assert [i for i, _ in some] == [1, 3, 5, 7, 9]
     assert [t.edit for _, t in some] == [t.edit for i, t in every if i % 2 == 1]
     assert [t.input_caption for _, t in some] == [t.input_caption for i, t in every if i % 2 == 1]
+
+
+def test_the_edits_table_pools_the_kinds_its_record_holds():
+    from insv2v.toyworld.evaluate import markdown_table
+
+    def record(kind: str, correct: bool, psnr: float) -> dict:
+        return {"kind": kind, "correct": correct, "psnr": psnr, "psnr_identity": 20.0}
+
+    colour = [record("colour", True, 22.0), record("colour", False, 17.0)]
+    lines = markdown_table({"edits": {"records": colour}}).splitlines()
+    assert "| edits follow the instruction | colour | correct | 50% of 2 (9%-91%) |" in lines
+    assert [line for line in lines if "PSNR gain" in line] == [
+        "| edits match ground truth | colour | PSNR gain over the input (dB) | -0.50 (-3.00 to +2.00, n=2) |"
+    ]  # not again as "all"
+    assert "| | colour | PSNR (dB) | 19.50 (17.00-22.00) |" in lines
+    both = markdown_table({"edits": {"records": [*colour, record("style", True, 30.0)]}}).splitlines()
+    assert "| edits match ground truth | all | PSNR gain over the input (dB) | +3.00 (-3.00 to +10.00, n=3) |" in both
+    assert any(line.startswith("| | all | PSNR (dB) | 23.00") for line in both)
