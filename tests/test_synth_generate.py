@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from diffusers import UNet2DConditionModel
 
 from insv2v.assets import TOY_CLIP
 from insv2v.cli import main
-from insv2v.loading import ModelLoadError
+from insv2v.loading import ModelLoadError, weights_digest
 from insv2v.synth import dataset
 from insv2v.synth.clip_filter import PairScores, Thresholds
 from insv2v.synth.generate import GenerateConfig, generate
@@ -363,6 +364,9 @@ def test_rescore_scores_every_pair_again_with_another_clip_and_its_thresholds(t2
     assert f"scored by the CLIP {other}; thresholds of {TOY_CLIP} belong to its own" in capsys.readouterr().err
     assert main(["synth", "filter", str(out), "--clip", f"{other}/", "--sim-image", "-1"]) == 0
     assert dataset.read_manifest(out) == after and dataset.read_card(out)["thresholds"] == thresholds.to_dict()
+    assert card["clip_weights"] == weights_digest(str(other))  # told by its weights, wherever it is named from
+    shutil.copytree(other, tmp_path / "elsewhere" / "clip")
+    assert main(["synth", "filter", str(out), "--clip", str(tmp_path / "elsewhere" / "clip"), "--sim-image", "-1"]) == 0
     assert main([*command, "--n", "3"]) == 2  # resumed with the CLIP it was made with: no longer this dataset's
     assert "clip:" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 2
     manifest, card = (out / dataset.MANIFEST).read_text(), (out / dataset.CARD).read_text()

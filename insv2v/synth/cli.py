@@ -209,7 +209,7 @@ def synth(args: argparse.Namespace) -> None:
         from insv2v.synth.clip_filter import Thresholds
 
         card = dataset.read_card(args.dataset)
-        if args.clip and card.get("clip") and not dataset.same_source(args.clip, card["clip"]):
+        if args.clip and card.get("clip") and not dataset.scored_by(card, args.clip):
             raise ValueError(f"{args.dataset} was scored by the CLIP {card['clip']}; thresholds of {args.clip} "
                              f"belong to its own scores: score the pairs again with `insv2v synth rescore "
                              f"{args.dataset} --clip {args.clip}`")  # fmt: skip

@@ -275,6 +275,24 @@ def same_source(a: str, b: str) -> bool:
     return where(a) == where(b)
 
 
+def clip_fields(clip: str) -> dict:
+    """How a card names the CLIP that scored its pairs: as given (`source_name`) and, for a local folder, by its
+    weights (`clip_weights`), which tell it wherever the folder is later named from."""
+    from insv2v.loading import weights_digest
+
+    return {"clip": source_name(clip), "clip_weights": weights_digest(clip)}
+
+
+def scored_by(card: dict, clip: str) -> bool:
+    """Whether the pairs of a dataset with this card were scored by `clip`: the same weights where the card and the
+    folder tell them (a copy of the folder is the same CLIP), else the same model source (`same_source`)."""
+    from insv2v.loading import weights_digest
+
+    if card.get("clip_weights") and (weights := weights_digest(clip)):
+        return weights == card["clip_weights"]
+    return same_source(clip, card["clip"])
+
+
 def read_card(root: str | os.PathLike) -> dict:
     path = Path(root) / CARD
     return json.loads(path.read_text()) if path.exists() else {}
@@ -368,10 +386,10 @@ def rescore(
     for r in progress(records):
         source, edited = read_pair(root, r)
         r["scores"] = score_pair(scorer, source, edited, r["input"], r["output"]).to_dict()
-    name, run = source_name(clip), read_card(root).get("run")
+    fields, run = clip_fields(clip), read_card(root).get("run")
     if run:  # a resumed run must score with it too
-        return _write_filtered(root, records, thresholds, top_per_prompt, clip=name, run={**run, "clip": name})
-    return _write_filtered(root, records, thresholds, top_per_prompt, clip=name)
+        fields["run"] = {**run, "clip": fields["clip"]}
+    return _write_filtered(root, records, thresholds, top_per_prompt, **fields)
 
 
 def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 1000) -> list[Path]:

@@ -306,7 +306,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     counts = dataset.refilter(root, config.thresholds, config.top_per_prompt) if finished else dataset.counts([])
     card = dataset.read_card(root)
     card.update(
-        t2v=dataset.source_name(config.t2v), clip=dataset.source_name(config.clip), prompts=config.prompts,
+        t2v=dataset.source_name(config.t2v), **dataset.clip_fields(config.clip), prompts=config.prompts,
         seed=config.seed, n=config.n, frames=config.frames, steps=config.steps,
         size=size, thresholds=config.thresholds.to_dict(),
         top_per_prompt=config.top_per_prompt, counts=counts, command=config.command,
