@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from insv2v.argtypes import (
+    non_negative_float,
     non_negative_int,
     open_fraction,
     positive_float,
@@ -100,6 +101,9 @@ def add_parsers(commands) -> None:
     gen.add_argument("--recipe", choices=("video", "image"), default="video", help="settings each sample draws: "
                      "video (InsV2V's reference: CFG 5-12, self- then cross-attention edits) or image "
                      "(InstructPix2Pix's: self-attention shared for 10-90%% of the steps, CFG 7.5-15)")  # fmt: skip
+    gen.add_argument("--cfg-range", type=non_negative_float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="each sample's CFG uniform in [LOW, HIGH] instead of the --recipe's (for a model that "
+                     "draws best at other guidance than Stable Diffusion or ModelScope)")  # fmt: skip
     gen.add_argument("--steps", type=positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     blending = gen.add_mutually_exclusive_group()
@@ -180,7 +184,8 @@ def synth(args: argparse.Namespace) -> None:
         config = GenerateConfig(
             out_dir=args.out, t2v=t2v, prompts=args.prompts, split=args.split, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
-            size=args.size, recipe=args.recipe, shared_end=args.shared_end, **_blending(args),
+            size=args.size, recipe=args.recipe, cfg_range=tuple(args.cfg_range) if args.cfg_range else None,
+            shared_end=args.shared_end, **_blending(args),
             samples_per_prompt=args.samples_per_prompt, top_per_prompt=_top_per_prompt(card, args),
             command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip

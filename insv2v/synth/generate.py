@@ -54,6 +54,7 @@ class GenerateConfig:
     steps: int = 30  # DDIM steps, as the reference
     size: int | None = None  # pixels (square); None: the model's own
     recipe: str = "video"  # settings drawn per sample: "video" (InsV2V's reference) or "image" (InstructPix2Pix's)
+    cfg_range: tuple[float, float] | None = None  # each sample's CFG uniform in it (None: the recipe's)
     local_blend: float | None = None  # local blending at this threshold (not the reference's)
     blend_maps: str = "attention"  # its mask: Prompt-to-Prompt's (the edited words' attention) or DiffEdit's
     shared_end: float = 0.0  # fraction of the steps the edited sample shares the input's latents (0: the reference)
@@ -66,7 +67,10 @@ class GenerateConfig:
         if self.samples_per_prompt < 1 or (self.top_per_prompt is not None and self.top_per_prompt < 1):
             raise ValueError(f"samples_per_prompt must be at least 1 and top_per_prompt at least 1 or None, got "
                              f"{self.samples_per_prompt} and {self.top_per_prompt}")  # fmt: skip
-        if self.local_blend is not None:  # refused before any prompt is written
+        from insv2v.synth.p2p import check_guidance_range
+
+        check_guidance_range(self.cfg_range)  # refused before any prompt is written
+        if self.local_blend is not None:
             from insv2v.synth.p2p import LocalBlend
 
             LocalBlend(self.local_blend, maps=self.blend_maps)
@@ -79,7 +83,7 @@ PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that p
 
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
-              "local_blend", "blend_maps", "shared_end", "samples_per_prompt")  # fmt: skip
+              "local_blend", "blend_maps", "shared_end", "samples_per_prompt", "cfg_range")  # fmt: skip
 # A card's value from before the field existed.
 RUN_DEFAULTS = {
     "recipe": "video",
@@ -88,11 +92,14 @@ RUN_DEFAULTS = {
     "split": "train",
     "shared_end": 0.0,
     "samples_per_prompt": 1,
+    "cfg_range": None,
 }
 
 
 def run_settings(config: GenerateConfig) -> dict:
     settings = {k: getattr(config, k) for k in RUN_FIELDS}
+    if config.cfg_range is not None:  # as JSON reads it back
+        settings["cfg_range"] = list(config.cfg_range)
     return {**settings, "t2v": dataset.source_name(config.t2v), "clip": dataset.source_name(config.clip)}
 
 
@@ -172,7 +179,8 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
     (P2PSettings) default to those drawn from the seed; `callback(step, total)` follows the sampling."""
     from insv2v.synth.p2p import LocalBlend, P2PSettings, generate_pair
 
-    settings = settings or replace(P2PSettings.draw_for(config.recipe, seed), shared_end=config.shared_end)
+    drawn = P2PSettings.draw_for(config.recipe, seed, config.cfg_range)
+    settings = settings or replace(drawn, shared_end=config.shared_end)
     blend = LocalBlend(config.local_blend, maps=config.blend_maps) if config.local_blend is not None else None
     began = time.perf_counter()
     size = config.size or pipe.default_resolution

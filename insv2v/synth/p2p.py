@@ -78,30 +78,42 @@ class P2PSettings:
         return cls(**d)
 
     @classmethod
-    def draw(cls, seed: int) -> P2PSettings:
-        """The reference's draw: `np.random.RandomState(seed)`; CFG, sa_end, ca_end, edit weight in that order."""
+    def draw(cls, seed: int, guidance_range: tuple[float, float] | None = None) -> P2PSettings:
+        """The reference's draw: `np.random.RandomState(seed)`; CFG, sa_end, ca_end, edit weight in that order.
+        `guidance_range`: CFG uniform in it (rounded to 2 decimals) instead of the reference's integers."""
         rng = np.random.RandomState(seed)
-        guidance = rng.randint(*GUIDANCE_CHOICES)
+        guidance = rng.randint(*GUIDANCE_CHOICES) if guidance_range is None else _uniform(rng, guidance_range)
         sa_end = round(float(rng.choice(np.linspace(SA_END_CHOICES[0], SA_END_CHOICES[-1], len(SA_END_CHOICES)))), 2)
         ca_end = round(float(rng.choice(np.linspace(CA_END_CHOICES[0], CA_END_CHOICES[-1], len(CA_END_CHOICES)))), 2)
         edit_weight = rng.randint(*EDIT_WEIGHT_CHOICES)
         return cls(float(guidance), sa_end, ca_end, float(edit_weight))
 
     @classmethod
-    def draw_image(cls, seed: int) -> P2PSettings:
+    def draw_image(cls, seed: int, guidance_range: tuple[float, float] | None = None) -> P2PSettings:
         """InstructPix2Pix's draw for image pairs: self-attention injection only (ca_end = sa_end), rounded to 2
-        decimals so that a record reads as it was drawn."""
+        decimals so that a record reads as it was drawn. `guidance_range`: CFG uniform in it instead of
+        InstructPix2Pix's [7.5, 15] (the same draw: a seed's sa_end is the same either way)."""
         rng = np.random.RandomState(seed)
-        sa_end = round(float(rng.uniform(*IMAGE_SA_END_RANGE)), 2)
-        guidance = round(float(rng.uniform(*IMAGE_GUIDANCE_RANGE)), 2)
+        sa_end = _uniform(rng, IMAGE_SA_END_RANGE)
+        guidance = _uniform(rng, guidance_range or IMAGE_GUIDANCE_RANGE)
         return cls(guidance, sa_end, sa_end, 1.0)
 
     @classmethod
-    def draw_for(cls, recipe: str, seed: int) -> P2PSettings:
-        """The settings `recipe` ("video" or "image") draws from a sample's seed."""
+    def draw_for(cls, recipe: str, seed: int, guidance_range: tuple[float, float] | None = None) -> P2PSettings:
+        """The settings `recipe` ("video" or "image") draws from a sample's seed; `guidance_range` as `draw` says."""
         if recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
-        return cls.draw(seed) if recipe == "video" else cls.draw_image(seed)
+        check_guidance_range(guidance_range)
+        return (cls.draw if recipe == "video" else cls.draw_image)(seed, guidance_range)
+
+
+def _uniform(rng: np.random.RandomState, bounds: tuple[float, float]) -> float:
+    return round(float(rng.uniform(*bounds)), 2)
+
+
+def check_guidance_range(guidance_range: tuple[float, float] | None) -> None:
+    if guidance_range is not None and not 0 <= guidance_range[0] <= guidance_range[1]:
+        raise ValueError(f"a CFG range is LOW HIGH with 0 <= LOW <= HIGH, got {guidance_range}")
 
 
 class Phase(Enum):
