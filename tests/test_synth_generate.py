@@ -418,6 +418,25 @@ def test_a_shared_start_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_pat
     assert "--shared-end: must be from 0 to 1, got 1.5" in capsys.readouterr().err
 
 
+def test_a_cfg_range_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_path, capsys):
+    t2i = tmp_path / "tiny-t2i"
+    tiny_t2v_pipeline("2d").save_pretrained(t2i)
+    out = tmp_path / "low-cfg"
+    args = ["synth", "generate", "--t2v", str(t2i), "--clip", str(TOY_CLIP), "--out", str(out), "--recipe", "image",
+            "--frames", "1", "--steps", "2", "--size", "32", "--seed", "5"]  # fmt: skip
+    assert main([*args, "--n", "2", "--cfg-range", "2", "4"]) == 0
+    for i, r in enumerate(check_complete(out, 2)):
+        assert r["settings"] == P2PSettings.draw_for("image", 5 + i, (2, 4)).to_dict()
+    assert dataset.read_card(out)["run"]["cfg_range"] == [2.0, 4.0]
+    assert main([*args, "--n", "3", "--cfg-range", "2", "4"]) == 0  # resumed as it was made
+    assert len(check_complete(out, 3)) == 3
+    assert main([*args, "--n", "4"]) == 2  # resumed with the recipe's: refused, nothing added
+    assert "cfg_range: [2.0, 4.0] then, None now" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 3
+    assert main([*args, "--n", "2", "--cfg-range", "4", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "a CFG range is LOW HIGH with 0 <= LOW <= HIGH, got (4.0, 2.0)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
 def test_several_samples_per_prompt_each_its_own_seed_and_the_best_of_each_kept(tmp_path, capsys):
     """InstructPix2Pix's way: K samples of each prompt (settings and noise from their own seeds), the filter keeping
     the M of each prompt with the highest directional similarity; the limit re-applied or lifted by `synth filter`."""

@@ -479,6 +479,21 @@ def test_image_recipe_draws_instructpix2pix_settings():
         P2PSettings.draw_for("audio", 0)
 
 
+def test_a_cfg_range_replaces_the_recipes_guidance_and_nothing_else():
+    for seed in range(50):
+        image, video = P2PSettings.draw_for("image", seed, (2, 4)), P2PSettings.draw_for("video", seed, (2, 4))
+        assert 2 <= image.guidance_scale <= 4 and 2 <= video.guidance_scale <= 4
+        assert image.sa_end == image.ca_end == P2PSettings.draw_image(seed).sa_end and image.edit_weight == 1.0
+        assert video.edit_weight in range(1, 6) and video.sa_end in SA_END_CHOICES
+    assert P2PSettings.draw_for("image", 3, (2, 4)).guidance_scale == round(
+        np.random.RandomState(3).uniform(2, 4, 2)[1], 2
+    )
+    assert P2PSettings.draw_for("image", 3, (5, 5)).guidance_scale == 5
+    for bad in ((4, 2), (-1, 2)):
+        with pytest.raises(ValueError, match=r"a CFG range is LOW HIGH with 0 <= LOW <= HIGH"):
+            P2PSettings.draw_for("image", 0, bad)
+
+
 def test_settings_draw_matches_the_reference_and_covers_every_value():
     draws = [P2PSettings.draw(seed) for seed in range(300)]
     assert P2PSettings.draw(7) == draws[7]
