@@ -428,6 +428,7 @@ def test_a_cfg_range_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_path, 
     for i, r in enumerate(check_complete(out, 2)):
         assert r["settings"] == P2PSettings.draw_for("image", 5 + i, (2, 4)).to_dict()
     assert dataset.read_card(out)["run"]["cfg_range"] == [2.0, 4.0]
+    assert "drawn per sample by the image recipe, CFG from 2.0 to 4.0;" in (out / "README.md").read_text()
     assert main([*args, "--n", "3", "--cfg-range", "2", "4"]) == 0  # resumed as it was made
     assert len(check_complete(out, 3)) == 3
     assert main([*args, "--n", "4"]) == 2  # resumed with the recipe's: refused, nothing added

@@ -237,7 +237,9 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
         f"- prompts: `{card.get('prompts')}`, seed {card.get('seed')}"
         + (f", {run['samples_per_prompt']} samples of each" if run.get("samples_per_prompt", 1) > 1 else ""),
         f"- frames {card.get('frames')}, {card.get('steps')} steps, {card.get('size')} px",
-        f"- Prompt-to-Prompt settings drawn per sample by the {run.get('recipe', 'video')} recipe; {blending}",
+        f"- Prompt-to-Prompt settings drawn per sample by the {run.get('recipe', 'video')} recipe"
+        + (f", CFG from {run['cfg_range'][0]} to {run['cfg_range'][1]}" if run.get("cfg_range") else "")
+        + f"; {blending}",
         f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}{limit}",
         f"- samples {c.get('samples', 0)}, kept {c.get('kept', 0)}",
     ]
