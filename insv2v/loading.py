@@ -297,12 +297,14 @@ def files_signature(source: str) -> tuple:
 
 def weights_digest(source: str | None) -> str | None:
     """SHA-256 over a local model folder's weights (each .safetensors file's place in the folder and contents), or
-    None for a hub id or a composition: a copy of a folder is the same model, a folder saved anew another."""
+    None for a hub id, a composition or a folder without safetensors weights (nothing to tell it by): a copy of a
+    folder is the same model, a folder saved anew another."""
     root = Path(resolve_source(source)).expanduser()
-    if not root.is_dir():
+    weights = _model_files(root, "*.safetensors") if root.is_dir() else []
+    if not weights:
         return None
     digest = hashlib.sha256()
-    for path, relative in _model_files(root, "*.safetensors"):
+    for path, relative in weights:
         digest.update(f"{relative.as_posix()} {file_sha256(path)}\n".encode())
     return digest.hexdigest()
 

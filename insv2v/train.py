@@ -273,6 +273,7 @@ class PairData:
     outputs: list[str] = field(default_factory=list)  # the `output` prompt of each kept pair
     undos: list[str | None] = field(default_factory=list)  # per kept pair: the instruction undoing its edit, if any
     reverse: float = 0.0  # share of a reversible pair's draws that run backwards (see `draw`)
+    reversible: int = 0  # with `reverse`: of every process's kept pairs, those whose edit can be undone
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -284,7 +285,7 @@ class PairData:
         record = {"dir": self.root, "thresholds": self.thresholds, "top_per_prompt": self.top_per_prompt,
                   "counts": self.counts}  # fmt: skip
         if self.reverse:
-            record["reverse"] = {"share": self.reverse, "reversible": sum(u is not None for u in self.undos)}
+            record["reverse"] = {"share": self.reverse, "reversible": self.reversible}
         return record
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -378,9 +379,16 @@ def load_pairs(
     index, processes = shard
     if len(kept) < processes:
         raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
+    # Over every kept pair, not this process's share: each process refuses alike, and the record counts them all.
+    undos = [undo_instruction(r["input"], r["edit"], r["output"], phrasing=r["index"]) for r in kept] if reverse else []
+    reversible = sum(u is not None for u in undos)
+    if reverse and not reversible:
+        raise ValueError(f"--data {data_dir}: --reverse-pairs runs pairs backwards with the toy grammar's undoing "
+                         "instruction; it can state none of these pairs' edits backwards")  # fmt: skip
     card = dataset.read_card(root)
     data = PairData(data_dir, [], [], [], card.get("thresholds"), dataset.counts(records), [], size, resize, frames,
-                    top_per_prompt=card.get("top_per_prompt"), reverse=reverse)  # fmt: skip
+                    top_per_prompt=card.get("top_per_prompt"), undos=undos[index::processes], reverse=reverse,
+                    reversible=reversible)  # fmt: skip
     for r in kept[index::processes]:
         paths = tuple(dataset.pair_paths(root, r))
         source, target = (probe(path) for path in paths)
@@ -399,11 +407,7 @@ def load_pairs(
         data.instructions.append(r["edit"])
         data.captions.append(r["input"])
         data.outputs.append(r["output"])
-        data.undos.append(undo_instruction(r["input"], r["edit"], r["output"], phrasing=r["index"]))
         data.ids.append(r["id"])
-    if reverse and not any(u is not None for u in data.undos):
-        raise ValueError(f"--data {data_dir}: --reverse-pairs runs pairs backwards with the toy grammar's undoing "
-                         "instruction; it can state none of these pairs' edits backwards")  # fmt: skip
     return data
 
 

@@ -230,6 +230,8 @@ def test_a_copied_folder_has_the_same_weights_digest_and_a_resaved_one_another(t
     unet.write_bytes(bytes(data))
     assert weights_digest(str(tmp_path / "a")) != weights_digest(str(tmp_path / "b"))
     assert weights_digest("owner/name") is None  # a hub id: nothing local to hash
+    (tmp_path / "empty").mkdir()
+    assert weights_digest(str(tmp_path / "empty")) is None  # no weights: not "the same" as every other such folder
 
 
 def test_float16_on_the_cpu_is_said_once_in_a_line(tmp_path, caplog, capfd):

@@ -162,6 +162,8 @@ def test_a_share_of_the_draws_is_reversed_and_none_without_it(toy_prompted_datas
     reversible = [i for i in instructions if i != half.instructions[3]]
     backwards = sum(i in half.undos for i in reversible) / len(reversible)
     assert 0.4 < backwards < 0.6  # 0.5 of ~300 draws: 3.5 standard deviations either side
+    style_alone = load_pairs(str(toy_prompted_dataset), frames=1, size=64, reverse=0.5, shard=(3, 4))
+    assert style_alone.undos == [None] and style_alone.record()["reverse"]["reversible"] == 3  # the whole dataset's
     plain = load_pairs(str(toy_prompted_dataset), frames=1, size=64)
     draws = plain.frame_pairs(np.random.default_rng(2), 400)
     assert set(draws[2]) == set(plain.instructions) and "reverse" not in plain.record()

@@ -179,8 +179,8 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
     (P2PSettings) default to those drawn from the seed; `callback(step, total)` follows the sampling."""
     from insv2v.synth.p2p import LocalBlend, P2PSettings, generate_pair
 
-    drawn = P2PSettings.draw_for(config.recipe, seed, config.cfg_range)
-    settings = settings or replace(drawn, shared_end=config.shared_end)
+    settings = settings or replace(P2PSettings.draw_for(config.recipe, seed, config.cfg_range),
+                                   shared_end=config.shared_end)  # fmt: skip
     blend = LocalBlend(config.local_blend, maps=config.blend_maps) if config.local_blend is not None else None
     began = time.perf_counter()
     size = config.size or pipe.default_resolution

@@ -80,12 +80,15 @@ class P2PSettings:
     @classmethod
     def draw(cls, seed: int, guidance_range: tuple[float, float] | None = None) -> P2PSettings:
         """The reference's draw: `np.random.RandomState(seed)`; CFG, sa_end, ca_end, edit weight in that order.
-        `guidance_range`: CFG uniform in it (rounded to 2 decimals) instead of the reference's integers."""
+        `guidance_range`: CFG uniform in it (rounded to 2 decimals, drawn after the rest, which stays the seed's)
+        instead of the reference's integers."""
         rng = np.random.RandomState(seed)
-        guidance = rng.randint(*GUIDANCE_CHOICES) if guidance_range is None else _uniform(rng, guidance_range)
+        guidance = rng.randint(*GUIDANCE_CHOICES)
         sa_end = round(float(rng.choice(np.linspace(SA_END_CHOICES[0], SA_END_CHOICES[-1], len(SA_END_CHOICES)))), 2)
         ca_end = round(float(rng.choice(np.linspace(CA_END_CHOICES[0], CA_END_CHOICES[-1], len(CA_END_CHOICES)))), 2)
         edit_weight = rng.randint(*EDIT_WEIGHT_CHOICES)
+        if guidance_range is not None:
+            guidance = _uniform(rng, guidance_range)
         return cls(float(guidance), sa_end, ca_end, float(edit_weight))
 
     @classmethod

@@ -315,7 +315,7 @@ def undo_instruction(input_caption: str, instruction: str, output_caption: str, 
         undo = template.format(a_value=article(old), old=new)
     elif kind == "colour":
         undo = template.format(kind=edit["shape"], value=old, old=new)
-    else:  # the shape's colour names it in the output caption, for the phrasings that say it
+    else:  # the phrasing "change the {old} {kind} to ..." names the shape's colour: the output caption's
         colour = re.search(rf"\b({'|'.join(SHAPE_COLOURS)}) {new}\b", output_caption)
         if colour is None:
             return None
