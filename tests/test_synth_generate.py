@@ -400,12 +400,17 @@ def test_image_pairs_follow_instructpix2pix_recipe_and_a_dataset_keeps_its_recip
     assert len(dataset.read_manifest(out)) == 2
 
 
-def test_a_shared_start_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_path, capsys):
+def image_pair_command(tmp_path, out) -> list[str]:
+    """`insv2v synth generate` of one-frame pairs from a tiny text-to-image model, seed 5, into `out`."""
     t2i = tmp_path / "tiny-t2i"
     tiny_t2v_pipeline("2d").save_pretrained(t2i)
-    out = tmp_path / "shared"
-    args = ["synth", "generate", "--t2v", str(t2i), "--clip", str(TOY_CLIP), "--out", str(out), "--recipe", "image",
+    return ["synth", "generate", "--t2v", str(t2i), "--clip", str(TOY_CLIP), "--out", str(out), "--recipe", "image",
             "--frames", "1", "--steps", "2", "--size", "32", "--seed", "5"]  # fmt: skip
+
+
+def test_a_shared_start_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_path, capsys):
+    out = tmp_path / "shared"
+    args = image_pair_command(tmp_path, out)
     assert main([*args, "--n", "2", "--shared-end", "0.5"]) == 0
     records = check_complete(out, 2)
     for i, r in enumerate(records):  # the recipe's own draws, and the edited half sharing the first half
@@ -419,11 +424,8 @@ def test_a_shared_start_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_pat
 
 
 def test_a_cfg_range_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_path, capsys):
-    t2i = tmp_path / "tiny-t2i"
-    tiny_t2v_pipeline("2d").save_pretrained(t2i)
     out = tmp_path / "low-cfg"
-    args = ["synth", "generate", "--t2v", str(t2i), "--clip", str(TOY_CLIP), "--out", str(out), "--recipe", "image",
-            "--frames", "1", "--steps", "2", "--size", "32", "--seed", "5"]  # fmt: skip
+    args = image_pair_command(tmp_path, out)
     assert main([*args, "--n", "2", "--cfg-range", "2", "4"]) == 0
     for i, r in enumerate(check_complete(out, 2)):
         assert r["settings"] == P2PSettings.draw_for("image", 5 + i, (2, 4)).to_dict()
