@@ -369,6 +369,9 @@ def test_rescore_scores_every_pair_again_with_another_clip_and_its_thresholds(t2
     assert main(["synth", "filter", str(out), "--clip", str(tmp_path / "elsewhere" / "clip"), "--sim-image", "-1"]) == 0
     assert main([*command, "--n", "3"]) == 2  # resumed with the CLIP it was made with: no longer this dataset's
     assert "clip:" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 2
+    copied = [*command[:5], str(tmp_path / "elsewhere" / "clip"), *command[6:]]
+    assert main([*copied, "--n", "3", "--sim-image", "-1"]) == 0  # resumed with a copy of its CLIP: the same one
+    assert len(dataset.read_manifest(out)) == 3 and dataset.read_card(out)["clip_weights"] == card["clip_weights"]
     manifest, card = (out / dataset.MANIFEST).read_text(), (out / dataset.CARD).read_text()
     (out / after[1]["files"]["edited"]).write_bytes(b"not a video")  # scoring stops at the second pair
     assert main(["synth", "rescore", str(out), "--clip", str(TOY_CLIP)]) == 2

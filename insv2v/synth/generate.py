@@ -105,13 +105,17 @@ def run_settings(config: GenerateConfig) -> dict:
 
 def check_same_run(card: dict, config: GenerateConfig) -> None:
     """A dataset is one run's: resuming it with other settings would mix samples the card cannot describe."""
-    before = {**RUN_DEFAULTS, **card["run"]} if card.get("run") is not None else None
-    if before is not None and "split" not in card["run"]:  # a card from before the split was a run setting
+    if card.get("run") is None:
+        return
+    before = {**RUN_DEFAULTS, **card["run"]}
+    if "split" not in card["run"]:  # a card from before the split was a run setting
         before["split"] = split_in_command(card.get("command") or "")
     now = run_settings(config)
-    if before is not None and before != now:
-        changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in RUN_FIELDS
-                            if before.get(k) != now[k])  # fmt: skip
+    changed = [k for k in RUN_FIELDS if k != "clip" and before.get(k) != now[k]]
+    if before["clip"] != now["clip"] and not dataset.scored_by({**card, "clip": before["clip"]}, config.clip):
+        changed.append("clip")  # the run's CLIP by its weights where the card has them (a copy is the same), as filter
+    if changed:
+        changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in changed)
         raise ValueError(f"{config.out_dir} was made with other settings ({changed}); resume it with the same ones, "
                          "or make a new dataset")  # fmt: skip
 
