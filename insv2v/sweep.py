@@ -45,20 +45,6 @@ class SweepResult:
     shared_seconds: float  # decoding, encoding and flow, done once for all cells
     seconds: float  # the whole sweep
 
-    def grid(self, score: str) -> np.ndarray:
-        """(len(text_cfgs), len(video_cfgs)) values of `score`; NaN where a cell lacks it."""
-        values = [cell.scores.get(score, np.nan) for cell in self.cells]
-        return np.array(values, dtype=float).reshape(len(self.text_cfgs), len(self.video_cfgs))
-
-    def best(self, score: str) -> SweepCell:
-        """The cell with the best `score` (higher or lower, as EDIT_SCORES says)."""
-        if score not in EDIT_SCORES:
-            raise ValueError(f"score must be one of {list(EDIT_SCORES)}, got {score!r}")
-        scored = [cell for cell in self.cells if score in cell.scores]
-        if not scored:
-            raise ValueError(f"no cell has the score {score!r}")
-        return max(scored, key=lambda cell: EDIT_SCORES[score] * cell.scores[score])
-
     def rows(self) -> list[dict]:
         """One flat dict per cell: the guidance scales, the scores, the seconds, the output's file name."""
         names = [name for name in EDIT_SCORES if any(name in cell.scores for cell in self.cells)]
@@ -93,6 +79,22 @@ class SweepResult:
         }
         Path(path).write_text(json.dumps(data, indent=2))
         return Path(path)
+
+
+def score_grid(rows: Sequence[dict], score: str, shape: tuple[int, int]) -> np.ndarray:
+    """(text CFGs, video CFGs) values of `score` over a sweep's rows (`SweepResult.rows`, the cells of its JSON);
+    NaN where a cell lacks it."""
+    return np.array([np.nan if row.get(score) is None else row[score] for row in rows], dtype=float).reshape(shape)
+
+
+def best_cell(rows: Sequence[dict], score: str) -> int:
+    """Index of the row with the best `score` (higher or lower, as EDIT_SCORES says); the first of equals."""
+    if score not in EDIT_SCORES:
+        raise ValueError(f"score must be one of {list(EDIT_SCORES)}, got {score!r}")
+    scored = [i for i, row in enumerate(rows) if row.get(score) is not None]
+    if not scored:
+        raise ValueError(f"no cell has the score {score!r}")
+    return max(scored, key=lambda i: EDIT_SCORES[score] * rows[i][score])
 
 
 def parse_scales(text: str, name: str) -> list[float]:

@@ -10,7 +10,7 @@ from media import make_video
 
 from insv2v.editing import EditRecipe, Source, run_edit
 from insv2v.metrics import consecutive_flows, edit_scores, warp_error
-from insv2v.sweep import SweepCell, SweepResult, check_grid, parse_scales, run_sweep
+from insv2v.sweep import SweepCell, SweepResult, best_cell, check_grid, parse_scales, run_sweep, score_grid
 from insv2v.testing.tiny import tiny_pipeline
 from insv2v.video import read_video
 
@@ -80,7 +80,8 @@ def test_sweep_cells_equal_separate_edits_and_share_one_encoding(pipe, clip, tmp
     result = run_sweep(recipe(clip), [3, 9], [1.2, 1.5], pipe, tmp_path / "sweep", on_cell=lambda i, c: seen.append(i))
     assert len(calls) == 1 and seen == [0, 1, 2, 3]
     assert [(c.text_cfg, c.video_cfg) for c in result.cells] == [(3, 1.2), (3, 1.5), (9, 1.2), (9, 1.5)]
-    assert result.grid("warp_error").shape == (2, 2) and set(result.cells[0].scores) == {"warp_error"}
+    assert score_grid(result.rows(), "warp_error", (2, 2)).shape == (2, 2)
+    assert set(result.cells[0].scores) == {"warp_error"}
     # At video CFG != 1 a lone edit runs all three guidance branches in one batch, as the sweep's shared first step
     # does: both paths compute the same operations, so the outputs are equal, not just close. (At video CFG 1 a
     # lone edit runs two branches; that case is compared with a tolerance in test_sampling_cache_....)
@@ -107,11 +108,16 @@ def test_best_rows_and_exports(tmp_path):
         for v in (1.0, 3.0)
     ]
     result = SweepResult(EditRecipe(input="/x/clip.mp4", instruction="i"), [1.0, 2.0], [1.0, 3.0], cells, 6, 0.1, 2.1)
-    assert (result.best("clip_text").text_cfg, result.best("clip_text").video_cfg) == (2.0, 3.0)
-    assert (result.best("warp_error").text_cfg, result.best("warp_error").video_cfg) == (2.0, 3.0)
-    np.testing.assert_allclose(result.grid("clip_text"), [[1, 3], [2, 6]])
+    rows = result.rows()
+    assert best_cell(rows, "clip_text") == best_cell(rows, "warp_error") == 3  # text 2, video 3: higher, lower
+    rows[0]["warp_error"] = rows[1]["warp_error"] = 0.0  # equals: the first
+    rows[3]["clip_text"] = None  # a cell without the score is not the best
+    assert best_cell(rows, "warp_error") == 0 and best_cell(rows, "clip_text") == 1  # text 1, video 3
+    np.testing.assert_allclose(score_grid(rows, "clip_text", (2, 2)), [[1, 3], [2, np.nan]])
     with pytest.raises(ValueError, match="score must be one of"):
-        result.best("psnr")
+        best_cell(rows, "psnr")
+    with pytest.raises(ValueError, match="no cell has the score 'clip_consistency'"):
+        best_cell(rows, "clip_consistency")
     rows = list(csv.DictReader(result.write_csv(tmp_path / "s.csv").read_text().splitlines()))
     assert len(rows) == 4 and rows[3]["clip_text"] == "6.0" and rows[3]["output"] == "2.0_3.0.mp4"
     data = json.loads(result.write_json(tmp_path / "s.json").read_text())

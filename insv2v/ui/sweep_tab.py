@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from insv2v.editing import check_instruction
 from insv2v.metrics import EDIT_SCORES
-from insv2v.sweep import check_grid, parse_scales, run_sweep
+from insv2v.sweep import best_cell, check_grid, parse_scales, run_sweep, score_grid
 from insv2v.ui.controls import cancellable, session_of
 from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, logged_warnings, user_message
 from insv2v.ui.settings import Controls, planned_clips, recipe_from_settings
@@ -77,10 +77,8 @@ def present(data: dict, score: str) -> tuple[Image.Image, list, str]:
     text_cfgs, video_cfgs, cells = data["text_cfgs"], data["video_cfgs"], data["cells"]
     if not any(cell.get(score) is not None for cell in cells):
         score = "warp_error"
-    values = np.array([np.nan if c.get(score) is None else c[score] for c in cells], float).reshape(
-        len(text_cfgs), len(video_cfgs)
-    )
-    best = int(np.nanargmax(EDIT_SCORES[score] * values))
+    values = score_grid(cells, score, (len(text_cfgs), len(video_cfgs)))
+    best = best_cell(cells, score)
     best_rc = divmod(best, len(video_cfgs))
     gallery = []
     for i, c in enumerate(cells):
