@@ -80,7 +80,7 @@ def test_sweep_cells_equal_separate_edits_and_share_one_encoding(pipe, clip, tmp
     result = run_sweep(recipe(clip), [3, 9], [1.2, 1.5], pipe, tmp_path / "sweep", on_cell=lambda i, c: seen.append(i))
     assert len(calls) == 1 and seen == [0, 1, 2, 3]
     assert [(c.text_cfg, c.video_cfg) for c in result.cells] == [(3, 1.2), (3, 1.5), (9, 1.2), (9, 1.5)]
-    assert score_grid(result.rows(), "warp_error", (2, 2)).shape == (2, 2)
+    assert np.isfinite(score_grid(result.rows(), "warp_error", (2, 2))).all()  # every cell scored
     assert set(result.cells[0].scores) == {"warp_error"}
     # At video CFG != 1 a lone edit runs all three guidance branches in one batch, as the sweep's shared first step
     # does: both paths compute the same operations, so the outputs are equal, not just close. (At video CFG 1 a

@@ -115,8 +115,8 @@ def check_same_run(card: dict, config: GenerateConfig) -> None:
     if before["clip"] != now["clip"] and not dataset.scored_by({**card, "clip": before["clip"]}, config.clip):
         changed.append("clip")  # the run's CLIP by its weights where the card has them (a copy is the same), as filter
     if changed:
-        changed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in changed)
-        raise ValueError(f"{config.out_dir} was made with other settings ({changed}); resume it with the same ones, "
+        listed = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in changed)
+        raise ValueError(f"{config.out_dir} was made with other settings ({listed}); resume it with the same ones, "
                          "or make a new dataset")  # fmt: skip
 
 
