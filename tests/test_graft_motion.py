@@ -1,23 +1,14 @@
 """tools/graft_motion.py: a 2-D stage's weights and another editor's motion modules, exactly, in a loadable editor."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from repo_tools import load_tool
 
 from insv2v.loading import load_pipeline
 from insv2v.models import inflate_unet, motion_adapter_for
 from insv2v.testing.tiny import save_tiny_pipeline, tiny_components, tiny_unet2d
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "graft_motion.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("graft_motion", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def save_2d_stage(folder: Path) -> torch.nn.Module:
@@ -38,7 +29,7 @@ def test_the_graft_holds_the_2d_stage_and_the_editors_motion_modules(tmp_path):
     (editor / "README.md").write_text("the editor's card")
     unet2d = save_2d_stage(two_d)
 
-    assert load_tool().graft(two_d, editor, out) > 0
+    assert load_tool("graft_motion").graft(two_d, editor, out) > 0
     grafted, donor = load_pipeline(str(out)), load_pipeline(str(editor))
     inflated = inflate_unet(unet2d).state_dict()
     motion = 0
@@ -55,7 +46,7 @@ def test_the_graft_holds_the_2d_stage_and_the_editors_motion_modules(tmp_path):
     assert not (out / "README.md").exists()  # the editor's card does not describe the graft
 
     with pytest.raises(ValueError, match="not empty"):
-        load_tool().graft(two_d, editor, out)
+        load_tool("graft_motion").graft(two_d, editor, out)
 
 
 def test_motion_modules_of_another_shape_are_refused(tmp_path):
@@ -63,5 +54,5 @@ def test_motion_modules_of_another_shape_are_refused(tmp_path):
     unet2d = save_2d_stage(two_d)
     inflate_unet(unet2d, motion_adapter_for(unet2d, num_attention_heads=4)).save_pretrained(other / "unet")
     with pytest.raises(ValueError, match="not shaped as the inflation makes them"):
-        load_tool().graft(two_d, other, tmp_path / "graft")
+        load_tool("graft_motion").graft(two_d, other, tmp_path / "graft")
     assert not (tmp_path / "graft").exists()

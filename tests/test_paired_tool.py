@@ -1,23 +1,14 @@
 """tools/paired.py: the paired differences the docs quote, from two editors' records or two judged pair sets."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from repo_tools import load_tool
 
 from insv2v.synth import dataset
 from insv2v.synth.clip_filter import SCORE_NAMES
 
 SCORES = dict.fromkeys(SCORE_NAMES, 0.3)  # a sample record's four filter scores
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "paired.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("paired", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_two_editors_are_compared_edit_by_edit(tmp_path):
@@ -29,7 +20,7 @@ def test_two_editors_are_compared_edit_by_edit(tmp_path):
 
     a = record(tmp_path / "a.json", [10.0, 12.0, 14.0, 16.0], [True, False, True, True])
     b = record(tmp_path / "b.json", [11.0, 13.0, 15.0, 17.0, 99.0], [True, True, False, True, True], range(5))
-    lines = load_tool().compare_edits(a, b)
+    lines = load_tool("paired").compare_edits(a, b)
     assert lines[0] == "4 edits: PSNR, B less A (dB): +1.00 (95% +1.00 to +1.00)"  # the edit only B has is left out
     assert lines[1:] == ["  colour: right 1 and 2 of 2 (only A 0, only B 1)",
                          "  shape: right 2 and 1 of 2 (only A 1, only B 0)"]  # fmt: skip
@@ -45,7 +36,7 @@ def test_two_pair_sets_are_compared_sample_by_sample_and_must_share_prompts(tmp_
                                                             "kept": True, "files": {}})  # fmt: skip
         return root
 
-    tool = load_tool()
+    tool = load_tool("paired")
     a, b = pairs(tmp_path / "a", [False, False, True]), pairs(tmp_path / "b", [True, True, True])
     lines = tool.compare_pairs(a, b)
     assert lines[0].startswith(
