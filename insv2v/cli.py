@@ -199,6 +199,8 @@ def tiny(args: argparse.Namespace) -> None:
 
 
 def _add_toyworld_parsers(commands) -> None:
+    from insv2v.synth.t2v import DEFAULT_GUIDANCE
+
     p = commands.add_parser("toyworld", help="the procedural toy world").add_subparsers(dest="action", required=True)
     make = p.add_parser("make", help="write triplets: NNNN/input.mp4, NNNN/target.mp4, NNNN/meta.json")
     make.add_argument("out_dir")
@@ -329,7 +331,8 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--t2v", nargs="?", const="", metavar="MODEL", help="measure a text-to-video (or text-to-image) "
                    "model instead: does it draw what held-out captions say (default: the shipped toy t2v)")  # fmt: skip
     e.add_argument("--frames", type=positive_int, default=16, help="--t2v: frames per video (16; 1 for images)")
-    e.add_argument("--cfg", type=float, default=9.0, help="--t2v: text guidance (9)")
+    e.add_argument("--cfg", type=float,
+                   help=f"--t2v: text guidance (the model's sampling.json, else {DEFAULT_GUIDANCE:g})")  # fmt: skip
     e.add_argument(
         "--baseline",
         choices=("tav",),
@@ -400,12 +403,14 @@ def evaluate(args: argparse.Namespace) -> None:
         raise ValueError(f"the first {args.edits} held-out edits hold none of the kinds {', '.join(kinds)}")
     if args.t2v is not None:
         from insv2v.assets import TOY_T2V
-        from insv2v.synth.t2v import load_t2v
+        from insv2v.synth.t2v import load_t2v, recommended_guidance
         from insv2v.toyworld.synthetic import format_rate, t2v_fidelity
 
-        pipe = load_t2v(args.t2v or str(TOY_T2V), str(args.device))
+        source = args.t2v or str(TOY_T2V)
+        pipe = load_t2v(source, str(args.device))
         pipe.set_progress_bar_config(disable=True)
-        results = t2v_fidelity(pipe, args.n, args.seed, args.frames, args.steps, args.cfg)
+        cfg = recommended_guidance(source) if args.cfg is None else args.cfg
+        results = t2v_fidelity(pipe, args.n, args.seed, args.frames, args.steps, cfg)
         for key in ("background", "colours", "shapes", "style"):
             print(f"{key}: {format_rate(results[key])}")
         if args.out:

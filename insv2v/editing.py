@@ -22,6 +22,7 @@ import torch
 import insv2v
 from insv2v.argtypes import SEED_LIMIT
 from insv2v.files import file_sha256, write_text_atomically
+from insv2v.loading import read_model_sampling
 from insv2v.pipeline import (
     DEFAULT_FRAMES_PER_CLIP,
     DEFAULT_LVSC_FRACTION,
@@ -131,25 +132,13 @@ class EditRecipe:
         write_text_atomically(path, text)  # whole or not at all, as the videos
 
 
-MODEL_SAMPLING_FILE = "sampling.json"  # in a model folder: the guidance its card recommends, e.g. {"text_cfg": 4}
-MODEL_SAMPLING_KEYS = ("text_cfg", "video_cfg")
+MODEL_SAMPLING_KEYS = ("text_cfg", "video_cfg")  # what an editor folder's sampling.json may hold
 
 
 def model_defaults(model: str | None) -> EditRecipe:
-    """EditRecipe's defaults, with the guidance scales a model folder recommends in MODEL_SAMPLING_FILE (the
-    toy editor: text CFG 4, where the real model's 7.5 saturates its colours). Hub ids and composed models,
-    and folders without the file, get the plain defaults."""
-    base = EditRecipe(input="", instruction="")
-    path = Path(model) / MODEL_SAMPLING_FILE if model else None
-    if path is None or not path.is_file():
-        return base
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
-    if not isinstance(data, dict) or set(data) - set(MODEL_SAMPLING_KEYS):
-        raise ValueError(f"{path} must be a JSON object with keys among {', '.join(MODEL_SAMPLING_KEYS)}")
-    return dataclasses.replace(base, **{k: float(v) for k, v in data.items()})
+    """EditRecipe's defaults, with the guidance scales an editor folder's sampling.json recommends (the toy editor:
+    text CFG 4, where the real model's 7.5 saturates its colours)."""
+    return dataclasses.replace(EditRecipe(input="", instruction=""), **read_model_sampling(model, MODEL_SAMPLING_KEYS))
 
 
 @dataclass

@@ -36,9 +36,26 @@ BUNDLED_MODEL = TOY_EDITOR  # the default when no model is named, once the toy e
 COMPOSE_PREFIX = "compose:"
 CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".pt", ".bin", ".safetensors")
 
+MODEL_SAMPLING_FILE = "sampling.json"  # in a model folder: the settings its card recommends, e.g. {"text_cfg": 4}
+
 
 class ModelLoadError(RuntimeError):
     """A model source that cannot be loaded; the message says what to do."""
+
+
+def read_model_sampling(model: str | None, keys: tuple[str, ...]) -> dict[str, float]:
+    """The settings a model folder's MODEL_SAMPLING_FILE recommends, among `keys`; {} for hub ids, composed
+    models and folders without the file."""
+    path = Path(model) / MODEL_SAMPLING_FILE if model else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    if not isinstance(data, dict) or set(data) - set(keys):
+        raise ValueError(f"{path} must be a JSON object with keys among {', '.join(keys)}")
+    return {k: float(v) for k, v in data.items()}
 
 
 def out_of_memory(err: BaseException) -> str | None:

@@ -27,6 +27,7 @@ from insv2v.synth.clip_filter import PairScores, Thresholds
 from insv2v.synth.generate import GenerateConfig, generate
 from insv2v.synth.p2p import P2PSettings
 from insv2v.synth.prompts import PromptPair, toy_prompts
+from insv2v.synth.t2v import DEFAULT_GUIDANCE, recommended_guidance
 from insv2v.testing.tiny import tiny_pipeline, tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
 from insv2v.train import load_pairs
@@ -157,7 +158,7 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     video = tmp_path / "a.mp4"
     assert main(["generate", "a red circle moving right on a beach", "-o", str(video), "--model", t2v,
                  "--frames", "3", "--steps", "2", "--size", "32"]) == 0  # fmt: skip
-    assert video.stat().st_size > 0 and "3 frames, 32x32" in capsys.readouterr().out
+    assert video.stat().st_size > 0 and "3 frames, 32x32, CFG 9, seed 0" in capsys.readouterr().out
     assert main(["generate", "x", "-o", str(video), "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["generate", " ", "-o", str(tmp_path / "empty.mp4"), "--model", t2v]) == 2
@@ -419,6 +420,7 @@ def test_a_shared_start_is_drawn_into_every_sample_and_fixed_per_dataset(tmp_pat
     for i, r in enumerate(records):  # the recipe's own draws, and the edited half sharing the first half
         assert r["settings"] == {**P2PSettings.draw_image(5 + i).to_dict(), "shared_end": 0.5}
     assert dataset.read_card(out)["run"]["shared_end"] == 0.5
+    assert "; the edited sample shares the input's first 50% of steps;" in (out / "README.md").read_text()
     assert main([*args, "--n", "3"]) == 2  # resumed without it: refused, nothing added
     assert "shared_end: 0.5 then, 0.0 now" in capsys.readouterr().err and len(dataset.read_manifest(out)) == 2
     with pytest.raises(SystemExit):
@@ -559,3 +561,18 @@ def test_diffedit_blending_is_recorded_and_excludes_attention_blending(t2v, tmp_
     readme = (out / "README.md").read_text()
     assert "local blending at 0.5 of each frame's peak difference of the edited caption's noise prediction" in readme
     assert all(0 < r["blend_area"] < 1 for r in dataset.read_manifest(out))  # a mask, not all or nothing
+
+
+def test_generate_takes_the_guidance_the_model_folder_recommends(t2v, tmp_path, capsys):
+    """A text-to-video folder's sampling.json sets `insv2v generate`'s CFG; a flag wins; a malformed file is named."""
+    folder = tmp_path / "t2v"
+    shutil.copytree(t2v, folder)
+    (folder / "sampling.json").write_text('{"guidance_scale": 3}')
+    assert recommended_guidance(str(folder)) == 3.0 and recommended_guidance(t2v) == DEFAULT_GUIDANCE
+    run = ["generate", "a red circle moving right on a beach", "-o", str(tmp_path / "a.mp4"), "--model", str(folder),
+           "--frames", "2", "--steps", "1", "--size", "32"]  # fmt: skip
+    assert main(run) == 0 and "CFG 3," in capsys.readouterr().out
+    assert main([*run, "--cfg", "5.5"]) == 0 and "CFG 5.5," in capsys.readouterr().out
+    (folder / "sampling.json").write_text('{"text_cfg": 4}')  # an editor's key
+    assert main(run) == 2
+    assert "sampling.json must be a JSON object with keys among guidance_scale" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def add_parsers(commands) -> None:
     g.add_argument("--model", help="text-to-video pipeline folder or hub id (default: the shipped toy model)")
     g.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES, help=f"({DEFAULT_FRAMES})")
     g.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help=f"DDIM steps ({DEFAULT_STEPS})")
-    g.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help=f"text guidance ({DEFAULT_GUIDANCE})")
+    g.add_argument("--cfg", type=float, help=f"text guidance (the model's sampling.json, else {DEFAULT_GUIDANCE:g})")
     g.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     g.add_argument("--seed", type=seed, default=0)
     g.add_argument("--fps", type=positive_float, default=8.0)
@@ -152,17 +152,20 @@ def generate_video(args: argparse.Namespace) -> None:
     import torch
 
     from insv2v.assets import TOY_T2V
-    from insv2v.synth.t2v import load_t2v
+    from insv2v.synth.t2v import load_t2v, recommended_guidance
     from insv2v.video import write_gif, write_video
 
     if not args.caption.strip():
         raise ValueError('the caption is empty: say what the video shows, e.g. "a red circle moving right on a beach"')
-    pipe = load_t2v(args.model or str(TOY_T2V))
-    out = pipe(args.caption, num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.cfg,
+    source = args.model or str(TOY_T2V)
+    pipe = load_t2v(source)
+    cfg = recommended_guidance(source) if args.cfg is None else args.cfg
+    out = pipe(args.caption, num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=cfg,
                height=args.size, width=args.size, generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
     frames = out.frames[0]
     (write_gif if str(args.output).lower().endswith(".gif") else write_video)(args.output, frames, args.fps)
-    print(f"wrote {args.output} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed})")
+    size = f"{frames.shape[2]}x{frames.shape[1]}"
+    print(f"wrote {args.output} ({len(frames)} frames, {size}, CFG {cfg:g}, seed {args.seed})")
 
 
 def synth(args: argparse.Namespace) -> None:

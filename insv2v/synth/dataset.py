@@ -224,6 +224,11 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
             else "attention"
         )
         blending = f"local blending at {run['local_blend']} of each frame's peak {of}"
+    shared = (
+        f"; the edited sample shares the input's first {run['shared_end']:.0%} of steps"
+        if run.get("shared_end")
+        else ""
+    )
     top = card.get("top_per_prompt")
     limit = f"; at most {top} kept per prompt, those of the highest directional similarity" if top else ""
     lines = [
@@ -239,6 +244,7 @@ def write_card(root: str | os.PathLike, card: dict) -> None:
         f"- frames {card.get('frames')}, {card.get('steps')} steps, {card.get('size')} px",
         f"- Prompt-to-Prompt settings drawn per sample by the {run.get('recipe', 'video')} recipe"
         + (f", CFG from {run['cfg_range'][0]} to {run['cfg_range'][1]}" if run.get("cfg_range") else "")
+        + shared
         + f"; {blending}",
         f"- CLIP: `{card.get('clip')}`; thresholds {card.get('thresholds')}{limit}",
         f"- samples {c.get('samples', 0)}, kept {c.get('kept', 0)}",

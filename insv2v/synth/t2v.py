@@ -25,6 +25,7 @@ from insv2v.loading import (
     default_device,
     default_dtype,
     from_pretrained_explained,
+    read_model_sampling,
 )
 
 # Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
@@ -185,3 +186,9 @@ def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
         return pipe.to(target)
 
     return TEXT_TO_VIDEO_MODELS.get((source, device), source, load)
+
+
+def recommended_guidance(source: str) -> float:
+    """The text guidance a text-to-video folder's sampling.json recommends ({"guidance_scale": 3}: the toy t2v
+    draws its captions' colours best at low guidance), else DEFAULT_GUIDANCE."""
+    return read_model_sampling(source, ("guidance_scale",)).get("guidance_scale", DEFAULT_GUIDANCE)

@@ -339,6 +339,8 @@ def make_pair_handler(studio):
 
 def build(studio) -> None:
     """The Synthetic pairs tab's layout and wiring, inside the caller's `gr.Tab`."""
+    from insv2v.synth.t2v import recommended_guidance
+
     names = list(available_datasets(studio.config.datasets))
     defaults = Thresholds.for_clip(filter_clip(studio.config))
     with gr.Row():
@@ -376,7 +378,8 @@ def build(studio) -> None:
                 seed = gr.Number(0, label="Seed", precision=0, elem_id="synth-make-seed")
                 draw = gr.Checkbox(True, label="Settings drawn from the seed (as the engine does)")
             with gr.Row():
-                cfg = gr.Slider(1, 15, value=8, step=1, label="CFG")
+                cfg = gr.Slider(1, 15, value=recommended_guidance(studio.config.t2v) if studio.config.t2v else 8,
+                                step=1, label="CFG (when not drawn)")  # fmt: skip
                 sa_end = gr.Slider(0, 1, value=0.4, step=0.05, label="Self-attention injection until")
                 ca_end = gr.Slider(0, 1, value=0.7, step=0.05, label="Cross-attention injection until")
                 edit_weight = gr.Slider(1, 5, value=2, step=1, label="Edit weight")
