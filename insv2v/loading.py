@@ -53,8 +53,9 @@ def read_model_sampling(model: str | None, keys: tuple[str, ...]) -> dict[str, f
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
-    if not isinstance(data, dict) or set(data) - set(keys):
-        raise ValueError(f"{path} must be a JSON object with keys among {', '.join(keys)}")
+    numbers = isinstance(data, dict) and all(type(v) in (int, float) for v in data.values())  # not booleans
+    if not numbers or set(data) - set(keys):
+        raise ValueError(f"{path} must be a JSON object of numbers with keys among {', '.join(keys)}")
     return {k: float(v) for k, v in data.items()}
 
 

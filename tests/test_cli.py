@@ -323,7 +323,8 @@ def test_model_recommended_guidance_is_the_default_and_flags_override_it(tmp_pat
 
     (folder / "sampling.json").write_text('{"text_cfg": 4, "cfg": 9}')
     assert edit(good, "make it snowy", "-o", tmp_path / "c.mp4", "--model", folder, *FAST) == 2
-    assert "sampling.json must be a JSON object with keys among text_cfg, video_cfg" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sampling.json must be a JSON object of numbers with keys among text_cfg, video_cfg" in err
     assert not (tmp_path / "c.mp4").exists()
 
 

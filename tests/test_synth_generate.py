@@ -573,6 +573,8 @@ def test_generate_takes_the_guidance_the_model_folder_recommends(t2v, tmp_path, 
            "--frames", "2", "--steps", "1", "--size", "32"]  # fmt: skip
     assert main(run) == 0 and "CFG 3," in capsys.readouterr().out
     assert main([*run, "--cfg", "5.5"]) == 0 and "CFG 5.5," in capsys.readouterr().out
-    (folder / "sampling.json").write_text('{"text_cfg": 4}')  # an editor's key
-    assert main(run) == 2
-    assert "sampling.json must be a JSON object with keys among guidance_scale" in capsys.readouterr().err
+    for bad in ('{"text_cfg": 4}', '{"guidance_scale": "high"}'):  # an editor's key; not a number
+        (folder / "sampling.json").write_text(bad)
+        assert main(run) == 2
+        err = capsys.readouterr().err
+        assert "sampling.json must be a JSON object of numbers with keys among guidance_scale" in err
