@@ -407,9 +407,9 @@ def evaluate(args: argparse.Namespace) -> None:
         from insv2v.toyworld.synthetic import format_rate, t2v_fidelity
 
         source = args.t2v or str(TOY_T2V)
+        cfg = recommended_guidance(source) if args.cfg is None else args.cfg  # a malformed file refused before loading
         pipe = load_t2v(source, str(args.device))
         pipe.set_progress_bar_config(disable=True)
-        cfg = recommended_guidance(source) if args.cfg is None else args.cfg
         results = t2v_fidelity(pipe, args.n, args.seed, args.frames, args.steps, cfg)
         for key in ("background", "colours", "shapes", "style"):
             print(f"{key}: {format_rate(results[key])}")

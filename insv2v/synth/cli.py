@@ -158,8 +158,8 @@ def generate_video(args: argparse.Namespace) -> None:
     if not args.caption.strip():
         raise ValueError('the caption is empty: say what the video shows, e.g. "a red circle moving right on a beach"')
     source = args.model or str(TOY_T2V)
+    cfg = recommended_guidance(source) if args.cfg is None else args.cfg  # a malformed file refused before loading
     pipe = load_t2v(source)
-    cfg = recommended_guidance(source) if args.cfg is None else args.cfg
     out = pipe(args.caption, num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=cfg,
                height=args.size, width=args.size, generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
     frames = out.frames[0]
