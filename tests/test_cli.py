@@ -390,6 +390,7 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     assert list(results["long"]) == ["LVSC off", "LVSC", "LVSC + MC"]
     table = capsys.readouterr().out
     assert "| LVSC hides clip seams | LVSC + MC | seam score |" in table and "n=2)" in table
+    assert "| | LVSC | warp error at the seams |" in table and len(results["long"]["LVSC"]["seam_error"]) == 2
     assert "| edits follow the instruction | background | correct |" in table and "% of 2 (" in table
     colour_only = tmp_path / "colour.json"
     only = ["--seed", 7, "--parts", "edits", "--kinds", "colour", "--out", colour_only]
@@ -424,6 +425,27 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
     (tmp_path / "b.json").write_text(json.dumps(videos | {"seed": 9}))  # scenes 9-12: two measured twice
     assert main(["eval", "--toyworld", "--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     assert "the samples overlap (offsets [7, 9]; the scenes of temporal)" in capsys.readouterr().err  # long: 2 each
+    older = json.loads(json.dumps(videos | {"seed": 100}))  # measured before the seams' own error was
+    for row in older["long"].values():
+        del row["seam_error"]
+    (tmp_path / "b.json").write_text(json.dumps(older))
+    pooled = tmp_path / "pooled.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--toyworld",
+                "--combine",
+                *(str(tmp_path / f) for f in ("a.json", "b.json")),
+                "--out",
+                str(pooled),
+            ]
+        )
+        == 0
+    )
+    long = json.loads(pooled.read_text())["long"]["LVSC"]  # what both hold, pooled; the newer measure left out
+    assert set(long) == {"seam_score", "warp_error"} and len(long["seam_score"]) == 4
+    assert "warp error at the seams" not in capsys.readouterr().out
     pooled = tmp_path / "pooled.json"
     assert main(["eval", "--toyworld", "--combine", str(other), str(third), "--out", str(pooled)]) == 0
     assert main(["eval", "--toyworld", "--combine", str(pooled), str(other)]) == 2  # a pooled file's offsets count

@@ -148,6 +148,24 @@ def test_seam_score_of_a_still_video_is_one():
     assert M.seam_score(np.repeat(_texture(64, 64)[None], 6, axis=0), [3]) == 1.0
 
 
+def test_seam_error_is_the_warp_error_of_the_boundary_pairs_alone():
+    video = np.concatenate([_translating(6, seed=0), _translating(6, seed=5)])  # a cut at 6
+    errors = M.pair_warp_errors(video)
+    assert M.seam_error(video, [6]) == pytest.approx(errors[5]) and M.seam_error(video, [3, 6]) == pytest.approx(
+        (errors[2] + errors[5]) / 2
+    )
+    assert M.seam_error(video, [0, 20]) == 0.0  # no boundary inside the video
+
+
+def test_flicker_inside_a_clip_lowers_the_seam_score_but_not_the_seam_error():
+    """Why the score needs the error beside it: a flickering frame away from the seam is not a smoother seam."""
+    video = np.concatenate([_translating(6, seed=0), _translating(6, seed=5)])
+    flickering = video.copy()
+    flickering[9] = 255 - flickering[9]
+    assert M.seam_score(flickering, [6]) < M.seam_score(video, [6]) / 2
+    assert M.seam_error(flickering, [6]) == pytest.approx(M.seam_error(video, [6]))
+
+
 # ---------------------------------------------------------------------------------------------- CLIP
 
 
