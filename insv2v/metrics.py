@@ -208,26 +208,30 @@ def warp_error(
 
 def _seam_pairs(num_frames: int, seams: list[int]) -> np.ndarray:
     """Indices of the frame pairs (s-1 -> s) that cross the clip boundaries inside a video of `num_frames`."""
-    return np.array([s - 1 for s in seams if 0 < s < num_frames], dtype=int)
+    return np.unique([s - 1 for s in seams if 0 < s < num_frames]).astype(int)
 
 
-def seam_error(frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | None = None) -> float:
-    """Mean warp error across the clip boundaries alone, in absolute terms (0 without a seam inside the video).
+def seam_error(
+    frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None
+) -> float:
+    """Mean warp error across the clip boundaries alone, in absolute terms (NaN without a seam inside the video).
 
     Beside `seam_score`: a correction that adds flicker inside clips lowers the score's ratio without smoothing a
-    boundary; this says whether the boundaries themselves got smoother.
+    boundary; this says whether the boundaries themselves got smoother. Flow as in `pair_warp_errors`.
     """
     at = _seam_pairs(len(frames), seams)
-    return float(pair_warp_errors(frames, flow_frames)[at].mean()) if len(at) else 0.0
+    return float(pair_warp_errors(frames, flow_frames, flows)[at].mean()) if len(at) else float("nan")
 
 
-def seam_score(frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | None = None) -> float:
+def seam_score(
+    frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None
+) -> float:
     """Warp error across clip boundaries (frame s-1 -> s for each seam s) divided by the error elsewhere.
 
     1 means a boundary is as smooth as any other pair of frames; LVSC should bring it down towards 1. A ratio: more
-    error elsewhere lowers it too, so read it with `seam_error`.
+    error elsewhere lowers it too, so read it with `seam_error`. Flow as in `pair_warp_errors`.
     """
-    errors = pair_warp_errors(frames, flow_frames)
+    errors = pair_warp_errors(frames, flow_frames, flows)
     at = _seam_pairs(len(frames), seams)
     if len(at) == 0:
         return 1.0

@@ -154,7 +154,9 @@ def test_seam_error_is_the_warp_error_of_the_boundary_pairs_alone():
     assert M.seam_error(video, [6]) == pytest.approx(errors[5]) and M.seam_error(video, [3, 6]) == pytest.approx(
         (errors[2] + errors[5]) / 2
     )
-    assert M.seam_error(video, [0, 20]) == 0.0  # no boundary inside the video
+    assert M.seam_error(video, [6, 6]) == M.seam_error(video, [6])  # a boundary named twice counts once
+    assert np.isnan(M.seam_error(video, [0, 20]))  # no boundary inside the video: nothing measured, not smooth
+    assert M.seam_error(video, [6], flows=M.consecutive_flows(video)) == M.seam_error(video, [6])
 
 
 def test_flicker_inside_a_clip_lowers_the_seam_score_but_not_the_seam_error():

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from insv2v.metrics import clip_frame_consistency, load_clip, psnr, seam_error, seam_score, warp_error
+from insv2v.metrics import (
+    clip_frame_consistency,
+    consecutive_flows,
+    load_clip,
+    psnr,
+    seam_error,
+    seam_score,
+    warp_error,
+)
 from insv2v.models import zero_motion_outputs
 from insv2v.pipeline import InsV2VPipeline
 from insv2v.stats import bootstrap_interval, wilson_interval
@@ -169,18 +177,21 @@ def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16,
         "LVSC": {"lvsc_fraction": 0.5},
         "LVSC + MC": {"lvsc_fraction": 0.5, "motion_compensation": True},
     }
+    videos = []  # (instruction, frames, the frames' own motion): the same for every setting, so found once
+    for i in range(n):
+        triplet = sample_triplet(HELDOUT_SEEDS.start + LONG_OFFSET + seed + i)
+        pan = triplet.scene.pan if triplet.scene.pan != (0.0, 0.0) else (1.0, 0.0)  # always a moving camera
+        source = render(dataclasses.replace(triplet.scene, pan=pan), frames)
+        videos.append((triplet.edit.instruction, source, consecutive_flows(source)))
     rows = {}
     for name, extra in settings.items():
         seam, at_seams, warp = [], [], []
-        for i in range(n):
-            triplet = sample_triplet(HELDOUT_SEEDS.start + LONG_OFFSET + seed + i)
-            pan = triplet.scene.pan if triplet.scene.pan != (0.0, 0.0) else (1.0, 0.0)  # always a moving camera
-            source = render(dataclasses.replace(triplet.scene, pan=pan), frames)
-            output = _edit(pipe, source, triplet.edit.instruction, seed + i, frames_per_clip=frames_per_clip,
+        for i, (instruction, source, flows) in enumerate(videos):
+            output = _edit(pipe, source, instruction, seed + i, frames_per_clip=frames_per_clip,
                            ref_frames=ref_frames, **extra, **kwargs)  # fmt: skip
-            seam.append(seam_score(output, seams, flow_frames=source))
-            at_seams.append(seam_error(output, seams, flow_frames=source))
-            warp.append(warp_error(output, flow_frames=source))
+            seam.append(seam_score(output, seams, flows=flows))
+            at_seams.append(seam_error(output, seams, flows=flows))
+            warp.append(warp_error(output, flows=flows))
         rows[name] = {"seam_score": seam, "seam_error": at_seams, "warp_error": warp}
     return rows
 
