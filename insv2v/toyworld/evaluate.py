@@ -89,7 +89,8 @@ def edit_correct(triplet: Triplet, output: np.ndarray) -> bool:
     return _iou(ours, new) > _iou(ours, old)
 
 
-def _edit(pipe: InsV2VPipeline, frames: np.ndarray, instruction: str, seed: int, **kwargs) -> np.ndarray:
+def seeded_edit(pipe: InsV2VPipeline, frames: np.ndarray, instruction: str, seed: int, **kwargs) -> np.ndarray:
+    """The pipeline's edit of `frames` from a generator seeded with `seed`, as uint8 frames: what every row measures."""
     out = pipe(frames, instruction, generator=torch.Generator().manual_seed(seed), **kwargs).frames
     return (out * 255).round().astype(np.uint8)
 
@@ -131,7 +132,7 @@ def evaluate_edits(
     records = []
     for i, triplet in heldout_edits(n, seed, kinds):
         source, target = triplet.render(frames)
-        output = _edit(pipe, source, triplet.edit.instruction, seed + i, **kwargs)
+        output = seeded_edit(pipe, source, triplet.edit.instruction, seed + i, **kwargs)
         records.append({
             "seed": seed + i,
             "kind": triplet.edit.kind,
@@ -154,7 +155,7 @@ def evaluate_temporal(pipe, clip_source: str, n: int = 12, frames: int = 16, see
         for i in range(n):
             triplet = sample_triplet(HELDOUT_SEEDS.start + seed + i)
             source, _ = triplet.render(frames)
-            output = _edit(model, source, triplet.edit.instruction, seed + i, **kwargs)
+            output = seeded_edit(model, source, triplet.edit.instruction, seed + i, **kwargs)
             consistency.append(clip_frame_consistency(scorer, output))
             warp.append(warp_error(output, flow_frames=source))
         rows[name] = {"frame_consistency": consistency, "warp_error": warp}
@@ -165,33 +166,44 @@ def evaluate_temporal(pipe, clip_source: str, n: int = 12, frames: int = 16, see
 LONG_OFFSET = 10_000
 
 
-def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16, ref_frames: int = 4,
-                  seed: int = 0, **kwargs) -> dict:  # fmt: skip
-    """Seam score, warp error at the seams and over the whole clip, per long clip with camera motion: LVSC off, on, and
-    with motion compensation."""
+# The long-video rows: LVSC off, on, and with motion compensation.
+LONG_SETTINGS = {
+    "LVSC off": {"lvsc_fraction": 0.0},
+    "LVSC": {"lvsc_fraction": 0.5},
+    "LVSC + MC": {"lvsc_fraction": 0.5, "motion_compensation": True},
+}
+
+
+def long_video(seed: int, frames: int = 40) -> tuple[str, np.ndarray]:
+    """The held-out long video of an offset, always with a moving camera: its instruction and its frames."""
+    triplet = sample_triplet(HELDOUT_SEEDS.start + LONG_OFFSET + seed)
+    pan = triplet.scene.pan if triplet.scene.pan != (0.0, 0.0) else (1.0, 0.0)
+    return triplet.edit.instruction, render(dataclasses.replace(triplet.scene, pan=pan), frames)
+
+
+def clip_seams(frames: int, frames_per_clip: int, ref_frames: int) -> list[int]:
+    """The first new frame of each clip after the first: where a long video's clips meet."""
     from insv2v.longvideo import plan_clips
 
-    seams = [s.start + s.num_ref for s in plan_clips(frames, frames_per_clip, ref_frames)[1:]]
-    settings = {
-        "LVSC off": {"lvsc_fraction": 0.0},
-        "LVSC": {"lvsc_fraction": 0.5},
-        "LVSC + MC": {"lvsc_fraction": 0.5, "motion_compensation": True},
-    }
-    videos = []  # (instruction, frames, the frames' own motion): the same for every setting, so found once
-    for i in range(n):
-        triplet = sample_triplet(HELDOUT_SEEDS.start + LONG_OFFSET + seed + i)
-        pan = triplet.scene.pan if triplet.scene.pan != (0.0, 0.0) else (1.0, 0.0)  # always a moving camera
-        source = render(dataclasses.replace(triplet.scene, pan=pan), frames)
-        videos.append((triplet.edit.instruction, source, consecutive_flows(source)))
+    return [s.start + s.num_ref for s in plan_clips(frames, frames_per_clip, ref_frames)[1:]]
+
+
+def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16, ref_frames: int = 4,
+                  seed: int = 0, **kwargs) -> dict:  # fmt: skip
+    """Seam score, warp error at the seams and over the whole clip, per long clip with camera motion, in each of
+    `LONG_SETTINGS`."""
+    seams = clip_seams(frames, frames_per_clip, ref_frames)
+    videos = [long_video(seed + i, frames) for i in range(n)]
+    flows = [consecutive_flows(source) for _, source in videos]  # the input's motion: the same for every setting
     rows = {}
-    for name, extra in settings.items():
+    for name, extra in LONG_SETTINGS.items():
         seam, at_seams, warp = [], [], []
-        for i, (instruction, source, flows) in enumerate(videos):
-            output = _edit(pipe, source, instruction, seed + i, frames_per_clip=frames_per_clip,
+        for i, (instruction, source) in enumerate(videos):
+            output = seeded_edit(pipe, source, instruction, seed + i, frames_per_clip=frames_per_clip,
                            ref_frames=ref_frames, **extra, **kwargs)  # fmt: skip
-            seam.append(seam_score(output, seams, flows=flows))
-            at_seams.append(seam_error(output, seams, flows=flows))
-            warp.append(warp_error(output, flows=flows))
+            seam.append(seam_score(output, seams, flows=flows[i]))
+            at_seams.append(seam_error(output, seams, flows=flows[i]))
+            warp.append(warp_error(output, flows=flows[i]))
         rows[name] = {"seam_score": seam, "seam_error": at_seams, "warp_error": warp}
     return rows
 
