@@ -19,7 +19,7 @@ from insv2v.files import write_text_atomically
 from insv2v.metrics import load_clip, psnr
 from insv2v.stats import bootstrap_interval, wilson_interval
 from insv2v.toyworld.dataset import FPS
-from insv2v.toyworld.evaluate import EDIT_KINDS, _edit, edit_correct, heldout_edits, per_frame_model
+from insv2v.toyworld.evaluate import EDIT_KINDS, edit_correct, heldout_edits, per_frame_model, seeded_edit
 from insv2v.video import write_video
 
 METHODS = ("InsV2V", "2-D per frame", "Tune-A-Video")
@@ -45,7 +45,7 @@ def evaluate_baseline(pipe, tav_pipe, tav_settings, clip_source: str, n: int = 2
         runs = []
         for name, model in (("InsV2V", pipe), ("2-D per frame", flat)):
             began = time.perf_counter()
-            output = _edit(model, source, triplet.edit.instruction, seed + i, **sampling)
+            output = seeded_edit(model, source, triplet.edit.instruction, seed + i, **sampling)
             runs.append(MethodResult(name, output, time.perf_counter() - began))
         began = time.perf_counter()
         tav = tav_edit(tav_pipe, source, triplet.input_caption, edited_caption, tav_settings)
