@@ -384,6 +384,7 @@ def evaluate(args: argparse.Namespace) -> None:
         evaluate_long,
         evaluate_temporal,
         heldout_edits,
+        left_out_measures,
         markdown_table,
     )
 
@@ -427,10 +428,7 @@ def evaluate(args: argparse.Namespace) -> None:
                 raise ValueError(f"cannot combine: {path} is not a record of insv2v eval --toyworld")
         results = combine(loaded)
         left_out = [part for part in PARTS if part not in results and any(part in r for r in loaded)]
-        left_out += sorted(  # measures newer than some of the records: e.g. the seams' own warp error
-            {f"{part} {measure}" for r in loaded for part in results.keys() & {"temporal", "long"}
-             for name, row in r[part].items() for measure in row if measure not in results[part][name]}
-        )  # fmt: skip
+        left_out += left_out_measures(loaded, results)
         if left_out:
             print(f"left out (not in every result): {', '.join(left_out)}", file=sys.stderr)
         print(markdown_table(results))

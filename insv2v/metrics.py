@@ -206,40 +206,39 @@ def warp_error(
     return float(errors.mean()) if len(errors) else 0.0
 
 
-def _seam_pairs(num_frames: int, seams: list[int]) -> np.ndarray:
-    """Indices of the frame pairs (s-1 -> s) that cross the clip boundaries inside a video of `num_frames`."""
-    return np.unique([s - 1 for s in seams if 0 < s < num_frames]).astype(int)
+def seam_measures(errors: np.ndarray, seams: list[int]) -> tuple[float, float]:
+    """(seam score, seam error) of a video's per-pair warp errors (`pair_warp_errors`), its clips meeting at `seams`
+    (frame s-1 -> s crosses seam s; seams outside the video, or named twice, count once or not at all).
+
+    The score divides the error across the boundaries by the error elsewhere: 1 means a boundary is as smooth as any
+    other pair of frames (1 too without a seam, or in a still video whose seams are still). The error is the
+    boundaries' own, in absolute terms (NaN without a seam): a correction that adds flicker inside clips lowers the
+    score's ratio without smoothing a boundary, and only the error tells.
+    """
+    at = np.unique([s - 1 for s in seams if 0 < s < len(errors) + 1]).astype(int)
+    if len(at) == 0:
+        return 1.0, float("nan")
+    across = float(errors[at].mean())
+    rest = np.delete(errors, at)
+    baseline = rest.mean() if len(rest) else errors.mean()
+    if baseline < 1e-8:  # a still video: seams are as smooth as the rest if they are still too
+        return (1.0 if across < 1e-8 else float("inf")), across
+    return float(across / baseline), across
 
 
 def seam_error(
     frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None
 ) -> float:
-    """Mean warp error across the clip boundaries alone, in absolute terms (NaN without a seam inside the video).
-
-    Beside `seam_score`: a correction that adds flicker inside clips lowers the score's ratio without smoothing a
-    boundary; this says whether the boundaries themselves got smoother. Flow as in `pair_warp_errors`.
-    """
-    at = _seam_pairs(len(frames), seams)
-    return float(pair_warp_errors(frames, flow_frames, flows)[at].mean()) if len(at) else float("nan")
+    """Mean warp error across the clip boundaries alone (`seam_measures`); flow as in `pair_warp_errors`."""
+    return seam_measures(pair_warp_errors(frames, flow_frames, flows), seams)[1]
 
 
 def seam_score(
     frames: np.ndarray, seams: list[int], flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None
 ) -> float:
-    """Warp error across clip boundaries (frame s-1 -> s for each seam s) divided by the error elsewhere.
-
-    1 means a boundary is as smooth as any other pair of frames; LVSC should bring it down towards 1. A ratio: more
-    error elsewhere lowers it too, so read it with `seam_error`. Flow as in `pair_warp_errors`.
-    """
-    errors = pair_warp_errors(frames, flow_frames, flows)
-    at = _seam_pairs(len(frames), seams)
-    if len(at) == 0:
-        return 1.0
-    rest = np.delete(errors, at)
-    baseline = rest.mean() if len(rest) else errors.mean()
-    if baseline < 1e-8:  # a still video: seams are as smooth as the rest if they are still too
-        return 1.0 if errors[at].mean() < 1e-8 else float("inf")
-    return float(errors[at].mean() / baseline)
+    """Warp error across clip boundaries over the error elsewhere (`seam_measures`); LVSC should bring it towards 1.
+    A ratio: more error elsewhere lowers it too, so read it with `seam_error`. Flow as in `pair_warp_errors`."""
+    return seam_measures(pair_warp_errors(frames, flow_frames, flows), seams)[0]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -430,26 +430,14 @@ def test_eval_writes_every_row_at_the_sampling_asked_for(tmp_path, capsys):
         del row["seam_error"]
     (tmp_path / "b.json").write_text(json.dumps(older))
     pooled = tmp_path / "pooled.json"
-    assert (
-        main(
-            [
-                "eval",
-                "--toyworld",
-                "--combine",
-                *(str(tmp_path / f) for f in ("a.json", "b.json")),
-                "--out",
-                str(pooled),
-            ]
-        )
-        == 0
-    )
+    both = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    assert main(["eval", "--toyworld", "--combine", *both, "--out", str(pooled)]) == 0
     long = json.loads(pooled.read_text())["long"]["LVSC"]  # what both hold, pooled; the newer measure left out
     assert set(long) == {"seam_score", "warp_error"} and len(long["seam_score"]) == 4
     printed = capsys.readouterr()
     assert "| LVSC hides clip seams | LVSC | seam score |" in printed.out and "n=4)" in printed.out
     assert "warp error at the seams" not in printed.out
     assert "left out (not in every result): long seam_error" in printed.err
-    pooled = tmp_path / "pooled.json"
     assert main(["eval", "--toyworld", "--combine", str(other), str(third), "--out", str(pooled)]) == 0
     assert main(["eval", "--toyworld", "--combine", str(pooled), str(other)]) == 2  # a pooled file's offsets count
     assert "the samples overlap (offsets [100, 200, 100])" in capsys.readouterr().err

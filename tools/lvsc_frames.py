@@ -16,9 +16,15 @@ from pathlib import Path
 from insv2v.editing import model_defaults
 from insv2v.loading import load_pipeline
 from insv2v.metrics import consecutive_flows, pair_warp_errors
-from insv2v.toyworld.evaluate import LONG_SETTINGS, clip_seams, long_video, seeded_edit
-
-FRAMES, FRAMES_PER_CLIP, REF_FRAMES = 40, 16, 4  # as evaluate_long measures them
+from insv2v.toyworld.evaluate import (
+    LONG_FRAMES,
+    LONG_FRAMES_PER_CLIP,
+    LONG_REF_FRAMES,
+    LONG_SETTINGS,
+    clip_seams,
+    long_video,
+    seeded_edit,
+)
 
 
 def pair_errors(model: str, seed: int, videos: list[int], settings: list[str], steps: int = 20) -> dict:
@@ -28,15 +34,15 @@ def pair_errors(model: str, seed: int, videos: list[int], settings: list[str], s
     defaults = model_defaults(model)
     sampling = {"num_inference_steps": steps, "guidance_scale": defaults.text_cfg,
                 "video_guidance_scale": defaults.video_cfg}  # fmt: skip
-    seams = clip_seams(FRAMES, FRAMES_PER_CLIP, REF_FRAMES)
+    seams = clip_seams(LONG_FRAMES, LONG_FRAMES_PER_CLIP, LONG_REF_FRAMES)
     record = {"model": model, "seed": seed, "sampling": sampling, "seams": seams, "videos": {}}
     for i in videos:
-        instruction, source = long_video(seed + i, FRAMES)
+        instruction, source = long_video(seed + i)
         flows = consecutive_flows(source)
         rows = record["videos"][str(i)] = {"instruction": instruction}
         for name in settings:
-            output = seeded_edit(pipe, source, instruction, seed + i, frames_per_clip=FRAMES_PER_CLIP,
-                                 ref_frames=REF_FRAMES, **LONG_SETTINGS[name], **sampling)  # fmt: skip
+            output = seeded_edit(pipe, source, instruction, seed + i, frames_per_clip=LONG_FRAMES_PER_CLIP,
+                                 ref_frames=LONG_REF_FRAMES, **LONG_SETTINGS[name], **sampling)  # fmt: skip
             rows[name] = [round(float(e) * 1e3, 2) for e in pair_warp_errors(output, flows=flows)]
     return record
 

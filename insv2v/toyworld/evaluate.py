@@ -12,13 +12,14 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from insv2v.longvideo import plan_clips
 from insv2v.metrics import (
     clip_frame_consistency,
     consecutive_flows,
     load_clip,
+    pair_warp_errors,
     psnr,
-    seam_error,
-    seam_score,
+    seam_measures,
     warp_error,
 )
 from insv2v.models import zero_motion_outputs
@@ -172,9 +173,10 @@ LONG_SETTINGS = {
     "LVSC": {"lvsc_fraction": 0.5},
     "LVSC + MC": {"lvsc_fraction": 0.5, "motion_compensation": True},
 }
+LONG_FRAMES, LONG_FRAMES_PER_CLIP, LONG_REF_FRAMES = 40, 16, 4  # a long video, and the clips it is edited in
 
 
-def long_video(seed: int, frames: int = 40) -> tuple[str, np.ndarray]:
+def long_video(seed: int, frames: int = LONG_FRAMES) -> tuple[str, np.ndarray]:
     """The held-out long video of an offset, always with a moving camera: its instruction and its frames."""
     triplet = sample_triplet(HELDOUT_SEEDS.start + LONG_OFFSET + seed)
     pan = triplet.scene.pan if triplet.scene.pan != (0.0, 0.0) else (1.0, 0.0)
@@ -183,13 +185,11 @@ def long_video(seed: int, frames: int = 40) -> tuple[str, np.ndarray]:
 
 def clip_seams(frames: int, frames_per_clip: int, ref_frames: int) -> list[int]:
     """The first new frame of each clip after the first: where a long video's clips meet."""
-    from insv2v.longvideo import plan_clips
-
     return [s.start + s.num_ref for s in plan_clips(frames, frames_per_clip, ref_frames)[1:]]
 
 
-def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16, ref_frames: int = 4,
-                  seed: int = 0, **kwargs) -> dict:  # fmt: skip
+def evaluate_long(pipe, n: int = 6, frames: int = LONG_FRAMES, frames_per_clip: int = LONG_FRAMES_PER_CLIP,
+                  ref_frames: int = LONG_REF_FRAMES, seed: int = 0, **kwargs) -> dict:  # fmt: skip
     """Seam score, warp error at the seams and over the whole clip, per long clip with camera motion, in each of
     `LONG_SETTINGS`."""
     seams = clip_seams(frames, frames_per_clip, ref_frames)
@@ -200,10 +200,12 @@ def evaluate_long(pipe, n: int = 6, frames: int = 40, frames_per_clip: int = 16,
         seam, at_seams, warp = [], [], []
         for i, (instruction, source) in enumerate(videos):
             output = seeded_edit(pipe, source, instruction, seed + i, frames_per_clip=frames_per_clip,
-                           ref_frames=ref_frames, **extra, **kwargs)  # fmt: skip
-            seam.append(seam_score(output, seams, flows=flows[i]))
-            at_seams.append(seam_error(output, seams, flows=flows[i]))
-            warp.append(warp_error(output, flows=flows[i]))
+                                 ref_frames=ref_frames, **extra, **kwargs)  # fmt: skip
+            errors = pair_warp_errors(output, flows=flows[i])  # once, for all three measures
+            score, error = seam_measures(errors, seams)
+            seam.append(score)
+            at_seams.append(error)
+            warp.append(float(errors.mean()))
         rows[name] = {"seam_score": seam, "seam_error": at_seams, "warp_error": warp}
     return rows
 
@@ -261,6 +263,15 @@ def combine(results: list[dict]) -> dict:
             for name, row in results[0][part].items()
         }
     return pooled
+
+
+def left_out_measures(results: list[dict], pooled: dict) -> list[str]:
+    """The per-video measures some of `results` hold that `combine` left out of `pooled` (newer than other records,
+    as the seams' own warp error), as "part measure"."""
+    return sorted(
+        {f"{part} {measure}" for r in results for part in pooled.keys() & {"temporal", "long"}
+         for name, row in r[part].items() for measure in row if measure not in pooled[part][name]}
+    )  # fmt: skip
 
 
 def scene_ranges(result: dict) -> dict[str, list[list[int]]]:
