@@ -63,7 +63,7 @@ def seed(text: str) -> int:
 
 
 def non_negative_float(text: str) -> float:
-    """A finite number >= 0: a weight that adds to a loss (a negative one would push the error up)."""
+    """A finite number >= 0: a start time, or a weight that adds to a loss (a negative one would push the error up)."""
     value = float(text)
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")

@@ -92,7 +92,7 @@ def _add_edit_parser(commands) -> None:
     lv.add_argument("--lvsc-fraction", type=float, help=f"fraction of steps corrected ({DEFAULTS.lvsc_fraction})")
     lv.add_argument("--mc", action=argparse.BooleanOptionalAction, help="motion-compensated correction (off)")
     s = p.add_argument_group("input sampling")
-    s.add_argument("--start", type=float, help="start time in seconds (0)")
+    s.add_argument("--start", type=non_negative_float, help="start time in seconds (0)")
     s.add_argument("--max-frames", type=positive_int, help="at most this many frames (default: all)")
     rate = s.add_mutually_exclusive_group()
     rate.add_argument("--stride", type=positive_int, help="keep every N-th frame (1)")
@@ -374,6 +374,7 @@ def train(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     from insv2v.assets import TOY_CLIP, TOY_EDITOR
+    from insv2v.files import check_record_file
     from insv2v.loading import load_pipeline, weights_digest
     from insv2v.toyworld.evaluate import (
         EDIT_KINDS,
@@ -388,10 +389,8 @@ def evaluate(args: argparse.Namespace) -> None:
         markdown_table,
     )
 
-    if args.out and not Path(args.out).resolve().parent.is_dir():  # before the measurement, not after it
-        raise ValueError(f"--out {args.out}: its folder does not exist")
-    if args.out and Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a folder; name a file")
+    if args.out:  # before the measurement, not after it
+        check_record_file(args.out)
     from insv2v.toyworld.world import HELDOUT_SEEDS
 
     last = len(HELDOUT_SEEDS) - LONG_OFFSET - max(args.n, args.edits)  # the long videos' scenes lie furthest in

@@ -264,14 +264,18 @@ def name_settings(message: str, names: dict[str, str]) -> str:
 
 
 def check_output(
-    output: Path, input_path: str | Path, sidecars: Iterable[Path] = (), suffixes: Iterable[str] = OUTPUT_SUFFIXES
+    output: Path,
+    input_path: str | Path | None = None,
+    sidecars: Iterable[Path] = (),
+    suffixes: Iterable[str] = OUTPUT_SUFFIXES,
 ) -> None:
     """An output video the writer can make (`suffixes`: the edit's .mp4 or .gif) in a folder that is or can be made
-    and written to, that, with its sidecars, would not overwrite the input nor a folder: checked before any work."""
+    and written to, that, with its sidecars, would not overwrite the input (if any) nor a folder: checked before any
+    work."""
     if output.suffix.lower() not in suffixes:
         raise ValueError(f"output must end in {' or '.join(suffixes)}, got {output.name}")
     for path in (output, *sidecars):
-        if path.resolve() == Path(input_path).resolve() or same_file(path, input_path):
+        if input_path is not None and (path.resolve() == Path(input_path).resolve() or same_file(path, input_path)):
             raise ValueError(f"output {path} would overwrite the input")
         if path.is_dir():
             raise ValueError(f"output {path} is a folder; name a file")

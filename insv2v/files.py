@@ -32,6 +32,14 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def check_record_file(path: str | os.PathLike, flag: str = "--out") -> None:
+    """A file a command writes its record to at the end: refused before the work if it could not be written."""
+    if not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"{flag} {path}: its folder does not exist")
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path} is a folder; name a file")
+
+
 def check_new_folder(path: str | os.PathLike) -> Path:
     """A folder to write a model or a dataset into that holds nothing yet: refused if it is a file or holds anything,
     so that nothing kept there is written over."""

@@ -380,8 +380,8 @@ def _check_pixels(path: str, width: int, height: int, max_pixels: int) -> None:
 
 def _check_read_args(path, start, max_frames, stride, fps, resolution, multiple) -> None:
     """Reject bad read_video arguments before any decoding."""
-    if start < 0:
-        raise VideoError(f"{path}: start must be >= 0 seconds, got {start}")
+    if not (math.isfinite(start) and start >= 0):
+        raise VideoError(f"{path}: start must be a finite number of seconds >= 0, got {start}")
     if max_frames is not None and max_frames < 1:
         raise VideoError(f"{path}: max_frames must be >= 1, got {max_frames}")
     if stride < 1 or int(stride) != stride:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from insv2v.testing.tiny import tiny_components, tiny_pipeline
 from insv2v.ui import serving
 from insv2v.ui.controls import Slider
 from insv2v.ui.serving import AppConfig, Job, Jobs, OutputCache, gpu, user_message
-from insv2v.ui.settings import load_recipe, model_max_frames
+from insv2v.ui.settings import load_recipe, model_max_frames, settings_table
 from insv2v.ui.sweep_tab import heatmap, rescore
 from insv2v.video import probe, write_video
 
@@ -146,6 +147,7 @@ def test_bad_upload_gets_a_clear_message_and_the_server_keeps_serving(client, me
         (dict(video_cfg=None), "Video CFG needs a number between 1 and 3; got none."),
         (dict(instruction="  "), "the instruction is empty"),
         (dict(start=30), "start 30s is beyond the end of the video"),
+        (dict(start=1e308), "start 1e+308s is beyond the end of the video"),
     ],
 )
 def test_bad_settings_get_a_clear_message(client, media, settings, words):
@@ -412,6 +414,18 @@ def test_default_model_resolution(tmp_path, monkeypatch):
         AppConfig.from_env("/nope/model")  # a mistyped folder stops the server at its start
     monkeypatch.setenv("INSV2V_MAX_SECONDS", "12")
     assert AppConfig.from_env().max_seconds == 12.0
+    refused = {
+        "INSV2V_MAX_FRAMES": ("0", "INSV2V_MAX_FRAMES must be a whole number above 0, got '0'"),
+        "INSV2V_QUEUE_SIZE": ("ten", "INSV2V_QUEUE_SIZE must be a whole number above 0, got 'ten'"),
+        "INSV2V_MAX_SECONDS": ("nan", "INSV2V_MAX_SECONDS must be a number above 0, got 'nan'"),
+        "INSV2V_CLIP": ("/nope/clip", "INSV2V_CLIP names '/nope/clip', which does not exist"),
+        "INSV2V_T2V": ("./nope", "INSV2V_T2V names './nope', which does not exist"),
+    }
+    for name, (value, words) in refused.items():  # at the server's start, not in every visitor's request
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(SystemExit, match=re.escape(words)):
+                AppConfig.from_env()
 
 
 def test_gpu_decorator_uses_spaces_when_present(monkeypatch):
@@ -533,6 +547,14 @@ def test_recipe_loads_back_into_the_controls(tmp_path):
     path.write_text('{"seed": "x", "frames_per_clip": null}')  # each named (as its control), with what the file has
     with pytest.raises(Exception, match=r'seed must be int \| None, got "x"; Frames per clip must be int, got null'):
         load_recipe(str(path))
+    table = settings_table(AppConfig(model=str(tmp_path)), EditRecipe(input="", instruction=""))
+    path.write_text('{"text_cfg": 25, "stride": 10, "seed": 3000000000, "steps": 20}')  # the CLI takes these
+    words = (
+        "cannot be run here: Text CFG 25 (this app takes 1 to 20); Seed 3000000000 (this app takes 0 to "
+        "2147483647); Frame stride 10 (this app takes 1 to 8)"
+    )
+    with pytest.raises(Exception, match=re.escape(words)):
+        load_recipe(str(path), table)
     path.write_text('{"text_cfg": 3, "fps": 8}')  # the CLI's --fps: no control takes it
     with pytest.warns(UserWarning, match="samples the video at 8 fps, which the app does not"):
         assert load_recipe(str(path))["text_cfg"] == 3
@@ -638,3 +660,19 @@ def test_controls_start_at_the_models_recommended_guidance(tmp_path, monkeypatch
     values = {getattr(block, "label", None): getattr(block, "value", None) for block in demo.blocks.values()}
     assert (values["Text CFG"], values["Video CFG"]) == (4.0, 1.2)
     assert values["Text CFG values (rows)"] == "1.5, 4, 6.5"  # the sweep's rows: the recommendation and 2.5 either side
+
+
+def test_a_clip_that_fails_to_load_costs_the_metrics_not_the_edit(tmp_path):
+    from insv2v.ui.serving import scorer_or_note
+
+    assert scorer_or_note(AppConfig(model=str(tmp_path), clip=None)) == (None, "")  # none configured: no note
+    scorer, note = scorer_or_note(AppConfig(model=str(tmp_path), clip=str(tmp_path / "gone")))
+    assert scorer is None and note.startswith("CLIP metrics unavailable: ") and "gone" in note
+
+
+def test_an_upload_gone_from_the_server_asks_for_it_again(tmp_path):
+    from insv2v.ui.serving import check_upload
+
+    words = "clip.mp4 is no longer on this server (uploads expire); upload it again"
+    with pytest.raises(ValueError, match=f"^{re.escape(words)}$"):
+        check_upload(str(tmp_path / "clip.mp4"), AppConfig(model=str(tmp_path)))

@@ -1,6 +1,8 @@
 """The study database: plans stable per participant and balanced across them, answers kept once and on disk, safe
 under threads racing on the same participant and question, completion codes, and WAL with synchronous FULL."""
 
+import json
+import shutil
 import sqlite3
 import threading
 from collections import Counter
@@ -258,6 +260,12 @@ def test_only_a_study_opens_and_none_is_ever_overwritten(tmp_path):
     with pytest.raises(StudyError, match="no format"):
         StudyStore(tmp_path / "other.db")
     store = make_store(tmp_path)
+    for served in ("/", "..", ".", "../elsewhere", "sub/dir", ""):  # the app would serve this folder to visitors
+        shutil.copyfile(store.path, tmp_path / "moved.db")
+        with closing(sqlite3.connect(tmp_path / "moved.db")) as conn, conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'files_dir'", (json.dumps(served),))
+        with pytest.raises(StudyError, match="must be one folder name beside it"):
+            StudyStore(tmp_path / "moved.db")
     store.consent(store.participant("p"))
     with pytest.raises(StudyError, match="exists; a study is never overwritten"):
         make_store(tmp_path)

@@ -154,6 +154,9 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     assert main(["synth", "report", str(out), "--out", str(out / dataset.MANIFEST)]) == 2  # its own file: refused
     assert "one of the dataset's own files" in capsys.readouterr().err
     assert (out / dataset.MANIFEST).read_text() == manifest
+    assert main(["synth", "report", str(out), "--rejudge", "--out", str(tmp_path / "missing" / "r.json")]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err  # said before judging every pair again
+    assert (out / dataset.MANIFEST).read_text() == manifest
 
     video = tmp_path / "a.mp4"
     assert main(["generate", "a red circle moving right on a beach", "-o", str(video), "--model", t2v,
@@ -163,6 +166,10 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["generate", " ", "-o", str(tmp_path / "empty.mp4"), "--model", t2v]) == 2
     assert "the caption is empty" in capsys.readouterr().err and not (tmp_path / "empty.mp4").exists()
+    (tmp_path / "made.mp4").mkdir()
+    for output, words in ((tmp_path / "a.avi", "output must end in .mp4 or .gif"), (tmp_path / "made.mp4", "folder")):
+        assert main(["generate", "x", "-o", str(output), "--model", str(tmp_path / "missing")]) == 2
+        assert words in capsys.readouterr().err  # before the model loads: the missing one is not reached
 
 
 def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_path):

@@ -16,6 +16,7 @@ from insv2v.testing.tiny import tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
 from insv2v.ui.synth_tab import (
     available_datasets,
+    dataset_view,
     describe_pair,
     filtered,
     histograms,
@@ -83,6 +84,12 @@ def test_a_damaged_dataset_is_refused_naming_the_line(made, tmp_path):
     studio = SimpleNamespace(config=SimpleNamespace(datasets=(tmp_path / "sets",)))
     with pytest.raises(gr.Error, match=r"damaged cannot be opened: manifest\.jsonl line 3 is not a JSON record"):
         open_dataset(studio, "sets/damaged")
+    shutil.copytree(made / "datasets" / "tiny-set", tmp_path / "sets" / "good")
+    shown = dataset_view(studio, "sets/good", Thresholds())
+    assert shown[0]["name"] == "sets/good" and "manifest.jsonl" not in shown[1]
+    data, text, *_, kinds = dataset_view(studio, "sets/damaged", Thresholds())  # chosen after the good one
+    assert data is None and "damaged cannot be opened: manifest.jsonl line 3" in text  # nothing of the one before
+    assert kinds["choices"] == ["all"]
 
 
 def test_browsing_back_to_a_pair_serves_the_video_made_before(made, tmp_path):

@@ -362,7 +362,8 @@ def test_huge_frames_are_refused_before_decoding(tmp_path):
         (dict(max_pixels=96 * 64 - 1), "huge resolution 96x64, at most 6143 pixels"),
         (dict(start=2.5), r"start 2.5s is beyond the end of the video \(2.00s\)"),
         (dict(start=1.99), "start 1.99s is at or beyond the last frame"),  # last frame starts at 1.967 s
-        (dict(start=-1), "start must be >= 0"),
+        (dict(start=-1), "start must be a finite number of seconds >= 0, got -1"),
+        (dict(start=float("nan")), "start must be a finite number of seconds >= 0, got nan"),
         (dict(stride=0), "stride must be an integer >= 1"),
         (dict(fps=0), "fps must be between 0.01 and 1000, got 0"),
         (dict(fps=1e-9), "fps must be between 0.01 and 1000, got 1e-09"),

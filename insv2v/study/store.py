@@ -163,7 +163,11 @@ class StudyStore:
         self.meta = meta
         self.questions: dict[str, str] = dict(meta["questions"])  # key -> the question's words
         self.settings: dict = dict(meta["settings"])
-        self.files_dir = self.path.parent / meta["files_dir"]  # the served videos, named as in `files`
+        name = meta["files_dir"]
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            # The app serves this folder to every visitor: only a folder beside the database, never "/" or "..".
+            raise StudyError(f"{self.path}: its videos' folder must be one folder name beside it, got {name!r}")
+        self.files_dir = self.path.parent / name  # the served videos, named as in `files`
 
     def check_served(self) -> StudyStore:
         """This study, if its videos are where its database says (a database moved without its folder would ask

@@ -152,11 +152,13 @@ def generate_video(args: argparse.Namespace) -> None:
     import torch
 
     from insv2v.assets import TOY_T2V
+    from insv2v.editing import check_output
     from insv2v.synth.t2v import load_t2v, recommended_guidance
     from insv2v.video import write_gif, write_video
 
     if not args.caption.strip():
         raise ValueError('the caption is empty: say what the video shows, e.g. "a red circle moving right on a beach"')
+    check_output(Path(args.output))  # before the model loads and the video is made
     source = args.model or str(TOY_T2V)
     cfg = recommended_guidance(source) if args.cfg is None else args.cfg  # a malformed file refused before loading
     pipe = load_t2v(source)
@@ -244,9 +246,11 @@ def synth(args: argparse.Namespace) -> None:
     elif args.action == "report":
         import json
 
+        from insv2v.files import check_record_file, write_text_atomically
         from insv2v.toyworld.synthetic import filter_report, format_rate, rejudge
 
-        if args.out:
+        if args.out:  # before the judge reads every pair again, not after
+            check_record_file(args.out)
             dataset.check_not_own_file(args.dataset, args.out)
         if args.rejudge:
             rejudge(args.dataset)
@@ -261,7 +265,7 @@ def synth(args: argparse.Namespace) -> None:
             for key in ("right", "kept", "precision", "recall"):
                 print(f"  {key}: {format_rate(report[key])}")
         if args.out:
-            Path(args.out).write_text(json.dumps(reports, indent=2))
+            write_text_atomically(args.out, json.dumps(reports, indent=2) + "\n")
     else:
         shards = dataset.export_webdataset(args.dataset, args.out, args.shard_size)
         print(f"wrote {len(shards)} shard(s) to {args.out}")

@@ -28,10 +28,10 @@ from insv2v.ui.serving import (
     Job,
     check_upload,
     get_pipeline,
-    get_scorer,
     get_tav_pipeline,
     gpu,
     logged_warnings,
+    scorer_or_note,
     tav_source,
     user_message,
 )
@@ -184,13 +184,13 @@ def finish(studio, state: dict, caption: str) -> tuple[str, pd.DataFrame, str]:
     target = state["target"]
     if target is not None and target.shape != source.shape:  # the example read from another start or stride
         target = None
-    scorer = get_scorer(studio.config)  # the toy world has no PickScore model: its CLIP scores both
+    scorer, score_note = scorer_or_note(studio.config)  # the toy world has no PickScore model: its CLIP scores both
     scores = score_methods(results, source, caption, scorer, scorer, target=target)
     path = Path(state["job"]) / "panels" / f"compare-{len(results)}.mp4"  # never the upload linked in the job
     path.parent.mkdir(exist_ok=True)
     write_video(path, panels(source, results), state["fps"])
     lines = [f"**{r.method}**: {r.seconds:.1f} s ({r.detail})" for r in results]
-    lines += state["notes"]
+    lines += state["notes"] + ([score_note] if score_note else [])
     return str(path), table(scores), "  \n".join(lines)
 
 

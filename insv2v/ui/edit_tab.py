@@ -15,7 +15,7 @@ from insv2v.editing import check_instruction, run_edit
 from insv2v.files import write_text_atomically
 from insv2v.metrics import edit_scores
 from insv2v.ui.controls import cancellable, session_of
-from insv2v.ui.serving import Job, check_upload, get_pipeline, get_scorer, gpu, logged_warnings, user_message
+from insv2v.ui.serving import Job, check_upload, get_pipeline, gpu, logged_warnings, scorer_or_note, user_message
 from insv2v.ui.settings import Controls, load_recipe, planned_clips, recipe_from_settings
 
 
@@ -58,7 +58,8 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
         finally:
             studio.jobs.finish(session, job)
         progress(1.0, desc="scoring")
-        scores = edit_scores(result.frames, result.source_frames, recipe.instruction, get_scorer(config))
+        scorer, score_note = scorer_or_note(config)
+        scores = edit_scores(result.frames, result.source_frames, recipe.instruction, scorer)
     except InterruptedError:
         raise gr.Error("Cancelled: nothing was written.") from None
     except (ValueError, RuntimeError, OSError, MemoryError) as err:  # VideoError and ModelLoadError are among these
@@ -68,7 +69,7 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
     recipe_json["model"] = config.model_name  # a name, not a server path
     write_text_atomically(result.recipe_path, json.dumps(recipe_json, indent=2))  # whole, as run_edit wrote it
     metrics = {name: round(value, 5) for name, value in scores.items()}
-    clip_note = "" if config.clip else " · CLIP metrics off (no CLIP configured)"
+    clip_note = f" · {score_note}" if score_note else "" if config.clip else " · CLIP metrics off (no CLIP configured)"
     status = (
         f"{'Preview' if preview else 'Edited'} {result.num_frames} frames ({result.width}x{result.height}, "
         f"{result.fps:g} fps) in {result.seconds:.1f} s · seed {result.recipe.seed}"
@@ -164,7 +165,7 @@ def build(studio) -> None:
     video.upload(lambda v: describe_upload(studio, v), video, video_info, api_name=False)
 
     def fill(path: str | None) -> list:
-        values = load_recipe(path)
+        values = load_recipe(path, studio.settings)
         return [values.get(name, gr.update()) for name in ["instruction", *names]]
 
     load_button.upload(fill, load_button, [instruction, *settings.values()], api_name=False)

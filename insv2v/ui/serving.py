@@ -30,8 +30,18 @@ def _data_home() -> Path:
 
 
 def _env(name: str, cast, default):
+    """$name read with `cast`, else `default`; a number must be positive, and a bad value stops the app saying so."""
     value = os.environ.get(name)
-    return cast(value) if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    try:
+        result = cast(value)
+    except ValueError:
+        result = None
+    if result is None or (cast in (int, float) and not result > 0):  # not result > 0: NaN too
+        kind = {int: "a whole number above 0", float: "a number above 0"}.get(cast, "valid")
+        raise SystemExit(f"InsV2V Studio: {name} must be {kind}, got {value!r}")
+    return result
 
 
 def app_clip_source() -> str | None:
@@ -91,6 +101,9 @@ class AppConfig:
         if names_missing_folder(source):  # said now, not to every visitor's first edit
             raise SystemExit(f"InsV2V Studio: the model {source!r} does not exist; pass --model (or set "
                              "INSV2V_MODEL to) a pipeline folder or hub id")  # fmt: skip
+        for name in (CLIP_ENV, "INSV2V_T2V", "INSV2V_SYNTH_CLIP", "INSV2V_TAV"):  # the other models, likewise
+            if names_missing_folder(os.environ.get(name) or "."):
+                raise SystemExit(f"InsV2V Studio: {name} names {os.environ[name]!r}, which does not exist")
         env = dict(
             device=_env("INSV2V_DEVICE", str, None),
             clip=app_clip_source(),
@@ -182,6 +195,14 @@ def get_scorer(config: AppConfig):
     return load_clip(config.clip)
 
 
+def scorer_or_note(config: AppConfig) -> tuple:
+    """The CLIP scorer (None without one), or None and why it did not load: metrics never cost a finished edit."""
+    try:
+        return get_scorer(config), ""
+    except (ValueError, RuntimeError, OSError, MemoryError) as err:
+        return None, f"CLIP metrics unavailable: {user_message(err)}"
+
+
 def gpu(duration: int):
     """`spaces.GPU(duration=...)` on a ZeroGPU Space (the `spaces` package is installed there); else a no-op."""
     try:
@@ -245,6 +266,8 @@ def check_upload(path: str | None, config: AppConfig) -> VideoInfo:
     if not path:
         raise ValueError("upload a video first (or pick an example below)")
     name = Path(path).name
+    if not os.path.isfile(path):  # cleaned from the server's upload folder while the request waited
+        raise ValueError(f"{name} is no longer on this server (uploads expire); upload it again")
     size_mb = os.path.getsize(path) / 2**20
     if size_mb > config.max_upload_mb:
         raise ValueError(f"{name} is {size_mb:.0f} MB; this server takes videos up to {config.max_upload_mb:g} MB")

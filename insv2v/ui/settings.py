@@ -10,6 +10,7 @@ Python caller leaves out gets the table's default (`recipe_from_settings`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,10 @@ def recipe_from_settings(studio, info, instruction: str, values: dict, preview: 
     config = studio.config
     length = int(values["length"] or 0)  # 0: all of it
     max_frames = min(length or config.max_frames, config.max_frames)
-    available = selected_frames(info, float(values["start"] or 0), int(values["stride"]))
+    start = float(values["start"] or 0)
+    if not math.isfinite(start):  # the video's own check (start past the end) cannot compare with these
+        raise ValueError(f"Start (seconds) must be a finite number; got {start:g}")
+    available = selected_frames(info, start, int(values["stride"]))
     cut = min(length or available, available) > config.max_frames
     note = f"cut to {config.max_frames} frames, this server's limit" if cut else ""
     if preview:
@@ -160,7 +164,7 @@ def recipe_from_settings(studio, info, instruction: str, values: dict, preview: 
         lvsc=bool(values["lvsc"]),
         lvsc_fraction=float(values["lvsc_fraction"]),
         mc=bool(values["mc"]),
-        start=float(values["start"] or 0),
+        start=start,
         max_frames=max_frames,
         stride=int(values["stride"]),
         resolution=int(values["resolution"]) or None,
@@ -178,12 +182,13 @@ def planned_clips(recipe: EditRecipe, info) -> int:
 
 def selected_frames(info, start: float, stride: int) -> int:
     """About how many frames an edit from `start` seconds taking every `stride`-th frame reads from the upload."""
-    return max(1, int((info.duration - start) * info.fps / stride + 0.5))
+    return max(1, int(max(info.duration - start, 0.0) * info.fps / stride + 0.5))  # past the end: the video says so
 
 
-def load_recipe(path: str | None) -> dict:
+def load_recipe(path: str | None, table: dict[str, Setting] | None = None) -> dict:
     """The instruction and settings of a recipe JSON by name, for the controls; nothing without a file. The input
-    and model named in it are ignored: they are server-side paths."""
+    and model named in it are ignored: they are server-side paths. With the settings `table`, a value outside its
+    control's range (a CLI recipe may hold one) is refused here, naming the control, not at the next edit."""
     if not path:
         return {}
     try:
@@ -205,6 +210,23 @@ def load_recipe(path: str | None) -> dict:
         resolution=recipe.resolution or 0,
         length=recipe.max_frames or 0,
     )
+    limited = {name: setting for name, setting in (table or {}).items() if not _within(setting, values.get(name))}
+    outside = [f"{s.label} {_show(values[name])} (this app takes {_show(s.minimum)} to {_show(s.maximum)})"
+               for name, s in limited.items()]  # fmt: skip
+    if outside:
+        raise gr.Error(f"this recipe cannot be run here: {'; '.join(outside)}")
     if recipe.instruction:
         values["instruction"] = recipe.instruction
     return values
+
+
+def _show(number: float) -> str:
+    """A number as its control shows it: whole ones in full (a seed), others short."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _within(setting: Setting, value) -> bool:
+    """Whether a numeric setting's value lies in its control's range (a setting without one: always)."""
+    if setting.minimum is None or setting.maximum is None or isinstance(value, bool) or value is None:
+        return True
+    return setting.minimum <= value <= setting.maximum

@@ -199,6 +199,29 @@ def dataset_pair_file(studio, folder: Path, record: dict) -> str:
     return str(out)
 
 
+def dataset_view(studio, name: str | None, defaults: Thresholds) -> tuple:
+    """What the page shows of dataset `name`: (the opened data, its card line, the four slider updates, the kind
+    chooser update). A dataset that cannot be opened shows nothing, not the one shown before, and says why."""
+    nothing = [gr.update()] * len(SCORE_NAMES)
+    if not name:
+        return None, "No dataset found (INSV2V_DATASETS names the folders this server may read).", *nothing, gr.update(
+            choices=["all"])  # fmt: skip
+    try:
+        opened = open_dataset(studio, name)
+    except gr.Error as err:  # the chooser names this one now: keeping the previous one's pairs would mislead
+        gr.Warning(err.message)
+        return None, f"**{err.message}**", *nothing, gr.update(choices=["all"], value="all")
+    c = opened["card"]
+    th = Thresholds.from_dict(c["thresholds"]) if c.get("thresholds") else defaults
+    kinds = sorted({r.get("kind") or "unknown" for r in opened["records"]})
+    text = (
+        f"Made with `{Path(str(c.get('t2v', '?'))).name}` from `{c.get('prompts', '?')}` prompts; "
+        f"CLIP `{Path(str(c.get('clip', '?'))).name}`; {c.get('frames', '?')} frames, {c.get('steps', '?')} steps."
+    ) + (f" At most {c['top_per_prompt']} kept per prompt." if c.get("top_per_prompt") else "")
+    return (opened, text, *[gr.update(value=getattr(th, n)) for n in SCORE_NAMES],
+            gr.update(choices=["all", *kinds], value="all"))  # fmt: skip
+
+
 def kept_at(data: dict, thresholds: Thresholds) -> list[bool]:
     """Which records the sliders' thresholds keep, with the dataset's own limit per prompt."""
     return dataset.kept_under(data["records"], thresholds, data["card"].get("top_per_prompt"))
@@ -406,19 +429,7 @@ def build(studio) -> None:
     data = gr.State()
 
     def load(name):
-        if not name:
-            return None, "No dataset found (INSV2V_DATASETS names the folders this server may read).", *(
-                [gr.update()] * 4), gr.update(choices=["all"])  # fmt: skip
-        opened = open_dataset(studio, name)
-        c = opened["card"]
-        th = Thresholds.from_dict(c["thresholds"]) if c.get("thresholds") else defaults
-        kinds = sorted({r.get("kind") or "unknown" for r in opened["records"]})
-        text = (
-            f"Made with `{Path(str(c.get('t2v', '?'))).name}` from `{c.get('prompts', '?')}` prompts; "
-            f"CLIP `{Path(str(c.get('clip', '?'))).name}`; {c.get('frames', '?')} frames, {c.get('steps', '?')} steps."
-        ) + (f" At most {c['top_per_prompt']} kept per prompt." if c.get("top_per_prompt") else "")
-        return (opened, text, *[gr.update(value=getattr(th, n)) for n in SCORE_NAMES],
-                gr.update(choices=["all", *kinds], value="all"))  # fmt: skip
+        return dataset_view(studio, name, defaults)
 
     def refilter(opened, *values):
         if not opened:
