@@ -45,3 +45,13 @@ def test_two_pair_sets_are_compared_sample_by_sample_and_must_share_prompts(tmp_
     assert lines[2].startswith("edit_right_ignoring_kinds: 2 pairs, right 0 and 2 of 2")  # judged in both only
     with pytest.raises(ValueError, match="sample 2: the two datasets differ in prompt or seed"):
         tool.compare_pairs(a, pairs(tmp_path / "c", [True, True, True], seeds=(0, 1, 7)))
+
+
+def test_lvsc_settings_are_compared_with_lvsc_off_video_by_video(tmp_path):
+    rows = {"LVSC off": {"seam_score": [1.0, 2.0], "seam_error": [0.001, 0.002]},
+            "LVSC": {"seam_score": [0.5, 1.5], "seam_error": [0.003, 0.002]}}  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps({"long": rows}))
+    lines = load_tool("paired").compare_long(tmp_path / "r.json")
+    assert lines[0] == "LVSC less LVSC off, seam_score: -0.50 (95% -0.50 to -0.50), higher in 0 of 2 videos"
+    assert lines[1] == "LVSC less LVSC off, seam_error (x 1e-3): +1.00 (95% +0.00 to +2.00), higher in 1 of 2 videos"
+    assert len(lines) == 2

@@ -4,11 +4,14 @@ made from the same prompts and seeds.
     python tools/paired.py --edits docs/results/synthetic_swapshared3k_v256aug_editor_vcfg15_100000_edits.json \
         docs/results/synthetic_cfg24_editor_vcfg15_100000_edits.json
     python tools/paired.py --pairs runs/data/img-heldout-diff runs/data/img-heldout-swap-cfg24-diff
+    python tools/paired.py --long docs/results/toyworld_heldout_320000_long.json
 
 --edits A B: records of `insv2v eval --toyworld --out`; B's PSNR less A's per edit, its mean with a bootstrap interval,
 and per kind how many edits each got right and how many only one did. --pairs A B: datasets of `insv2v synth generate`
 judged by the toy judge; B's right pairs less A's (points of 100, bootstrap interval), on everything and without
 kinds, per kind. Rows are matched by edit seed (edits) or sample index with the same prompt and seed (pairs).
+--long RECORD: one record's long videos; each LVSC setting's seam score, seam error and warp error less those with
+LVSC off, video by video (x 1e-3 for the errors), and in how many videos it is higher.
 """
 
 import argparse
@@ -73,13 +76,31 @@ def compare_pairs(root_a: Path, root_b: Path) -> list[str]:
     return lines
 
 
+def compare_long(path: Path, baseline: str = "LVSC off") -> list[str]:
+    """Lines: per LVSC setting and long-video measure, the setting's value less the baseline's over the same videos."""
+    long = json.loads(Path(path).read_text())["long"]
+    lines = []
+    for setting in (name for name in long if name != baseline):
+        for measure, base in long[baseline].items():
+            scale = 1.0 if measure == "seam_score" else 1e3  # errors read as x 1e-3, as the README quotes them
+            values = scale * (np.array(long[setting][measure], float) - np.array(base, float))
+            lines.append(f"{setting} less {baseline}, {measure}{'' if scale == 1 else ' (x 1e-3)'}: "
+                         f"{difference(values)}, higher in {(values > 0).sum()} of {len(values)} videos")  # fmt: skip
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--edits", nargs=2, type=Path, metavar=("A", "B"), help="two `insv2v eval --toyworld` records")
     group.add_argument("--pairs", nargs=2, type=Path, metavar=("A", "B"), help="two judged `synth generate` datasets")
+    group.add_argument("--long", type=Path, metavar="RECORD", help="a record with long-video rows (--parts long)")
     args = parser.parse_args(argv)
-    print("\n".join(compare_edits(*args.edits) if args.edits else compare_pairs(*args.pairs)))
+    if args.long:
+        lines = compare_long(args.long)
+    else:
+        lines = compare_edits(*args.edits) if args.edits else compare_pairs(*args.pairs)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
