@@ -241,6 +241,8 @@ def _add_toyworld_parsers(commands) -> None:
                    "into final/filter_thresholds.json (200; 0: none)")  # fmt: skip
     t.add_argument("--edit-swap", type=share, help="t2i, t2v: share of samples captioned and drawn after one of the "
                    "world's edits, noised from the scene as it was: words say what, noise where (0)")  # fmt: skip
+    t.add_argument("--high-noise", type=share, help="t2i, t2v: share of samples noised to 0.8 of the schedule or more, "
+                   "where the noise no longer shows a shape's outline and the caption must decide it (0)")  # fmt: skip
     t.add_argument("--swap-edits", nargs="+", choices=list(EDIT_MIX), help="t2i, t2v: the kinds of edit --edit-swap "
                    "draws (default: all, as often as the world draws them)")  # fmt: skip
     t.add_argument("--prediction-type", choices=["sample", "epsilon", "v_prediction"], help="t2i started afresh: "

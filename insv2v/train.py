@@ -66,6 +66,7 @@ from insv2v.toyworld.world import (
 EDIT_THRESHOLD = 0.05  # in [-1, 1] pixel units: about 6 of 255 levels
 STYLE_SHARE = 0.2  # t2i, t2v: share of scenes drawn in a style, so that a style edit's output caption can be drawn
 SWAP_FLOOR = 0.5  # --edit-swap samples are noised to at least this share of the schedule
+HIGH_NOISE_FLOOR = 0.8  # --high-noise samples are noised to at least this share: beyond it the noise hides outlines
 REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
 OPTIMIZERS = ("adamw", "adam8bit")
 WEIGHT_DECAY = 0.01
@@ -101,6 +102,7 @@ class TrainConfig:
     edit_weight: float = 4.0  # extra loss weight where target and source differ (0: the plain InstructPix2Pix loss)
     shape_weight: float = 4.0  # t2i, t2v: extra loss weight on the shapes' pixels (a few percent of a frame)
     snr_gamma: float | None = None  # t2i, t2v: Min-SNR loss weighting with this gamma (None: every step alike)
+    high_noise: float = 0.0  # t2i, t2v: share of samples noised to HIGH_NOISE_FLOOR or more, where words decide shapes
     edited_frames: bool = False  # clip: half of each batch the edited frames of the same triplets (`captioned_frames`)
     calibrate: int | None = None  # clip: exact toy-world pairs its filter thresholds are calibrated on at the end
     #                               (None: CALIBRATION_PAIRS; 0: none)
@@ -447,6 +449,9 @@ def check_config(config: TrainConfig) -> None:
     if config.snr_gamma is not None and (config.stage not in ("t2i", "t2v") or not config.snr_gamma > 0):
         raise ValueError(f"--snr-gamma is a positive number for stages t2i and t2v, got {config.snr_gamma} for "
                          f"stage {config.stage}")  # fmt: skip
+    if config.high_noise and (config.stage not in ("t2i", "t2v") or not 0 <= config.high_noise <= 1):
+        raise ValueError(f"--high-noise is a share from 0 to 1 for stages t2i and t2v, got {config.high_noise} for "
+                         f"stage {config.stage}")  # fmt: skip
     if config.edit_swap and (config.stage not in ("t2i", "t2v") or not 0 <= config.edit_swap <= 1):
         raise ValueError(f"--edit-swap is a share from 0 to 1 for stages t2i and t2v, got {config.edit_swap} for "
                          f"stage {config.stage}")  # fmt: skip
@@ -722,7 +727,8 @@ def generation_loss(
 
     A 2-D UNet sees the frames as a batch of images; a video UNet sees whole clips. `sources` (default: the clips)
     are what the noisy inputs are made from; the `swapped` samples, whose source differs from their clip, are
-    noised to at least SWAP_FLOOR of the schedule and their target is the clip (`captioned_clips`).
+    noised to at least SWAP_FLOOR of the schedule and their target is the clip (`captioned_clips`); a
+    `config.high_noise` share of all samples is noised to at least HIGH_NOISE_FLOOR.
     """
     vae, scheduler, tokenizer = helpers["vae"], helpers["scheduler"], helpers["tokenizer"]
     n, f = clips.shape[0], clips.shape[2]
@@ -739,6 +745,9 @@ def generation_loss(
     if swapping:
         floor = round(SWAP_FLOOR * steps)
         t = torch.where(swapped.to(t.device), torch.randint(floor, steps, (n,)).to(t.device), t)
+    if config.high_noise:  # more of the steps where the noise no longer shows an outline: the words must draw it
+        high = torch.rand(n) < config.high_noise
+        t = torch.where(high.to(t.device), torch.randint(round(HIGH_NOISE_FLOOR * steps), steps, (n,)).to(t.device), t)
     t_frames = t.repeat_interleave(f)  # one timestep per clip
     noisy = scheduler.add_noise(x_source, noise, t_frames)
     if swapping:  # the noise that makes `noisy` from the clip instead of its source

@@ -240,6 +240,29 @@ def test_min_snr_weights_every_prediction_type_as_the_x0_error_times_min_snr_gam
     assert min_snr_weight(zero_snr, torch.tensor([999]), 5.0).item() == (prediction_type == "epsilon")
 
 
+def test_high_noise_draws_a_share_of_the_timesteps_from_where_the_noise_hides_outlines(tmp_path):
+    from insv2v.train import HIGH_NOISE_FLOOR
+
+    modules, helpers = build(TrainConfig("t2i", "unused"))
+    clips, _, coverage, captions, _ = captioned_clips(np.random.default_rng(4), 64, 1)
+    floor = HIGH_NOISE_FLOOR * helpers["scheduler"].config.num_train_timesteps
+    seen = []
+    forward = modules["unet"].forward
+    modules["unet"].forward = lambda sample, t, **kwargs: seen.append(t) or forward(sample, t, **kwargs)
+    text_encoder = lambda ids: (torch.zeros(len(ids), ids.shape[1], 64),)  # noqa: E731
+    torch.manual_seed(0)  # the timesteps' draws
+    for share in (1.0, 0.5, 0.0):
+        config = TrainConfig("t2i", "unused", high_noise=share)
+        generation_loss(modules["unet"], helpers, text_encoder, clips, coverage, captions, config,
+                        np.random.default_rng(0))  # fmt: skip
+    high = [(t >= floor).float().mean().item() for t in seen]
+    assert high[0] == 1.0 and 0.45 < high[1] < 0.75 and high[2] < 0.4  # 0.5 + 0.5 x 0.2 expected, then 0.2
+    for stage, share in (("2d", 0.5), ("video", 0.5), ("t2i", 1.5)):
+        with pytest.raises(ValueError, match="--high-noise is a share from 0 to 1 for stages t2i and t2v"):
+            train(TrainConfig(stage=stage, out_dir=str(tmp_path / "no"), high_noise=share))
+    assert not (tmp_path / "no").exists()
+
+
 def test_min_snr_is_for_the_generators_and_a_positive_gamma(tmp_path):
     for stage, gamma in (("2d", 5.0), ("video", 5.0), ("t2i", 0.0), ("t2i", -1.0)):
         with pytest.raises(ValueError, match="--snr-gamma is a positive number for stages t2i and t2v"):
