@@ -132,12 +132,13 @@ class EditRecipe:
         write_text_atomically(path, text)  # whole or not at all, as the videos
 
 
-MODEL_SAMPLING_KEYS = ("text_cfg", "video_cfg")  # what an editor folder's sampling.json may hold
+MODEL_SAMPLING_KEYS = {"text_cfg": float, "video_cfg": float, "lvsc": bool}  # what an editor's sampling.json may hold
 
 
 def model_defaults(model: str | None) -> EditRecipe:
-    """EditRecipe's defaults, with the guidance scales an editor folder's sampling.json recommends (the toy editor:
-    text CFG 4, where the real model's 7.5 saturates its colours)."""
+    """EditRecipe's defaults, with the settings an editor folder's sampling.json recommends (the toy editor: text CFG
+    4, where the real model's 7.5 saturates its colours; the synthetic toy editor: LVSC off, which roughens its
+    long videos)."""
     return dataclasses.replace(EditRecipe(input="", instruction=""), **read_model_sampling(model, MODEL_SAMPLING_KEYS))
 
 

@@ -43,9 +43,9 @@ class ModelLoadError(RuntimeError):
     """A model source that cannot be loaded; the message says what to do."""
 
 
-def read_model_sampling(model: str | None, keys: tuple[str, ...]) -> dict[str, float]:
-    """The settings a model folder's MODEL_SAMPLING_FILE recommends, among `keys`; {} for hub ids, composed
-    models and folders without the file."""
+def read_model_sampling(model: str | None, keys: dict[str, type]) -> dict[str, float | bool]:
+    """The settings a model folder's MODEL_SAMPLING_FILE recommends, among `keys` (name -> float or bool); {} for hub
+    ids, composed models and folders without the file."""
     path = Path(model) / MODEL_SAMPLING_FILE if model else None
     if path is None or not path.is_file():
         return {}
@@ -53,10 +53,14 @@ def read_model_sampling(model: str | None, keys: tuple[str, ...]) -> dict[str, f
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
-    numbers = isinstance(data, dict) and all(type(v) in (int, float) for v in data.values())  # not booleans
-    if not numbers or set(data) - set(keys):
-        raise ValueError(f"{path} must be a JSON object of numbers with keys among {', '.join(keys)}")
-    return {k: float(v) for k, v in data.items()}
+
+    def fits(key, value) -> bool:  # JSON's true is no number here, and 1 is no boolean
+        return isinstance(value, bool) if keys[key] is bool else type(value) in (int, float)
+
+    if not isinstance(data, dict) or set(data) - set(keys) or not all(fits(k, v) for k, v in data.items()):
+        wanted = ", ".join(f"{k} ({'true or false' if t is bool else 'a number'})" for k, t in keys.items())
+        raise ValueError(f"{path} must be a JSON object with keys among {wanted}")
+    return {k: v if keys[k] is bool else float(v) for k, v in data.items()}
 
 
 def out_of_memory(err: BaseException) -> str | None:

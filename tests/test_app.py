@@ -646,7 +646,7 @@ def test_python_app_py_alone_serves_the_bundled_toy_editor(tmp_path):
         proc.wait(timeout=30)
 
 
-def test_controls_start_at_the_models_recommended_guidance(tmp_path, monkeypatch):
+def test_controls_start_at_the_models_recommended_settings(tmp_path, monkeypatch):
     from insv2v.testing.tiny import main as save_tiny
     from insv2v.ui import build_demo
 
@@ -654,11 +654,12 @@ def test_controls_start_at_the_models_recommended_guidance(tmp_path, monkeypatch
         monkeypatch.delenv(name, raising=False)
     folder = tmp_path / "model"
     save_tiny([str(folder)])
-    (folder / "sampling.json").write_text('{"text_cfg": 4}')
+    (folder / "sampling.json").write_text('{"text_cfg": 4, "lvsc": false}')
     places = dict(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data")
     demo = build_demo(AppConfig(model=str(folder), cache_examples=False, **places))
     values = {getattr(block, "label", None): getattr(block, "value", None) for block in demo.blocks.values()}
     assert (values["Text CFG"], values["Video CFG"]) == (4.0, 1.2)
+    assert values["LVSC: correct each clip towards the clip before"] is False  # the model's own default
     assert values["Text CFG values (rows)"] == "1.5, 4, 6.5"  # the sweep's rows: the recommendation and 2.5 either side
 
 

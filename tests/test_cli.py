@@ -321,11 +321,18 @@ def test_model_recommended_guidance_is_the_default_and_flags_override_it(tmp_pat
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
     assert (a["text_cfg"], a["video_cfg"], b["text_cfg"]) == (4.0, 1.2, 6.0)
 
-    (folder / "sampling.json").write_text('{"text_cfg": 4, "cfg": 9}')
-    assert edit(good, "make it snowy", "-o", tmp_path / "c.mp4", "--model", folder, *FAST) == 2
-    err = capsys.readouterr().err
-    assert "sampling.json must be a JSON object of numbers with keys among text_cfg, video_cfg" in err
-    assert not (tmp_path / "c.mp4").exists()
+    (folder / "sampling.json").write_text('{"text_cfg": 4, "lvsc": false}')  # LVSC: off unless asked for
+    for name, flags in (("c", ()), ("d", ("--lvsc",))):
+        assert edit(good, "make it snowy", "-o", tmp_path / f"{name}.mp4", "--model", folder, *flags, *FAST) == 0
+    c, d = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "cd")
+    assert (c["lvsc"], d["lvsc"], c["text_cfg"]) == (False, True, 4.0)
+
+    wanted = "text_cfg (a number), video_cfg (a number), lvsc (true or false)"
+    for bad in ('{"text_cfg": 4, "cfg": 9}', '{"lvsc": 0}', '{"text_cfg": true}'):  # another key; 0 and true mistyped
+        (folder / "sampling.json").write_text(bad)
+        assert edit(good, "make it snowy", "-o", tmp_path / "e.mp4", "--model", folder, *FAST) == 2
+        assert f"sampling.json must be a JSON object with keys among {wanted}" in capsys.readouterr().err
+        assert not (tmp_path / "e.mp4").exists()
 
 
 def test_toyworld_make_and_train_commands(tmp_path, capsys):

@@ -584,4 +584,4 @@ def test_generate_takes_the_guidance_the_model_folder_recommends(t2v, tmp_path, 
         (folder / "sampling.json").write_text(bad)
         assert main(run) == 2
         err = capsys.readouterr().err
-        assert "sampling.json must be a JSON object of numbers with keys among guidance_scale" in err
+        assert "sampling.json must be a JSON object with keys among guidance_scale (a number)" in err

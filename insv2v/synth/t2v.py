@@ -191,4 +191,4 @@ def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
 def recommended_guidance(source: str) -> float:
     """The text guidance a text-to-video folder's sampling.json recommends ({"guidance_scale": 3}: the toy t2v
     draws its captions' colours best at low guidance), else DEFAULT_GUIDANCE."""
-    return read_model_sampling(source, ("guidance_scale",)).get("guidance_scale", DEFAULT_GUIDANCE)
+    return read_model_sampling(source, {"guidance_scale": float}).get("guidance_scale", DEFAULT_GUIDANCE)
