@@ -88,7 +88,8 @@ def _add_edit_parser(commands) -> None:
     lv = p.add_argument_group("long video")
     lv.add_argument("--frames-per-clip", type=int, help=f"frames sampled together ({DEFAULTS.frames_per_clip})")
     lv.add_argument("--ref-frames", type=int, help=f"frames a clip shares with the one before ({DEFAULTS.ref_frames})")
-    lv.add_argument("--lvsc", action=argparse.BooleanOptionalAction, help="long video sampling correction (on)")
+    lv.add_argument("--lvsc", action=argparse.BooleanOptionalAction, help="long video sampling correction (the "
+                    "model's sampling.json, else on)")  # fmt: skip
     lv.add_argument("--lvsc-fraction", type=float, help=f"fraction of steps corrected ({DEFAULTS.lvsc_fraction})")
     lv.add_argument("--mc", action=argparse.BooleanOptionalAction, help="motion-compensated correction (off)")
     s = p.add_argument_group("input sampling")

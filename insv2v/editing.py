@@ -137,8 +137,8 @@ MODEL_SAMPLING_KEYS = {"text_cfg": float, "video_cfg": float, "lvsc": bool}  # w
 
 def model_defaults(model: str | None) -> EditRecipe:
     """EditRecipe's defaults, with the settings an editor folder's sampling.json recommends (the toy editor: text CFG
-    4, where the real model's 7.5 saturates its colours; the synthetic toy editor: LVSC off, which roughens its
-    long videos)."""
+    4, where the real model's 7.5 saturates its colours; the synthetic toy editor: LVSC off, as it roughens that
+    model's long videos)."""
     return dataclasses.replace(EditRecipe(input="", instruction=""), **read_model_sampling(model, MODEL_SAMPLING_KEYS))
 
 

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import stat
 import threading
@@ -54,8 +55,8 @@ def read_model_sampling(model: str | None, keys: dict[str, type]) -> dict[str, f
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
 
-    def fits(key, value) -> bool:  # JSON's true is no number here, and 1 is no boolean
-        return isinstance(value, bool) if keys[key] is bool else type(value) in (int, float)
+    def fits(key, value) -> bool:  # JSON's true is no number here, 1 no boolean, and NaN no guidance
+        return isinstance(value, bool) if keys[key] is bool else type(value) in (int, float) and math.isfinite(value)
 
     if not isinstance(data, dict) or set(data) - set(keys) or not all(fits(k, v) for k, v in data.items()):
         wanted = ", ".join(f"{k} ({'true or false' if t is bool else 'a number'})" for k, t in keys.items())

@@ -956,9 +956,12 @@ def check_resume(config: TrainConfig, state: dict | None) -> None:
     if before is None:
         return
     now = dataclasses.asdict(config)
-    changed = [k for k in now if k not in RESUMABLE_CHANGES and k in before and before[k] != now[k]]
+    # A setting added after the checkpoint was written ran as its default (None: resolved at the start, not known).
+    added = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default not in (None, dataclasses.MISSING)}
+    then = {**{k: v for k, v in added.items() if k not in before}, **before}
+    changed = [k for k in now if k not in RESUMABLE_CHANGES and k in then and then[k] != now[k]]
     if changed:
-        listed = ", ".join(f"{k}: {before[k]!r} then, {now[k]!r} now" for k in changed)
+        listed = ", ".join(f"{k}: {then[k]!r} then, {now[k]!r} now" for k in changed)
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUMABLE_CHANGES - {"out_dir", "data_dir"}))
         raise ValueError(f"{config.out_dir} was started with other settings ({listed}); resume it with the same ones "
                          f"(only {flags} may change), or start a new run")  # fmt: skip

@@ -555,6 +555,9 @@ def test_recipe_loads_back_into_the_controls(tmp_path):
     )
     with pytest.raises(Exception, match=re.escape(words)):
         load_recipe(str(path), table)
+    path.write_text('{"max_frames": 500}')  # longer than this server edits: cut, as a long selection is
+    with pytest.warns(UserWarning, match="This recipe edits 500 frames; this server edits 64 at most."):
+        assert load_recipe(str(path), table)["length"] == 64
     path.write_text('{"text_cfg": 3, "fps": 8}')  # the CLI's --fps: no control takes it
     with pytest.warns(UserWarning, match="samples the video at 8 fps, which the app does not"):
         assert load_recipe(str(path))["text_cfg"] == 3
@@ -677,3 +680,13 @@ def test_an_upload_gone_from_the_server_asks_for_it_again(tmp_path):
     words = "clip.mp4 is no longer on this server (uploads expire); upload it again"
     with pytest.raises(ValueError, match=f"^{re.escape(words)}$"):
         check_upload(str(tmp_path / "clip.mp4"), AppConfig(model=str(tmp_path)))
+
+
+def test_the_servers_limits_reach_its_controls_and_gradio_as_given(tmp_path):
+    from insv2v.ui import launch_kwargs
+
+    places = dict(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data")
+    config = AppConfig(model=str(tmp_path), max_upload_mb=0.5, default_steps=100, **places)
+    assert launch_kwargs(config)["max_file_size"] == 2**19  # bytes: Gradio reads "0.5mb" as a bad unit
+    steps = settings_table(config, EditRecipe(input="", instruction=""))["steps"]
+    assert (steps.default, steps.maximum) == (100, 100)  # a server that starts at 100 steps lets them be chosen

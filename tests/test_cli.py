@@ -328,7 +328,7 @@ def test_model_recommended_guidance_is_the_default_and_flags_override_it(tmp_pat
     assert (c["lvsc"], d["lvsc"], c["text_cfg"]) == (False, True, 4.0)
 
     wanted = "text_cfg (a number), video_cfg (a number), lvsc (true or false)"
-    for bad in ('{"text_cfg": 4, "cfg": 9}', '{"lvsc": 0}', '{"text_cfg": true}'):  # another key; 0 and true mistyped
+    for bad in ('{"text_cfg": 4, "cfg": 9}', '{"lvsc": 0}', '{"text_cfg": true}', '{"video_cfg": NaN}'):
         (folder / "sampling.json").write_text(bad)
         assert edit(good, "make it snowy", "-o", tmp_path / "e.mp4", "--model", folder, *FAST) == 2
         assert f"sampling.json must be a JSON object with keys among {wanted}" in capsys.readouterr().err

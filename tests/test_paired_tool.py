@@ -55,3 +55,7 @@ def test_lvsc_settings_are_compared_with_lvsc_off_video_by_video(tmp_path):
     assert lines[0] == "LVSC less LVSC off, seam_score: -0.50 (95% -0.50 to -0.50), higher in 0 of 2 videos"
     assert lines[1] == "LVSC less LVSC off, seam_error (x 1e-3): +1.00 (95% +0.00 to +2.00), higher in 1 of 2 videos"
     assert len(lines) == 2
+    rows["LVSC"]["seam_error"] = [0.003]  # one video short: not paired
+    (tmp_path / "r.json").write_text(json.dumps({"long": rows}))
+    with pytest.raises(ValueError, match="LVSC has no seam_error for each of the 2 videos"):
+        load_tool("paired").compare_long(tmp_path / "r.json")

@@ -266,6 +266,9 @@ def test_only_a_study_opens_and_none_is_ever_overwritten(tmp_path):
             conn.execute("UPDATE meta SET value = ? WHERE key = 'files_dir'", (json.dumps(served),))
         with pytest.raises(StudyError, match="must be one folder name beside it"):
             StudyStore(tmp_path / "moved.db")
+        with pytest.raises(StudyError, match="must be one folder name beside it"):  # refused before writing
+            StudyStore.create(tmp_path / "new.db", files_dir=served, settings={}, files=[], items=[], comparisons=[])
+        assert not (tmp_path / "new.db").exists()
     store.consent(store.participant("p"))
     with pytest.raises(StudyError, match="exists; a study is never overwritten"):
         make_store(tmp_path)

@@ -87,8 +87,8 @@ def test_a_damaged_dataset_is_refused_naming_the_line(made, tmp_path):
     shutil.copytree(made / "datasets" / "tiny-set", tmp_path / "sets" / "good")
     shown = dataset_view(studio, "sets/good", Thresholds())
     assert shown[0]["name"] == "sets/good" and "manifest.jsonl" not in shown[1]
-    data, text, *_, kinds = dataset_view(studio, "sets/damaged", Thresholds())  # chosen after the good one
-    assert data is None and "damaged cannot be opened: manifest.jsonl line 3" in text  # nothing of the one before
+    data, text, *_, kinds = dataset_view(studio, "sets/damaged", Thresholds())  # its state replaces the good one's
+    assert data is None and "damaged cannot be opened: manifest.jsonl line 3" in text  # nothing of it is shown
     assert kinds["choices"] == ["all"]
 
 

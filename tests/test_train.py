@@ -87,6 +87,15 @@ def test_a_resumed_run_that_trains_longer_says_where_its_learning_rate_jumps():
         check_resume(dataclasses.replace(config, steps=2000), state)
 
 
+def test_a_setting_newer_than_a_checkpoint_resumes_only_at_its_default():
+    config = TrainConfig("t2i", "unused", steps=1000)
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "high_noise"}  # written before the option
+    state = {"step": 500, "data_dir": None, "config": old}
+    check_resume(config, state)  # its default is what the run did
+    with pytest.raises(ValueError, match=r"other settings \(high_noise: 0\.0 then, 0\.5 now\)"):
+        check_resume(dataclasses.replace(config, high_noise=0.5), state)
+
+
 def test_editing_loss_weights_what_the_edit_changes():
     """A UNet that is off by 1 everywhere: the loss is 1 + edit_weight x the share of values the edit changed."""
     _, helpers = build(TrainConfig("2d", "unused"))

@@ -82,6 +82,8 @@ def compare_long(path: Path, baseline: str = "LVSC off") -> list[str]:
     lines = []
     for setting in (name for name in long if name != baseline):
         for measure, base in long[baseline].items():
+            if len(long[setting].get(measure, ())) != len(base):
+                raise ValueError(f"{path}: {setting} has no {measure} for each of the {len(base)} videos")
             scale = 1.0 if measure == "seam_score" else 1e3  # errors read as x 1e-3, as the README quotes them
             values = scale * (np.array(long[setting][measure], float) - np.array(base, float))
             lines.append(f"{setting} less {baseline}, {measure}{'' if scale == 1 else ' (x 1e-3)'}: "

@@ -137,6 +137,14 @@ def draw_sides(pid: str, seed: int, n: int) -> list[bool]:
     return balanced_sides(n, pid_rng(pid, seed + 1))
 
 
+def served_folder(name, database: Path) -> str:
+    """`name`, the study's videos' folder, if it is one folder beside the database: the app serves that folder to
+    every visitor, so never "/", ".." or the database's own folder."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise StudyError(f"{database}: its videos' folder must be one folder name beside it, got {name!r}")
+    return name
+
+
 def _is_locked(err: sqlite3.OperationalError) -> bool:
     return "locked" in str(err) or "busy" in str(err)
 
@@ -163,11 +171,7 @@ class StudyStore:
         self.meta = meta
         self.questions: dict[str, str] = dict(meta["questions"])  # key -> the question's words
         self.settings: dict = dict(meta["settings"])
-        name = meta["files_dir"]
-        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
-            # The app serves this folder to every visitor: only a folder beside the database, never "/" or "..".
-            raise StudyError(f"{self.path}: its videos' folder must be one folder name beside it, got {name!r}")
-        self.files_dir = self.path.parent / name  # the served videos, named as in `files`
+        self.files_dir = self.path.parent / served_folder(meta["files_dir"], self.path)  # named as in `files`
 
     def check_served(self) -> StudyStore:
         """This study, if its videos are where its database says (a database moved without its folder would ask
@@ -197,6 +201,7 @@ class StudyStore:
         path = Path(path)
         if path.exists():
             raise StudyError(f"{path} exists; a study is never overwritten (its ratings would be lost)")
+        served_folder(files_dir, path)  # before anything is written: a refused study leaves nothing behind
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
         meta = {"format": FORMAT, "version": VERSION, "created": now(), "questions": questions,
                 "settings": settings, "files_dir": files_dir}  # fmt: skip

@@ -142,7 +142,7 @@ def launch_kwargs(config: AppConfig) -> dict:
     served = [config.cache_dir] + ([StudyStore(study).files_dir] if study is not None else [])
     return dict(
         theme=gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"]),
-        max_file_size=f"{config.max_upload_mb:g}mb",
+        max_file_size=int(config.max_upload_mb * 2**20),  # bytes: any limit, 0.5 MB too
         allowed_paths=[str(path) for path in served],
         show_error=True,
         run_history=False,

@@ -69,7 +69,8 @@ def run(studio, video, instruction, values: dict, preview: bool, session: str | 
     recipe_json["model"] = config.model_name  # a name, not a server path
     write_text_atomically(result.recipe_path, json.dumps(recipe_json, indent=2))  # whole, as run_edit wrote it
     metrics = {name: round(value, 5) for name, value in scores.items()}
-    clip_note = f" · {score_note}" if score_note else "" if config.clip else " · CLIP metrics off (no CLIP configured)"
+    clip_note = "" if config.clip else " · CLIP metrics off (no CLIP configured)"
+    clip_note = f" · {score_note}" if score_note else clip_note
     status = (
         f"{'Preview' if preview else 'Edited'} {result.num_frames} frames ({result.width}x{result.height}, "
         f"{result.fps:g} fps) in {result.seconds:.1f} s · seed {result.recipe.seed}"

@@ -38,7 +38,7 @@ def _env(name: str, cast, default):
         result = cast(value)
     except ValueError:
         result = None
-    if result is None or (cast in (int, float) and not result > 0):  # not result > 0: NaN too
+    if result is None or (cast in (int, float) and not (math.isfinite(result) and result > 0)):
         kind = {int: "a whole number above 0", float: "a number above 0"}.get(cast, "valid")
         raise SystemExit(f"InsV2V Studio: {name} must be {kind}, got {value!r}")
     return result
@@ -102,7 +102,7 @@ class AppConfig:
             raise SystemExit(f"InsV2V Studio: the model {source!r} does not exist; pass --model (or set "
                              "INSV2V_MODEL to) a pipeline folder or hub id")  # fmt: skip
         for name in (CLIP_ENV, "INSV2V_T2V", "INSV2V_SYNTH_CLIP", "INSV2V_TAV"):  # the other models, likewise
-            if names_missing_folder(os.environ.get(name) or "."):
+            if (given := os.environ.get(name)) and names_missing_folder(given):
                 raise SystemExit(f"InsV2V Studio: {name} names {os.environ[name]!r}, which does not exist")
         env = dict(
             device=_env("INSV2V_DEVICE", str, None),

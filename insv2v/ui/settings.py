@@ -71,7 +71,7 @@ def settings_table(config: AppConfig, defaults: EditRecipe) -> dict[str, Setting
         Setting("mc", gr.Checkbox, "MC: carry the correction along the input's optical flow", defaults.mc),
         Setting("seed", gr.Number, "Seed", 0, minimum=0, maximum=2**31 - 1, options=dict(precision=0)),
         Setting("randomize_seed", gr.Checkbox, "Randomise seed", True),
-        Setting("steps", Slider, "Steps", config.default_steps, None, 1, 50, 1),
+        Setting("steps", Slider, "Steps", config.default_steps, None, 1, max(50, config.default_steps), 1),
         Setting("resolution", Slider, "Resolution", 0, "Short side in pixels; 0 = the model's native size", 0, 1024, 8),
         Setting("start", gr.Number, "Start (seconds)", defaults.start, minimum=0),
         Setting("length", Slider, "Length (frames)", min(16, config.max_frames),
@@ -142,7 +142,7 @@ def recipe_from_settings(studio, info, instruction: str, values: dict, preview: 
     length = int(values["length"] or 0)  # 0: all of it
     max_frames = min(length or config.max_frames, config.max_frames)
     start = float(values["start"] or 0)
-    if not math.isfinite(start):  # the video's own check (start past the end) cannot compare with these
+    if not math.isfinite(start):  # NaN passes every comparison with the video's length
         raise ValueError(f"Start (seconds) must be a finite number; got {start:g}")
     available = selected_frames(info, start, int(values["stride"]))
     cut = min(length or available, available) > config.max_frames
@@ -210,6 +210,10 @@ def load_recipe(path: str | None, table: dict[str, Setting] | None = None) -> di
         resolution=recipe.resolution or 0,
         length=recipe.max_frames or 0,
     )
+    most = int(table["length"].maximum) if table else None
+    if most is not None and values["length"] > most:  # the Edit tab cuts a longer selection too
+        gr.Warning(f"This recipe edits {values['length']} frames; this server edits {most} at most.")
+        values["length"] = most
     limited = {name: setting for name, setting in (table or {}).items() if not _within(setting, values.get(name))}
     outside = [f"{s.label} {_show(values[name])} (this app takes {_show(s.minimum)} to {_show(s.maximum)})"
                for name, s in limited.items()]  # fmt: skip

@@ -205,7 +205,7 @@ def dataset_view(studio, name: str | None, defaults: Thresholds) -> tuple:
     nothing = [gr.update()] * len(SCORE_NAMES)
     if not name:
         return None, "No dataset found (INSV2V_DATASETS names the folders this server may read).", *nothing, gr.update(
-            choices=["all"])  # fmt: skip
+            choices=["all"], value="all")  # fmt: skip
     try:
         opened = open_dataset(studio, name)
     except gr.Error as err:  # the chooser names this one now: keeping the previous one's pairs would mislead
