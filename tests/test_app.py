@@ -484,6 +484,23 @@ def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_lat
     assert not jobs.start("s", Job(total=4)).cancelled
 
 
+def test_a_tabs_cancel_reaches_that_tabs_work_only_and_a_closed_session_forgets_every_tab():
+    import gradio as gr
+
+    from insv2v.ui.controls import session_of
+
+    request = gr.Request(session_hash="s")
+    edit, sweep = session_of(request, "edit"), session_of(request, "sweep")
+    jobs = Jobs()
+    sweeping = jobs.start(sweep, Job(total=4))
+    assert jobs.cancel(edit) is None and not sweeping.cancelled  # the Edit tab's Cancel: nothing of the Sweep's
+    jobs.submit(edit)
+    assert jobs.knows("s") and not jobs.knows("other")
+    jobs.finish(sweep, sweeping)
+    jobs.forget("s")  # the browser tab closed: both tabs' keys go
+    assert not jobs.knows("s")
+
+
 def test_a_cancel_pressed_after_a_request_ended_does_not_stop_the_next_example(app):
     """An example cached on first use runs without the buttons' submit event; a Cancel pressed earlier, when
     nothing ran, stopped it as it started."""
@@ -492,9 +509,9 @@ def test_a_cancel_pressed_after_a_request_ended_does_not_stop_the_next_example(a
     from insv2v.ui.edit_tab import examples, make_example_handler
 
     jobs = app[1].studio.jobs
-    jobs.submit("late")
-    jobs.finish("late", jobs.start("late", Job(total=4)))
-    assert jobs.cancel("late") is None  # pressed after the edit ended
+    jobs.submit("late/edit")  # the Edit tab's work in session "late" (controls.session_of)
+    jobs.finish("late/edit", jobs.start("late/edit", Job(total=4)))
+    assert jobs.cancel("late/edit") is None  # pressed after the edit ended
     video, instruction = examples()[0]
     output, *_, status = make_example_handler(app[1].studio)(
         video, instruction, request=gr.Request(session_hash="late")

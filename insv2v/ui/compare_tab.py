@@ -218,7 +218,7 @@ def make_handlers(studio):
     @gpu(seconds)
     def compare_insv2v(video, instruction, edited_caption, request: gr.Request = None, progress=gr.Progress(),
                        **settings):  # fmt: skip
-        session = session_of(request)
+        session = session_of(request, "compare")
         state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress)
         return (*_errors(finish)(studio, state, (edited_caption or instruction or "").strip()), state)
 
@@ -227,7 +227,7 @@ def make_handlers(studio):
                     progress=gr.Progress()):  # fmt: skip
         if not state:
             raise gr.Error("run InsV2V first")
-        session = session_of(request)
+        session = session_of(request, "compare")
         state = _errors(run_tav)(studio, state, source_caption, edited_caption, preset, tune_steps, session, progress)
         return _errors(finish)(studio, state, edited_caption.strip())
 
@@ -235,7 +235,7 @@ def make_handlers(studio):
     def compare(video: str, instruction: str, source_caption: str, edited_caption: str, preset: str = "space",
                 tune_steps: int = 300, request: gr.Request = None, progress=gr.Progress(), **settings):  # fmt: skip
         """InsV2V and Tune-A-Video on one video: (panels video, table, status)."""
-        session = session_of(request)
+        session = session_of(request, "compare")
         _errors(check_tav_request)(studio.config, source_caption, edited_caption, preset)  # before minutes of InsV2V
         state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress)
         state = _errors(run_tav)(studio, state, source_caption, edited_caption, preset, tune_steps, session, progress)
@@ -308,7 +308,7 @@ def build(studio) -> None:
     heavy = dict(concurrency_limit=1, concurrency_id="model", show_progress="full")
     preset.change(lambda p: 300 if p == "space" else 500, preset, tune_steps, api_name=False, queue=False)
     propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False)
-    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the comparison")
+    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the comparison", "compare")
     submitted.then(
         compare_insv2v, [video, instruction, edited_caption], [output, scores, status, state], api_name=False,
         inputs_kwargs=settings, **heavy,

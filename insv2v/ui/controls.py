@@ -19,21 +19,22 @@ class Slider(gr.Slider):
         return super().preprocess(payload)
 
 
-def session_of(request: gr.Request | None) -> str | None:
-    return request.session_hash if request is not None else None
+def session_of(request: gr.Request | None, tab: str) -> str:
+    """The key of a browser session's work in one tab (serving.Jobs): a tab's Cancel reaches that tab's work only."""
+    return f"{request.session_hash if request is not None else ''}/{tab}"
 
 
-def cancellable(jobs, run_buttons: list, cancel_button, note, what: str) -> list:
-    """Wire a Cancel button to `jobs` (serving.Jobs), saying what it did in `note` (a Markdown beside it); return each
-    run button's submit event, to chain the queued work after (`.then(...)`), so that a Cancel pressed while that
-    work waits in the queue reaches it too."""
+def cancellable(jobs, run_buttons: list, cancel_button, note, what: str, tab: str) -> list:
+    """Wire tab `tab`'s Cancel button to `jobs` (serving.Jobs), saying what it did in `note` (a Markdown beside it);
+    return each run button's submit event, to chain the queued work after (`.then(...)`), so that a Cancel pressed
+    while that work waits in the queue reaches it too."""
 
     def submit(request: gr.Request):
-        jobs.submit(session_of(request))
+        jobs.submit(session_of(request, tab))
         return ""
 
     def cancel(request: gr.Request):
-        state = jobs.cancel(session_of(request))
+        state = jobs.cancel(session_of(request, tab))
         if state == "running":
             return f"Cancelling: {what} stops after its current step."
         if state == "waiting":
@@ -50,6 +51,6 @@ def forget_closed_sessions(demo, jobs) -> None:
     """A browser tab closed: drop its session's Cancel bookkeeping (serving.Jobs)."""
 
     def forget(request: gr.Request):  # `gr` at module level: Gradio resolves this hint to pass the request
-        jobs.forget(session_of(request))
+        jobs.forget(request.session_hash)  # every tab's work
 
     demo.unload(forget)

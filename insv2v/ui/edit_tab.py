@@ -86,7 +86,7 @@ def make_handler(studio, preview: bool):
 
     @gpu(studio.config.gpu_seconds)
     def edit(video: str, instruction: str, request: gr.Request = None, progress=gr.Progress(), **settings):
-        session = session_of(request)
+        session = session_of(request, "edit")
         return run(studio, video, instruction, settings, preview, session, progress)
 
     edit.__name__ = "preview" if preview else "edit"
@@ -98,7 +98,7 @@ def make_example_handler(studio):
     handler = make_handler(studio, False)
 
     def edit_example(video: str, instruction: str, request: gr.Request = None):
-        studio.jobs.submit(session_of(request))  # a request of its own: a Cancel pressed before it does not stop it
+        studio.jobs.submit(session_of(request, "edit"))  # a request of its own: an earlier Cancel does not stop it
         return handler(video, instruction, seed=0, randomize_seed=False, request=request)
 
     return edit_example
@@ -159,7 +159,7 @@ def build(studio) -> None:
     # The settings go by name: the API names each parameter after its setting (its default: the control's value).
     heavy = dict(inputs_kwargs=settings, concurrency_limit=1, concurrency_id="model", show_progress="full")
     buttons = [preview_button.click, run_button.click, instruction.submit]
-    preview, edit, enter = cancellable(studio.jobs, buttons, cancel_button, cancel_note, "the edit")
+    preview, edit, enter = cancellable(studio.jobs, buttons, cancel_button, cancel_note, "the edit", "edit")
     preview.then(make_handler(studio, True), inputs, outputs, api_name="preview", **heavy)
     edit.then(make_handler(studio, False), inputs, outputs, api_name="edit", **heavy)
     enter.then(make_handler(studio, False), inputs, outputs, api_name=False, **heavy)

@@ -420,9 +420,10 @@ class Job:
 
 
 class Jobs:
-    """The running job of each browser session, so that its Cancel button can reach it, and when the session last
-    submitted a request and last pressed Cancel, so that a Cancel pressed while its request waits in the queue stops
-    that request as it starts. Buttons call `submit` before their queued event (`.click(submit).then(heavy)`).
+    """The running job of each browser session's tab (keys `SESSION/TAB`, controls.session_of), so that the tab's
+    Cancel button can reach it, and when it last submitted a request and last pressed Cancel, so that a Cancel pressed
+    while its request waits in the queue stops that request as it starts. Buttons call `submit` before their queued
+    event (`.click(submit).then(heavy)`).
 
     Known limit: a request submitted after that Cancel, before the cancelled one starts, lets it run (a start compares
     with the session's latest submit). Pairing each start with its own submit by order broke worse: a second click of
@@ -463,16 +464,24 @@ class Jobs:
         with self._lock:
             return [job.folder for job in self._running.values() if job.folder is not None]
 
+    @staticmethod
+    def _of(session: str | None, key: str) -> bool:
+        """Whether `key` is the session's, or one of its tabs' (`SESSION/TAB`, controls.session_of)."""
+        return key == (session or "") or key.startswith(f"{session or ''}/")
+
     def knows(self, session: str | None) -> bool:
         """Whether anything of the session is kept (a job, or when it submitted, started or cancelled)."""
         with self._lock:
-            return any((session or "") in d for d in (self._running, self._submitted, self._started, self._cancelled))
+            places = (self._running, self._submitted, self._started, self._cancelled)
+            return any(self._of(session, key) for d in places for key in d)
 
     def forget(self, session: str | None) -> None:
-        """Drop a closed session's timestamps (a job of it still running finishes, and `finish` drops it)."""
+        """Drop a closed session's timestamps, its tabs' too (a job of it still running finishes, and `finish` drops
+        it)."""
         with self._lock:
             for times in (self._submitted, self._started, self._cancelled):
-                times.pop(session or "", None)
+                for key in [key for key in times if self._of(session, key)]:
+                    del times[key]
 
     def cancel(self, session: str | None) -> str | None:
         """Cancel the session's running job, and any it submitted that has not started; what happened, for the page

@@ -172,7 +172,7 @@ def make_handler(studio):
         **settings,
     ):
         # The recipe's own guidance scales are left at their defaults: placeholders, as the grid supplies them.
-        session = session_of(request)
+        session = session_of(request, "sweep")
         return run(studio, video, instruction, text_cfgs, video_cfgs, score, settings, session, progress)
 
     return sweep
@@ -228,7 +228,7 @@ def build(studio) -> None:
             files = gr.File(label="Export (CSV, JSON)", file_count="multiple", elem_id="sweep-files")
             state = gr.State()
 
-    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the sweep")
+    (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the sweep", "sweep")
     submitted.then(
         make_handler(studio), [video, instruction, text_cfgs, video_cfgs, score],
         [gallery, heat, table, files, state, status], inputs_kwargs=controls.inputs(SETTINGS),
