@@ -34,6 +34,19 @@ def positive_int_at_most(limit: int):
     return parse
 
 
+def number_in(low: float, high: float):
+    """A finite number from `low` to `high`: a setting whose range the model would refuse only after loading."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"  # argparse names the type when float() fails: "invalid number value"
+    return parse
+
+
 def resolution(text: str) -> int:
     """A short side in pixels that read_video resizes to."""
     from insv2v.video import MAX_RESOLUTION, MIN_RESOLUTION

@@ -131,13 +131,14 @@ def _recipe_from_args(args: argparse.Namespace) -> tuple[EditRecipe, dict]:
 def edit(args: argparse.Namespace) -> None:
     import torch
 
-    from insv2v.editing import SETTINGS, name_settings, replay_differences, replay_dtype, run_edit
+    from insv2v.editing import SETTINGS, check_edit_files, name_settings, replay_differences, replay_dtype, run_edit
     from insv2v.loading import default_device, load_pipeline
     from insv2v.video import probe
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     recipe, made = _recipe_from_args(args)
-    probe(recipe.input)  # a bad input fails here, before the model loads
+    probe(recipe.input)  # a bad input, output or instruction fails here, before the model loads
+    check_edit_files(recipe, Path(args.output), args.side_by_side)
     device = torch.device(args.device) if args.device else default_device()
     dtype = dtype or replay_dtype(made, device)  # a recipe runs again in the precision it ran in
     pipe = load_pipeline(recipe.model, device=device, dtype=dtype)

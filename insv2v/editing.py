@@ -22,7 +22,7 @@ import torch
 import insv2v
 from insv2v.argtypes import SEED_LIMIT
 from insv2v.files import file_sha256, write_text_atomically
-from insv2v.loading import read_model_sampling
+from insv2v.loading import default_source, read_model_sampling
 from insv2v.pipeline import (
     DEFAULT_FRAMES_PER_CLIP,
     DEFAULT_LVSC_FRACTION,
@@ -116,6 +116,9 @@ class EditRecipe:
             value = getattr(recipe, name)
             if value and not Path(value).is_absolute() and (folder / value).exists():
                 recipe = dataclasses.replace(recipe, **{name: str(folder / value)})
+        # A setting the file leaves out (written by hand) is the model's, as for an edit given by flags
+        recommended = read_model_sampling(default_source(recipe.model), MODEL_SAMPLING_KEYS)
+        recipe = dataclasses.replace(recipe, **{k: v for k, v in recommended.items() if k not in data})
         meta = data.get("_meta")
         return recipe, meta if isinstance(meta, dict) else {}
 
@@ -310,6 +313,16 @@ def check_recipe_sidecar(recipe_path: Path, output: Path) -> None:
         raise ValueError(f"{recipe_path} {whose}; the edit would replace it: name the output otherwise")
 
 
+def check_edit_files(recipe: EditRecipe, output: Path, side_by_side_view: bool = False) -> tuple[Path, Path]:
+    """The recipe's and side-by-side paths beside `output`, once the output, its sidecars and the instruction are
+    known to be fine: checked before any model loads or frame is decoded."""
+    recipe_path, sbs_path = sidecar_paths(output)
+    check_output(output, recipe.input, [recipe_path, *([sbs_path] if side_by_side_view else [])])
+    check_recipe_sidecar(recipe_path, output)
+    check_instruction(recipe.instruction)
+    return recipe_path, sbs_path
+
+
 def run_edit(
     recipe: EditRecipe,
     output: str | Path,
@@ -330,10 +343,7 @@ def run_edit(
     """
     began = time.perf_counter()
     output = Path(output)
-    recipe_path, sbs_path = sidecar_paths(output)
-    check_output(output, recipe.input, [recipe_path, *([sbs_path] if side_by_side_view else [])])
-    check_recipe_sidecar(recipe_path, output)
-    check_instruction(recipe.instruction)
+    recipe_path, sbs_path = check_edit_files(recipe, output, side_by_side_view)
     recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution
 

@@ -494,7 +494,7 @@ class InsV2VPipeline(DiffusionPipeline):
             latent_size = (source.shape[4], source.shape[3])
             compute = lambda: reference_flows(run.frames, new, refs, latent_size)  # noqa: E731
             if run.cache is not None:
-                key = (span.start, span.stop, latent_size)
+                key = (span.start, span.stop, span.num_ref, latent_size)  # another plan: other reference frames
                 flows = run.cache.motion_flows(key, run.frames[span.start : span.stop], compute)
             else:
                 flows = compute()

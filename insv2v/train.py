@@ -1022,7 +1022,7 @@ def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData
 
         calibrate_clip_folder(final, pairs)
     record = {"config": dataclasses.asdict(config), "data": {**data.record(), "shards": shards} if data else None}
-    (final / "training.json").write_text(json.dumps(record, indent=2))
+    write_text_atomically(final / "training.json", json.dumps(record, indent=2))
     return final
 
 
@@ -1104,7 +1104,7 @@ def train(config: TrainConfig) -> Path:
                           f"shared by {accelerator.num_processes} process(es)")  # fmt: skip
     if accelerator.is_main_process:  # the settings, once every check has passed
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        write_text_atomically(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))  # kill-safe
     accelerator.print(f"batch {config.batch_size} x {config.grad_accum} accumulated x {accelerator.num_processes} "
                       f"process(es) = {config.batch_size * config.grad_accum * accelerator.num_processes}")  # fmt: skip
     # 4. Optimizer, resumed state, and the stream of batches

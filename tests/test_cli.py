@@ -283,6 +283,10 @@ def test_an_output_path_through_a_file_is_one_line(model, tmp_path, capsys):
     (tmp_path / "made.mp4").mkdir()  # a folder named like a video: refused before the edit, not after it
     assert edit(good, "make it snowy", "-o", tmp_path / "made.mp4", "--model", model, *FAST) == 2
     assert f"output {tmp_path / 'made.mp4'} is a folder; name a file" in capsys.readouterr().err
+    for args, words in ((("make it snowy", "-o", tmp_path / "x.avi"), "output must end in .mp4 or .gif"),
+                        ((" ", "-o", tmp_path / "x.mp4"), "the instruction is empty")):  # fmt: skip
+        assert edit(good, *args, "--model", tmp_path / "missing") == 2  # said before the model would load
+        assert words in capsys.readouterr().err
 
 
 def test_an_instruction_longer_than_the_model_reads_is_said(model, tmp_path, caplog):
@@ -326,6 +330,12 @@ def test_model_recommended_guidance_is_the_default_and_flags_override_it(tmp_pat
         assert edit(good, "make it snowy", "-o", tmp_path / f"{name}.mp4", "--model", folder, *flags, *FAST) == 0
     c, d = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "cd")
     assert (c["lvsc"], d["lvsc"], c["text_cfg"]) == (False, True, 4.0)
+    by_hand = {"input": str(good), "instruction": "make it snowy", "model": str(folder), "steps": 1, "text_cfg": 6,
+               "resolution": 32}  # fmt: skip
+    (tmp_path / "hand.json").write_text(json.dumps(by_hand))  # what it leaves out is the model's, as with flags
+    assert main(["edit", "--recipe", str(tmp_path / "hand.json"), "-o", str(tmp_path / "h.mp4")]) == 0
+    h = json.loads((tmp_path / "h.json").read_text())
+    assert (h["text_cfg"], h["lvsc"], h["video_cfg"]) == (6, False, 1.2)
 
     wanted = "text_cfg (a number), video_cfg (a number), lvsc (true or false)"
     for bad in ('{"text_cfg": 4, "cfg": 9}', '{"lvsc": 0}', '{"text_cfg": true}', '{"video_cfg": NaN}'):
@@ -480,3 +490,18 @@ def test_eval_runs_its_models_on_the_cpu_unless_told(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--toyworld", "--t2v", "some-model", "--device", "cuda"])
     assert "this machine has no cuda device" in capsys.readouterr().err and asked == ["cpu"]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["generate", "x", "-o", "a.mp4", "--cfg", "nan"], "argument --cfg: must be from 0 to 30, got nan"),
+        (["generate", "x", "-o", "a.mp4", "--cfg", "31"], "argument --cfg: must be from 0 to 30, got 31"),
+        (["generate", "x", "-o", "a.mp4", "--frames", "65"], "argument --frames: must be at most 64, got 65"),
+        (["synth", "generate", "--out", "d", "--n", "1", "--frames", "100"], "must be at most 64, got 100"),
+    ],
+)
+def test_text_to_video_settings_the_model_would_refuse_are_refused_before_it_loads(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err

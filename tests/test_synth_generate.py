@@ -26,7 +26,7 @@ from insv2v.synth import dataset
 from insv2v.synth.clip_filter import PairScores, Thresholds
 from insv2v.synth.generate import GenerateConfig, generate
 from insv2v.synth.p2p import P2PSettings
-from insv2v.synth.prompts import PromptPair, toy_prompts
+from insv2v.synth.prompts import PromptPair, prompt_source, toy_prompts
 from insv2v.synth.t2v import DEFAULT_GUIDANCE, recommended_guidance
 from insv2v.testing.tiny import tiny_pipeline, tiny_t2v_pipeline
 from insv2v.toyworld.synthetic import toy_judge
@@ -150,6 +150,11 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
     assert "is a file; name a folder for the shards" in capsys.readouterr().err
     assert main(["synth", "filter", str(tmp_path / "nothing")]) == 2
     assert "nothing is not a folder" in capsys.readouterr().err
+    (tmp_path / "photos").mkdir()  # a folder of one's own, not a dataset: nothing is locked or written in it
+    for command in (["filter"], ["report", "--rejudge"], ["rescore", "--clip", str(TOY_CLIP)]):
+        assert main(["synth", command[0], str(tmp_path / "photos"), *command[1:]]) == 2
+        assert "photos holds neither manifest.jsonl nor card.json" in capsys.readouterr().err
+    assert not any((tmp_path / "photos").iterdir())
     manifest = (out / dataset.MANIFEST).read_text()
     assert main(["synth", "report", str(out), "--out", str(out / dataset.MANIFEST)]) == 2  # its own file: refused
     assert "one of the dataset's own files" in capsys.readouterr().err
@@ -172,7 +177,7 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
         assert words in capsys.readouterr().err  # before the model loads: the missing one is not reached
 
 
-def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_path):
+def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError):
         generate(config(str(tmp_path / "missing-t2v"), tmp_path / "data", 1), toy_source(5))
     left = [p.name for p in (tmp_path / "data").iterdir()]
@@ -192,6 +197,13 @@ def test_a_failed_start_leaves_nothing_and_a_foreign_folder_is_refused(t2v, tmp_
         with pytest.raises(ValueError, match=words):  # refused by the model's checks before the first sample
             generate(dataclasses.replace(config(t2v, tmp_path / "data", 1), **bad), toy_source(5))
         assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK]
+    models_loaded = []
+    monkeypatch.setattr("insv2v.synth.t2v.load_t2v", lambda *a: models_loaded.append(a))
+    for spec, words in (("pairs.json", "unknown prompt source 'pairs.json'"), ("gone.jsonl", "gone.jsonl does not")):
+        with pytest.raises(ValueError, match=words):  # before the models load and the card ties the folder to it
+            generate(config(t2v, tmp_path / "data", 1), lambda start, spec=spec: prompt_source(spec, start=start))
+        assert [p.name for p in (tmp_path / "data").iterdir()] == [dataset.LOCK] and not models_loaded
+    monkeypatch.undo()
     generate(config(t2v, tmp_path / "data", 1), toy_source(5))
     assert len(dataset.read_manifest(tmp_path / "data")) == 1
     (tmp_path / "a-file").write_text("mine")

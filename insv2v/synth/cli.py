@@ -21,6 +21,7 @@ from pathlib import Path
 from insv2v.argtypes import (
     non_negative_float,
     non_negative_int,
+    number_in,
     open_fraction,
     positive_float,
     positive_int,
@@ -64,15 +65,20 @@ def _blending(args: argparse.Namespace) -> dict:
 
 def add_parsers(commands) -> None:
     from insv2v.synth.p2p import DEFAULT_BLEND_THRESHOLD
-    from insv2v.synth.t2v import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from insv2v.synth.t2v import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE_RANGE, MAX_FRAMES
 
     g = commands.add_parser("generate", help="a video from a caption with a text-to-video model")
     g.add_argument("caption")
     g.add_argument("-o", "--output", required=True, help="output .mp4 or .gif")
     g.add_argument("--model", help="text-to-video pipeline folder or hub id (default: the shipped toy model)")
-    g.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES, help=f"({DEFAULT_FRAMES})")
+    frames = positive_int_at_most(MAX_FRAMES)  # what the model takes, said before it loads
+    g.add_argument("--frames", type=frames, default=DEFAULT_FRAMES, help=f"({DEFAULT_FRAMES})")
     g.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help=f"DDIM steps ({DEFAULT_STEPS})")
-    g.add_argument("--cfg", type=float, help=f"text guidance (the model's sampling.json, else {DEFAULT_GUIDANCE:g})")
+    g.add_argument(
+        "--cfg",
+        type=number_in(*GUIDANCE_RANGE),
+        help=f"text guidance (the model's sampling.json, else {DEFAULT_GUIDANCE:g})",
+    )
     g.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     g.add_argument("--seed", type=seed, default=0)
     g.add_argument("--fps", type=positive_float, default=8.0)
@@ -97,7 +103,7 @@ def add_parsers(commands) -> None:
                      "(default: the shipped toy model)")  # fmt: skip
     gen.add_argument("--clip", help="CLIP for the filter (default: the toy CLIP for toy models, else "
                      "open_clip:ViT-L-14/openai)")  # fmt: skip
-    gen.add_argument("--frames", type=positive_int, default=16, help="(16; 1 for image pairs)")
+    gen.add_argument("--frames", type=frames, default=16, help="(16; 1 for image pairs)")
     gen.add_argument("--recipe", choices=("video", "image"), default="video", help="settings each sample draws: "
                      "video (InsV2V's reference: CFG 5-12, self- then cross-attention edits) or image "
                      "(InstructPix2Pix's: self-attention shared for 10-90%% of the steps, CFG 7.5-15)")  # fmt: skip
@@ -173,6 +179,8 @@ def generate_video(args: argparse.Namespace) -> None:
 def synth(args: argparse.Namespace) -> None:
     from insv2v.synth import dataset
 
+    if args.action != "generate":  # the others read (and lock, and rewrite) a dataset: never another folder
+        dataset.check_dataset(args.dataset)
     if args.action == "generate":
         from insv2v.assets import TOY_T2V
         from insv2v.synth.clip_filter import Thresholds, default_clip

@@ -349,6 +349,14 @@ def is_dataset(folder: str | os.PathLike) -> bool:
     return Path(folder).is_dir() and bool(manifest_files(Path(folder)))
 
 
+def check_dataset(folder: str | os.PathLike) -> None:
+    """Refuse a folder that is not a dataset before a command locks or writes anything in it."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"{folder} is not a folder (a dataset made by insv2v synth generate)")
+    if not (is_dataset(folder) or read_card(folder)):  # a run whose source gave nothing has its card alone
+        raise ValueError(f"{folder} holds neither {MANIFEST} nor {CARD}: not a dataset made by insv2v synth generate")
+
+
 def refilter(root: str | os.PathLike, thresholds: Thresholds, top_per_prompt: int | None = None) -> dict:
     """Re-apply `thresholds` (and `top_per_prompt`, `kept_under`) to every recorded sample (no video is made again),
     merging the processes' manifests into one; the new counts."""

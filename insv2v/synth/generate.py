@@ -242,8 +242,12 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     root = Path(config.out_dir)
     per_prompt = config.samples_per_prompt
     n_prompts = config.n // per_prompt
-    # 1. Fix the paired prompts, once; only after the models load, so that a failed start leaves nothing behind
+    # 1. Fix the paired prompts, once; only after the models load, so that a failed start leaves nothing behind. Their
+    #    source is built first: a bad spec, a missing file or a language model that does not load is refused before
+    #    anything is written (the card would tie the folder to the mistyped source)
     check_same_run(dataset.read_card(root), config)
+    fixed = read_prompts(root)
+    source = pairs_after(pairs, fixed) if state.is_main_process and len(fixed) < n_prompts else ()
     pipe = load_t2v(config.t2v, str(state.device))
     size = config.size or pipe.default_resolution  # what every sample will ask for, checked before anything is written
     pipe.check_inputs("", config.frames, size, size, config.steps, 1.0, "np")
@@ -264,7 +268,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
                 "top_per_prompt": config.top_per_prompt}  # fmt: skip
         dataset.write_card(root, card)  # before the prompts: a run killed while they are written is a dataset
         if len(read_prompts(root)) < n_prompts:
-            fix_prompts(root, pairs, n_prompts)
+            fix_prompts(root, lambda _start: source, n_prompts)  # the source built above, from the same start
             if prompt_stats is not None:  # a resumed run's counts add to the earlier runs'
                 card["prompt_stats"] = add_counts(card.get("prompt_stats") or {}, prompt_stats())
                 dataset.write_card(root, card)
