@@ -132,7 +132,7 @@ def edit(args: argparse.Namespace) -> None:
     import torch
 
     from insv2v.editing import SETTINGS, check_edit_files, name_settings, replay_differences, replay_dtype, run_edit
-    from insv2v.loading import default_device, load_pipeline
+    from insv2v.loading import default_device, default_source, load_pipeline
     from insv2v.video import probe
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -142,7 +142,8 @@ def edit(args: argparse.Namespace) -> None:
     device = torch.device(args.device) if args.device else default_device()
     dtype = dtype or replay_dtype(made, device)  # a recipe runs again in the precision it ran in
     pipe = load_pipeline(recipe.model, device=device, dtype=dtype)
-    recipe = dataclasses.replace(recipe, model=recipe.model or pipe.name_or_path)
+    # the source it loaded, as given ($INSV2V_MODEL's "compose:A+B" too: a composed pipeline has no name_or_path)
+    recipe = dataclasses.replace(recipe, model=default_source(recipe.model) or pipe.name_or_path)
     for note in replay_differences(made, recipe, pipe):
         print(f"insv2v: note: {note}", file=sys.stderr)
     try:

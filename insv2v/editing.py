@@ -323,6 +323,21 @@ def check_edit_files(recipe: EditRecipe, output: Path, side_by_side_view: bool =
     return recipe_path, sbs_path
 
 
+def edit_meta(recipe: EditRecipe, output: Path, pipe: InsV2VPipeline, clip) -> dict:
+    """What an edit's recipe records of its run (`_meta`), so that a replay can say what differs."""
+    return {
+        "insv2v_version": insv2v.__version__,
+        "video": output.name,  # whose recipe this is: out.mp4 and out.gif would share out.json
+        "input_sha256": file_sha256(recipe.input),
+        "size": [clip.frames.shape[2], clip.frames.shape[1]],
+        "num_frames": len(clip.frames),
+        "fps": clip.fps,
+        "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
+        "torch_dtype": str(pipe.unet.dtype),
+        "device": str(pipe.device),
+    }
+
+
 def run_edit(
     recipe: EditRecipe,
     output: str | Path,
@@ -392,31 +407,22 @@ def run_edit(
             cache=cache,
             callback_on_step_end=callback_on_step_end,
         )
-        ok = not pipe.interrupt
+        if not pipe.interrupt:
+            meta = edit_meta(recipe, output, pipe, clip)  # known before any output replaces an earlier one
+            ok = True
     finally:
         failed = None
         for sink in sinks:  # each one closed, so that no temporary file stays behind when another fails
             try:
                 sink.close(ok and failed is None)
+                if sink is sinks[0] and ok and failed is None:  # the recipe next to the video it describes, before
+                    recipe.save(recipe_path, meta)  # the side-by-side view: a later failure leaves them matching
             except Exception as err:
                 failed = failed or err
         if failed is not None:
             raise failed
     if not ok:
         raise InterruptedError("the edit was cancelled; nothing was written")
-
-    meta = {
-        "insv2v_version": insv2v.__version__,
-        "video": output.name,  # whose recipe this is: out.mp4 and out.gif would share out.json
-        "input_sha256": file_sha256(recipe.input),
-        "size": [frames.shape[2], frames.shape[1]],
-        "num_frames": len(frames),
-        "fps": clip.fps,
-        "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
-        "torch_dtype": str(pipe.unet.dtype),
-        "device": str(pipe.device),
-    }
-    recipe.save(recipe_path, meta)
     return EditResult(
         output=output,
         recipe_path=recipe_path,

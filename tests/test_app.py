@@ -539,6 +539,33 @@ def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_p
     with pytest.raises(OSError, match="disk full"):
         run_edit(recipe, out, tiny_pipeline(), side_by_side_view=True)
     assert sorted(p.name for p in out.parent.iterdir()) == ["edit.mp4"] and out.read_bytes() == b"an earlier edit"
+    monkeypatch.setattr(editing._Sink, "close", close)
+    monkeypatch.setattr(editing, "file_sha256", lambda path: (_ for _ in ()).throw(FileNotFoundError(path)))
+    with pytest.raises(FileNotFoundError):  # the input gone by the end of the edit: its recipe cannot be made
+        run_edit(recipe, out, tiny_pipeline(), side_by_side_view=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["edit.mp4"] and out.read_bytes() == b"an earlier edit"
+
+
+def test_a_side_by_side_view_that_fails_leaves_the_edit_and_its_recipe_matching(tmp_path, monkeypatch):
+    from insv2v import editing
+
+    clip = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
+    out = tmp_path / "edit.mp4"
+    close = editing._Sink.close
+
+    def failing_view(sink, ok):
+        if sink.path != out:
+            close(sink, False)
+            raise OSError("disk full")
+        close(sink, ok)
+
+    monkeypatch.setattr(editing._Sink, "close", failing_view)
+    recipe = EditRecipe(input=clip, instruction="make it snowy", steps=1, seed=0, frames_per_clip=4, ref_frames=1)
+    with pytest.raises(OSError, match="disk full"):
+        run_edit(recipe, out, tiny_pipeline(), side_by_side_view=True)
+    written = json.loads((tmp_path / "edit.json").read_text())
+    assert written["_meta"]["video"] == "edit.mp4" and probe(out).num_frames == written["_meta"]["num_frames"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "edit.json", "edit.mp4"]
 
 
 def test_a_recipe_that_cannot_be_written_leaves_nothing_half_written(tmp_path):

@@ -343,3 +343,18 @@ def test_a_model_folder_saved_anew_is_read_again_and_the_old_one_let_go(tmp_path
     torch.testing.assert_close(fingerprint(second), fingerprint(load(str(fresh), device="cpu")), rtol=0, atol=0)
     gc.collect()
     assert first_ref() is None  # the replaced model is not kept beside its successor
+
+
+def test_an_edit_with_a_composed_model_records_the_composition(parts, tmp_path, monkeypatch):
+    import json
+
+    from media import make_video
+
+    from insv2v.cli import main
+
+    image_model, adapter_dir, _ = parts
+    source = f"compose:{image_model}+{adapter_dir}"
+    monkeypatch.setenv("INSV2V_MODEL", source)  # no --model: the recipe names what ran, so that it replays
+    video = make_video(tmp_path / "in.mp4", num_frames=4)
+    assert main(["edit", str(video), "make it snowy", "-o", str(tmp_path / "out.mp4"), "--steps", "1"]) == 0
+    assert json.loads((tmp_path / "out.json").read_text())["model"] == source
