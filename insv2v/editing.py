@@ -359,6 +359,8 @@ def run_edit(
     began = time.perf_counter()
     output = Path(output)
     recipe_path, sbs_path = check_edit_files(recipe, output, side_by_side_view)
+    if recipe.seed is not None and not 0 <= recipe.seed < SEED_LIMIT:  # torch's generator takes no other
+        raise ValueError(f"seed must be between 0 and 2**63 - 1, got {recipe.seed}")
     recipe = recipe.with_seed()
     resolution = recipe.resolution or pipe.default_resolution
 

@@ -243,6 +243,9 @@ class InsV2VPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`num_inference_steps` must be an integer in [1, {MAX_STEPS}], got {num_inference_steps}."
             )
+        for name, value in (("frames_per_clip", frames_per_clip), ("ref_frames", ref_frames)):
+            if isinstance(value, bool) or not isinstance(value, int):  # a float slices nothing, later
+                raise ValueError(f"`{name}` must be an integer, got {value!r}.")
         if not 2 <= frames_per_clip <= self.max_frames_per_clip:
             raise ValueError(
                 f"`frames_per_clip` must be in [2, {self.max_frames_per_clip}] for this model, got {frames_per_clip}."

@@ -240,6 +240,8 @@ def test_interrupt_returns_only_finished_clips(pipe, stop_at):
         ({"video_guidance_scale": -1.0}, "`video_guidance_scale` must be in"),
         ({"frames_per_clip": 4, "ref_frames": 4}, "`ref_frames` must be in [0, frames_per_clip)"),
         ({"frames_per_clip": 64}, "`frames_per_clip` must be in [2, 32]"),
+        ({"frames_per_clip": 8.0}, "`frames_per_clip` must be an integer, got 8.0"),
+        ({"ref_frames": True}, "`ref_frames` must be an integer, got True"),
         ({"num_inference_steps": 0}, "`num_inference_steps`"),
         ({"lvsc_fraction": 1.5}, "`lvsc_fraction`"),
         ({"output_type": "gif"}, "`output_type`"),
@@ -274,3 +276,11 @@ def test_tiny_components_are_deterministic():
     for name in ("unet", "vae", "text_encoder"):
         for (n, p), (_, q) in zip(a[name].state_dict().items(), b[name].state_dict().items(), strict=True):
             assert torch.equal(p, q), n
+
+
+def test_a_seed_torch_cannot_take_is_refused_before_the_input_is_read(tmp_path):
+    from insv2v.editing import EditRecipe, run_edit
+
+    recipe = EditRecipe(input=str(tmp_path / "not-read.mp4"), instruction="make it snowy", seed=2**64)
+    with pytest.raises(ValueError, match=r"seed must be between 0 and 2\*\*63 - 1, got 18446744073709551616"):
+        run_edit(recipe, tmp_path / "out.mp4", None)
