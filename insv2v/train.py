@@ -361,14 +361,11 @@ def fit_square(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resize(frame[top : top + side, left : left + side], size, size) for frame in frames])
 
 
-def load_pairs(
-    data_dir: str, frames: int, size: int, resize: bool = False, shard: tuple[int, int] = (0, 1), reverse: float = 0.0
-) -> PairData:
-    """The kept pairs of `data_dir`, each checked from its headers to have at least `frames` frames of `size` x
-    `size` pixels (with `resize`: of any size, made `size` x `size` by `fit_square`). `shard` (i, n): only kept
-    pairs i, i + n, i + 2n ... are held, process i's share of n. `reverse`: `PairData.draw`'s share."""
+def kept_records(data_dir: str, processes: int = 1, reverse: float = 0.0) -> tuple[list, list, list]:
+    """A dataset's records, its kept ones, and (with `reverse`) each kept pair's undoing instruction or None, once
+    the folder is known to be a dataset whose kept pairs `processes` can share (and, with `reverse`, can run some
+    backwards): read from its manifest alone, so checked before any model is built."""
     from insv2v.toyworld.world import undo_instruction
-    from insv2v.video import probe
 
     root = Path(data_dir)
     if not dataset.is_dataset(root):
@@ -378,15 +375,28 @@ def load_pairs(
     if not kept:
         raise ValueError(f"--data {data_dir}: none of its {len(records)} samples is kept by the CLIP filter; "
                          "`insv2v synth filter` can re-apply other thresholds")  # fmt: skip
-    index, processes = shard
     if len(kept) < processes:
         raise ValueError(f"--data {data_dir}: its {len(kept)} kept pairs cannot be shared by {processes} processes")
-    # Over every kept pair, not this process's share: each process refuses alike, and the record counts them all.
+    # Over every kept pair, not one process's share: each process refuses alike, and the record counts them all.
     undos = [undo_instruction(r["input"], r["edit"], r["output"], phrasing=r["index"]) for r in kept] if reverse else []
-    reversible = sum(u is not None for u in undos)
-    if reverse and not reversible:
+    if reverse and not any(u is not None for u in undos):
         raise ValueError(f"--data {data_dir}: --reverse-pairs runs pairs backwards with the toy grammar's undoing "
                          "instruction; it can state none of these pairs' edits backwards")  # fmt: skip
+    return records, kept, undos
+
+
+def load_pairs(
+    data_dir: str, frames: int, size: int, resize: bool = False, shard: tuple[int, int] = (0, 1), reverse: float = 0.0
+) -> PairData:
+    """The kept pairs of `data_dir`, each checked from its headers to have at least `frames` frames of `size` x
+    `size` pixels (with `resize`: of any size, made `size` x `size` by `fit_square`). `shard` (i, n): only kept
+    pairs i, i + n, i + 2n ... are held, process i's share of n. `reverse`: `PairData.draw`'s share."""
+    from insv2v.video import probe
+
+    root = Path(data_dir)
+    index, processes = shard
+    records, kept, undos = kept_records(data_dir, processes, reverse)
+    reversible = sum(u is not None for u in undos)
     card = dataset.read_card(root)
     data = PairData(data_dir, [], [], [], card.get("thresholds"), dataset.counts(records), [], size, resize, frames,
                     top_per_prompt=card.get("top_per_prompt"), undos=undos[index::processes], reverse=reverse,
@@ -1089,7 +1099,9 @@ def train(config: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
     state = checkpoint_state(checkpoint)
     check_resume(config, state)
-    # 3. Models and data
+    # 3. Models and data (the data's manifest checked first: building a model may mean a download)
+    if config.data_dir:
+        kept_records(config.data_dir, accelerator.num_processes, config.reverse_pairs)
     torch.manual_seed(config.seed)
     modules, helpers = build(config)
     if config.gradient_checkpointing:

@@ -192,6 +192,9 @@ def test_the_loader_refuses_what_it_cannot_train_on(tmp_path, coded_dataset):
     with pytest.raises(ValueError, match=r"pair 000000 has 32x32 frames; the model takes 64x64 \(the toy world is "
                        r"64x64\)"):  # fmt: skip
         load_pairs(str(small), frames=1, size=64)
+    with pytest.raises(ValueError, match="none of its 1 samples is kept"):  # before the model would be built
+        train(TrainConfig("video", str(tmp_path / "run"), data_dir=str(none_kept), init_dir=str(tmp_path / "gone")))
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_pair_cut_short_is_named_when_drawn(tmp_path):
