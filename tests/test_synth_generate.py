@@ -142,6 +142,19 @@ def test_cli_filter_export_and_generate(t2v, tmp_path, capsys):
                  "--sim-dir", "-1"]) == 0  # fmt: skip
     assert main(["synth", "export", str(out), "--out", str(tmp_path / "shards"), "--shard-size", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
+    exported = {p.name: p.read_bytes() for p in (tmp_path / "shards").iterdir()}
+    add = tarfile.TarFile.add
+
+    def full_at_the_third_pair(tar, name, arcname=None, **kwargs):
+        if arcname.startswith("000002."):
+            raise OSError("disk full")
+        add(tar, name, arcname=arcname, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:  # an export that fails on its second shard
+        patch.setattr(tarfile.TarFile, "add", full_at_the_third_pair)
+        assert main(["synth", "export", str(out), "--out", str(tmp_path / "shards"), "--shard-size", "1"]) == 2
+    assert "disk full" in capsys.readouterr().err  # the earlier export is whole, nothing of this one is left
+    assert {p.name: p.read_bytes() for p in (tmp_path / "shards").iterdir()} == exported
     for inside in (out / "shards", out, out / dataset.PAIRS):
         assert main(["synth", "export", str(out), "--out", str(inside)]) == 2
         assert "export the shards outside the dataset" in capsys.readouterr().err

@@ -426,22 +426,27 @@ def export_webdataset(root: str | os.PathLike, out_dir: str | os.PathLike, shard
         raise ValueError(f"{root}: {len(missing)} video(s) named in the manifest are missing, e.g. {missing[0]}")
     out_dir.mkdir(parents=True, exist_ok=True)
     earlier = set(out_dir.glob("shard-*.tar"))
-    shards = []
-    for start in range(0, len(kept), shard_size):
-        path = out_dir / f"shard-{start // shard_size:06d}.tar"
-        tmp = path.with_suffix(".tar.tmp")
-        with tarfile.open(tmp, "w") as tar:
-            for r in kept[start : start + shard_size]:
-                key = pair_id(r["index"])
-                source, edited = files[r["index"]]
-                tar.add(source, arcname=f"{key}.input.mp4")
-                tar.add(edited, arcname=f"{key}.edited.mp4")
-                meta = json.dumps(r).encode()
-                info = tarfile.TarInfo(f"{key}.json")
-                info.size = len(meta)
-                tar.addfile(info, io.BytesIO(meta))
+    written: list[Path] = []  # every shard whole before any replaces one of an earlier export
+    try:
+        for start in range(0, len(kept), shard_size):
+            written.append(out_dir / f"shard-{start // shard_size:06d}.tar.tmp")
+            with tarfile.open(written[-1], "w") as tar:
+                for r in kept[start : start + shard_size]:
+                    key = pair_id(r["index"])
+                    source, edited = files[r["index"]]
+                    tar.add(source, arcname=f"{key}.input.mp4")
+                    tar.add(edited, arcname=f"{key}.edited.mp4")
+                    meta = json.dumps(r).encode()
+                    info = tarfile.TarInfo(f"{key}.json")
+                    info.size = len(meta)
+                    tar.addfile(info, io.BytesIO(meta))
+    except BaseException:
+        for tmp in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    shards = [tmp.with_suffix("") for tmp in written]  # shard-000000.tar.tmp -> shard-000000.tar
+    for tmp, path in zip(written, shards, strict=True):
         os.replace(tmp, path)
-        shards.append(path)
     for old in earlier - set(shards):  # only once the new export is whole
         old.unlink()
     return shards
