@@ -61,14 +61,14 @@ class InsV2VPipelineOutput(BaseOutput):
 class SamplingCache:
     """What calls on one video differing only in guidance scales, LVSC fraction or MC can share (a CFG sweep).
 
-    Each clip's first step sees the same noise, source latents, prompts and timestep in every such call, so its
-    three UNet branches are computed once; motion-compensation flows depend only on the input frames. Pass one
-    instance as `cache=` to each call. An entry is reused only if it came from the same UNet and its inputs are equal
-    to the current ones.
+    Each clip's first step sees the same noise, source latents, prompts and timestep in every such call, so its UNet
+    branches are computed once per set the guidance needs (all three, or two at video CFG 1); motion-compensation
+    flows depend only on the input frames. Pass one instance as `cache=` to each call. An entry is reused only if it
+    came from the same UNet and its inputs are equal to the current ones.
     """
 
-    first_steps: dict = field(default_factory=dict)  # (start, stop, t) -> (unet, x_in, source, embeds, branches)
-    flows: dict = field(default_factory=dict)  # (start, stop, latent size) -> (frames, flows)
+    first_steps: dict = field(default_factory=dict)  # (start, stop, t, branches) -> (unet, x_in, source, embeds, out)
+    flows: dict = field(default_factory=dict)  # (start, stop, references, latent size) -> (frames, flows)
     hits: int = 0  # reuses, for tests and benchmarks
 
     def first_step(self, key, unet, x_in, source, embeds, compute):
@@ -512,10 +512,10 @@ class InsV2VPipeline(DiffusionPipeline):
             if self.interrupt:
                 return None
             x_in = self.scheduler.scale_model_input(x, t)
-            if i == 0 and run.cache is not None:  # the same in every call sharing the cache: all three branches
-                branches = run.cache.first_step(
-                    (span.start, span.stop, int(t)), self.unet, x_in, source, run.embeds,
-                    functools.partial(self._branches, x_in, source, empty_source, run.embeds, t),
+            if i == 0 and run.cache is not None:  # the same in every call sharing the cache and the branches it needs
+                branches = run.cache.first_step(  # (batched as a call without the cache batches them: equal outputs)
+                    (span.start, span.stop, int(t), wanted), self.unet, x_in, source, run.embeds,
+                    functools.partial(self._branches, x_in, source, empty_source, run.embeds, t, wanted),
                 )  # fmt: skip
             else:
                 branches = self._branches(x_in, source, empty_source, run.embeds, t, wanted)
