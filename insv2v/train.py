@@ -22,6 +22,7 @@ training.json: the settings and, with --data, the dataset, its thresholds and co
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -383,6 +384,19 @@ def kept_records(data_dir: str, processes: int = 1, reverse: float = 0.0) -> tup
         raise ValueError(f"--data {data_dir}: --reverse-pairs runs pairs backwards with the toy grammar's undoing "
                          "instruction; it can state none of these pairs' edits backwards")  # fmt: skip
     return records, kept, undos
+
+
+def kept_digest(kept: list[dict]) -> str:
+    """Which samples of a dataset are kept, in a few characters: a run resumes only on the pairs it started on."""
+    return hashlib.sha256(json.dumps(sorted(r["index"] for r in kept)).encode()).hexdigest()[:16]
+
+
+def check_same_pairs(state: dict | None, kept: list[dict], data_dir: str) -> None:
+    """Refuse to resume a run on `data_dir` if its kept pairs differ from those its checkpoint trained on (a `synth
+    filter`, `rescore` or `generate` since): the run would go on with other data and record only the new filter."""
+    if state is not None and state.get("pairs") not in (None, kept_digest(kept)):
+        raise ValueError(f"--data {data_dir}: its kept pairs changed since this run started (re-filtered, re-scored or "
+                         "grown); resume with them as they were, or start a new run")  # fmt: skip
 
 
 def load_pairs(
@@ -896,11 +910,12 @@ def make_ema(params: dict[str, torch.nn.Parameter], checkpoint: Path | None = No
 
 
 def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, config: TrainConfig, ema=None,
-                    scaler=None) -> None:  # fmt: skip
-    """Weights, optimizer state, the step and the run's settings (`data_dir` as `data_source` records it); the EMA of
-    the trainable weights, if kept; float16's loss scale (`scaler`), so a resumed run does not learn it again over
-    skipped steps. Written whole into a temporary folder (state.json last) and swapped in, so a run
-    killed while saving resumes from this checkpoint or the one before, never a mix (see `settle_checkpoint`)."""
+                    scaler=None, pairs: str | None = None) -> None:  # fmt: skip
+    """Weights, optimizer state, the step and the run's settings (`data_dir` as `data_source` records it, and which of
+    its pairs were kept: `pairs`, `kept_digest`); the EMA of the trainable weights, if kept; float16's loss scale
+    (`scaler`), so a resumed run does not learn it again over skipped steps. Written whole into a temporary folder
+    (state.json last) and swapped in, so a run killed while saving resumes from this checkpoint or the one before,
+    never a mix (see `settle_checkpoint`)."""
     tmp, old = _checkpoint_siblings(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -911,7 +926,8 @@ def save_checkpoint(folder: Path, modules: dict, optimizer, step: int, config: T
     if scaler is not None:
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
     data_dir = data_source(config)
-    state = {"step": step, **({"data_dir": data_dir} if data_dir else {}), "config": dataclasses.asdict(config)}
+    state = {"step": step, **({"data_dir": data_dir} if data_dir else {}), **({"pairs": pairs} if pairs else {}),
+             "config": dataclasses.asdict(config)}  # fmt: skip
     if ema is not None:
         shadows = dict(zip(trainable_parameters(modules), ema.shadow_params, strict=True))
         save_file({k: v.detach().contiguous() for k, v in shadows.items()}, tmp / "ema.safetensors")
@@ -1100,8 +1116,11 @@ def train(config: TrainConfig) -> Path:
     state = checkpoint_state(checkpoint)
     check_resume(config, state)
     # 3. Models and data (the data's manifest checked first: building a model may mean a download)
+    pairs = None
     if config.data_dir:
-        kept_records(config.data_dir, accelerator.num_processes, config.reverse_pairs)
+        _, kept, _ = kept_records(config.data_dir, accelerator.num_processes, config.reverse_pairs)
+        check_same_pairs(state, kept, config.data_dir)
+        pairs = kept_digest(kept)
     torch.manual_seed(config.seed)
     modules, helpers = build(config)
     if config.gradient_checkpointing:
@@ -1194,7 +1213,7 @@ def train(config: TrainConfig) -> Path:
             losses = []
         if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(checkpoint, {n: accelerator.unwrap_model(m) for n, m in modules.items()}, optimizer,
-                            step, config, ema, accelerator.scaler)  # fmt: skip
+                            step, config, ema, accelerator.scaler, pairs)  # fmt: skip
     # 6. The finished model (the average, with --ema), saved and uploaded by the main process
     stream.close()  # --workers: their processes end here, not after saving
     accelerator.wait_for_everyone()

@@ -250,5 +250,12 @@ def test_2d_and_video_train_on_a_dataset_record_it_and_resume_only_on_it(tmp_pat
     with pytest.raises(ValueError, match=r"not toy-world triplets \(no --data\)"):
         train(TrainConfig("video", str(video), steps=2, **small))
     assert json.loads((video / "config.json").read_text())["data_dir"] == str(data)
+    as_it_was = {name: (data / name).read_text() for name in (dataset.MANIFEST, dataset.CARD)}
+    assert main(["synth", "filter", str(data), "--sim-dir", "-1", "--sim-0", "-1", "--sim-1", "-1",
+                 "--sim-image", "-1"]) == 0  # fmt: skip  # all three kept now: other pairs than the run's two
+    with pytest.raises(ValueError, match="its kept pairs changed since this run started"):
+        train(TrainConfig("video", str(video), steps=2, data_dir=str(data), **small))
+    for name, text in as_it_was.items():  # filtered back as it was: the run goes on
+        (data / name).write_text(text)
     train(TrainConfig("video", str(video), steps=2, data_dir=str(data), **{**small, "log_every": 1}))
     assert [json.loads(line)["step"] for line in (video / "log.jsonl").read_text().splitlines()] == [1, 2]
