@@ -133,11 +133,12 @@ def edit(args: argparse.Namespace) -> None:
 
     from insv2v.editing import SETTINGS, check_edit_files, name_settings, replay_differences, replay_dtype, run_edit
     from insv2v.loading import default_device, default_source, load_pipeline
-    from insv2v.video import probe
+    from insv2v.video import check_decode_length, probe
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     recipe, made = _recipe_from_args(args)
-    probe(recipe.input)  # a bad input, output or instruction fails here, before the model loads
+    info = probe(recipe.input)  # a bad input, output or instruction fails here, before the model loads
+    check_decode_length(info, recipe.start, recipe.max_frames, recipe.stride, recipe.fps)
     check_edit_files(recipe, Path(args.output), args.side_by_side)
     device = torch.device(args.device) if args.device else default_device()
     dtype = dtype or replay_dtype(made, device)  # a recipe runs again in the precision it ran in

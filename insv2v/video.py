@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 MIN_RESOLUTION = 8  # smallest short side read_video resizes to
 MAX_RESOLUTION = 4096  # largest short side read_video resizes to
 MAX_PIXELS = 4096 * 4096  # larger frames are refused before they are decoded
+MAX_DECODE_FRAMES = 100_000  # frames one read decodes at most (about 55 min at 30 fps): a longer one fills memory
 TIME_EPS = 1e-3  # seconds; time stamps this close count as equal (container rounding)
 SEEK_MARGIN = 0.5  # seconds; seek this far before `start`, then decode forward to it
 AUDIO_GAP = 0.01  # seconds; a jump in audio time stamps beyond this is a hole to fill with silence (less is rounding)
@@ -289,6 +290,26 @@ def _decode_from(container, stream, time: float) -> Iterator[av.frame.Frame]:
     yield from container.decode(stream)
 
 
+def frames_to_decode(info: VideoInfo, start: float = 0.0, max_frames: int | None = None, stride: int = 1,
+                     fps: float | None = None) -> int:  # fmt: skip
+    """About how many frames reading a selection decodes: from `start` to its last selected frame (all the rest of
+    the video without `max_frames`, whatever the stride)."""
+    available = max(info.duration - start, 0.0) * info.fps
+    if max_frames is None:
+        return int(available)
+    per_selected = info.fps / fps if fps else stride  # source frames decoded per selected one
+    return int(min(available, max_frames * per_selected))
+
+
+def check_decode_length(info: VideoInfo, start: float = 0.0, max_frames: int | None = None, stride: int = 1,
+                        fps: float | None = None, limit: int = MAX_DECODE_FRAMES) -> None:  # fmt: skip
+    """Refuse, from `probe`'s figures alone, a selection too long to read, before any model loads or frame decodes."""
+    n = frames_to_decode(info, start, max_frames, stride, fps)
+    if n > limit:
+        raise VideoError(f"{info.path}: this selection runs about {n:,} frames, more than the {limit:,} one edit "
+                         "reads; edit a part of it (fewer frames, or a later start)")  # fmt: skip
+
+
 def _decode(path: str, container, stream, start: float, fps: Fraction, limit: int):
     """Decoded frames from near `start`, with their time in seconds from the stream start; (t, frame) pairs.
 
@@ -406,7 +427,7 @@ def read_video(
     resolution: int | None = None,
     multiple: int = 8,
     max_pixels: int = MAX_PIXELS,
-    max_decode_frames: int = 100_000,
+    max_decode_frames: int = MAX_DECODE_FRAMES,
 ) -> Clip:
     """Decode a clip: frames from `start` (s), every `stride`-th or resampled to `fps`, short side -> `resolution`."""
     path = os.fspath(path)

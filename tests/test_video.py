@@ -551,3 +551,16 @@ def test_write_gif_keeps_total_duration(tmp_path):
     # Read back, it is the same 30 frames at its average rate (FFmpeg's own guess, from the first frames, is 33 fps).
     info, clip = probe(tmp_path / "a.gif"), read_video(tmp_path / "a.gif")
     assert (info.num_frames, info.fps, info.duration) == (30, 30.0, 1.0) and len(clip.frames) == 30
+
+
+def test_a_selection_too_long_to_read_is_refused_from_the_probe_alone(tmp_path):
+    from insv2v.video import VideoInfo, check_decode_length, frames_to_decode
+
+    hour = VideoInfo("long.mp4", 640, 360, 30.0, 108_000, 3600.0, 0, False)  # an hour at 30 fps: nothing decoded
+    assert frames_to_decode(hour) == 108_000 and frames_to_decode(hour, start=3000.0) == 18_000
+    assert frames_to_decode(hour, max_frames=100, stride=3) == 300  # every third of 300 decoded
+    assert frames_to_decode(hour, max_frames=10, fps=3) == 100  # resampled from 30 to 3 fps
+    assert frames_to_decode(hour, start=4000.0) == 0  # past the end: the reader says so itself
+    with pytest.raises(VideoError, match=r"long\.mp4: this selection runs about 108,000 frames, more than the 100,000"):
+        check_decode_length(hour)
+    check_decode_length(hour, max_frames=64, stride=8)  # a part of it: fine
