@@ -519,6 +519,25 @@ def test_a_cancel_pressed_after_a_request_ended_does_not_stop_the_next_example(a
     assert probe(output).num_frames > 0 and status.startswith("Edited")
 
 
+def disk_full_on(monkeypatch, failing) -> None:
+    """Closing an edit's output whose path `failing(path)` holds fails as on a full disk (a writer that fails removes
+    its own temporary file); the others close as they would."""
+    from insv2v import editing
+
+    close = editing._Sink.close
+
+    def closing(sink, ok):
+        if failing(sink.path):
+            close(sink, False)
+            raise OSError("disk full")
+        close(sink, ok)
+
+    monkeypatch.setattr(editing._Sink, "close", closing)
+
+
+SMALL_EDIT = dict(instruction="make it snowy", steps=1, seed=0, frames_per_clip=4, ref_frames=1)
+
+
 def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_path, monkeypatch):
     from insv2v import editing
 
@@ -526,20 +545,12 @@ def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_p
     out = tmp_path / "out" / "edit.mp4"
     out.parent.mkdir()
     out.write_bytes(b"an earlier edit")
-    close = editing._Sink.close
-
-    def failing_first(sink, ok):  # the edit's own file fails as it is finished; the side-by-side view is next
-        if sink.path == out:
-            close(sink, False)  # a writer that fails removes its own temporary file
-            raise OSError("disk full")
-        close(sink, ok)
-
-    monkeypatch.setattr(editing._Sink, "close", failing_first)
-    recipe = EditRecipe(input=clip, instruction="make it snowy", steps=1, seed=0, frames_per_clip=4, ref_frames=1)
+    disk_full_on(monkeypatch, lambda path: path == out)  # the edit's own file fails; the side-by-side view is next
+    recipe = EditRecipe(input=clip, **SMALL_EDIT)
     with pytest.raises(OSError, match="disk full"):
         run_edit(recipe, out, tiny_pipeline(), side_by_side_view=True)
     assert sorted(p.name for p in out.parent.iterdir()) == ["edit.mp4"] and out.read_bytes() == b"an earlier edit"
-    monkeypatch.setattr(editing._Sink, "close", close)
+    monkeypatch.undo()
     monkeypatch.setattr(editing, "file_sha256", lambda path: (_ for _ in ()).throw(FileNotFoundError(path)))
     with pytest.raises(FileNotFoundError):  # the input gone by the end of the edit: its recipe cannot be made
         run_edit(recipe, out, tiny_pipeline(), side_by_side_view=True)
@@ -547,22 +558,11 @@ def test_a_failed_output_leaves_no_temporary_file_and_keeps_what_was_there(tmp_p
 
 
 def test_a_side_by_side_view_that_fails_leaves_the_edit_and_its_recipe_matching(tmp_path, monkeypatch):
-    from insv2v import editing
-
     clip = make_video(tmp_path / "clip.mp4", num_frames=6, size=(64, 64))
     out = tmp_path / "edit.mp4"
-    close = editing._Sink.close
-
-    def failing_view(sink, ok):
-        if sink.path != out:
-            close(sink, False)
-            raise OSError("disk full")
-        close(sink, ok)
-
-    monkeypatch.setattr(editing._Sink, "close", failing_view)
-    recipe = EditRecipe(input=clip, instruction="make it snowy", steps=1, seed=0, frames_per_clip=4, ref_frames=1)
+    disk_full_on(monkeypatch, lambda path: path != out)
     with pytest.raises(OSError, match="disk full"):
-        run_edit(recipe, out, tiny_pipeline(), side_by_side_view=True)
+        run_edit(EditRecipe(input=clip, **SMALL_EDIT), out, tiny_pipeline(), side_by_side_view=True)
     written = json.loads((tmp_path / "edit.json").read_text())
     assert written["_meta"]["video"] == "edit.mp4" and probe(out).num_frames == written["_meta"]["num_frames"] == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "edit.json", "edit.mp4"]
