@@ -1,4 +1,5 @@
-"""Writing files whole or not at all; reading and mending files appended to a line at a time; hashing files."""
+"""Writing files whole or not at all; reading and mending files appended to a line at a time; hashing files;
+one writer at a time in a folder."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+LOCK = ".lock"  # the file a folder's writer holds locked
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -49,6 +58,24 @@ def check_new_folder(path: str | os.PathLike) -> Path:
     if path.is_dir() and any(path.iterdir()):
         raise ValueError(f"{path} is not empty; name a new or empty folder (nothing in it was changed)")
     return path
+
+
+@contextmanager
+def folder_lock(root: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold `root`'s write lock while the block runs: a second writer is refused at once with `busy` instead of
+    writing under the first. The system drops the lock when the process ends, however it ends. Where the system has
+    no `flock` (Windows), nor is a folder that does not exist (it has nothing to lose)."""
+    root = Path(root)
+    if not root.is_dir():
+        yield
+        return
+    with open(root / LOCK, "w") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(busy) from None
+        yield
 
 
 def complete_lines(path: str | os.PathLike) -> list[str]:

@@ -29,6 +29,7 @@ import os
 import shutil
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from insv2v.augment import augment_pairs
 from insv2v.clip_tokenizer import token_ids
-from insv2v.files import complete_lines, write_text_atomically
+from insv2v.files import LOCK, complete_lines, folder_lock, write_text_atomically
 from insv2v.guidance import PREDICTION_TYPES
 from insv2v.loading import is_2d_folder
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
@@ -534,7 +535,7 @@ def check_config(config: TrainConfig) -> None:
 def check_out_dir(out: Path) -> None:
     """A run starts in a new or empty folder, or goes on in one an earlier start of it made; never writes over a model
     or anything else."""
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or all(p.name == LOCK for p in out.iterdir()):
         return
     try:
         ours = "stage" in json.loads((out / "config.json").read_text())  # a run's settings, not a model's config
@@ -1094,7 +1095,21 @@ def push_final(final: Path, repo_id: str) -> str:
 
 def train(config: TrainConfig) -> Path:
     """Train `config.stage` in `config.out_dir` (resuming a started run) on every process `accelerate launch` gave;
-    returns the finished model's folder."""
+    returns the finished model's folder. A second `insv2v train` in the same folder is refused while this one runs."""
+    with ExitStack() as lock:
+        return _train(config, lock)
+
+
+def _train(config: TrainConfig, lock: ExitStack) -> Path:
+    held = False
+
+    def hold_lock() -> None:  # by the main process, from the first moment the run folder exists
+        nonlocal held
+        if accelerator.is_main_process and out.is_dir() and not held:
+            lock.enter_context(folder_lock(out, f"{out} is being trained by another run; wait for it to end, or "
+                                                "train in another folder"))  # fmt: skip
+            held = True
+
     # 1. Settings: checked, then resolved for this launch (preset, processes, precision)
     check_config(config)
     if config.threads:
@@ -1110,6 +1125,7 @@ def train(config: TrainConfig) -> Path:
     accelerator.gradient_accumulation_steps = config.grad_accum
     # 2. What a killed run left, and whether it may go on with these settings
     checkpoint = out / "checkpoint"
+    hold_lock()
     if accelerator.is_main_process:
         settle_checkpoint(checkpoint)
     accelerator.wait_for_everyone()
@@ -1135,6 +1151,7 @@ def train(config: TrainConfig) -> Path:
                           f"shared by {accelerator.num_processes} process(es)")  # fmt: skip
     if accelerator.is_main_process:  # the settings, once every check has passed
         out.mkdir(parents=True, exist_ok=True)
+        hold_lock()
         write_text_atomically(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))  # kill-safe
     accelerator.print(f"batch {config.batch_size} x {config.grad_accum} accumulated x {accelerator.num_processes} "
                       f"process(es) = {config.batch_size * config.grad_accum * accelerator.num_processes}")  # fmt: skip

@@ -391,6 +391,25 @@ def test_a_resumed_run_goes_on_as_it_started_from_a_whole_checkpoint(tmp_path):
         train(dataclasses.replace(run, steps=4))
 
 
+def test_a_second_run_in_a_folder_being_trained_is_refused_and_changes_nothing(tmp_path):
+    from insv2v.files import folder_lock
+
+    run = TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=2, checkpoint_every=1, warmup=1,
+                      calibrate=0)  # fmt: skip
+    train(run)
+    state = (tmp_path / "clip" / "checkpoint" / "state.json").read_text()
+    busy = r"clip is being trained by another run; wait for it to end"
+    with folder_lock(tmp_path / "clip", "held by the first run"), pytest.raises(ValueError, match=busy):
+        train(dataclasses.replace(run, steps=2))  # as the first run holds the lock while it trains
+    assert (tmp_path / "clip" / "checkpoint" / "state.json").read_text() == state
+    train(dataclasses.replace(run, steps=2))  # once it has ended, the run goes on
+    assert json.loads((tmp_path / "clip" / "checkpoint" / "state.json").read_text())["step"] == 2
+    # A folder that holds nothing but a lock left behind is a new run's folder.
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / ".lock").touch()
+    assert train(dataclasses.replace(run, out_dir=str(tmp_path / "new"))).is_dir()
+
+
 def test_a_checkpoint_keeps_the_float16_loss_scale_and_a_damaged_ema_is_named(tmp_path):
     """A resumed float16 run starts at the loss scale it had learned, not at 65536 over again (each overflow on the
     way down skips a whole batch); a damaged EMA file gets the damaged-checkpoint message, not a traceback."""

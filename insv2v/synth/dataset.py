@@ -22,43 +22,25 @@ import os
 import shutil
 import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
-from insv2v.files import complete_lines, truncate_partial_line
+from insv2v.files import LOCK, complete_lines, folder_lock, truncate_partial_line
 from insv2v.synth.clip_filter import SCORE_NAMES, PairScores, Thresholds
 
 MANIFEST = "manifest.jsonl"
 PROMPTS = "prompts.jsonl"
 CARD = "card.json"
 PAIRS = "pairs"
-LOCK = ".lock"  # held by the one process that may rewrite the manifest
 RECORD_FIELDS = ("scores", "kept", "files")  # what every reader of a sample's record needs
 
 
-@contextmanager
-def writing(root: str | os.PathLike) -> Iterator[None]:
+def writing(root: str | os.PathLike) -> AbstractContextManager[None]:
     """Hold the dataset's write lock (a `synth generate` run, a `synth filter` or `rescore`): a second writer is
-    refused at once instead of rewriting the manifest under the first, which would lose its lines. Where the system
-    has no `flock` (Windows), nor is a folder that does not exist (it has nothing to lose)."""
-    root = Path(root)
-    if not root.is_dir():
-        yield
-        return
-    with open(root / LOCK, "w") as f:
-        if fcntl is not None:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ValueError(f"{root} is being written by another run (synth generate, filter or rescore); try "
-                                 "again when it ends") from None  # fmt: skip
-        yield
+    refused at once instead of rewriting the manifest under the first, which would lose its lines."""
+    return folder_lock(root, f"{root} is being written by another run (synth generate, filter or rescore); try again "
+                             "when it ends")  # fmt: skip
 
 
 def pair_id(index: int) -> str:
