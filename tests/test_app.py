@@ -479,7 +479,16 @@ def test_a_cancel_pressed_while_a_request_waits_stops_it_as_it_starts_and_no_lat
     first.check()
     jobs.finish("s", first)
     assert jobs.cancel("s") is None  # nothing running or waiting, though a chained second half may follow...
-    assert jobs.start("s", Job(total=4)).cancelled  # ...and then does not run (Compare: Tune-A-Video after InsV2V)
+    assert jobs.start("s", Job(total=4)).cancelled  # ...and then does not run
+    jobs.submit("s")  # Compare: InsV2V, then Tune-A-Video queued behind it
+    jobs.finish("s", jobs.start("s", Job(total=4)), more=True)
+    assert jobs.cancel("s") == "waiting"  # said as for a request in the queue...
+    assert jobs.start("s", Job(total=4)).cancelled  # ...and the second half does not run
+    jobs.submit("s")
+    insv2v = jobs.start("s", Job(total=4))
+    assert jobs.cancel("s") == "running" and insv2v.cancelled  # pressed during InsV2V's last step, which finished
+    jobs.finish("s", insv2v, more=True)
+    assert jobs.start("s", Job(total=4)).cancelled  # the Cancel still reaches the second half
     jobs.forget("s")  # its tab closed: nothing of it is kept, so a session of that name starts afresh
     assert not jobs.start("s", Job(total=4)).cancelled
 

@@ -280,6 +280,9 @@ def test_compare_tab_shows_the_example_computed_ahead_then_compares_a_clip_live(
 
     page.locator("#compare-input input[type=file]").set_input_files(str(EXAMPLE))
     page.locator("#compare-instruction textarea").fill("replace the beach with an ocean")
+    page.locator("#compare-run").click()  # no captions yet: refused before InsV2V spends its minutes
+    page.get_by_text("Tune-A-Video needs the source video's caption and the edited caption").first.wait_for()
+    page.locator("#compare-status").get_by_text("Example, computed ahead").wait_for()
     page.locator("#compare-source-caption textarea").fill("a blue square bouncing on a beach, camera panning")
     page.locator("#compare-propose").click()
     page.wait_for_function(

@@ -105,7 +105,8 @@ def table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
 
 
 def run_insv2v(studio, video, instruction, values: dict, session, progress) -> dict:
-    """Edit with InsV2V (the Edit tab's path); returns the comparison so far, for `run_tav`."""
+    """Edit with InsV2V (the Edit tab's path); returns the comparison so far, for `run_tav`, whose job then counts as
+    waiting in the queue (a Cancel pressed between the two halves says so, and stops it)."""
     config = studio.config
     check_instruction(instruction)
     info = check_upload(video, config)
@@ -114,6 +115,7 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
     job_dir = studio.cache.new_job("compare")
     recipe = dataclasses.replace(recipe, input=str(studio.cache.add_input(job_dir, video)))
     job = studio.jobs.start(session, Job(planned_clips(recipe, info) * recipe.steps, progress, "InsV2V", job_dir))
+    result = None
     try:
         progress(0, desc="InsV2V: loading the model")
         pipe = get_pipeline(config)
@@ -122,7 +124,7 @@ def run_insv2v(studio, video, instruction, values: dict, session, progress) -> d
         with logged_warnings() as warned:  # a video that ends early, audio cut short: said as the Edit tab says it
             result = run_edit(recipe, output, pipe, callback_on_step_end=job.callback(), keep_frames=True)
     finally:
-        studio.jobs.finish(session, job)
+        studio.jobs.finish(session, job, more=result is not None)
     return {
         "job": str(job_dir),
         "source": result.source_frames,
@@ -216,9 +218,10 @@ def make_handlers(studio):
     seconds = studio.config.gpu_seconds
 
     @gpu(seconds)
-    def compare_insv2v(video, instruction, edited_caption, request: gr.Request = None, progress=gr.Progress(),
-                       **settings):  # fmt: skip
+    def compare_insv2v(video, instruction, source_caption, edited_caption, preset, request: gr.Request = None,
+                       progress=gr.Progress(), **settings):  # fmt: skip
         session = session_of(request, "compare")
+        _errors(check_tav_request)(studio.config, source_caption, edited_caption, preset)  # before minutes of InsV2V
         state = _errors(run_insv2v)(studio, video, instruction, settings, session, progress)
         return (*_errors(finish)(studio, state, (edited_caption or instruction or "").strip()), state)
 
@@ -310,7 +313,8 @@ def build(studio) -> None:
     propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False)
     (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the comparison", "compare")
     submitted.then(
-        compare_insv2v, [video, instruction, edited_caption], [output, scores, status, state], api_name=False,
+        compare_insv2v, [video, instruction, source_caption, edited_caption, preset], [output, scores, status, state],
+        api_name=False,
         inputs_kwargs=settings, **heavy,
     ).success(
         compare_tav, [state, source_caption, edited_caption, preset, tune_steps], [output, scores, status],

@@ -454,10 +454,15 @@ class Jobs:
                 job.cancelled = True  # Cancel was pressed after this request was submitted
         return job
 
-    def finish(self, session: str | None, job: Job) -> None:
+    def finish(self, session: str | None, job: Job, more: bool = False) -> None:
+        """`job` ended. `more`: its request goes on with another job queued behind it (Compare's Tune-A-Video half
+        after InsV2V), which waits from now on as a submitted request does, unless a Cancel has stopped it already."""
+        key = session or ""
         with self._lock:
-            if self._running.get(session or "") is job:
-                del self._running[session or ""]
+            if self._running.get(key) is job:
+                del self._running[key]
+            if more and not job.cancelled:  # (a Cancel sets it under this lock)
+                self._submitted[key] = next(self._ticks)
 
     def folders(self) -> list[Path]:
         """The folders of the jobs running now, which the output cache must not delete."""
@@ -491,7 +496,8 @@ class Jobs:
             self._cancelled[key] = next(self._ticks)
             job = self._running.get(key)
             waiting = self._submitted.get(key, -math.inf) > self._started.get(key, -math.inf)
+            if job is not None:
+                job.cancelled = True  # under the lock: `finish` reads it
         if job is not None:
-            job.cancelled = True
             return "running"
         return "waiting" if waiting else None
