@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -39,6 +41,22 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """`text` into `path`, whole or not at all (`write_atomically`)."""
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def finite_json(value):
+    """`value` with every NaN or infinity made None: standard JSON (null), which json.dump's bare NaN is not."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_json(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def write_json_atomically(path: str | os.PathLike, value) -> None:
+    """`value` as standard JSON (non-finite numbers as null) into `path`, whole or not at all."""
+    write_text_atomically(path, json.dumps(finite_json(value), indent=2, allow_nan=False) + "\n")
 
 
 def check_record_file(path: str | os.PathLike, flag: str = "--out") -> None:

@@ -27,21 +27,22 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """One server and one browser for the module; (browser, url, demo)."""
+    """One server and one browser for the module; (browser, url, demo, the server's study database)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     settings = {"model": str(TOY_EDITOR)}  # the demo's own default model
     if os.environ.get("INSV2V_SCREENSHOTS"):
         settings["default_steps"] = 10  # real-looking edits in the pictures
-    with serve(tmp_path_factory.mktemp("app"), **settings) as (url, demo), sync_api.sync_playwright() as p:
+    tmp = tmp_path_factory.mktemp("app")
+    with serve(tmp, **settings) as (url, demo), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield browser, url, demo
+        yield browser, url, demo, tmp / "data" / "toy-study" / "study.db"  # the shipped study's copy (serve)
         browser.close()
 
 
 @pytest.fixture
 def page(browser):
     """A fresh page (a new Gradio session, every control at its default) for each test, so none sees another's."""
-    browser, url, _ = browser
+    browser, url, *_ = browser
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
@@ -64,7 +65,7 @@ def screenshot(page, name: str) -> None:
 
 
 def test_a_closed_tab_leaves_nothing_of_its_session_behind(browser):
-    browser, url, demo = browser
+    browser, url, demo, _ = browser
     page = browser.new_page()
     with page.expect_request(lambda r: "/heartbeat/" in r.url) as heartbeat:  # the session's own id
         page.goto(url)
@@ -121,7 +122,7 @@ def long_edit(page) -> None:
 
 
 def test_a_cancel_reaches_an_edit_still_waiting_in_the_queue(browser):
-    browser, url, demo = browser
+    browser, url, demo, _ = browser
     other = browser.new_page(viewport={"width": 1280, "height": 1000})  # another visitor, holding the model
     other.set_default_timeout(TIMEOUT_MS)
     other.goto(url)
@@ -305,8 +306,11 @@ def test_compare_tab_shows_the_example_computed_ahead_then_compares_a_clip_live(
 
 def test_rate_tab_takes_a_participant_from_consent_to_the_completion_code(browser):
     """The shipped toy study, a whole session with the keyboard shortcuts; a reload midway resumes, by the id the
-    browser kept (no ?pid= in the link)."""
-    browser, url, _ = browser
+    browser kept (no ?pid= in the link); then the next person at the same computer starts afresh, and a double click
+    on the consent button makes one participant, not two."""
+    from insv2v.study.store import StudyStore
+
+    browser, url, _, study = browser
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
@@ -330,4 +334,9 @@ def test_rate_tab_takes_a_participant_from_consent_to_the_completion_code(browse
         )  # fmt: skip
         page.keyboard.press("Enter")
     page.locator("#rate-code").get_by_text("Your completion code").wait_for()
+    page.locator("#rate-afresh").click()
+    page.locator("#rate-agree").dblclick()
+    progress.get_by_text(f"Comparison 1 of {total}").wait_for()
+    people = StudyStore(study).participants()
+    assert len(people) == 2 and people[0]["completion_code"] and not people[1]["completion_code"]
     page.close()

@@ -177,6 +177,17 @@ def test_a_build_refuses_what_would_lose_or_mislabel_data(inputs, tmp_path):
     twice.write_text(lines[0] + "\n" + lines[0] + "\n")
     with pytest.raises(ValueError, match=r"twice\.jsonl:2: item '000000' appears twice"):
         read_items(twice)
+    odd = tmp_path / "odd.jsonl"
+    for fields, words in (({"input": 5}, r"odd\.jsonl:1: input must be a non-empty string, got 5"),
+                          ({"reference": ["x"]}, r"odd\.jsonl:1: reference must be a non-empty string, got \['x'\]"),
+                          ({"instruction": " "}, r"odd\.jsonl:1: instruction must be a non-empty string, got ' '"),
+                          ({"item": None}, r"odd\.jsonl:1: needs item")):  # fmt: skip
+        odd.write_text(json.dumps({"item": 0, "input": "in.mp4", "instruction": "go", **fields}))
+        with pytest.raises(ValueError, match=words):
+            read_items(odd)
+    odd.write_text(json.dumps({"item": 0, "input": "in.mp4", "instruction": "go"}))
+    assert read_items(odd)[0].item == "0"  # item 0 is an item
+    odd.unlink()
     bare = tmp_path / "bare.jsonl"
     bare.write_text(json.dumps({"item": "x", "input": str(inputs / "000000" / "input.mp4"), "instruction": "go"}))
     with pytest.raises(ValueError, match="item 'x': running tav needs `caption` and `edited_caption`"):
@@ -258,6 +269,7 @@ def test_the_command_builds_and_reports_and_never_overwrites(inputs, tmp_path, c
     assert "n/a (nothing decided)" in capsys.readouterr().out
     assert all(path.stat().st_size > 0 for path in files.values())
     assert json.loads(files["r.json"].read_text())["counts"]["participants"] == 1
+    assert "NaN" not in files["r.json"].read_text() and "null" in files["r.json"].read_text()  # standard JSON
     assert main(["study", "report", str(tmp_path / "r.csv")]) == 2
     assert "not a study database" in capsys.readouterr().err
     saved = out.read_bytes()

@@ -76,6 +76,38 @@ def test_plans_spread_comparisons_evenly_across_participants(tmp_path):
     assert max(counts.values()) - min(counts.values()) <= 1  # 35 over 12: each rated 2 or 3 times
 
 
+def test_a_plan_left_unrated_for_an_hour_counts_only_what_it_rated(tmp_path):
+    """Balance by ratings: a participant who consented and left holds none of their comparisons back."""
+    store = make_store(tmp_path, items=4, gold=0, per_participant=6)  # 12 regular comparisons
+    left = {c.id for c in store.plan(store.participant("left"))}
+    store.consent("left")
+    rated = store.next_comparison("left").id
+    store.answer_screen("left", rated, dict.fromkeys(store.questions, "A"))
+    busy = {c.id for c in store.plan(store.participant("busy"))}
+    assert not left & busy  # "left" may still be rating: the next plan takes the other six
+    with closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute("UPDATE participants SET created = '2000-01-01T00:00:00.000000+00:00' WHERE pid = 'left'")
+    late = {c.id for c in store.plan(store.participant("late"))}
+    assert left - {rated} <= late  # the five that "left" never rated come first
+
+
+def test_a_study_with_a_lost_video_or_a_views_folder_it_cannot_write_is_refused_before_serving(tmp_path,
+                                                                                             monkeypatch):  # fmt: skip
+    store = make_store(tmp_path, items=2, gold=1)  # 2 x 4 files, plus 2 of the gold item
+    store.files_dir.mkdir()
+    with closing(sqlite3.connect(store.path)) as conn:
+        names = [name for (name,) in conn.execute("SELECT name FROM files ORDER BY name")]
+    for name in names[1:]:
+        (store.files_dir / name).touch()
+    with pytest.raises(StudyError, match=rf"1 of its 10 videos are missing from .*study_files \(first: {names[0]}\)"):
+        store.check_served()
+    (store.files_dir / names[0]).touch()
+    assert store.check_served() is store
+    monkeypatch.setattr("insv2v.study.store.os.access", lambda path, mode: False)  # (root may write anywhere)
+    with pytest.raises(StudyError, match=r"cannot write in .*study_files, where each comparison's video is made"):
+        store.check_served()
+
+
 def test_make_plan_prefers_the_least_assigned_and_is_a_function_of_the_pid():
     assigned = {1: 3, 2: 0, 3: 1, 4: 0, 5: 2}
     plan = make_plan("p", 0, assigned, gold=[9], per_participant=3)

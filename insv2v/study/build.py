@@ -80,9 +80,12 @@ def _item_from_json(line: dict, base: Path, where: str) -> StudyItem:
     """A StudyItem from one parsed items.jsonl line; paths relative to `base`; `where` names the line in errors."""
     if not isinstance(line, dict):
         raise ValueError(f"{where}: must be a JSON object, got {type(line).__name__}")
-    missing = [key for key in ("item", "input", "instruction") if not line.get(key)]
+    missing = [key for key in ("item", "input", "instruction") if line.get(key) in (None, "")]
     if missing:
         raise ValueError(f"{where}: needs {', '.join(missing)}")
+    for key in ("input", "instruction", "reference", "caption", "edited_caption"):  # paths and words: text only
+        if line.get(key) is not None and not (isinstance(line[key], str) and line[key].strip()):
+            raise ValueError(f"{where}: {key} must be a non-empty string, got {line[key]!r}")
     outputs = line.get("outputs") or {}
     if not isinstance(outputs, dict) or not all(isinstance(v, str) for v in outputs.values()):
         raise ValueError(f"{where}: outputs must be an object of method -> file, got {outputs!r}")

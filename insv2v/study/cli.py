@@ -84,9 +84,9 @@ def study(args: argparse.Namespace) -> None:
               f"videos in {store.files_dir} ({frames} frames at {fps:g} fps)")  # fmt: skip
         return
 
-    import json
     import sqlite3
 
+    from insv2v.files import write_json_atomically
     from insv2v.study.report import format_report, report, win_rate_plot, write_csv
     from insv2v.study.store import StudyError
 
@@ -110,6 +110,5 @@ def study(args: argparse.Namespace) -> None:
         write_csv(store, args.csv)
     if args.plot:
         win_rate_plot(result, args.plot)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    if args.json:  # an undecided win rate is null, not JSON's invalid NaN
+        write_json_atomically(args.json, result)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +38,8 @@ PID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # participant ids: Prolific's,
 BUSY_TIMEOUT_MS = 60_000  # how long SQLite waits for another writer before it reports "database is locked"
 WRITE_ATTEMPTS = 5  # tries of a transaction that still finds the database locked
 RETRY_DELAY = 0.05  # seconds before the first retry; doubled each time, with jitter
+IN_PROGRESS = timedelta(hours=1)  # a plan this young may still be rated; older ones count by what they rated
+VIEWS = "views"  # folder of the composed videos (views.py), inside the study's files folder, made on first view
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- JSON values: format, questions, settings, ...
@@ -89,6 +91,11 @@ class Comparison:
     gold: bool  # an attention check: the unedited input against the exact edit
 
 
+def new_pid() -> str:
+    """A random participant id, for a visitor whose link gave none."""
+    return secrets.token_hex(8)
+
+
 def now() -> str:
     """UTC time stamp with microseconds, ISO 8601."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -110,9 +117,9 @@ def pid_rng(pid: str, seed: int) -> random.Random:
 def make_plan(
     pid: str, seed: int, assigned: dict[int, int], gold: Sequence[int], per_participant: int | None
 ) -> list[int]:
-    """A participant's comparison ids, in order: the `per_participant` regular comparisons assigned least often so
-    far (`assigned`: id -> count; ties broken by a generator seeded by the pid), plus every gold comparison,
-    shuffled by the same generator."""
+    """A participant's comparison ids, in order: the `per_participant` regular comparisons rated least often so far
+    (`assigned`: id -> count, as `StudyStore.participant` counts; ties broken by a generator seeded by the pid), plus
+    every gold comparison, shuffled by the same generator."""
     rng = pid_rng(pid, seed)
     regular = sorted(assigned)
     keys = {cid: rng.random() for cid in regular}
@@ -174,11 +181,22 @@ class StudyStore:
         self.files_dir = self.path.parent / served_folder(meta["files_dir"], self.path)  # named as in `files`
 
     def check_served(self) -> StudyStore:
-        """This study, if its videos are where its database says (a database moved without its folder would ask
+        """This study, if every video is where its database says and the folder of the composed views can be
+        written (a database moved without its folder, a file lost, or a folder the server may not write would ask
         participants to consent, then fail on their first screen)."""
         if not self.files_dir.is_dir():
             raise StudyError(f"{self.path}: its videos are not in {self.files_dir}; move the database together with "
                              "that folder")  # fmt: skip
+        names = self._read(lambda conn: [name for (name,) in conn.execute("SELECT name FROM files ORDER BY name")])
+        missing = [name for name in names if not (self.files_dir / name).is_file()]
+        if missing:
+            raise StudyError(f"{self.path}: {len(missing)} of its {len(names)} videos are missing from "
+                             f"{self.files_dir} (first: {missing[0]}); build the study again")  # fmt: skip
+        views = self.files_dir / VIEWS
+        writable = views if views.is_dir() else self.files_dir
+        if not os.access(writable, os.W_OK):
+            raise StudyError(f"{self.path}: this server cannot write in {writable}, where each comparison's video "
+                             "is made on its first view; let the server's user write there")  # fmt: skip
         return self
 
     # ------------------------------------------------------------------------------------------------ creating
@@ -284,15 +302,20 @@ class StudyStore:
     def participant(self, pid: str | None = None) -> str:
         """The participant `pid` (a random one if None), created with their plan on first arrival; arriving again,
         even at the same moment from another thread or process, changes nothing."""
-        pid = secrets.token_hex(8) if pid is None else check_pid(pid)
+        pid = new_pid() if pid is None else check_pid(pid)
 
         def arrive(conn: sqlite3.Connection) -> None:
             if conn.execute("SELECT 1 FROM participants WHERE pid = ?", (pid,)).fetchone():
                 return
             conn.execute("INSERT INTO participants (pid, created) VALUES (?, ?)", (pid, now()))
+            # How often each comparison is rated: answered, or planned for someone who may still answer it (a plan
+            # younger than IN_PROGRESS); the plans of those who left count no more than what they rated.
             counts = conn.execute(
-                "SELECT c.id, gold, COUNT(a.pid) FROM comparisons c LEFT JOIN assignments a "
-                "ON a.comparison_id = c.id GROUP BY c.id ORDER BY c.id"
+                "SELECT c.id, c.gold, COUNT(a.pid) FROM comparisons c LEFT JOIN assignments a "
+                "ON a.comparison_id = c.id AND (a.pid IN (SELECT pid FROM participants WHERE created > ?) "
+                "OR EXISTS (SELECT 1 FROM ratings r WHERE r.pid = a.pid AND r.comparison_id = c.id)) "
+                "GROUP BY c.id ORDER BY c.id",
+                ((datetime.now(timezone.utc) - IN_PROGRESS).isoformat(timespec="microseconds"),),
             ).fetchall()
             assigned = {cid: n for cid, gold, n in counts if not gold}
             gold = [cid for cid, gold, _ in counts if gold]

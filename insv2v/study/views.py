@@ -8,10 +8,8 @@ import hashlib
 from pathlib import Path
 
 from insv2v.compare import MethodResult, panels
-from insv2v.study.store import Comparison, StudyStore
+from insv2v.study.store import VIEWS, Comparison, StudyStore
 from insv2v.video import read_video, write_video
-
-VIEWS = "views"  # folder of the composed videos, inside the study's files folder
 
 
 def view_name(comparison: Comparison) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from insv2v.study.store import PID_PATTERN, Comparison, StudyStore
+from insv2v.study.store import PID_PATTERN, Comparison, StudyStore, new_pid
 from insv2v.study.views import comparison_video
 
 TOKEN_ENV = "INSV2V_STUDY_TOKEN"  # the results view's token; without it the results view stays closed
@@ -139,6 +139,7 @@ def build(studio) -> None:
         shown = gr.Number(visible=False, precision=0, elem_id="rate-shown")
     with gr.Column(visible=False, elem_id="rate-done") as done_view:
         done_text = gr.Markdown(elem_id="rate-code")
+        afresh = gr.Button("Another participant on this computer? Start afresh", size="sm", elem_id="rate-afresh")
     with gr.Accordion("Results (researchers)", open=False, elem_id="rate-results"):
         token = gr.Textbox(label="Token", type="password", elem_id="rate-token")
         show = gr.Button("Show results", elem_id="rate-show")
@@ -160,12 +161,20 @@ def build(studio) -> None:
         """A participant opens the page: where they stopped (the consent screen for an id not seen before, which gets
         its plan only when it consents)."""
         pid = participant(request, saved)
-        if pid is None or not store.known(pid):
+        if pid is None:  # kept by the browser from now on: a double click on consent or a second tab is one person
+            pid = new_pid()
+            return (pid, pid, *consent_screen(len(questions)))
+        if not store.known(pid):
             return (pid, gr.update(), *consent_screen(len(questions)))
         return (pid, pid, *screen(store, pid))
 
+    def start_afresh():
+        """The next person at a shared computer: a new id (the one before keeps their answers and code)."""
+        pid = new_pid()
+        return (pid, pid, *consent_screen(len(questions)))
+
     def start(pid: str | None, saved: str | None, request: gr.Request):
-        pid = store.participant(participant(request, saved, pid))  # a new id if the link gave none
+        pid = store.participant(participant(request, saved, pid))  # the same id however often it is pressed
         store.consent(pid)
         return (pid, pid, *screen(store, pid))
 
@@ -189,6 +198,7 @@ def build(studio) -> None:
 
     studio.demo.load(arrive, saved_pid, [pid_state, saved_pid, *views], **PRIVATE)
     agree.click(start, [pid_state, saved_pid], [pid_state, saved_pid, *views], **PRIVATE)
+    afresh.click(start_afresh, None, [pid_state, saved_pid, *views], **PRIVATE)
     next_button.click(answer, [pid_state, saved_pid, shown, *radios], views, **PRIVATE)
     studio.demo.load(None, None, None, js=SHORTCUTS_JS, api_visibility="private")
 
