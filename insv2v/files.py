@@ -22,14 +22,17 @@ LOCK = ".lock"  # the file a folder's writer holds locked
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """`write(temp_path)` next to `path`, then rename it over `path`: readers never see half a file, and a failed
-    write (a folder in the way, a full disk) leaves neither the temporary file nor a changed `path`."""
+    """`write(temp_path)` next to `path`, flushed to the disk, then renamed over `path`: readers never see half a
+    file, nor does a power cut leave one, and a failed write (a folder in the way, a full disk) leaves neither the
+    temporary file nor a changed `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(handle)
     try:
         write(tmp)
+        with open(tmp, "rb") as f:  # on the disk before the rename makes it the file
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # readable like any output (mkstemp makes it owner-only)
         os.replace(tmp, path)
     except BaseException:

@@ -3,6 +3,8 @@ of tuned weights, and `insv2v tav edit`."""
 
 import json
 import os
+import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ from insv2v.tav.pipeline import (
     CHECKPOINT_FILE,
     PRESETS,
     TUNED_FILE,
+    Cancelled,
     TAVSettings,
     TuneAVideoPipeline,
     TuningCancelled,
@@ -299,6 +302,28 @@ def test_cancel_stops_tuning_and_a_later_call_resumes_from_the_checkpoint(t2i, t
     assert_same_state(tuned_state(pipe), tuned_state(uninterrupted))
 
 
+def test_a_cancel_after_tuning_stops_inversion_and_a_damaged_cached_tuning_is_tuned_again(t2i, tmp_path):
+    cancel = threading.Event()
+
+    def cancel_at_the_end(step, total, loss):  # pressed during the last tuning step: inversion must not run
+        if step == total:
+            cancel.set()
+
+    pipe = make_pipe(t2i)
+    with pytest.raises(Cancelled, match="inversion cancelled"):
+        tav_edit(pipe, video(0), "a red ball", "a blue ball", FAST, cache_dir=tmp_path, callback=cancel_at_the_end,
+                 cancel=cancel)  # fmt: skip
+    (tuned,) = tmp_path.glob(f"*/{TUNED_FILE}")  # the finished tuning is kept
+    first = tav_edit(make_pipe(t2i), video(0), "a red ball", "a blue ball", FAST, cache_dir=tmp_path)
+    assert first.cached
+
+    tuned.write_bytes(tuned.read_bytes()[:100])  # a crash that lost the end of the file
+    with pytest.warns(UserWarning, match="is damaged .*; tuning again"):
+        again = tav_edit(make_pipe(t2i), video(0), "a red ball", "a blue ball", FAST, cache_dir=tmp_path)
+    assert not again.cached and again.losses == first.losses
+    np.testing.assert_array_equal(again.frames, first.frames)
+
+
 # ---------------------------------------------------------------- inputs, the toy model, the command
 
 
@@ -343,7 +368,7 @@ def test_the_toy_text_to_image_model_tunes_inverts_and_edits():
     assert result.frames.shape == (2, 64, 64, 3) and np.isfinite(result.losses).all()
 
 
-def test_the_command_tunes_edits_and_reuses_its_cache(t2i, tmp_path, capsys):
+def test_the_command_tunes_edits_and_reuses_its_cache(t2i, tmp_path, capsys, monkeypatch):
     model = tmp_path / "t2i"
     t2i.save_pretrained(model)
     clip = make_video(tmp_path / "in.mp4", num_frames=8, size=(96, 64))
@@ -361,3 +386,17 @@ def test_the_command_tunes_edits_and_reuses_its_cache(t2i, tmp_path, capsys):
         assert main([str(a) for a in [*command[:8], output, *command[9:]]]) == 2
         assert "insv2v: error: output" in capsys.readouterr().err
     assert Path(clip).read_bytes() == saved
+
+    def interrupted(*args):  # Ctrl-C while tuning: the command's handler asks tuning to stop at a step's end
+        os.kill(os.getpid(), signal.SIGINT)
+        assert args[-1].is_set()
+        raise TuningCancelled(1, 2)
+
+    monkeypatch.setattr("insv2v.tav.pipeline.tav_edit", interrupted)
+    assert main([str(a) for a in command]) == 130
+    assert "resumes the tuning from its last checkpoint" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    for flags, words in ((["--prompt", " "], "`prompt` must be a non-empty caption"),
+                         (["--guidance", "50"], r"`guidance_scale` must be in \[0.0, 30.0\], got 50")):  # fmt: skip
+        assert main([str(a) for a in [*command[:-2], *flags, "--model", tmp_path / "missing"]]) == 2
+        assert re.search(words, capsys.readouterr().err)  # before the (missing) model is looked for

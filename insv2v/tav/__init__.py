@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "Cancelled": "pipeline",
     "TuneAVideoUNet": "model",
     "inflate_tav": "model",
     "load_tav": "pipeline",

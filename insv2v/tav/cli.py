@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -73,12 +75,14 @@ def tav(args: argparse.Namespace) -> None:
     from insv2v.assets import TOY_T2I
     from insv2v.editing import check_output
     from insv2v.loading import default_device
-    from insv2v.tav.pipeline import PRESETS, load_tav, tav_edit
+    from insv2v.tav.pipeline import PRESETS, Cancelled, check_captions, check_settings, load_tav, tav_edit
     from insv2v.video import OUTPUT_FORMATS, probe, read_video, write_video
 
     changes = {"tune_steps": args.steps, "frames": args.frames, "guidance_scale": args.guidance, "seed": args.seed}
     settings = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in changes.items() if v is not None})
-    probe(args.input)  # a bad input or output fails here, before the model loads and tunes
+    check_settings(settings)  # bad settings, captions, input or output fail here, before the model loads and tunes
+    check_captions(args.source_prompt, args.prompt)
+    probe(args.input)
     check_output(Path(args.output), args.input, suffixes=OUTPUT_FORMATS)  # what write_video below can write
     device = default_device()
     began = time.perf_counter()
@@ -89,7 +93,20 @@ def tav(args: argparse.Namespace) -> None:
     clip = read_video(args.input, max_frames=settings.frames, stride=args.stride, resolution=resolution,
                       multiple=pipe.vae_scale_factor)  # fmt: skip
     cache = args.cache or default_cache_dir()
-    result = tav_edit(pipe, clip.frames, args.source_prompt, args.prompt, settings, cache, _Progress())
+    cancel = threading.Event()  # Ctrl-C stops tuning at the end of a step, with a checkpoint to resume from
+
+    def on_interrupt(*_) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt  # pressed again: at once
+        cancel.set()
+
+    interrupt = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = tav_edit(pipe, clip.frames, args.source_prompt, args.prompt, settings, cache, _Progress(), cancel)
+    except Cancelled:
+        raise KeyboardInterrupt from None  # said as for any command stopped with Ctrl-C
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
     write_video(args.output, result.frames, clip.fps)
     f, h, w = result.frames.shape[:3]
     tuning = "tuned weights from the cache" if result.cached else f"tuned {len(result.losses)} steps"

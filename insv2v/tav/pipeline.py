@@ -17,8 +17,9 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.utils.torch_utils import randn_tensor
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -87,7 +88,11 @@ PRESETS = {"official": TAVSettings(), "space": TAVSettings(tune_steps=300, lr=3.
 TUNING_FIELDS = ("tune_steps", "lr", "weight_decay", "seed")  # the settings that decide the tuned weights
 
 
-class TuningCancelled(RuntimeError):
+class Cancelled(RuntimeError):
+    """An edit stopped by its `cancel` event (tuning, inversion or sampling)."""
+
+
+class TuningCancelled(Cancelled):
     """Tuning stopped by its `cancel` event; a checkpoint at `step` was saved if a checkpoint folder was given."""
 
     def __init__(self, step: int, total: int):
@@ -116,6 +121,17 @@ def check_guidance(value: float) -> None:
     low, high = GUIDANCE_RANGE
     if not low <= value <= high:
         raise ValueError(f"`guidance_scale` must be in [{low}, {high}], got {value}")
+
+
+def check_cancel(cancel: threading.Event | None, what: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"{what} cancelled")
+
+
+def check_captions(source_prompt: str | None, prompt: str | None) -> None:
+    for name, text in (("source_prompt", source_prompt), ("prompt", prompt)):
+        if text is not None and not (isinstance(text, str) and text.strip()):
+            raise ValueError(f"`{name}` must be a non-empty caption, got {text!r}")
 
 
 def check_settings(settings: TAVSettings) -> None:
@@ -258,9 +274,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
             s = self.vae_scale_factor
             if h % s or w % s:
                 raise ValueError(f"`frames` height and width must be multiples of {s}, got {h}x{w}")
-        for name, text in (("source_prompt", source_prompt), ("prompt", prompt)):
-            if text is not None and not (isinstance(text, str) and text.strip()):
-                raise ValueError(f"`{name}` must be a non-empty caption, got {text!r}")
+        check_captions(source_prompt, prompt)
         if settings is not None:
             check_settings(settings)
 
@@ -353,7 +367,12 @@ class TuneAVideoPipeline(DiffusionPipeline):
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
         start, losses = 0, []
         if checkpoint is not None and checkpoint.is_file():
-            start, losses = load_checkpoint(checkpoint, params, optimizer, scaler)
+            try:
+                start, losses = load_checkpoint(checkpoint, params, optimizer, scaler)
+            except (RuntimeError, EOFError) as err:  # torch.load of a file cut short: nothing was restored yet
+                warnings.warn(f"the tuning checkpoint {checkpoint} is damaged ({err}); tuning from the start",
+                              stacklevel=2)  # fmt: skip
+                checkpoint.unlink()
         noise_scheduler = DDPMScheduler.from_config(self.scheduler.config)
 
         # 4. Tuning loop: batch 1 (the whole clip), one random timestep per step
@@ -390,9 +409,9 @@ class TuneAVideoPipeline(DiffusionPipeline):
         return losses
 
     @torch.no_grad()
-    def invert(self, latents: torch.Tensor, steps: int = 50) -> torch.Tensor:
+    def invert(self, latents: torch.Tensor, steps: int = 50, cancel: threading.Event | None = None) -> torch.Tensor:
         """DDIM inversion of clean latents (1, c, f, h, w) with the (tuned) UNet and the empty prompt, no guidance,
-        as the official `ddim_inversion`; returns the final inverted latent."""
+        as the official `ddim_inversion`; returns the final inverted latent. `cancel` set stops it (`Cancelled`)."""
         # 1. Check inputs
         check_steps("steps", steps)
 
@@ -404,6 +423,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         # 3. Inversion loop
         latents = latents.to(self._execution_device, torch.float32)
         for t in self.progress_bar(scheduler.timesteps):
+            check_cancel(cancel, "inversion")
             with self._autocast():
                 out = self.unet(scheduler.scale_model_input(latents, t), t, embeds).sample.float()
             latents = scheduler.step(out, t, latents).prev_sample
@@ -417,9 +437,11 @@ class TuneAVideoPipeline(DiffusionPipeline):
         steps: int = 50,
         guidance_scale: float = 12.5,
         output_type: str = "np",
+        cancel: threading.Event | None = None,
     ) -> np.ndarray | torch.Tensor:
         """DDIM (eta 0) from the inverted `latents` (1, c, f, h, w) with `prompt`, classifier-free guidance against
-        "" when `guidance_scale` > 1 (as official); frames (f, h, w, 3) uint8, or the latents for "latent"."""
+        "" when `guidance_scale` > 1 (as official); frames (f, h, w, 3) uint8, or the latents for "latent". `cancel`
+        set stops it (`Cancelled`)."""
         # 1. Check inputs
         if not isinstance(prompt, str):
             raise ValueError(f"`prompt` must be a string, got {type(prompt).__name__}")
@@ -438,6 +460,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
 
         # 4. Denoising loop
         for t in self.progress_bar(self.scheduler.timesteps):
+            check_cancel(cancel, "sampling")
             x_in = self.scheduler.scale_model_input(latents, t)
             with self._autocast():
                 out = self.unet(torch.cat([x_in] * len(embeds)), t, embeds).sample.float()
@@ -497,6 +520,22 @@ def load_checkpoint(path: Path, params: dict, optimizer, scaler) -> tuple[int, l
 # ---------------------------------------------------------------- one edit
 
 
+def cached_tuning(pipe: TuneAVideoPipeline, entry: Path | None) -> list[float] | None:
+    """The losses of the tuning cached in `entry`, its weights loaded into `pipe`; None when there is none, or when
+    it is damaged (a crash mid-write on a disk that lost it), which is then removed to be tuned again."""
+    if entry is None or not (entry / TUNED_FILE).is_file():
+        return None
+    try:
+        losses = pipe.load_tuned(entry / TUNED_FILE)
+    except (SafetensorError, ValueError, KeyError, OSError) as err:
+        warnings.warn(f"the cached tuning {entry / TUNED_FILE} is damaged ({err}); tuning again", stacklevel=3)
+        (entry / TUNED_FILE).unlink()
+        return None
+    with suppress(OSError):  # a read-only shared cache serves; it just cannot be told it was used
+        os.utime(entry)  # used now: a cache that evicts the least recently used keeps it
+    return losses
+
+
 def tav_edit(
     pipe: TuneAVideoPipeline,
     frames: np.ndarray,
@@ -519,14 +558,9 @@ def tav_edit(
 
     # 2. Tune, or reuse tuned weights: in memory, else from the cache
     began = time.perf_counter()
-    cached = True
-    if pipe.tuned_for == key:
-        losses = pipe.tuned_losses
-    elif entry is not None and (entry / TUNED_FILE).is_file():
-        losses = pipe.load_tuned(entry / TUNED_FILE)
-        os.utime(entry)  # used now: a cache that evicts the least recently used keeps it
-    else:
-        cached = False
+    losses = pipe.tuned_losses if pipe.tuned_for == key else cached_tuning(pipe, entry)
+    cached = losses is not None
+    if losses is None:
         if entry is not None:
             description = {"source_prompt": source_prompt, "model": str(model), "frames": list(frames.shape),
                            "settings": asdict(settings)}  # fmt: skip
@@ -541,8 +575,8 @@ def tav_edit(
     # 3. Invert the clip with the tuned UNet (the posterior's mean: the official code inverts its last training
     # batch's sample of the posterior, which differs by the VAE's small posterior noise and from run to run)
     began = time.perf_counter()
-    inverted = pipe.invert(pipe.encode_frames(frames)[0], settings.inversion_steps)
+    inverted = pipe.invert(pipe.encode_frames(frames)[0], settings.inversion_steps, cancel)
 
     # 4. Sample the edit from the inverted latent
-    edited = pipe.sample(prompt, inverted, settings.steps, settings.guidance_scale)
+    edited = pipe.sample(prompt, inverted, settings.steps, settings.guidance_scale, cancel=cancel)
     return TAVResult(edited, tune_seconds, time.perf_counter() - began, cached, list(losses))

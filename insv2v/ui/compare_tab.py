@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from pathlib import Path
 
 import gradio as gr
@@ -150,17 +149,14 @@ def check_tav_request(config, source_caption: str | None, edited_caption: str | 
 def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_steps, session, progress) -> dict:
     """Tune-A-Video on the frames InsV2V edited: tune (or reuse the cached tuning), invert, sample."""
     from insv2v.tav import PRESETS as TAV_PRESETS
-    from insv2v.tav import TuningCancelled, tav_edit
+    from insv2v.tav import Cancelled, tav_edit
 
     source_caption, edited_caption = check_tav_request(studio.config, source_caption, edited_caption, preset)
     settings = dataclasses.replace(TAV_PRESETS[preset], tune_steps=int(tune_steps), seed=int(state["seed"]))
     job = studio.jobs.start(session, Job(settings.tune_steps, progress, "Tune-A-Video: tuning", Path(state["job"])))
-    cancel = threading.Event()
 
     def on_tune_step(step: int, total: int, loss: float) -> None:
         job.done = step
-        if job.cancelled:
-            cancel.set()
         job.update(f"loss {loss:.4f}")
 
     try:
@@ -168,8 +164,8 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
         pipe = get_tav_pipeline(studio.config)
         job.check()  # a Cancel pressed while the model loaded
         out = tav_edit(pipe, state["source"], source_caption, edited_caption, settings,
-                       cache_dir=studio.cache.tav, callback=on_tune_step, cancel=cancel)  # fmt: skip
-    except TuningCancelled:
+                       cache_dir=studio.cache.tav, callback=on_tune_step, cancel=job)  # fmt: skip
+    except Cancelled:  # tuning, inversion or sampling
         raise InterruptedError from None
     finally:
         studio.jobs.finish(session, job)

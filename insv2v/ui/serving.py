@@ -399,6 +399,10 @@ class Job:
         parts = [self.label, detail, f"step {self.done}/{self.total}", f"ETA {eta:.0f} s" if eta is not None else ""]
         return " · ".join(p for p in parts if p)
 
+    def is_set(self) -> bool:
+        """Whether it was cancelled, asked as of a `threading.Event` (by code that polls one: Tune-A-Video)."""
+        return self.cancelled
+
     def check(self) -> None:
         """Stop here if cancelled (between steps that have no callback: loading a model, say)."""
         if self.cancelled:
