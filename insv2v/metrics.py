@@ -38,14 +38,26 @@ class ClipScorer:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         for i in range(0, len(frames), batch):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).permute(0, 3, 1, 2).float() / 255
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-            out.append(F.normalize(self.encode_image_fn((x.clamp(0, 1) - mean) / std).float(), dim=-1))
+            x = clip_pixels(frames[i : i + batch], self.image_size)
+            out.append(F.normalize(self.encode_image_fn((x - mean) / std).float(), dim=-1))
         return torch.cat(out)
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.encode_text_fn(texts).float(), dim=-1)
+
+
+def clip_pixels(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(f, h, w, 3) uint8 -> (f, 3, size, size) in [0, 1], as CLIP's own processors make them: the shorter side
+    resized to `size` (bicubic, antialiased), then the centre cropped square (a wide frame is not squashed)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    h, w = x.shape[-2:]
+    if min(h, w) != size:
+        scale = size / min(h, w)
+        x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
+                          antialias=True, align_corners=False).clamp(0, 1)  # fmt: skip
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size]
 
 
 CLIP_MODELS = ModelCache(size=4)  # what `load_clip` loaded
@@ -57,6 +69,20 @@ def load_clip(source: str) -> ClipScorer:
     return CLIP_MODELS.get((source,), source, lambda: _load_clip(source))
 
 
+def processor_constants(source: str) -> tuple[tuple, tuple]:
+    """(mean, std) of a transformers CLIP's pixels: its preprocessor_config.json's (found in the folder or the hub
+    cache), else OpenAI's; the toy CLIP, a folder without that file, takes raw [0, 1] pixels."""
+    from transformers import CLIPImageProcessor
+
+    if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").exists():
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    try:
+        processor = CLIPImageProcessor.from_pretrained(source)
+    except OSError:  # a hub model without one: CLIP's own
+        return OPENAI_MEAN, OPENAI_STD
+    return tuple(processor.image_mean), tuple(processor.image_std)
+
+
 def _load_clip(source: str) -> ClipScorer:
     if source.startswith("open_clip:"):
         import open_clip
@@ -66,23 +92,20 @@ def _load_clip(source: str) -> ClipScorer:
         tokenizer = open_clip.get_tokenizer(arch)
         model.eval()
         size = model.visual.image_size
+        config = getattr(model.visual, "preprocess_cfg", None) or {}  # the model's own constants (SigLIP's differ)
         return ClipScorer(
             model.encode_image,
             lambda texts: model.encode_text(tokenizer(texts)),
-            size if isinstance(size, int) else size[0],
-            OPENAI_MEAN,
-            OPENAI_STD,
+            size if isinstance(size, int) else min(size),
+            tuple(config.get("mean", OPENAI_MEAN)),
+            tuple(config.get("std", OPENAI_STD)),
             float(model.logit_scale.exp().item()),
         )
     from transformers import AutoTokenizer, CLIPModel
 
     model = CLIPModel.from_pretrained(source).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
-    processor = Path(source) / "preprocessor_config.json"
-    if Path(source).is_dir() and not processor.exists():  # the toy CLIP: raw [0, 1] pixels at its own size
-        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    else:
-        mean, std = OPENAI_MEAN, OPENAI_STD
+    mean, std = processor_constants(source)
 
     def encode_text(texts: list[str]) -> torch.Tensor:
         tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
@@ -178,12 +201,17 @@ def consecutive_flows(frames: np.ndarray) -> list[np.ndarray]:
 def pair_warp_errors(
     frames: np.ndarray, flow_frames: np.ndarray | None = None, flows: list[np.ndarray] | None = None
 ) -> np.ndarray:
-    """Per consecutive pair (f-1,): MSE between frame t+1 and frame t warped onto it, over pixels both see.
+    """Per consecutive pair (f-1,): MSE between frame t+1 and frame t warped onto it, over the pixels whose source
+    lies inside the frame (occlusions are not masked: a moving shape's uncovered background counts, so even an
+    exact edit scores a little above 0).
 
     Flow comes from `flow_frames` (e.g. the input video, so an edit is judged by the input's motion) or from
     `frames` themselves; or pass `flows = consecutive_flows(flow_frames)` computed once, to score many edits of
     one input. Values in [0, 1] pixel units squared.
     """
+    if flow_frames is not None and (len(flow_frames) < len(frames) or flow_frames.shape[1:3] != frames.shape[1:3]):
+        (f, h, w), (ff, fh, fw) = frames.shape[:3], flow_frames.shape[:3]
+        raise ValueError(f"`flow_frames` must hold the {f} frames of {w}x{h} scored, got {ff} of {fw}x{fh}")
     if flows is None:
         flows = consecutive_flows((frames if flow_frames is None else flow_frames)[: len(frames)])
     elif len(flows) != max(len(frames) - 1, 0):
@@ -241,10 +269,13 @@ def seam_score(
     return seam_measures(pair_warp_errors(frames, flow_frames, flows), seams)[0]
 
 
+PSNR_MAX = 100.0  # dB: identical videos score this, so that a mean over edits stays finite
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB between two uint8 videos."""
+    """Peak signal-to-noise ratio in dB between two uint8 videos, at most PSNR_MAX."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    return PSNR_MAX if mse == 0 else min(PSNR_MAX, float(10 * np.log10(255.0**2 / mse)))
 
 
 # Scores shown beside an edit, and whether higher (+1) or lower (-1) is better.

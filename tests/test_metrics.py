@@ -37,9 +37,10 @@ def _noise(num_frames, size=64, seed=0):
 # ---------------------------------------------------------------------------------------------- psnr
 
 
-def test_psnr_identical_is_inf():
+def test_psnr_of_identical_videos_is_the_cap_so_that_a_mean_stays_finite():
     a = _texture(16, 16)[None]
-    assert M.psnr(a, a.copy()) == math.inf
+    assert M.psnr(a, a.copy()) == M.PSNR_MAX == 100.0
+    assert math.isfinite(np.mean([M.psnr(a, a.copy()), M.psnr(a, 255 - a)]))
 
 
 @pytest.mark.parametrize("offset", [1, 10, 100])
@@ -109,6 +110,8 @@ def test_warp_error_follows_the_flow_frames():
     edited = 255 - source  # inverted, so its own flow would differ in nothing but the motion is the same
     assert M.warp_error(edited, flow_frames=source) == pytest.approx(M.warp_error(source), rel=0.5, abs=1e-5)
     assert M.warp_error(edited, flow_frames=source) < 1e-3
+    with pytest.raises(ValueError, match=r"`flow_frames` must hold the 5 frames of .* scored, got 3 of"):
+        M.warp_error(edited, flow_frames=source[:3])  # the pairs without a flow scored 0 before
 
 
 def test_warp_error_of_a_panning_toy_video_is_small():
@@ -231,6 +234,29 @@ def test_load_clip_reads_the_toy_folder(scorer, reference):
     assert scorer.logit_scale == pytest.approx(1 / 0.07, rel=1e-4)  # CLIP's initial temperature
 
 
+def test_a_wide_frame_is_centre_cropped_as_clips_processors_do_not_squashed(scorer, toy_videos):
+    _, source, _ = toy_videos  # 64x64, the toy CLIP's size
+    wide = np.concatenate([source[:, :, ::-1][:, :, :16], source, source[:, :, :16]], axis=2)  # 64 x 96
+    torch.testing.assert_close(scorer.images(wide), scorer.images(source), rtol=0, atol=0)  # cropped back exactly
+    large = M.clip_pixels(np.repeat(np.repeat(wide, 2, axis=1), 2, axis=2), 64)  # 128 x 192: halved, then cropped
+    assert large.shape == (3, 3, 64, 64)
+    assert (large - M.clip_pixels(source, 64)).abs().mean() < 0.01  # the same frames, but for the edges' filtering
+    pixels = torch.from_numpy(wide.copy()).permute(0, 3, 1, 2).float() / 255
+    squashed = F.interpolate(pixels, size=(64, 64), mode="bicubic").clamp(0, 1)  # as it was scored before
+    assert (squashed - M.clip_pixels(source, 64)).abs().mean() > 0.03
+
+
+def test_pixel_constants_are_the_models_own(tmp_path):
+    import json
+
+    from transformers import CLIPImageProcessor
+
+    assert M.processor_constants(str(tmp_path)) == ((0.0,) * 3, (1.0,) * 3)  # the toy CLIP: no processor file
+    CLIPImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tmp_path)
+    assert M.processor_constants(str(tmp_path)) == ((0.5,) * 3, (0.5,) * 3)
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["image_mean"] == [0.5] * 3
+
+
 def test_images_are_unit_vectors_matching_the_model(scorer, reference, toy_videos):
     _, source, edited = toy_videos
     frames = np.concatenate([source, edited])
@@ -321,6 +347,6 @@ def test_compare_scores_hold_each_method_row(scorer, toy_videos):
     caption = triplet.edited_caption
     scores = M.compare_scores(edited, source, caption, scorer, pick_scorer=scorer, target=edited)
     assert set(scores) == set(M.COMPARE_SCORES)
-    assert scores["psnr"] == float("inf")  # the exact target itself
+    assert scores["psnr"] == M.PSNR_MAX  # the exact target itself
     assert scores["pick_score"] == pytest.approx(M.pick_score(scorer, edited, caption))
     assert set(M.compare_scores(edited, source, caption)) == {"warp_error"}  # no CLIP, no target: flow only
