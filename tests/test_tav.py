@@ -347,7 +347,10 @@ def test_bad_inputs_are_refused_before_any_work(t2i, change, message):
 
 
 def test_presets_are_the_official_settings_and_the_spaces():
+    from insv2v.ui.compare_tab import PRESET_STEPS
+
     assert tuple(PRESETS) == tav_cli.PRESET_NAMES
+    assert {name: PRESETS[name].tune_steps for name in ("space", "official")} == PRESET_STEPS  # the Compare tab's
     official, space = PRESETS["official"], PRESETS["space"]
     assert (official.tune_steps, official.lr, official.weight_decay, official.frames) == (500, 3e-5, 1e-2, 24)
     assert (official.inversion_steps, official.steps, official.guidance_scale) == (50, 50, 12.5)

@@ -48,7 +48,10 @@ COLUMNS = {  # score -> column title of the table
     "psnr": "PSNR to target (dB)",
 }
 SETTINGS = ("steps", "length", "seed")  # the edit settings this tab shows; the rest keep their defaults
-PRESETS = ("space", "official")  # Tune-A-Video's tuning, on InsV2V's frames: its Space's 300 steps, its paper's 500
+# Tune-A-Video's tuning, on InsV2V's frames, and its steps: its Space's, its paper's (insv2v.tav.PRESETS, named here
+# so that building the tab imports no torch)
+PRESET_STEPS = {"space": 300, "official": 500}
+PRESETS = tuple(PRESET_STEPS)
 MAX_TUNE_STEPS = 1000  # a request holds the one model slot while it tunes (the slider bounds API calls too)
 COMPARE_DIR = EXAMPLES / "compare"  # the examples' comparisons, computed ahead
 
@@ -152,7 +155,8 @@ def run_tav(studio, state: dict, source_caption, edited_caption, preset, tune_st
     from insv2v.tav import Cancelled, tav_edit
 
     source_caption, edited_caption = check_tav_request(studio.config, source_caption, edited_caption, preset)
-    settings = dataclasses.replace(TAV_PRESETS[preset], tune_steps=int(tune_steps), seed=int(state["seed"]))
+    steps = PRESET_STEPS[preset] if tune_steps is None else int(tune_steps)  # None: an API call that named none
+    settings = dataclasses.replace(TAV_PRESETS[preset], tune_steps=steps, seed=int(state["seed"]))
     job = studio.jobs.start(session, Job(settings.tune_steps, progress, "Tune-A-Video: tuning", Path(state["job"])))
 
     def on_tune_step(step: int, total: int, loss: float) -> None:
@@ -232,7 +236,8 @@ def make_handlers(studio):
 
     @gpu(seconds * 6)
     def compare(video: str, instruction: str, source_caption: str, edited_caption: str, preset: str = "space",
-                tune_steps: int = 300, request: gr.Request = None, progress=gr.Progress(), **settings):  # fmt: skip
+                tune_steps: int | None = None, request: gr.Request = None, progress=gr.Progress(),
+                **settings):  # fmt: skip
         """InsV2V and Tune-A-Video on one video: (panels video, table, status)."""
         session = session_of(request, "compare")
         _errors(check_tav_request)(studio.config, source_caption, edited_caption, preset)  # before minutes of InsV2V
@@ -284,7 +289,7 @@ def build(studio) -> None:
                 preset = gr.Dropdown(list(PRESETS), value="space", label="Tune-A-Video preset",
                                      info="space: 300 steps (its demo); official: 500 (its paper)",
                                      elem_id="compare-preset")  # fmt: skip
-                tune_steps = gr.Slider(1, MAX_TUNE_STEPS, value=300, step=1, label="Tuning steps",
+                tune_steps = gr.Slider(1, MAX_TUNE_STEPS, value=PRESET_STEPS["space"], step=1, label="Tuning steps",
                                        elem_id="compare-tune-steps")  # fmt: skip
             controls = Controls(studio.settings, "compare")
             with gr.Accordion("InsV2V and frames", open=False):
@@ -295,6 +300,8 @@ def build(studio) -> None:
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="compare-cancel")
             cancel_note = gr.Markdown(elem_id="compare-cancel-note")
             api_button = gr.Button(visible=False)  # the `compare` API endpoint: both methods in one call
+            api_tune_steps = gr.Number(None, minimum=1, maximum=MAX_TUNE_STEPS, precision=0, visible=False,
+                                       label="Tuning steps (default: the preset's)")  # fmt: skip
         with gr.Column(scale=2):
             output = gr.Video(value=shipped_video, label="Input | InsV2V | Tune-A-Video", autoplay=True, loop=True,
                               elem_id="compare-video", height=300)  # fmt: skip
@@ -305,7 +312,7 @@ def build(studio) -> None:
     compare_insv2v, compare_tav, compare = make_handlers(studio)
     settings = controls.inputs(SETTINGS)
     heavy = dict(concurrency_limit=1, concurrency_id="model", show_progress="full")
-    preset.change(lambda p: 300 if p == "space" else 500, preset, tune_steps, api_name=False, queue=False)
+    preset.change(lambda name: PRESET_STEPS[name], preset, tune_steps, api_name=False, queue=False)
     propose_button.click(propose, [source_caption, instruction], edited_caption, api_name=False)
     (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the comparison", "compare")
     submitted.then(
@@ -317,7 +324,7 @@ def build(studio) -> None:
         api_name=False, **heavy,
     )  # fmt: skip
     api_button.click(
-        compare, [video, instruction, source_caption, edited_caption, preset, tune_steps], [output, scores, status],
+        compare, [video, instruction, source_caption, edited_caption, preset, api_tune_steps], [output, scores, status],
         api_name="compare", inputs_kwargs=settings, **heavy,
     )  # fmt: skip
 
