@@ -306,16 +306,23 @@ def test_compare_tab_shows_the_example_computed_ahead_then_compares_a_clip_live(
 
 def test_rate_tab_takes_a_participant_from_consent_to_the_completion_code(browser):
     """The shipped toy study, a whole session with the keyboard shortcuts; a reload midway resumes, by the id the
-    browser kept (no ?pid= in the link); then the next person at the same computer starts afresh, and a double click
-    on the consent button makes one participant, not two."""
+    browser kept (no ?pid= in the link), and a second browser tab is the same participant; then the next person at the
+    same computer starts afresh."""
     from insv2v.study.store import StudyStore
 
     browser, url, _, study = browser
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(url)
-    page.get_by_role("tab", name="Rate").click()
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    page, second = context.new_page(), context.new_page()
+    for tab in (page, second):  # the study opened in a second browser tab too, before consenting in the first
+        tab.goto(url)
+        tab.wait_for_function("() => Object.keys(localStorage).some(k => k.includes('study-'))")  # its id, kept
+        tab.get_by_role("tab", name="Rate").click()
     page.locator("#rate-agree").click()
+    second.locator("#rate-agree").click()
+    second.locator("#rate-progress").get_by_text("Comparison 1 of").wait_for()
+    assert len(StudyStore(study).participants()) == 1  # one person in two tabs is one participant
+    second.close()
     progress = page.locator("#rate-progress")
     progress.get_by_text("Comparison 1 of").wait_for()
     total = int(progress.inner_text().split(" of ")[1])
@@ -335,8 +342,8 @@ def test_rate_tab_takes_a_participant_from_consent_to_the_completion_code(browse
         page.keyboard.press("Enter")
     page.locator("#rate-code").get_by_text("Your completion code").wait_for()
     page.locator("#rate-afresh").click()
-    page.locator("#rate-agree").dblclick()
+    page.locator("#rate-agree").click()
     progress.get_by_text(f"Comparison 1 of {total}").wait_for()
     people = StudyStore(study).participants()
     assert len(people) == 2 and people[0]["completion_code"] and not people[1]["completion_code"]
-    page.close()
+    context.close()

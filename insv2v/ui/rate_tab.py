@@ -161,7 +161,7 @@ def build(studio) -> None:
         """A participant opens the page: where they stopped (the consent screen for an id not seen before, which gets
         its plan only when it consents)."""
         pid = participant(request, saved)
-        if pid is None:  # kept by the browser from now on: a double click on consent or a second tab is one person
+        if pid is None:  # kept by the browser from now on: a second tab opened before consenting is the same person
             pid = new_pid()
             return (pid, pid, *consent_screen(len(questions)))
         if not store.known(pid):
