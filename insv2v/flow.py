@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 FLOW_MAX_SIDE = 256  # flow is computed at most this large, then resized to latent size: plenty for 1/8 scale
+MIN_FLOW_SIDE = 16  # smaller images are enlarged to this for DIS, which refuses 8x8
 
 
 def _gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -18,8 +19,15 @@ def _gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def optical_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Dense flow (h, w, 2) in pixels such that `source[p] ~ target[p + flow[p]]` (DIS, Kroeger et al. 2016).
 
-    DIS rather than Farneback: it finds larger motions (frames up to a clip apart) and is faster.
+    DIS rather than Farneback: it finds larger motions (frames up to a clip apart) and is faster. Images smaller
+    than MIN_FLOW_SIDE, which DIS may refuse (8x8), are measured enlarged.
     """
+    h, w = source.shape[:2]
+    if min(h, w) < MIN_FLOW_SIDE:
+        scale = MIN_FLOW_SIDE / min(h, w)
+        size = (round(w * scale), round(h * scale))
+        larger = [cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) for image in (source, target)]
+        return resize_flow(optical_flow(*larger), (w, h))
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     return dis.calc(np.ascontiguousarray(source), np.ascontiguousarray(target), None)
 

@@ -398,7 +398,8 @@ class InsV2VPipeline(DiffusionPipeline):
             generator, latents: the initial noise (1, c, f, h, w) of the whole video, for reproducibility.
             on_frames: called as `on_frames(first_index, frames)` with each clip's finished frames as
                 (n, h, w, 3) uint8; with `output_type="latent"` that is the only decoding, so a long video
-                streams to a writer with memory independent of its length.
+                streams to a writer without its frames held in memory (its latents, noise and result are, on the
+                device: 48 bytes per latent pixel and frame, 0.7 MB a frame at 720p).
             cache: a SamplingCache shared by calls on the same video, prompts, seed, steps and clip plan that differ
                 only in guidance scales, LVSC fraction or MC: each clip's first step and MC flows run once.
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict` after every step;
@@ -491,7 +492,7 @@ class InsV2VPipeline(DiffusionPipeline):
         empty_source = torch.zeros_like(source)
         latent_ref = run.result[:, :, span.start : span.start + span.num_ref]  # (1, c, R, h, w)
         flows = None
-        if run.motion_compensation and span.num_ref > 0:
+        if run.motion_compensation and span.num_ref > 0 and run.lvsc_fraction > 0:  # the flows serve LVSC alone
             new = list(range(span.start + span.num_ref, span.stop))
             refs = list(range(span.start, span.start + span.num_ref))
             latent_size = (source.shape[4], source.shape[3])

@@ -34,6 +34,16 @@ def test_optical_flow_recovers_translation(shift):
     assert np.abs(interior - shift).max() < 0.25
 
 
+def test_optical_flow_of_an_image_too_small_for_dis_is_measured_enlarged():
+    """DIS refuses an 8x8 image (a latent-sized toy frame under MC, or the warp error of a tiny video)."""
+    base = _texture(48, 48, 2.0)
+    source, target = _shifted_frames(base, (8, 8), [(2, 0), (0, 0)], margin=16)
+    flow = optical_flow(source, target)
+    assert flow.shape == (8, 8, 2) and flow.dtype == np.float32
+    np.testing.assert_allclose(np.median(flow[2:-2, 2:-2].reshape(-1, 2), axis=0), (2, 0), atol=0.75)
+    assert np.abs(optical_flow(source, source)).max() < 0.05
+
+
 def test_optical_flow_direction_warps_target_onto_source():
     """source[p] ~ target[p + flow[p]]: backward-warping the target by the flow reconstructs the source."""
     source, target = _shifted_frames(_texture(168, 168, 2.0, seed=1), (128, 128), [(3, -2), (0, 0)], margin=20)

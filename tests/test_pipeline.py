@@ -192,13 +192,21 @@ def test_reference_frames_reproduce_the_earlier_clip(pipe, prediction_type):
     assert (ends[1][:, :, :2] - result[:, :, 2:4]).abs().max() > 1e-2
 
 
-def test_lvsc_fraction_zero_equals_independent_overlapping_clips(pipe):
-    """Turning LVSC off changes every later clip, and leaves the first clip alone."""
+def test_lvsc_fraction_zero_equals_independent_overlapping_clips(pipe, monkeypatch):
+    """Turning LVSC off changes every later clip, and leaves the first clip alone; motion compensation, which only
+    steers LVSC, then changes nothing and measures no flow."""
     v = video(8)
     on = run(pipe, v, frames_per_clip=4, ref_frames=2, lvsc_fraction=1.0)
     off = run(pipe, v, frames_per_clip=4, ref_frames=2, lvsc_fraction=0.0)
     np.testing.assert_array_equal(on[:4], off[:4])
     assert np.abs(on[4:] - off[4:]).max() > 0
+
+    def no_flows(*args):
+        raise AssertionError("flows measured for LVSC that is off")
+
+    monkeypatch.setattr("insv2v.pipeline.reference_flows", no_flows)
+    np.testing.assert_array_equal(run(pipe, v, frames_per_clip=4, ref_frames=2, lvsc_fraction=0.0,
+                                      motion_compensation=True), off)  # fmt: skip
 
 
 def test_motion_compensation_on_a_static_video_equals_lvsc(pipe):
