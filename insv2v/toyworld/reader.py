@@ -587,6 +587,8 @@ def judge_edit(
     for colour, distance in drift.items():
         if distance is None:
             unchecked.append(f"place:{colour}")
+        elif np.isinf(distance):
+            failures.append(f"place:{colour}: gone from most frames the input shows it in, but the edit keeps it")
         elif distance > MAX_DRIFT:
             failures.append(f"place:{colour}: {distance:.1f} px from where the input shows it, but the edit keeps it")
     contradicts = any(
@@ -600,17 +602,27 @@ def _drift(before: Reading, after: Reading, want_in: Reading, want_out: Reading)
 
     A shape keeps its colour unless the captions swap one colour for another (a colour edit), so the new colour
     is followed in the edited video and the old one in the input; in a sketch, which has no colours, the shape
-    is followed by its kind. None: not seen in both videos.
+    is followed by its kind. None: not seen in both videos. Where the edit changes no outline (colour, background
+    and photo-negative edits: every shape is seen in the same frames of an exact pair), a frame the input shows the
+    shape in and the edited video does not counts as infinitely far, so a shape gone from most of them fails;
+    elsewhere (a new kind occludes and shows differently, a sketch is read sparsely) such frames are not counted.
     """
     gone, new = set(want_in.shapes) - set(want_out.shapes), set(want_out.shapes) - set(want_in.shapes)
     origin = {new.pop(): gone.pop()} if len(gone) == len(new) == 1 else {}
+    same_outlines = after.shapes is not None and sorted(want_in.shapes.values()) == sorted(want_out.shapes.values())
     drift: dict[str, float | None] = {}
     for colour, kind in want_out.shapes.items():
         old = origin.get(colour, colour)
         a, b = _track(before, old, want_in.shapes.get(old)), _track(after, colour, kind)
-        f = min(len(a), len(b)) if a is not None and b is not None else 0
-        d = np.linalg.norm(a[:f] - b[:f], axis=1) if f else np.array([np.nan])
-        drift[colour] = float(np.median(d[~np.isnan(d)])) if (~np.isnan(d)).any() else None
+        if a is None or b is None:
+            drift[colour] = None
+            continue
+        f = min(len(a), len(b))
+        seen_in, seen_out = ~np.isnan(a[:f, 0]), ~np.isnan(b[:f, 0])
+        d = np.where(seen_out, np.linalg.norm(a[:f] - b[:f], axis=1), np.inf)[seen_in]
+        if not same_outlines:
+            d = d[np.isfinite(d)]
+        drift[colour] = float(np.median(d)) if len(d) and seen_out.any() else None
     return drift
 
 
