@@ -112,9 +112,10 @@ def test_a_participant_without_a_link_id_resumes_by_the_id_their_browser_kept(ap
     before = len(store.participants())
     session, screen = visit(app, None)
     assert screen[0]["visible"] is True  # the consent screen; no participant, no plan yet
-    assert len(store.participants()) == before and session.values[kept_id(session)] is None
+    pid = session.values[kept_id(session)]  # but an id from arrival, kept by the browser (a second tab shares it)
+    assert len(store.participants()) == before and isinstance(pid, str) and not store.known(pid)
     session.trigger("rate-agree")
-    pid = session.values[kept_id(session)]
+    assert session.values[kept_id(session)] == pid
     assert store.known(pid) and store.consented(pid) and len(store.participants()) == before + 1
     session.trigger("rate-next", inputs=ANSWERS)
     _, screen = visit(app, None, kept=pid)  # a reload, or the server started again: the browser still has the id

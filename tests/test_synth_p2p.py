@@ -229,6 +229,9 @@ def test_difference_mask_scales_each_frame_to_its_peak():
     differences = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.2, 0.0], [0.0, 0.1]]])
     expected = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]])
     assert torch.equal(difference_mask(differences, 0.5), expected)  # 0.75 and 1 of frame 0's peak; 1 of frame 2's
+    # Differences in the last bits of predictions of size 1e5 (identical prompts, on some CPUs) are no edit
+    assert torch.equal(difference_mask(differences, 0.5, scale=1e5), torch.zeros_like(expected))
+    assert torch.equal(difference_mask(differences, 0.5, scale=1e3), expected)
 
 
 @pytest.mark.parametrize("kind", ["motion", "3d"])
@@ -252,12 +255,12 @@ def test_difference_blend_is_diffedits_mask_of_what_the_target_prompt_changes(pi
     assert torch.equal(blended.target[outside], blended.source[outside])  # the source's, exactly
     assert max_diff(blended.target[inside], blended.source[inside]) > 1e-2
     # The source is never blended (reading makes the first step's batch three videos, not two: equal within float noise)
-    assert max_diff(blended.source, free.source) <= 1e-5
+    assert max_diff(blended.source, free.source) <= 1e-4
 
     # At threshold 0 every cell whose prediction moves passes (all of them here): the blend changes nothing
     everywhere = pair(pipe, SOURCE, TARGET, 0.3, 0.8, shared_end=0.3, local_blend=LocalBlend(0.0, 0.0, "difference"))
     assert torch.equal(everywhere.blend_mask, torch.ones_like(expected))
-    assert max_diff(everywhere.target, free.target) <= 1e-5  # the reading runs beside the sampling
+    assert max_diff(everywhere.target, free.target) <= 1e-4  # the reading runs beside the sampling
 
     # Identical prompts change nothing: the mask is empty and the target is the source
     same = pair(pipe, SOURCE, SOURCE, 0.3, 0.8, local_blend=LocalBlend(0.5, 0.0, "difference"))

@@ -303,10 +303,16 @@ def blend_mask(maps: torch.Tensor, threshold: float, size: tuple[int, int]) -> t
     return above_peak_share(resized, threshold).any(dim=0).to(maps.dtype)
 
 
-def difference_mask(differences: torch.Tensor, threshold: float) -> torch.Tensor:
+def difference_mask(differences: torch.Tensor, threshold: float, scale: float = 0.0) -> torch.Tensor:
     """(f, h, w) summed noise-prediction differences -> a (f, h, w) mask of 0 and 1: scaled to a peak of 1 per frame,
-    above `threshold` (DiffEdit's rule; not dilated: at a toy model's 16x16 latents a cell is a quarter of a shape)."""
-    return above_peak_share(differences, threshold).to(differences.dtype)
+    above `threshold` (DiffEdit's rule; not dilated: at a toy model's 16x16 latents a cell is a quarter of a shape).
+    Cells below NOISE_FLOOR x `scale` (the summed mean size of the predictions compared) never pass: identical prompts
+    in one batch may differ in their last bits on some CPUs, and scaled to a peak that noise would fill the mask."""
+    above_noise = differences > NOISE_FLOOR * scale
+    return (above_peak_share(differences, threshold) & above_noise).to(differences.dtype)
+
+
+NOISE_FLOOR = 1e-4  # a prediction difference below this share of the predictions' size is float noise, not an edit
 
 
 def above_peak_share(maps: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -505,10 +511,10 @@ class PairOutput:
     blend_mask: torch.Tensor | None = None
 
 
-def prompt_difference(predictions: torch.Tensor) -> torch.Tensor:
-    """(2, c, f, h, w) noise predictions of the source and the target prompt on the same latents -> (f, h, w): how
-    far apart they are, over the channels. Made in one batch, identical prompts differ by exactly 0."""
-    return (predictions[1] - predictions[0]).abs().mean(dim=0)
+def prompt_difference(predictions: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(2, c, f, h, w) noise predictions of the source and the target prompt on the same latents -> how far apart they
+    are, over the channels (f, h, w), and the predictions' mean size (what a difference is float noise against)."""
+    return (predictions[1] - predictions[0]).abs().mean(dim=0), float(predictions.abs().mean())
 
 
 def predict_plainly(pipe: TextToVideoPipeline, state: P2PState, sample: torch.Tensor, t, embeds: torch.Tensor):
@@ -577,6 +583,7 @@ def generate_pair(
     maps = local_blend.maps if local_blend is not None else None
     word_maps = WordMaps(alignment, tuple(noise.shape[-2:])) if maps == "attention" else None
     differences = noise.new_zeros(noise.shape[2:], dtype=torch.float32) if maps == "difference" else None  # (f, h, w)
+    scale = 0.0  # the summed size of the predictions read
     blend_from = local_blend.first_blend(settings, len(timesteps)) if local_blend is not None else None
     shared_embeds = torch.cat([negative, source])  # phase 0 runs the source's half, plus the target prompt to read
     reading_embeds = torch.cat([negative, source, target])
@@ -591,14 +598,16 @@ def generate_pair(
                 embeds = reading_embeds if reading else shared_embeds
                 out = pipe.model_output(torch.cat([x_in[:1]] * len(embeds)), t, embeds)
                 if reading:
-                    differences += prompt_difference(out[1:])
+                    difference, size = prompt_difference(out[1:])
+                    differences, scale = differences + difference, scale + size
                 uncond, cond = out[:1].expand_as(latents), out[1:2].expand_as(latents)  # (2, c, f, h, w): the same
             else:
                 embeds = cross_embeds if state.phase is Phase.CROSS else plain_embeds
                 uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)  # (2, c, f, h, w) each
                 if reading:
                     both = predict_plainly(pipe, state, torch.cat([x_in[:1], x_in[:1]]), t, plain_embeds[2:])
-                    differences += prompt_difference(both)
+                    difference, size = prompt_difference(both)
+                    differences, scale = differences + difference, scale + size
             guided = uncond + settings.guidance_scale * (cond - uncond)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
             if state.phase is Phase.SHARED:
@@ -607,7 +616,7 @@ def generate_pair(
                 if word_maps is not None:
                     mask = word_maps.mask(local_blend.threshold)  # (f, h, w) of 0 and 1, over the channels
                 elif mask is None:
-                    mask = difference_mask(differences, local_blend.threshold)
+                    mask = difference_mask(differences, local_blend.threshold, scale)
                 latents[1] = torch.where(mask.bool(), latents[1], latents[0])  # a choice, exact: no arithmetic
             if callback is not None:
                 callback(i + 1, len(timesteps))
