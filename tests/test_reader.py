@@ -211,6 +211,18 @@ def test_a_kept_shape_gone_from_most_frames_of_the_edit_is_refused():
     assert f"place:{triplet.scene.shapes[kept].colour}: gone from most frames the input shows it in" in verdict.reason
 
 
+def test_an_edit_that_turns_the_camera_is_refused():
+    """'Panning' in both videos is not enough: the edit must pan the way the input does."""
+    triplet = next(t for t in map(sample_triplet, range(HELDOUT_SEEDS.start, HELDOUT_SEEDS.start + 200))
+                   if t.edit.kind == "colour" and t.scene.pan != (0.0, 0.0) and t.scene.style is None)  # fmt: skip
+    source, target = triplet.render(FRAMES)
+    captions = triplet.input_caption, triplet.edited_caption
+    assert edit_verdict(source, target, *captions).ok
+    back = dataclasses.replace(triplet.edited, pan=tuple(-v for v in triplet.edited.pan))
+    verdict = edit_verdict(source, render(back, FRAMES), *captions)
+    assert not verdict.ok and verdict.reason.startswith("camera: pans (") and "but the edit keeps it" in verdict.reason
+
+
 def test_a_sketch_edit_checks_what_a_sketch_shows():
     scene, sketch = _scene(), _scene(style="sketch")
     verdict = edit_verdict(render(scene, FRAMES), render(sketch, FRAMES), caption(scene), caption(sketch))

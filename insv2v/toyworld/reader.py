@@ -64,6 +64,9 @@ PAIR_GAIN = 0.05  # two overlapping templates must fit an outline this much bett
 INSIDE = 2.0  # weight on template pixels outside the blob when fitting the first of two shapes inside their union
 # Camera
 PAN_SPEED = 0.5  # pixels per frame: a camera this fast pans (the world's pans move 1, a still camera 0)
+# Pixels per frame: an edit whose pan differs more from the input's has turned the camera (a reversed pan of the
+# world's differs by 2, a right angle by 1.4; reading noise of blurred, noisy frames by up to about 0.7).
+MAX_PAN_CHANGE = 1.0
 TONE_BLUR = 1.5  # pixels: texture tones are averaged this wide before frames are aligned
 MIN_CAMERA_FRAMES = 4  # fewer frames cannot tell a pan from a one-pixel misalignment
 # The texture has not moved when no shift aligns it clearly better than none: within this ratio of the best
@@ -94,6 +97,8 @@ class Reading:
     tracks: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
     # The same by kind (a kind shown once), so a sketch can be followed too.
     kind_tracks: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    # How the background scrolls, (x, y) pixels per frame (None: not read), so a pan's direction can be compared.
+    pan: tuple[float, float] | None = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------- pixels
@@ -382,8 +387,8 @@ def _read_sketch_kinds(video: np.ndarray) -> tuple[tuple[str, ...], dict[str, np
     return kinds, {kind: track for kind, track in tracks.items() if kind in kinds}
 
 
-def _shift(tone: np.ndarray, known: np.ndarray, first: int, last: int) -> float:
-    """How far (pixels) the background texture moves from frame `first` to `last`: the best-aligning shift.
+def _shift(tone: np.ndarray, known: np.ndarray, first: int, last: int) -> tuple[int, int]:
+    """How the background texture moves from frame `first` to `last`: the best-aligning shift (dx, dy), pixels.
 
     Texture tones of a central window of `last` are compared with the shifted window of `first`, on background
     pixels of both; shifts up to one pixel per frame (the world's pan speed) and one more are tried. The window
@@ -402,12 +407,12 @@ def _shift(tone: np.ndarray, known: np.ndarray, first: int, last: int) -> float:
             if valid.sum() >= MIN_OVERLAP * valid.size:
                 errors[dx, dy] = float(((tone[last][window] - tone[first][then])[valid] ** 2).mean())
     if not errors:
-        return 0.0
+        return 0, 0
     values = np.array(list(errors.values()))
     best, typical = values.min(), np.median(values)
     if errors.get((0, 0), np.inf) <= best * (1 + STILL_RATIO) + STILL_SHARE * (typical - best) + 1e-9:
-        return 0.0
-    return float(np.hypot(*min(errors, key=errors.get)))
+        return 0, 0
+    return min(errors, key=errors.get)
 
 
 def _smooth_tone(tone: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -421,20 +426,23 @@ def _smooth_tone(tone: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.nd
     return num / np.maximum(den, 1e-6), known & (den > 0.5)
 
 
-def _read_camera(tone: np.ndarray, background: np.ndarray) -> tuple[bool | None, float]:
-    """Whether the background scrolls (the camera pans), and its speed in pixels per frame (None: too few frames).
+def _read_camera(tone: np.ndarray, background: np.ndarray) -> tuple[bool | None, float, tuple[float, float] | None]:
+    """Whether the background scrolls (the camera pans), its speed and its velocity (x, y) in pixels per frame
+    (None and None: too few frames).
 
-    The speed is the median over three spans of frames (at the start, middle and end), so one bad frame cannot
-    decide it; the world's pans move one pixel per frame.
+    Speed and velocity are medians over three spans of frames (at the start, middle and end), so one bad frame cannot
+    decide them; the world's pans move one pixel per frame.
     """
     f = len(tone)
     if f < MIN_CAMERA_FRAMES:
-        return None, 0.0
+        return None, 0.0, None
     tone, background = _smooth_tone(tone, background)
     span = min(f - 1, MAX_SPAN)
     starts = (0, (f - 1 - span) // 2, f - 1 - span)
-    speed = float(np.median([_shift(tone, background, a, a + span) / span for a in starts]))
-    return speed >= PAN_SPEED, speed
+    shifts = np.array([_shift(tone, background, a, a + span) for a in starts], dtype=np.float64) / span  # (3, 2)
+    speed = float(np.median(np.hypot(shifts[:, 0], shifts[:, 1])))
+    velocity = np.median(shifts, axis=0)
+    return speed >= PAN_SPEED, speed, (float(velocity[0]), float(velocity[1]))
 
 
 def read_frames(frames: np.ndarray) -> Reading:
@@ -456,11 +464,11 @@ def read_frames(frames: np.ndarray) -> Reading:
     x = video if style is None else 255 - video
     labels, is_background, tone = _label_pixels(x, background)
     shapes, shape_shares, tracks = _read_shapes(labels)
-    camera, camera_speed = _read_camera(tone, is_background)
+    camera, camera_speed, pan = _read_camera(tone, is_background)
     evidence = {"style": style_share, "background": background_share, "camera": camera_speed, **shape_shares}
     kinds = tuple(sorted(set(shapes.values())))
     kind_tracks = {kind: tracks[c] for c, kind in shapes.items() if list(shapes.values()).count(kind) == 1}
-    return Reading(background, style, shapes, kinds, camera, evidence, tracks, kind_tracks)
+    return Reading(background, style, shapes, kinds, camera, evidence, tracks, kind_tracks, pan)
 
 
 def read_caption(text: str) -> Reading:
@@ -583,6 +591,10 @@ def judge_edit(
             unchecked.append(key)
         elif got_in[key] != got_out[key]:
             failures.append(f"{key}: changed from {got_in[key]} to {got_out[key]}, but the edit keeps it")
+    turned = _pan_change(input_reading, edited_reading)
+    if "camera" not in changed and turned is not None and turned > MAX_PAN_CHANGE:
+        failures.append(f"camera: pans {_pan_words(input_reading.pan)} in the input and "
+                        f"{_pan_words(edited_reading.pan)} in the edit, but the edit keeps it")  # fmt: skip
     drift = _drift(input_reading, edited_reading, read_caption(input_caption), read_caption(output_caption))
     for colour, distance in drift.items():
         if distance is None:
@@ -595,6 +607,17 @@ def judge_edit(
         got[k] is not None and got[k] != want[k] for got, want in ((got_in, want_in), (got_out, want_out)) for k in want
     )
     return EditVerdict(not failures, not failures and not contradicts, changed, tuple(failures), tuple(unchecked))
+
+
+def _pan_change(before: Reading, after: Reading) -> float | None:
+    """How far apart (px/frame) two panning videos' pans are; None unless both are read panning."""
+    if not (before.camera and after.camera) or before.pan is None or after.pan is None:
+        return None
+    return float(np.hypot(*np.subtract(before.pan, after.pan)))
+
+
+def _pan_words(pan: tuple[float, float]) -> str:
+    return f"({pan[0]:+.1f}, {pan[1]:+.1f}) px/frame"
 
 
 def _drift(before: Reading, after: Reading, want_in: Reading, want_out: Reading) -> dict[str, float | None]:
