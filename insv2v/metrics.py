@@ -78,7 +78,7 @@ def processor_constants(source: str) -> tuple[tuple, tuple]:
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     try:
         processor = CLIPImageProcessor.from_pretrained(source)
-    except OSError:  # a hub model without one: CLIP's own
+    except (OSError, ValueError):  # a hub model without one (or with one of another kind): CLIP's own
         return OPENAI_MEAN, OPENAI_STD
     return tuple(processor.image_mean), tuple(processor.image_std)
 
