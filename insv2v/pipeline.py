@@ -325,6 +325,9 @@ class InsV2VPipeline(DiffusionPipeline):
         """The noise level of this step: from the scheduler's own sigma where it steps by sigmas (Euler, Heun,
         DPM-Solver; their timesteps may fall between the table's), alpha_bar = 1 / (1 + sigma^2); else the table's."""
         sigmas, index = getattr(self.scheduler, "sigmas", None), getattr(self.scheduler, "step_index", None)
+        interpolated = getattr(self.scheduler, "sigmas_interpol", None)
+        if interpolated is not None and not getattr(self.scheduler, "state_in_first_order", True):
+            sigmas = interpolated  # KDPM2's second stage evaluates the model at the interpolated sigma
         if sigmas is not None and index is not None:
             return (1 / (1 + sigmas[index].float() ** 2)).to(device)
         return self.scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)

@@ -8,6 +8,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    KDPM2DiscreteScheduler,
     UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
@@ -117,6 +118,27 @@ def test_lvsc_reference_frames_predict_their_latents_with_any_scheduler(pipe, sc
     for x0 in predicted[4:6]:
         torch.testing.assert_close(x0[:, :, :2], latents[:, :, 2:4], atol=2e-5, rtol=0)
     assert (predicted[6][:, :, :2] - latents[:, :, 2:4]).abs().max() > 1e-3  # uncorrected after LVSC's share
+
+
+def test_lvsc_corrects_a_second_order_step_at_the_sigma_it_evaluates():
+    """KDPM2 evaluates its second stage at an interpolated sigma: the reference frames' predicted x0 must still be the
+    first clip's latents there (corrected at the table's sigma, it was not)."""
+    pipe = tiny_pipeline()
+    kdpm2 = KDPM2DiscreteScheduler.from_config(pipe.scheduler.config)
+    other = InsV2VPipeline(**{**pipe.components, "scheduler": kdpm2})
+    predicted, step = [], other.scheduler.step
+
+    def recording(*args, **kwargs):
+        out = step(*args, **{**kwargs, "return_dict": True})
+        predicted.append(out.pred_original_sample)
+        return (out.prev_sample,)
+
+    other.scheduler.step = recording
+    latents = run(other, video(6), frames_per_clip=4, ref_frames=2, lvsc_fraction=0.5, num_inference_steps=4,
+                  output_type="latent")  # fmt: skip
+    calls = len(predicted) // 2  # per clip: 2 x 4 - 1 evaluations
+    for x0 in predicted[calls : calls + round(0.5 * calls + 0.5)]:  # LVSC's share of the second clip's evaluations
+        torch.testing.assert_close(x0[:, :, :2], latents[:, :, 2:4], atol=2e-5, rtol=0)
 
 
 def test_video_latents_input_equals_video_input(pipe):
