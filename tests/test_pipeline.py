@@ -96,6 +96,23 @@ def test_any_diffusers_scheduler_samples(pipe, scheduler):
     assert frames.shape == (5, H, W, 3) and np.isfinite(frames).all()
 
 
+def lvsc_predictions(pipe, scheduler) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The predicted x0 of every scheduler step of a 6-frame edit in two clips of 4 (2 reference frames, LVSC for half
+    of 4 steps) with `scheduler`, and the final latents."""
+    other = InsV2VPipeline(**{**pipe.components, "scheduler": scheduler})
+    predicted, step = [], other.scheduler.step
+
+    def recording(*args, **kwargs):
+        out = step(*args, **{**kwargs, "return_dict": True})
+        predicted.append(out.pred_original_sample)
+        return (out.prev_sample,)
+
+    other.scheduler.step = recording
+    latents = run(other, video(6), frames_per_clip=4, ref_frames=2, lvsc_fraction=0.5, num_inference_steps=4,
+                  output_type="latent")  # fmt: skip
+    return predicted, latents
+
+
 @pytest.mark.parametrize(
     "scheduler, config",
     [(DDIMScheduler, {}), (EulerDiscreteScheduler, {"use_karras_sigmas": True}), (EulerAncestralDiscreteScheduler, {})],
@@ -103,41 +120,19 @@ def test_any_diffusers_scheduler_samples(pipe, scheduler):
 def test_lvsc_reference_frames_predict_their_latents_with_any_scheduler(pipe, scheduler, config):
     """The second clip's reference frames (2, 3 of 6) predict the first clip's final latents of those frames while
     LVSC corrects (its first 2 of 4 steps), also where the scheduler steps by sigmas between the table's timesteps."""
-    other = InsV2VPipeline(**{**pipe.components, "scheduler": scheduler.from_config(pipe.scheduler.config, **config)})
-    predicted, step = [], other.scheduler.step
-
-    def recording(*args, **kwargs):
-        out = step(*args, **{**kwargs, "return_dict": True})
-        predicted.append(out.pred_original_sample)
-        return (out.prev_sample,)
-
-    other.scheduler.step = recording
-    latents = run(other, video(6), frames_per_clip=4, ref_frames=2, lvsc_fraction=0.5, num_inference_steps=4,
-                  output_type="latent")  # fmt: skip
+    predicted, latents = lvsc_predictions(pipe, scheduler.from_config(pipe.scheduler.config, **config))
     assert len(predicted) == 8  # two clips of 4 steps
     for x0 in predicted[4:6]:
         torch.testing.assert_close(x0[:, :, :2], latents[:, :, 2:4], atol=2e-5, rtol=0)
     assert (predicted[6][:, :, :2] - latents[:, :, 2:4]).abs().max() > 1e-3  # uncorrected after LVSC's share
 
 
-def test_lvsc_corrects_a_second_order_step_at_the_sigma_it_evaluates():
+def test_lvsc_corrects_a_second_order_step_at_the_sigma_it_evaluates(pipe):
     """KDPM2 evaluates its second stage at an interpolated sigma: the reference frames' predicted x0 must still be the
     first clip's latents there (corrected at the table's sigma, it was not)."""
-    pipe = tiny_pipeline()
-    kdpm2 = KDPM2DiscreteScheduler.from_config(pipe.scheduler.config)
-    other = InsV2VPipeline(**{**pipe.components, "scheduler": kdpm2})
-    predicted, step = [], other.scheduler.step
-
-    def recording(*args, **kwargs):
-        out = step(*args, **{**kwargs, "return_dict": True})
-        predicted.append(out.pred_original_sample)
-        return (out.prev_sample,)
-
-    other.scheduler.step = recording
-    latents = run(other, video(6), frames_per_clip=4, ref_frames=2, lvsc_fraction=0.5, num_inference_steps=4,
-                  output_type="latent")  # fmt: skip
-    calls = len(predicted) // 2  # per clip: 2 x 4 - 1 evaluations
-    for x0 in predicted[calls : calls + round(0.5 * calls + 0.5)]:  # LVSC's share of the second clip's evaluations
+    predicted, latents = lvsc_predictions(pipe, KDPM2DiscreteScheduler.from_config(pipe.scheduler.config))
+    assert len(predicted) == 2 * 7  # per clip 2 x 4 - 1 evaluations, the first 4 (i < 3.5) corrected
+    for x0 in predicted[7:11]:  # two of them second-order
         torch.testing.assert_close(x0[:, :, :2], latents[:, :, 2:4], atol=2e-5, rtol=0)
 
 

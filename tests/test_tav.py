@@ -301,6 +301,13 @@ def test_cancel_stops_tuning_and_a_later_call_resumes_from_the_checkpoint(t2i, t
     assert uninterrupted.tune(video(0), "a red ball", settings) == losses
     assert_same_state(tuned_state(pipe), tuned_state(uninterrupted))
 
+    (tmp_path / CHECKPOINT_FILE).write_bytes((tmp_path / CHECKPOINT_FILE).read_bytes()[:200])  # a crash cut it short
+    seen.clear()
+    with pytest.warns(UserWarning, match="is damaged .*; tuning from the start"):
+        again = pipe.tune(video(0), "a red ball", settings, lambda step, total, loss: seen.append(step),
+                          checkpoint_dir=tmp_path)  # fmt: skip
+    assert seen == [1, 2, 3, 4, 5, 6] and again == losses
+
 
 def test_a_cancel_after_tuning_stops_inversion_and_a_damaged_cached_tuning_is_tuned_again(t2i, tmp_path):
     cancel = threading.Event()

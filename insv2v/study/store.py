@@ -96,9 +96,9 @@ def new_pid() -> str:
     return secrets.token_hex(8)
 
 
-def now() -> str:
-    """UTC time stamp with microseconds, ISO 8601."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+def now(ago: timedelta = timedelta(0)) -> str:
+    """UTC time stamp with microseconds, ISO 8601 (of `ago` before now): stamps of one format compare as text."""
+    return (datetime.now(timezone.utc) - ago).isoformat(timespec="microseconds")
 
 
 def check_pid(pid: str) -> str:
@@ -315,7 +315,7 @@ class StudyStore:
                 "ON a.comparison_id = c.id AND (a.pid IN (SELECT pid FROM participants WHERE created > ?) "
                 "OR EXISTS (SELECT 1 FROM ratings r WHERE r.pid = a.pid AND r.comparison_id = c.id)) "
                 "GROUP BY c.id ORDER BY c.id",
-                ((datetime.now(timezone.utc) - IN_PROGRESS).isoformat(timespec="microseconds"),),
+                (now(ago=IN_PROGRESS),),
             ).fetchall()
             assigned = {cid: n for cid, gold, n in counts if not gold}
             gold = [cid for cid, gold, _ in counts if gold]

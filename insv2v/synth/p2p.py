@@ -303,6 +303,9 @@ def blend_mask(maps: torch.Tensor, threshold: float, size: tuple[int, int]) -> t
     return above_peak_share(resized, threshold).any(dim=0).to(maps.dtype)
 
 
+NOISE_FLOOR = 1e-4  # a prediction difference below this share of the predictions' size is float noise, not an edit
+
+
 def difference_mask(differences: torch.Tensor, threshold: float, scale: float = 0.0) -> torch.Tensor:
     """(f, h, w) summed noise-prediction differences -> a (f, h, w) mask of 0 and 1: scaled to a peak of 1 per frame,
     above `threshold` (DiffEdit's rule; not dilated: at a toy model's 16x16 latents a cell is a quarter of a shape).
@@ -310,9 +313,6 @@ def difference_mask(differences: torch.Tensor, threshold: float, scale: float = 
     in one batch may differ in their last bits on some CPUs, and scaled to a peak that noise would fill the mask."""
     above_noise = differences > NOISE_FLOOR * scale
     return (above_peak_share(differences, threshold) & above_noise).to(differences.dtype)
-
-
-NOISE_FLOOR = 1e-4  # a prediction difference below this share of the predictions' size is float noise, not an edit
 
 
 def above_peak_share(maps: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -367,12 +367,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
         start, losses = 0, []
         if checkpoint is not None and checkpoint.is_file():
-            try:
-                start, losses = load_checkpoint(checkpoint, params, optimizer, scaler)
-            except (RuntimeError, EOFError) as err:  # torch.load of a file cut short: nothing was restored yet
-                warnings.warn(f"the tuning checkpoint {checkpoint} is damaged ({err}); tuning from the start",
-                              stacklevel=2)  # fmt: skip
-                checkpoint.unlink()
+            start, losses = load_checkpoint(checkpoint, params, optimizer, scaler)
         noise_scheduler = DDPMScheduler.from_config(self.scheduler.config)
 
         # 4. Tuning loop: batch 1 (the whole clip), one random timestep per step
@@ -506,8 +501,14 @@ def save_checkpoint(path: Path, step: int, losses: list[float], params: dict, op
 
 
 def load_checkpoint(path: Path, params: dict, optimizer, scaler) -> tuple[int, list[float]]:
-    """Restore a `save_checkpoint` file into `params`, `optimizer` and `scaler`; returns (step, losses so far)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Restore a `save_checkpoint` file into `params`, `optimizer` and `scaler`; returns (step, losses so far). A file
+    a crash left damaged restores nothing: it is removed with a warning, and tuning starts from step 0."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError) as err:  # a zip archive cut short
+        warnings.warn(f"the tuning checkpoint {path} is damaged ({err}); tuning from the start", stacklevel=3)
+        path.unlink()
+        return 0, []
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(state["params"][name])

@@ -317,8 +317,7 @@ def build(studio) -> None:
     (submitted,) = cancellable(studio.jobs, [run_button.click], cancel_button, cancel_note, "the comparison", "compare")
     submitted.then(
         compare_insv2v, [video, instruction, source_caption, edited_caption, preset], [output, scores, status, state],
-        api_name=False,
-        inputs_kwargs=settings, **heavy,
+        api_name=False, inputs_kwargs=settings, **heavy,
     ).success(
         compare_tav, [state, source_caption, edited_caption, preset, tune_steps], [output, scores, status],
         api_name=False, **heavy,

@@ -157,21 +157,22 @@ def build(studio) -> None:
             raise gr.Error("The link's participant id is not valid: use the link you were given.")
         return next((p for p in (known, asked, saved) if isinstance(p, str) and PID_PATTERN.fullmatch(p)), None)
 
+    def start_afresh():
+        """A new id at the consent screen, kept by the browser from now on: for a visitor whose link gave none (a
+        second tab opened before consenting is then the same person), and for the next person at a shared computer
+        (the one before keeps their answers and code)."""
+        pid = new_pid()
+        return (pid, pid, *consent_screen(len(questions)))
+
     def arrive(saved: str | None, request: gr.Request):
         """A participant opens the page: where they stopped (the consent screen for an id not seen before, which gets
         its plan only when it consents)."""
         pid = participant(request, saved)
-        if pid is None:  # kept by the browser from now on: a second tab opened before consenting is the same person
-            pid = new_pid()
-            return (pid, pid, *consent_screen(len(questions)))
+        if pid is None:
+            return start_afresh()
         if not store.known(pid):
             return (pid, gr.update(), *consent_screen(len(questions)))
         return (pid, pid, *screen(store, pid))
-
-    def start_afresh():
-        """The next person at a shared computer: a new id (the one before keeps their answers and code)."""
-        pid = new_pid()
-        return (pid, pid, *consent_screen(len(questions)))
 
     def start(pid: str | None, saved: str | None, request: gr.Request):
         pid = store.participant(participant(request, saved, pid))  # the same id however often it is pressed
