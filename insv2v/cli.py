@@ -25,6 +25,7 @@ from pathlib import Path
 from insv2v.argtypes import (
     non_negative_float,
     non_negative_int,
+    number_in,
     positive_float,
     positive_int,
     resolution,
@@ -203,7 +204,7 @@ def tiny(args: argparse.Namespace) -> None:
 
 
 def _add_toyworld_parsers(commands) -> None:
-    from insv2v.synth.t2v import DEFAULT_GUIDANCE
+    from insv2v.synth.t2v import DEFAULT_GUIDANCE, KIND_GUIDANCE_RANGE
 
     p = commands.add_parser("toyworld", help="the procedural toy world").add_subparsers(dest="action", required=True)
     make = p.add_parser("make", help="write triplets: NNNN/input.mp4, NNNN/target.mp4, NNNN/meta.json")
@@ -339,6 +340,8 @@ def _add_toyworld_parsers(commands) -> None:
     e.add_argument("--frames", type=positive_int, default=16, help="--t2v: frames per video (16; 1 for images)")
     e.add_argument("--cfg", type=float,
                    help=f"--t2v: text guidance (the model's sampling.json, else {DEFAULT_GUIDANCE:g})")  # fmt: skip
+    e.add_argument("--kind-guidance", type=number_in(*KIND_GUIDANCE_RANGE),
+                   help="--t2v: the model's kind classifier's guidance (its sampling.json, else 0: none)")  # fmt: skip
     e.add_argument(
         "--baseline",
         choices=("tav",),
@@ -409,14 +412,16 @@ def evaluate(args: argparse.Namespace) -> None:
         raise ValueError(f"the first {args.edits} held-out edits hold none of the kinds {', '.join(kinds)}")
     if args.t2v is not None:
         from insv2v.assets import TOY_T2V
-        from insv2v.synth.t2v import load_t2v, recommended_guidance
+        from insv2v.synth.t2v import load_t2v, recommended_guidance, recommended_kind_guidance
         from insv2v.toyworld.synthetic import format_rate, t2v_fidelity
 
         source = args.t2v or str(TOY_T2V)
         cfg = recommended_guidance(source) if args.cfg is None else args.cfg  # a malformed file refused before loading
+        kinds = recommended_kind_guidance(source) if args.kind_guidance is None else args.kind_guidance
         pipe = load_t2v(source, str(args.device))
+        pipe.check_kind_guidance(kinds)
         pipe.set_progress_bar_config(disable=True)
-        results = t2v_fidelity(pipe, args.n, args.seed, args.frames, args.steps, cfg)
+        results = t2v_fidelity(pipe, args.n, args.seed, args.frames, args.steps, cfg, kinds)
         for key in ("background", "colours", "shapes", "style"):
             print(f"{key}: {format_rate(results[key])}")
         if args.out:

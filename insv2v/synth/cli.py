@@ -65,7 +65,17 @@ def _blending(args: argparse.Namespace) -> dict:
 
 def add_parsers(commands) -> None:
     from insv2v.synth.p2p import DEFAULT_BLEND_THRESHOLD
-    from insv2v.synth.t2v import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE_RANGE, MAX_FRAMES
+    from insv2v.synth.t2v import (
+        DEFAULT_FRAMES,
+        DEFAULT_GUIDANCE,
+        DEFAULT_STEPS,
+        GUIDANCE_RANGE,
+        KIND_GUIDANCE_RANGE,
+        MAX_FRAMES,
+    )
+
+    kind_guidance_help = ("classifier guidance towards the shape kinds the caption names, for a model with a kind "
+                          "classifier (the toy t2v); 0: off (default: the model's sampling.json, else 0)")  # fmt: skip
 
     g = commands.add_parser("generate", help="a video from a caption with a text-to-video model")
     g.add_argument("caption")
@@ -79,6 +89,7 @@ def add_parsers(commands) -> None:
         type=number_in(*GUIDANCE_RANGE),
         help=f"text guidance (the model's sampling.json, else {DEFAULT_GUIDANCE:g})",
     )
+    g.add_argument("--kind-guidance", type=number_in(*KIND_GUIDANCE_RANGE), help=kind_guidance_help)
     g.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     g.add_argument("--seed", type=seed, default=0)
     g.add_argument("--fps", type=positive_float, default=8.0)
@@ -110,6 +121,7 @@ def add_parsers(commands) -> None:
     gen.add_argument("--cfg-range", type=non_negative_float, nargs=2, metavar=("LOW", "HIGH"),
                      help="each sample's CFG uniform in [LOW, HIGH] instead of the --recipe's (for a model that "
                      "draws best at other guidance than Stable Diffusion or ModelScope)")  # fmt: skip
+    gen.add_argument("--kind-guidance", type=number_in(*KIND_GUIDANCE_RANGE), help=kind_guidance_help)
     gen.add_argument("--steps", type=positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     blending = gen.add_mutually_exclusive_group()
@@ -159,7 +171,7 @@ def generate_video(args: argparse.Namespace) -> None:
 
     from insv2v.assets import TOY_T2V
     from insv2v.editing import check_output
-    from insv2v.synth.t2v import load_t2v, recommended_guidance
+    from insv2v.synth.t2v import load_t2v, recommended_guidance, recommended_kind_guidance
     from insv2v.video import write_gif, write_video
 
     if not args.caption.strip():
@@ -167,13 +179,16 @@ def generate_video(args: argparse.Namespace) -> None:
     check_output(Path(args.output))  # before the model loads and the video is made
     source = args.model or str(TOY_T2V)
     cfg = recommended_guidance(source) if args.cfg is None else args.cfg  # a malformed file refused before loading
+    kinds = recommended_kind_guidance(source) if args.kind_guidance is None else args.kind_guidance
     pipe = load_t2v(source)
     out = pipe(args.caption, num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=cfg,
-               height=args.size, width=args.size, generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+               height=args.size, width=args.size, generator=torch.Generator().manual_seed(args.seed),
+               kind_guidance=kinds)  # fmt: skip
     frames = out.frames[0]
     (write_gif if str(args.output).lower().endswith(".gif") else write_video)(args.output, frames, args.fps)
     size = f"{frames.shape[2]}x{frames.shape[1]}"
-    print(f"wrote {args.output} ({len(frames)} frames, {size}, CFG {cfg:g}, seed {args.seed})")
+    guided = f", kind guidance {kinds:g}" if kinds else ""
+    print(f"wrote {args.output} ({len(frames)} frames, {size}, CFG {cfg:g}{guided}, seed {args.seed})")
 
 
 def synth(args: argparse.Namespace) -> None:
@@ -189,8 +204,11 @@ def synth(args: argparse.Namespace) -> None:
 
         if not 0 <= args.seed <= 2**32 - args.n:  # sample i < n draws its settings from RandomState(seed + i)
             raise ValueError(f"--seed must be in [0, 2**32 - n], got {args.seed}")
+        from insv2v.synth.t2v import recommended_kind_guidance
+
         t2v = args.t2v or str(TOY_T2V)
         clip = args.clip or default_clip(t2v)
+        kinds = recommended_kind_guidance(t2v) if args.kind_guidance is None else args.kind_guidance
         # A resumed dataset keeps the thresholds it is filtered with now (a `synth filter` may have changed them).
         card = dataset.read_card(args.out)
         base = Thresholds.from_dict(card["thresholds"]) if card.get("thresholds") else Thresholds.for_clip(clip)
@@ -198,7 +216,7 @@ def synth(args: argparse.Namespace) -> None:
             out_dir=args.out, t2v=t2v, prompts=args.prompts, split=args.split, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
             size=args.size, recipe=args.recipe, cfg_range=tuple(args.cfg_range) if args.cfg_range else None,
-            shared_end=args.shared_end, **_blending(args),
+            shared_end=args.shared_end, kind_guidance=kinds, **_blending(args),
             samples_per_prompt=args.samples_per_prompt, top_per_prompt=_top_per_prompt(card, args),
             command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip

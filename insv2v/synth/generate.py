@@ -60,6 +60,7 @@ class GenerateConfig:
     shared_end: float = 0.0  # fraction of the steps the edited sample shares the input's latents (0: the reference)
     samples_per_prompt: int = 1  # each its own seed: settings and noise (InstructPix2Pix: 100)
     top_per_prompt: int | None = None  # keep at most this many of a prompt's passing samples (InstructPix2Pix: 4)
+    kind_guidance: float = 0.0  # the t2v's kind classifier's guidance (its sampling.json recommends one)
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
 
@@ -83,7 +84,8 @@ PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that p
 
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
-              "local_blend", "blend_maps", "shared_end", "samples_per_prompt", "cfg_range")  # fmt: skip
+              "local_blend", "blend_maps", "shared_end", "samples_per_prompt", "cfg_range",
+              "kind_guidance")  # fmt: skip
 # A card's value from before the field existed.
 RUN_DEFAULTS = {
     "recipe": "video",
@@ -93,6 +95,7 @@ RUN_DEFAULTS = {
     "shared_end": 0.0,
     "samples_per_prompt": 1,
     "cfg_range": None,
+    "kind_guidance": 0.0,
 }
 
 
@@ -191,7 +194,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
     out = generate_pair(
         pipe, pair.input, pair.output, settings, negative_prompt=config.negative_prompt, num_frames=config.frames,
         height=size, width=size, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
-        callback=callback, local_blend=blend,
+        callback=callback, local_blend=blend, kind_guidance=config.kind_guidance,
     )  # fmt: skip
     scores = score_pair(scorer, out.source, out.target, pair.input, pair.output)
     record = {
@@ -201,6 +204,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
         "scores": scores.to_dict(),
         "kept": PairScores(**scores.to_dict()).passes(config.thresholds),  # a limit per prompt applies at the end
         **({"blend_area": round(out.blend_mask.mean().item(), 3)} if out.blend_mask is not None else {}),
+        **({"kind_guidance": config.kind_guidance} if config.kind_guidance else {}),
         "seconds": round(time.perf_counter() - began, 2),
     }
     return out.source, out.target, record
@@ -251,6 +255,7 @@ def _generate(config: GenerateConfig, state, pairs, judge, prompt_stats) -> dict
     pipe = load_t2v(config.t2v, str(state.device))
     size = config.size or pipe.default_resolution  # what every sample will ask for, checked before anything is written
     pipe.check_inputs("", config.frames, size, size, config.steps, 1.0, "np")
+    pipe.check_kind_guidance(config.kind_guidance)
     if config.local_blend is not None and config.blend_maps == "attention":
         from insv2v.synth.p2p import check_local_blend
 

@@ -544,6 +544,7 @@ def generate_pair(
     callback: Callable[[int, int], None] | None = None,
     attention: Callable | None = None,
     local_blend: LocalBlend | None = None,
+    kind_guidance: float = 0.0,
 ) -> PairOutput:
     """A source video of `source_prompt` and its Prompt-to-Prompt edit for `target_prompt`, from one initial noise.
 
@@ -551,6 +552,7 @@ def generate_pair(
     as it is; a stochastic one draws independent step noise per video (the reference's DDIM draws none).
     `attention(q, k, v)` replaces SDPA as the attention kernel (a benchmark's materialised maps). `local_blend`
     keeps the target the source's outside the edited words' attention or DiffEdit's mask (`LocalBlend`).
+    `kind_guidance` guides each video towards the shape kinds its own prompt names (the pipeline's kind classifier).
     """
     # 1. Check inputs
     height = height or pipe.default_resolution
@@ -559,6 +561,7 @@ def generate_pair(
         [source_prompt, target_prompt], num_frames, height, width, num_inference_steps, settings.guidance_scale,
         output_type,
     )  # fmt: skip
+    pipe.check_kind_guidance(kind_guidance)
     if settings.edit_weight != 1:
         check_value_weighting(pipe.unet)
     if local_blend is not None and local_blend.maps == "attention":
@@ -609,6 +612,10 @@ def generate_pair(
                     difference, size = prompt_difference(both)
                     differences, scale = differences + difference, scale + size
             guided = uncond + settings.guidance_scale * (cond - uncond)
+            if state.phase is Phase.SHARED:  # both halves are the source's
+                guided = pipe.guided_x0(guided[:1], [source_prompt], kind_guidance).expand_as(latents)
+            else:
+                guided = pipe.guided_x0(guided, [source_prompt, target_prompt], kind_guidance)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
             if state.phase is Phase.SHARED:
                 latents[1] = latents[0]

@@ -3,12 +3,15 @@
 One pipeline for the data engine's text-to-video models: ModelScope (`UNet3DConditionModel`, the paper's
 `damo-vilab/text-to-video-ms-1.7b` folder loads as it is), AnimateDiff-style `UNetMotionModel` (the shipped toy
 model), and a 2-D `UNet2DConditionModel` whose frames are independent images (the toy text-to-image model).
-Video Prompt-to-Prompt (`insv2v.synth.p2p`) samples through the same `model_output`.
+An optional `kind_classifier` (the toy models') adds classifier guidance towards the shapes' kinds a caption names
+(`kind_guidance`, `insv2v.models.kind_classifier`). Video Prompt-to-Prompt (`insv2v.synth.p2p`) samples through the
+same `model_output`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from insv2v.loading import (
 
 # Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
+from insv2v.models.kind_classifier import KindClassifier, kind_guided
 from insv2v.models.unet import unet_on_video
 from insv2v.pipeline import vae_scale_factor
 
@@ -38,6 +42,8 @@ DEFAULT_FRAMES = 16
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 9.0
 GUIDANCE_RANGE = (0.0, 30.0)
+KIND_GUIDANCE_RANGE = (0.0, 1000.0)
+SAMPLING_KEYS = {"guidance_scale": float, "kind_guidance": float}  # what a folder's sampling.json may recommend
 MAX_FRAMES = 64
 MAX_SIDE = 1024
 OUTPUT_TYPES = ("np", "latent")
@@ -55,10 +61,11 @@ class TextToVideoPipeline(DiffusionPipeline):
     r"""Generate a video from a caption.
 
     Components: `vae` (AutoencoderKL-compatible), `text_encoder` (CLIPTextModel, last hidden state), `tokenizer`,
-    `unet` (UNet3DConditionModel, UNetMotionModel or UNet2DConditionModel), `scheduler`.
+    `unet` (UNet3DConditionModel, UNetMotionModel or UNet2DConditionModel), `scheduler`; optional `kind_classifier`.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components: ClassVar[list[str]] = ["kind_classifier"]
 
     def __init__(
         self,
@@ -67,9 +74,11 @@ class TextToVideoPipeline(DiffusionPipeline):
         tokenizer: CLIPTokenizer,
         unet: UNet3DConditionModel | UNetMotionModel | UNet2DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
+        kind_classifier: KindClassifier | None = None,
     ):
         super().__init__()
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                              kind_classifier=kind_classifier)  # fmt: skip
         self.vae_scale_factor = vae_scale_factor(self.vae)
 
     @property
@@ -96,6 +105,21 @@ class TextToVideoPipeline(DiffusionPipeline):
             raise ValueError(f"`guidance_scale` must be in [{low}, {high}], got {guidance_scale}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+    def check_kind_guidance(self, kind_guidance: float) -> None:
+        low, high = KIND_GUIDANCE_RANGE
+        if not low <= kind_guidance <= high:
+            raise ValueError(f"`kind_guidance` must be in [{low:g}, {high:g}], got {kind_guidance}")
+        if kind_guidance and self.kind_classifier is None:
+            raise ValueError("`kind_guidance` needs a text-to-video folder with a kind classifier (`kind_classifier/`, "
+                             "as the toy text-to-video model has); this one has none")  # fmt: skip
+        if kind_guidance and self.scheduler.config.prediction_type != "sample":
+            raise ValueError("`kind_guidance` moves the model's x0 prediction: it needs a model that predicts x0 "
+                             f"(prediction_type 'sample'), not {self.scheduler.config.prediction_type!r}")  # fmt: skip
+
+    def guided_x0(self, x0: torch.Tensor, prompts: list[str], kind_guidance: float) -> torch.Tensor:
+        """x0 predictions (n, c, f, h, w) of `prompts` moved towards the kinds each names (unchanged at 0)."""
+        return kind_guided(self.kind_classifier, self.vae, x0, prompts, kind_guidance) if kind_guidance else x0
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -145,12 +169,15 @@ class TextToVideoPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
+        kind_guidance: float = 0.0,
     ) -> TextToVideoOutput:
-        """Videos of `prompt` (one per prompt), CFG against `negative_prompt`; `latents` fixes the initial noise."""
+        """Videos of `prompt` (one per prompt), CFG against `negative_prompt`; `latents` fixes the initial noise;
+        `kind_guidance` weighs the kind classifier's guidance (0: none)."""
         # 1. Check inputs
         height = height or self.default_resolution
         width = width or self.default_resolution
         self.check_inputs(prompt, num_frames, height, width, num_inference_steps, guidance_scale, output_type)
+        self.check_kind_guidance(kind_guidance)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         n = len(prompts)
 
@@ -165,7 +192,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             x_in = self.scheduler.scale_model_input(latents, t)
             uncond, cond = self.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)
-            guided = uncond + guidance_scale * (cond - uncond)
+            guided = self.guided_x0(uncond + guidance_scale * (cond - uncond), prompts, kind_guidance)
             latents = self.scheduler.step(guided, t, latents).prev_sample
 
         # 5. Decode
@@ -191,4 +218,9 @@ def load_t2v(source: str, device: str | None = None) -> TextToVideoPipeline:
 def recommended_guidance(source: str) -> float:
     """The text guidance a text-to-video folder's sampling.json recommends ({"guidance_scale": 3}: the toy t2v
     draws its captions' colours best at low guidance), else DEFAULT_GUIDANCE."""
-    return read_model_sampling(source, {"guidance_scale": float}).get("guidance_scale", DEFAULT_GUIDANCE)
+    return read_model_sampling(source, SAMPLING_KEYS).get("guidance_scale", DEFAULT_GUIDANCE)
+
+
+def recommended_kind_guidance(source: str) -> float:
+    """The kind guidance a text-to-video folder's sampling.json recommends (the toy t2v's card), else none."""
+    return read_model_sampling(source, SAMPLING_KEYS).get("kind_guidance", 0.0)

@@ -126,10 +126,12 @@ def calibrate_clip_folder(clip_dir: str | Path, n: int) -> Path:
 # ---------------------------------------------------------------- the text-to-video model against held-out captions
 
 
-def t2v_fidelity(pipe, n: int, seed: int = 0, frames: int = 16, steps: int = 30, guidance: float = 9.0) -> dict:
+def t2v_fidelity(
+    pipe, n: int, seed: int = 0, frames: int = 16, steps: int = 30, guidance: float = 9.0, kind_guidance: float = 0.0
+) -> dict:
     """Generate one video per held-out caption (scenes of the held-out split, 20% in a style) and read it back:
     how often the style, and (captions not of a sketch) the background, the set of shape colours and each colour's
-    shape kind are drawn as the caption says."""
+    shape kind are drawn as the caption says; `kind_guidance` as the pipeline takes it."""
     from insv2v.toyworld.reader import heldout_scene
 
     hits = {"background": [], "colours": [], "shapes": [], "style": []}
@@ -138,7 +140,8 @@ def t2v_fidelity(pipe, n: int, seed: int = 0, frames: int = 16, steps: int = 30,
         scene = heldout_scene(seed + i)
         text = caption(scene)
         video = pipe(text, num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-                     generator=torch.Generator().manual_seed(seed + i)).frames[0]  # fmt: skip
+                     generator=torch.Generator().manual_seed(seed + i),
+                     kind_guidance=kind_guidance).frames[0]  # fmt: skip
         want, got = read_caption(text), read_frames(video)
         row = {"caption": text, "style": got.style == want.style}
         if want.style != "sketch":  # a pencil sketch shows no background and no colours, by the world's rendering
@@ -150,7 +153,8 @@ def t2v_fidelity(pipe, n: int, seed: int = 0, frames: int = 16, steps: int = 30,
                 hits[key].append(row[key])
         records.append(row)
     summary = {key: rate(sum(v), len(v)) for key, v in hits.items()}
-    return {"n": n, "seed": seed, "frames": frames, "steps": steps, "guidance": guidance, **summary,
+    return {"n": n, "seed": seed, "frames": frames, "steps": steps, "guidance": guidance,
+            **({"kind_guidance": kind_guidance} if kind_guidance else {}), **summary,
             "records": records}  # fmt: skip
 
 

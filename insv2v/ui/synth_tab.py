@@ -161,7 +161,8 @@ def describe_pair(record: dict) -> str:
         + (f" · the edited video shares the input's first {s['shared_end']:.0%} of steps" if s.get("shared_end")
            else "")
         + f" · seed {record['seed']}"
-        + (f" · local blending: {record['blend_area']:.0%} of the frame may change" if "blend_area" in record else ""),
+        + (f" · local blending: {record['blend_area']:.0%} of the frame may change" if "blend_area" in record else "")
+        + (f" · kind guidance {record['kind_guidance']:g}" if record.get("kind_guidance") else ""),
     ]  # fmt: skip
     if judge:
         lines.append(
@@ -296,6 +297,7 @@ def make_pair_handler(studio):
         local_blend: float = 0.0,
         shared_end: float = 0.0,
         blend_maps: str = "attention",
+        kind_guidance: float | None = None,
         sim_0: float | None = None,
         sim_1: float | None = None,
         sim_dir: float | None = None,
@@ -306,7 +308,7 @@ def make_pair_handler(studio):
         from insv2v.synth.generate import GenerateConfig, make_sample
         from insv2v.synth.p2p import BLEND_MAPS, P2PSettings
         from insv2v.synth.prompts import PromptPair, validate_pair
-        from insv2v.synth.t2v import load_t2v
+        from insv2v.synth.t2v import KIND_GUIDANCE_RANGE, load_t2v, recommended_kind_guidance
 
         config = studio.config
         try:
@@ -329,6 +331,11 @@ def make_pair_handler(studio):
                 raise ValueError(f"Local blend mask must be one of {', '.join(BLEND_MAPS)}, got {blend_maps!r}")
             if config.t2v is None:
                 raise ValueError("this server has no text-to-video model (set INSV2V_T2V)")
+            if kind_guidance is None:  # an API call that names none: the model's own
+                kind_guidance = recommended_kind_guidance(config.t2v)
+            if not KIND_GUIDANCE_RANGE[0] <= kind_guidance <= KIND_GUIDANCE_RANGE[1]:
+                raise ValueError(f"Kind guidance must be in [{KIND_GUIDANCE_RANGE[0]:g}, {KIND_GUIDANCE_RANGE[1]:g}] "
+                                 f"(0: off), got {kind_guidance}")  # fmt: skip
             settings = None if draw_settings else P2PSettings(guidance_scale, sa_end, ca_end, edit_weight, shared_end)
             progress(0, desc="loading the text-to-video model")
             pipe = load_t2v(config.t2v, config.device)
@@ -337,7 +344,8 @@ def make_pair_handler(studio):
             thresholds = Thresholds.for_clip(clip, sim_0=sim_0, sim_1=sim_1, sim_dir=sim_dir, sim_image=sim_image)
             run = GenerateConfig(out_dir="", t2v=config.t2v, prompts="", n=1, clip=clip, thresholds=thresholds,
                                  frames=int(frames), steps=int(steps), local_blend=local_blend or None,
-                                 blend_maps=blend_maps, shared_end=shared_end)  # fmt: skip
+                                 blend_maps=blend_maps, shared_end=shared_end,
+                                 kind_guidance=kind_guidance)  # fmt: skip
             job = Job(int(steps), progress, "pair")
 
             def on_step(step: int, total: int) -> None:
@@ -362,7 +370,7 @@ def make_pair_handler(studio):
 
 def build(studio) -> None:
     """The Synthetic pairs tab's layout and wiring, inside the caller's `gr.Tab`."""
-    from insv2v.synth.t2v import recommended_guidance
+    from insv2v.synth.t2v import recommended_guidance, recommended_kind_guidance
 
     names = list(available_datasets(studio.config.datasets))
     defaults = Thresholds.for_clip(filter_clip(studio.config))
@@ -419,6 +427,9 @@ def build(studio) -> None:
                                        ("prompts' noise difference (DiffEdit)", "difference")],
                                       value="attention", label="Local blend mask",
                                       elem_id="synth-make-blend-maps")  # fmt: skip
+                kinds = recommended_kind_guidance(studio.config.t2v) if studio.config.t2v else 0
+                kind_guidance = gr.Slider(0, 100, value=kinds, step=5, elem_id="synth-make-kind-guidance",
+                                          label="Kind guidance (the toy t2v's kind classifier; 0: off)")  # fmt: skip
             make_button = gr.Button("Make pair", variant="primary", elem_id="synth-make-run")
         with gr.Column():
             make_status = gr.Markdown(elem_id="synth-make-status")
@@ -468,7 +479,7 @@ def build(studio) -> None:
     make_button.click(
         make_pair_handler(studio),
         [input_caption, output_caption, instruction, seed, draw, cfg, sa_end, ca_end, edit_weight, steps, frames,
-         local_blend, shared_end, blend_maps],
+         local_blend, shared_end, blend_maps, kind_guidance],
         [make_video, make_text, make_table, make_record, make_status],
         api_name="synth_pair", concurrency_limit=1, concurrency_id="model", show_progress="full",
     )  # fmt: skip
