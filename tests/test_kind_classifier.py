@@ -10,6 +10,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from insv2v.assets import TOY_CLIP
+from insv2v.cli import main
 from insv2v.models.kind_classifier import KindClassifier, kind_guided, kind_log_likelihood_gradient
 from insv2v.synth.p2p import P2PSettings, generate_pair
 from insv2v.synth.t2v import TextToVideoPipeline, recommended_guidance, recommended_kind_guidance
@@ -158,6 +160,22 @@ def test_a_folder_recommends_its_kind_guidance(tmp_path):
     (tmp_path / "sampling.json").write_text('{"kind_guidance": "strong"}')
     with pytest.raises(ValueError, match="kind_guidance"):
         recommended_kind_guidance(str(tmp_path))
+
+
+def test_the_commands_refuse_kind_guidance_a_model_cannot_take(tmp_path, capsys):
+    folder, out = tmp_path / "t2v", tmp_path / "data"
+    tiny_t2v_pipeline("motion").save_pretrained(folder)  # no kind classifier
+    small = ["--frames", "2", "--steps", "1", "--size", "32", "--kind-guidance", "5"]
+    assert main(["synth", "generate", "--t2v", str(folder), "--clip", str(TOY_CLIP), "--n", "1", "--out", str(out),
+                 *small]) == 2  # fmt: skip
+    assert "kind classifier" in capsys.readouterr().err
+    assert not (out / "prompts.jsonl").exists() and not (out / "manifest.jsonl").exists()  # refused before writing
+    assert main(["generate", "a red circle on a beach", "-o", str(tmp_path / "v.mp4"), "--model", str(folder),
+                 *small]) == 2  # fmt: skip
+    assert "kind classifier" in capsys.readouterr().err and not (tmp_path / "v.mp4").exists()
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", str(tmp_path / "v.mp4"), "--kind-guidance", "2000"])
+    assert "--kind-guidance" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the toy classifier's training

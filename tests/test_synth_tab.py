@@ -167,6 +167,14 @@ def test_make_one_pair_refuses_bad_input_with_a_message(client, captions, words)
                        api_name="/synth_pair")  # fmt: skip
 
 
+def test_kind_guidance_on_a_model_without_a_kind_classifier_says_so(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="needs a text-to-video folder with a kind classifier"):
+        client.predict("a red circle moving right on a beach", "a blue circle moving right on a beach", "", steps=2,
+                       frames=3, kind_guidance=5, api_name="/synth_pair")  # fmt: skip
+
+
 def test_a_pair_says_its_prompt_to_prompt_phases_for_either_recipe():
     record = {"input": "a red circle on a beach", "edit": "make it snowy", "output": "a red circle on snow", "seed": 4}
     video = describe_pair({**record, "settings": P2PSettings.draw(4).to_dict()})
