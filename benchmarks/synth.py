@@ -3,6 +3,7 @@
     python benchmarks/synth.py                                  # the shipped toy text-to-video model, 2 CPU cores
     python benchmarks/synth.py --local-blend 0.3                # the same with local blending
     python benchmarks/synth.py --local-blend 0.5 --blend-maps difference --shared-end 0.5   # DiffEdit's mask
+    python benchmarks/synth.py --kind-guidance 30               # the toy t2v's kind classifier guiding both videos
     python benchmarks/synth.py --modelscope --device cuda --dtype float16 --compare
         # a ModelScope-sized UNet3DConditionModel with random weights (no download) at 16 x 256 x 256, 30 DDIM steps:
         # SDPA-only Prompt-to-Prompt vs the same with every attention map materialised, one process each
@@ -86,7 +87,8 @@ def run_one(args) -> dict:
         settings = replace(P2PSettings.draw(i), shared_end=args.shared_end)
         generate_pair(pipe, "a red circle moving right on a beach", "a blue circle moving right on a beach", settings,
                       num_frames=args.frames, height=size, width=size, num_inference_steps=args.steps,
-                      generator=torch.Generator().manual_seed(i), attention=attention, local_blend=blend)  # fmt: skip
+                      generator=torch.Generator().manual_seed(i), attention=attention, local_blend=blend,
+                      kind_guidance=args.kind_guidance)  # fmt: skip
         if cuda:
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -96,7 +98,8 @@ def run_one(args) -> dict:
         "model": "ModelScope-sized, random" if args.modelscope else Path(args.model or "toy-t2v").name,
         "attention": ("materialised maps" if args.explicit_maps else "SDPA only")
         + (f", local blending {args.local_blend} ({args.blend_maps})" if blend else "")
-        + (f", shared start {args.shared_end}" if args.shared_end else ""),
+        + (f", shared start {args.shared_end}" if args.shared_end else "")
+        + (f", kind guidance {args.kind_guidance:g}" if args.kind_guidance else ""),
         "frames": args.frames, "size": size, "steps": args.steps, "device": args.device,
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seconds_per_pair": round(seconds, 2), "pairs_per_minute": round(60 / seconds, 2),
@@ -125,6 +128,7 @@ def main() -> None:
     p.add_argument("--blend-maps", choices=BLEND_MAPS, default="attention",
                    help="its mask: the edited words' attention (Prompt-to-Prompt's) or DiffEdit's")  # fmt: skip
     p.add_argument("--shared-end", type=float, default=0.0, help="the edited video shares the input's steps until")
+    p.add_argument("--kind-guidance", type=float, default=0.0, help="the model's kind classifier's guidance (0: off)")
     p.add_argument("--compare", action="store_true", help="SDPA only vs materialised maps, one process each")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one configuration, as a JSON line
     args = p.parse_args()

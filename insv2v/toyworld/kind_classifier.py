@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from insv2v.models.kind_classifier import KindClassifier
 from insv2v.toyworld.models import toy_train_scheduler
 from insv2v.toyworld.world import HELDOUT_SEEDS, SHAPE_COLOURS, SHAPES, TRAIN_SEEDS, Scene, random_scene, render
+from insv2v.train import to_pixels
 
 NEGATIVE_RATE = 0.1  # share of training frames drawn as photo negatives
 ACCURACY_OFFSET = 990000  # held-out scenes the accuracy is measured on (the reader's own accuracy offset)
@@ -40,10 +41,6 @@ def kind_labels(scene: Scene) -> np.ndarray:
     return labels
 
 
-def to_pixels(frames: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def labelled_frames(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n frames of random training scenes in [-1, 1] (n, 3, 64, 64), and their `kind_labels` (n, colours)."""
     frames, labels = [], []
@@ -53,7 +50,7 @@ def labelled_frames(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, tor
             scene = dataclasses.replace(scene, style="negative")
         frames.append(render(scene, 1, first=int(rng.integers(0, 16)))[0])
         labels.append(kind_labels(scene))
-    return to_pixels(frames), torch.from_numpy(np.stack(labels))
+    return to_pixels(np.stack(frames)), torch.from_numpy(np.stack(labels))
 
 
 def noised(scheduler, pixels: torch.Tensor, t: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +101,7 @@ def accuracy(model: KindClassifier, n: int = 200, timesteps: tuple[int, ...] = (
     from insv2v.toyworld.synthetic import rate
 
     scenes = [random_scene(np.random.default_rng(HELDOUT_SEEDS.start + ACCURACY_OFFSET + i)) for i in range(n)]
-    pixels = to_pixels([render(scene, 1)[0] for scene in scenes])
+    pixels = to_pixels(np.stack([render(scene, 1)[0] for scene in scenes]))
     labels = torch.from_numpy(np.stack([kind_labels(scene) for scene in scenes]))
     present = labels >= 0
     scheduler = toy_train_scheduler()
