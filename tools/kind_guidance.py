@@ -30,8 +30,8 @@ from insv2v.assets import TOY_T2V
 from insv2v.models.kind_classifier import KindClassifier, kind_guided
 from insv2v.stats import bootstrap_interval
 from insv2v.synth.t2v import load_t2v, recommended_guidance
-from insv2v.toyworld.reader import heldout_scene, read_caption, read_frames
-from insv2v.toyworld.synthetic import format_rate, rate
+from insv2v.toyworld.reader import heldout_scene
+from insv2v.toyworld.synthetic import caption_rates, caption_row, format_rate
 from insv2v.toyworld.world import caption
 
 
@@ -77,24 +77,13 @@ def measure(pipe, model, n, seed, weights: list[float], guidance: float, frames:
     rows = {w: [] for w in weights}
     for i in range(n):
         text = caption_of(seed + i)
-        want = read_caption(text)
         for w in weights:
-            got = read_frames(sample(pipe, model, text, guidance, w, frames, steps, seed + i, space))
-            row = {"caption": text, "style": got.style == want.style}
-            if want.style != "sketch":  # a pencil sketch shows no background and no colours (as t2v_fidelity)
-                row["background"] = got.background == want.background
-                row["colours"] = got.shapes is not None and set(got.shapes) == set(want.shapes)
-                row["shapes"] = got.shapes is not None and all(got.shapes.get(c) == k for c, k in want.shapes.items())
-            rows[w].append(row)
+            video = sample(pipe, model, text, guidance, w, frames, steps, seed + i, space)
+            rows[w].append(caption_row(text, video))
         print(f"{i + 1}/{n} {time.strftime('%H:%M:%S')} " + " ".join(
             f"w{w:g}:{int(rows[w][-1].get('colours', 0))}{int(rows[w][-1].get('shapes', 0))}" for w in weights
         ), flush=True)  # fmt: skip
-    results = {}
-    for w, records in rows.items():
-        results[str(w)] = {
-            key: rate(sum(r[key] for r in records if key in r), sum(key in r for r in records))
-            for key in ("background", "colours", "shapes", "style")
-        } | {"records": records}
+    results = {str(w): caption_rates(records) | {"records": records} for w, records in rows.items()}
     base = [r.get("shapes") for r in rows[weights[0]]]
     for w in weights[1:]:  # kinds paired against the first weight, caption by caption
         judged = [(a, r["shapes"]) for a, r in zip(base, rows[w], strict=True) if a is not None]

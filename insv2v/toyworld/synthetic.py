@@ -134,7 +134,6 @@ def t2v_fidelity(
     shape kind are drawn as the caption says; `kind_guidance` as the pipeline takes it."""
     from insv2v.toyworld.reader import heldout_scene
 
-    hits = {"background": [], "colours": [], "shapes": [], "style": []}
     records = []
     for i in range(n):
         scene = heldout_scene(seed + i)
@@ -142,20 +141,30 @@ def t2v_fidelity(
         video = pipe(text, num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
                      generator=torch.Generator().manual_seed(seed + i),
                      kind_guidance=kind_guidance).frames[0]  # fmt: skip
-        want, got = read_caption(text), read_frames(video)
-        row = {"caption": text, "style": got.style == want.style}
-        if want.style != "sketch":  # a pencil sketch shows no background and no colours, by the world's rendering
-            row["background"] = got.background == want.background
-            row["colours"] = got.shapes is not None and set(got.shapes) == set(want.shapes)
-            row["shapes"] = got.shapes is not None and all(got.shapes.get(c) == k for c, k in want.shapes.items())
-        for key in hits:
-            if key in row:
-                hits[key].append(row[key])
-        records.append(row)
-    summary = {key: rate(sum(v), len(v)) for key, v in hits.items()}
+        records.append(caption_row(text, video))
     return {"n": n, "seed": seed, "frames": frames, "steps": steps, "guidance": guidance,
-            **({"kind_guidance": kind_guidance} if kind_guidance else {}), **summary,
+            **({"kind_guidance": kind_guidance} if kind_guidance else {}), **caption_rates(records),
             "records": records}  # fmt: skip
+
+
+FIDELITY_KEYS = ("background", "colours", "shapes", "style")
+
+
+def caption_row(text: str, video: np.ndarray) -> dict:
+    """Whether `video` draws caption `text`'s style and (not a sketch) its background, set of shape colours and each
+    colour's kind, as the reader reads it."""
+    want, got = read_caption(text), read_frames(video)
+    row = {"caption": text, "style": got.style == want.style}
+    if want.style != "sketch":  # a pencil sketch shows no background and no colours, by the world's rendering
+        row["background"] = got.background == want.background
+        row["colours"] = got.shapes is not None and set(got.shapes) == set(want.shapes)
+        row["shapes"] = got.shapes is not None and all(got.shapes.get(c) == k for c, k in want.shapes.items())
+    return row
+
+
+def caption_rates(rows: list[dict]) -> dict:
+    """Each FIDELITY_KEYS rate over the rows that judge it (`caption_row`)."""
+    return {key: rate(sum(r[key] for r in rows if key in r), sum(key in r for r in rows)) for key in FIDELITY_KEYS}
 
 
 # ---------------------------------------------------------------- the filter against the judge
