@@ -26,9 +26,10 @@ SOURCE = "a red circle moving right and a blue square bouncing on a beach"
 TARGET = "a red triangle moving right and a blue square bouncing on a beach"
 
 
-def classifier(seed: int = 0) -> KindClassifier:
+def classifier(seed: int = 0, absence: bool = False) -> KindClassifier:
     torch.manual_seed(seed)
-    return KindClassifier(colours=tuple(SHAPE_COLOURS), kinds=SHAPES, unseen=("pencil sketch",), width=16).eval()
+    return KindClassifier(colours=tuple(SHAPE_COLOURS), kinds=SHAPES, unseen=("pencil sketch",), width=16,
+                          absence=absence).eval()  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,27 @@ def test_targets_are_the_colour_kind_pairs_a_caption_names():
     assert c.targets("a pencil sketch of a green cross bouncing on a night") == []  # frames it never saw
     assert c.targets("a red ball and a circle of blue") == []  # a colour and a kind that are not one shape's
     assert c.targets("a reddish circle") == []  # whole words only
+
+
+def test_with_absence_a_caption_also_says_which_colours_have_no_shape():
+    c = classifier(absence=True)
+    colours = list(SHAPE_COLOURS)
+    assert c(torch.zeros(2, 3, 32, 32), torch.zeros(2)).shape == (2, len(colours), len(SHAPES) + 1)
+    targets = c.targets(SOURCE)
+    assert targets[:2] == [(colours.index("red"), 0), (colours.index("blue"), 1)]
+    absent = [colour for colour in colours if colour not in ("red", "blue")]
+    assert targets[2:] == [(colours.index(colour), len(SHAPES)) for colour in absent]
+    assert c.targets("a pencil sketch of a green cross bouncing on a night") == []
+
+
+def test_the_loss_with_absence_counts_every_colour_and_without_only_those_present():
+    labels = torch.tensor([[2, -1, -1], [-1, 0, -1]])
+    four = torch.zeros(2, 3, len(SHAPES))  # uniform over the kinds
+    assert toy.kind_loss(four, labels).item() == pytest.approx(np.log(len(SHAPES)))
+    five = torch.zeros(2, 3, len(SHAPES) + 1)
+    five[..., len(SHAPES)] = 10.0  # sure that every colour is absent: right on 4 of 6, wrong by about 10 on 2
+    expected = (4 * np.log1p(len(SHAPES) * np.exp(-10)) + 2 * np.log(len(SHAPES) + np.exp(10))) / 6
+    assert toy.kind_loss(five, labels).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_small_step_along_the_gradient_raises_the_named_kinds_likelihood():
@@ -200,3 +222,8 @@ def test_training_saves_a_classifier_that_loads_and_is_measured(tmp_path):
     measured = toy.accuracy(loaded, n=8, timesteps=(0, 500))
     assert set(measured) == {"0", "500"}
     assert all(r["n"] >= 8 and 0 <= r["k"] <= r["n"] for r in measured.values())
+    toy.train(tmp_path / "kc5", steps=2, batch=4, absence=True)
+    loaded = KindClassifier.from_pretrained(tmp_path / "kc5")
+    assert loaded.config.absence and loaded.absent == len(SHAPES)
+    measured = toy.accuracy(loaded, n=8, timesteps=(0,))
+    assert set(measured) == {"0", "0 colours"} and measured["0 colours"]["n"] == 8 * len(SHAPE_COLOURS)

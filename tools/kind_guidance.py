@@ -5,6 +5,9 @@
         --space xt --out docs/results/t2v_kind_guidance_xt.json
     python tools/kind_guidance.py --classifier runs/kind-classifier --n 40 --seed 950000 --weights 0 10 30 100 \
         --space x0 --out docs/results/t2v_kind_guidance_x0.json
+    python -m insv2v.toyworld.kind_classifier train --out runs/kind-classifier-absence --steps 3000 --absence
+    python tools/kind_guidance.py --classifier runs/kind-classifier-absence --n 40 --seed 950000 --weights 10 30 100 \
+        --out docs/results/t2v_kind_guidance_absence_950000.json
 
 The toy models draw the colour a caption names but the outline the noise suggests, and keep an outline they are given
 (docs/toy-generators.md). A small classifier (`insv2v.models.kind_classifier`) reads which kind each shape colour has,

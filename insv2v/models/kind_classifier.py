@@ -20,11 +20,14 @@ from torch import nn
 
 
 class KindClassifier(ModelMixin, ConfigMixin):
-    """Frames (n, 3, H, W) in [-1, 1] and their noise levels sqrt(1 - abar) (n,) -> kind logits (n, colours, kinds).
+    """Frames (n, 3, H, W) in [-1, 1] and their noise levels sqrt(1 - abar) (n,) -> kind logits (n, colours, classes):
+    the kinds, and with `absence` one more class, "no shape of this colour".
 
     Four stride-2 stages after the first, each told the noise level (a scale and shift per channel); max and mean
     pooling keep a small shape's evidence, and one linear head reads every colour's kind from the pooled features.
     `unseen`: phrases of captions whose frames it never saw (a pencil sketch shows no colours): those are not guided.
+    With `absence` a caption says every colour's class, so guidance also draws a named colour that is missing and
+    takes away one it does not name; without it, only the named colours' kinds are read.
     """
 
     @register_to_config
@@ -34,6 +37,7 @@ class KindClassifier(ModelMixin, ConfigMixin):
         kinds: tuple[str, ...] = (),
         unseen: tuple[str, ...] = (),
         width: int = 64,
+        absence: bool = False,
     ):
         super().__init__()
         chans = [3, width // 2, width, 2 * width, 2 * width]
@@ -42,7 +46,7 @@ class KindClassifier(ModelMixin, ConfigMixin):
         )
         self.norms = nn.ModuleList(nn.GroupNorm(8, c) for c in chans[1:])
         self.levels = nn.ModuleList(nn.Linear(1, 2 * c) for c in chans[1:])
-        self.head = nn.Linear(2 * chans[-1], len(colours) * len(kinds))
+        self.head = nn.Linear(2 * chans[-1], len(colours) * (len(kinds) + absence))
 
     def forward(self, pixels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         h, level = pixels, noise.view(-1, 1).to(pixels.dtype)
@@ -50,16 +54,24 @@ class KindClassifier(ModelMixin, ConfigMixin):
             scale, shift = film(level)[:, :, None, None].chunk(2, dim=1)
             h = F.silu(norm(conv(h)) * (1 + scale) + shift)
         pooled = torch.cat([h.amax(dim=(2, 3)), h.mean(dim=(2, 3))], dim=1)
-        return self.head(pooled).view(-1, len(self.config.colours), len(self.config.kinds))
+        return self.head(pooled).view(-1, len(self.config.colours), len(self.config.kinds) + self.config.absence)
+
+    @property
+    def absent(self) -> int:
+        """The class index of "no shape of this colour" (with `absence`)."""
+        return len(self.config.kinds)
 
     def targets(self, caption: str) -> list[tuple[int, int]]:
-        """(colour, kind) indices of each "COLOUR KIND" the caption names ("a red circle ..."); none for a caption
-        of frames it never saw."""
+        """(colour, class) indices of each "COLOUR KIND" the caption names ("a red circle ..."), and with `absence`
+        (colour, `absent`) of every colour it does not name; none for a caption of frames it never saw."""
         if any(phrase in caption for phrase in self.config.unseen):
             return []
         colours, kinds = self.config.colours, self.config.kinds
         pattern = rf"\b({'|'.join(map(re.escape, colours))}) ({'|'.join(map(re.escape, kinds))})\b"
-        return [(colours.index(c), kinds.index(k)) for c, k in re.findall(pattern, caption)]
+        named = [(colours.index(c), kinds.index(k)) for c, k in re.findall(pattern, caption)]
+        if not self.config.absence:
+            return named
+        return named + [(c, self.absent) for c in range(len(colours)) if c not in {c for c, _ in named}]
 
 
 def kind_log_likelihood_gradient(

@@ -1,6 +1,6 @@
 """Train the toy world's kind classifier (`insv2v.models.kind_classifier`), and measure it on held-out scenes.
 
-    python -m insv2v.toyworld.kind_classifier train --out runs/kind-classifier --steps 3000
+    python -m insv2v.toyworld.kind_classifier train --out runs/kind-classifier --steps 3000 [--absence]
     python -m insv2v.toyworld.kind_classifier accuracy runs/kind-classifier --n 200
 
 It learns from noised frames of training-split scenes, with their exact labels as the text-to-image model learns from
@@ -29,8 +29,8 @@ NEGATIVE_RATE = 0.1  # share of training frames drawn as photo negatives
 ACCURACY_OFFSET = 990000  # held-out scenes the accuracy is measured on (the reader's own accuracy offset)
 
 
-def toy_kind_classifier() -> KindClassifier:
-    return KindClassifier(colours=tuple(SHAPE_COLOURS), kinds=SHAPES, unseen=("pencil sketch",))
+def toy_kind_classifier(absence: bool = False) -> KindClassifier:
+    return KindClassifier(colours=tuple(SHAPE_COLOURS), kinds=SHAPES, unseen=("pencil sketch",), absence=absence)
 
 
 def kind_labels(scene: Scene) -> np.ndarray:
@@ -61,17 +61,21 @@ def noised(scheduler, pixels: torch.Tensor, t: torch.Tensor, generator=None) -> 
 
 
 def kind_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the colours present."""
+    """Cross-entropy over the colours present, or over every colour where the logits have an absent class (the last)."""
+    if logits.shape[-1] > len(SHAPES):
+        return F.cross_entropy(logits.flatten(0, 1), labels.where(labels >= 0, len(SHAPES)).flatten())
     present = labels >= 0
     return F.cross_entropy(logits[present], labels[present])
 
 
-def train(out: Path, steps: int = 3000, batch: int = 64, lr: float = 2e-3, seed: int = 0) -> KindClassifier:
+def train(
+    out: Path, steps: int = 3000, batch: int = 64, lr: float = 2e-3, seed: int = 0, absence: bool = False
+) -> KindClassifier:
     """AdamW with 100 warm-up steps and cosine decay, every timestep of the toy schedule equally often."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     scheduler = toy_train_scheduler()
-    model = toy_kind_classifier()
+    model = toy_kind_classifier(absence)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     losses = []
     start = time.time()
@@ -89,7 +93,8 @@ def train(out: Path, steps: int = 3000, batch: int = 64, lr: float = 2e-3, seed:
         if step % 100 == 0:
             print(f"step {step} loss {np.mean(losses[-100:]):.4f} {time.time() - start:.0f}s", flush=True)
     model.save_pretrained(out)
-    record = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "loss_last_100": float(np.mean(losses[-100:]))}
+    record = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "absence": absence,
+              "loss_last_100": float(np.mean(losses[-100:]))}  # fmt: skip
     (Path(out) / "train.json").write_text(json.dumps(record))
     return model
 
@@ -97,7 +102,8 @@ def train(out: Path, steps: int = 3000, batch: int = 64, lr: float = 2e-3, seed:
 @torch.no_grad()
 def accuracy(model: KindClassifier, n: int = 200, timesteps: tuple[int, ...] = (0, 250, 500, 700, 850, 950)) -> dict:
     """Of the shapes of n held-out scenes' first frames (no style), the share whose kind it reads right, at each
-    timestep of the toy schedule (the same noise draw for every run)."""
+    timestep of the toy schedule (the same noise draw for every run); with an absent class, also the share of
+    the colours (present or not) whose class it reads right ("TIMESTEP colours")."""
     from insv2v.toyworld.synthetic import rate
 
     scenes = [random_scene(np.random.default_rng(HELDOUT_SEEDS.start + ACCURACY_OFFSET + i)) for i in range(n)]
@@ -108,8 +114,12 @@ def accuracy(model: KindClassifier, n: int = 200, timesteps: tuple[int, ...] = (
     out = {}
     for t in timesteps:
         x_t, level = noised(scheduler, pixels, torch.full((n,), t), torch.Generator().manual_seed(t))
-        predicted = model(x_t, level).argmax(-1)
+        logits = model(x_t, level)
+        predicted = logits[..., : len(SHAPES)].argmax(-1)
         out[str(t)] = rate(int((predicted[present] == labels[present]).sum()), int(present.sum()))
+        if model.config.absence:
+            classes = labels.where(present, model.absent)
+            out[f"{t} colours"] = rate(int((logits.argmax(-1) == classes).sum()), classes.numel())
     return out
 
 
@@ -122,6 +132,7 @@ if __name__ == "__main__":
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--absence", action="store_true", help="also read which colours have no shape")
     a = sub.add_parser("accuracy")
     a.add_argument("classifier")
     a.add_argument("--n", type=int, default=200)
@@ -130,7 +141,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.command == "train":
-        train(Path(args.out), args.steps, args.batch_size, args.lr, args.seed)
+        train(Path(args.out), args.steps, args.batch_size, args.lr, args.seed, args.absence)
     else:
         for level, r in accuracy(KindClassifier.from_pretrained(args.classifier), args.n).items():
             print(f"t={level}: {r['k']} of {r['n']} ({100 * r['rate']:.0f}%)")
