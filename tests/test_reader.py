@@ -123,6 +123,8 @@ def test_reads_one_frame_and_refuses_other_arrays():
     assert (reading.background, reading.shapes, reading.camera) == ("beach", {"red": "circle", "blue": "square"}, None)
     with pytest.raises(ValueError, match="frames"):
         read_frames(np.zeros((4, 64, 64)))
+    with pytest.raises(ValueError, match="64 x 64 frames, got 128 x 96"):
+        read_frames(np.zeros((2, 96, 128, 3), np.uint8))
 
 
 def test_reads_a_panning_camera():

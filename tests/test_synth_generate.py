@@ -43,8 +43,9 @@ def t2v(tmp_path_factory) -> str:
 
 
 def config(t2v: str, out: Path, n: int, **kw) -> GenerateConfig:
+    """64 px frames: the toy judge reads no other size."""
     return GenerateConfig(out_dir=str(out), t2v=t2v, prompts="toy", n=n, seed=5, clip=str(TOY_CLIP), frames=3,
-                          steps=2, size=32, **kw)  # fmt: skip
+                          steps=2, size=64, **kw)  # fmt: skip
 
 
 def toy_source(seed: int, split: str = "train"):
@@ -544,7 +545,7 @@ def test_a_run_stopped_early_is_filtered_as_it_was_meant_to_be(tmp_path):
     assert [r["kept"] for r in records] == [True, True]  # the limit is applied to the manifest at the run's end
     best = max(records, key=lambda r: r["scores"]["sim_dir"])["id"]
     assert [r["id"] for r in dataset.filtered_records(root) if r["kept"]] == [best]
-    assert load_pairs(str(root), 1, 32).ids == [best]
+    assert load_pairs(str(root), 1, 64).ids == [best]
     dataset.export_webdataset(root, tmp_path / "shards")
     with tarfile.open(tmp_path / "shards" / "shard-000000.tar") as tar:
         assert {name.partition(".")[0] for name in tar.getnames()} == {best}

@@ -28,11 +28,12 @@ from insv2v.ui.synth_tab import (
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """A tiny text-to-video model and a 4-pair dataset made with it, inside an allowed datasets folder."""
+    """A tiny text-to-video model and a 4-pair dataset made with it (64 px, which the toy judge reads), inside an
+    allowed datasets folder."""
     tmp = tmp_path_factory.mktemp("synth")
     tiny_t2v_pipeline("motion").save_pretrained(tmp / "t2v")
     config = GenerateConfig(out_dir=str(tmp / "datasets" / "tiny-set"), t2v=str(tmp / "t2v"), prompts="toy", n=4,
-                            clip=str(TOY_CLIP), frames=3, steps=2, size=32)  # fmt: skip
+                            clip=str(TOY_CLIP), frames=3, steps=2, size=64)  # fmt: skip
     generate(config, lambda start: toy_prompts(0, start=start), toy_judge)
     return tmp
 

@@ -35,13 +35,14 @@ def test_filter_report_precision_recall_and_per_kind():
     assert redone["kept"]["k"] == 0 and format_rate(redone["precision"]) == "n/a (0 of 0)"
 
 
-def test_the_judge_accepts_an_exact_pair_and_rejects_the_input_returned():
+def test_the_judge_accepts_an_exact_pair_rejects_the_input_returned_and_leaves_other_sizes_unjudged():
     t = sample_triplet(10**9 + 17)  # a held-out triplet
     source, target = t.render(16)
     pair = PromptPair(t.input_caption, t.edit.instruction, t.edited_caption)
     assert toy_judge(pair, source, target)["edit_right"]
     unedited = toy_judge(pair, source, source)
     assert not unedited["edit_right"] and unedited["reason"]
+    assert toy_judge(pair, source[:, :32, :32], target[:, :32, :32]) is None  # not the toy world's frames
 
 
 def test_t2v_fidelity_reads_back_every_caption(tmp_path, capsys):

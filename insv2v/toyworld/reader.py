@@ -26,6 +26,7 @@ from insv2v.toyworld.world import (
     HELDOUT_SEEDS,
     SHAPE_COLOURS,
     SHAPES,
+    SIZE,
     STYLES,
     Scene,
     Triplet,
@@ -310,6 +311,9 @@ def _as_video(frames: np.ndarray) -> np.ndarray:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"`frames` must be (f, h, w, 3) or (h, w, 3) RGB, got shape {frames.shape}")
+    if frames.shape[1:3] != (SIZE, SIZE):  # its templates and tracks are the toy world's pixels
+        raise ValueError(f"the reader reads the toy world's {SIZE} x {SIZE} frames, got {frames.shape[2]} x "
+                         f"{frames.shape[1]}: generate at {SIZE} px")  # fmt: skip
     return frames.astype(np.float32)
 
 

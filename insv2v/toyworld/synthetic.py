@@ -18,15 +18,18 @@ import torch
 from insv2v.stats import wilson_interval
 from insv2v.synth.clip_filter import SCORE_NAMES, THRESHOLDS_FILE, PairScores, Thresholds, score_pair
 from insv2v.toyworld.reader import judge_edit, read_caption, read_frames
-from insv2v.toyworld.world import TRAIN_SEEDS, caption, sample_triplet
+from insv2v.toyworld.world import SIZE, TRAIN_SEEDS, caption, sample_triplet
 
 CALIBRATION_OFFSET = 10**8  # calibration triplets come from here in the train split, far from anything else
 
 
-def toy_judge(pair, input_frames: np.ndarray, edited_frames: np.ndarray) -> dict:
+def toy_judge(pair, input_frames: np.ndarray, edited_frames: np.ndarray) -> dict | None:
     """The reader's verdict on a generated pair: `edit_right` judges everything the reader reads; the verdict
     without shape kinds judges colours, background, style, camera and placement only (None for a shape-kind edit,
-    which then has nothing to show), for a generator that draws colours but not outlines."""
+    which then has nothing to show), for a generator that draws colours but not outlines. None (not judged) for
+    frames of another size than the toy world's, which the reader cannot read."""
+    if input_frames.shape[1:3] != (SIZE, SIZE):
+        return None
     readings = read_frames(input_frames), read_frames(edited_frames)
     verdict = judge_edit(*readings, pair.input, pair.output)
     loose = judge_edit(*readings, pair.input, pair.output, kinds=False)
