@@ -53,10 +53,12 @@ def plain(pipe, prompt: str, kind_guidance: float) -> torch.Tensor:
     return out.frames[0]
 
 
-def pair(pipe, source: str, target: str, sa_end: float, ca_end: float, kind_guidance: float, shared_end=0.0):
+def pair(pipe, source: str, target: str, sa_end: float, ca_end: float, kind_guidance: float, shared_end=0.0,
+         kind_edit_only=False):  # fmt: skip
     settings = P2PSettings(CFG, sa_end, ca_end, 1.0, shared_end)
     return generate_pair(pipe, source, target, settings, num_frames=FRAMES, num_inference_steps=STEPS, height=SIZE,
-                         width=SIZE, latents=noise(), output_type="latent", kind_guidance=kind_guidance)  # fmt: skip
+                         width=SIZE, latents=noise(), output_type="latent", kind_guidance=kind_guidance,
+                         kind_edit_only=kind_edit_only)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the classifier
@@ -81,6 +83,18 @@ def test_with_absence_a_caption_also_says_which_colours_have_no_shape():
     absent = [colour for colour in colours if colour not in ("red", "blue")]
     assert targets[2:] == [(colours.index(colour), len(SHAPES)) for colour in absent]
     assert c.targets("a pencil sketch of a green cross bouncing on a night") == []
+
+
+def test_edit_targets_are_what_the_edited_caption_asks_and_the_input_caption_does_not():
+    colours = list(SHAPE_COLOURS)
+    red, green = colours.index("red"), colours.index("green")
+    c = classifier()
+    assert c.edit_targets(SOURCE, TARGET) == [(red, SHAPES.index("triangle"))]
+    assert c.edit_targets(SOURCE, SOURCE.replace("beach", "forest")) == []  # a background edit changes no shape
+    recoloured = SOURCE.replace("red", "green")
+    assert c.edit_targets(SOURCE, recoloured) == [(green, 0)]
+    # Reading absence, a recolouring also asks that the old colour be gone.
+    assert classifier(absence=True).edit_targets(SOURCE, recoloured) == [(green, 0), (red, len(SHAPES))]
 
 
 def test_the_loss_with_absence_counts_every_colour_and_without_only_those_present():
@@ -112,10 +126,11 @@ def test_a_small_step_along_the_gradient_raises_the_named_kinds_likelihood():
 def test_kind_guided_moves_only_videos_whose_captions_name_kinds():
     c, vae = classifier(), tiny_t2v_pipeline("motion").vae
     x0 = torch.randn(2, 4, FRAMES, 4, 4, generator=torch.Generator().manual_seed(2))
-    moved = kind_guided(c, vae, x0, ["a pencil sketch of a red circle moving right on a beach", SOURCE], 5.0)
+    captions = ["a pencil sketch of a red circle moving right on a beach", SOURCE]
+    moved = kind_guided(c, vae, x0, [c.targets(caption) for caption in captions], 5.0)
     assert torch.equal(moved[0], x0[0])
     assert (moved[1] - x0[1]).abs().max() > 1e-4
-    assert torch.equal(kind_guided(c, vae, x0, [SOURCE, SOURCE], 0.0), x0)
+    assert torch.equal(kind_guided(c, vae, x0, [c.targets(SOURCE)] * 2, 0.0), x0)
 
 
 # ---------------------------------------------------------------- the pipeline and Prompt-to-Prompt
@@ -139,6 +154,21 @@ def test_the_sampler_invariants_hold_with_kind_guidance(pipe):
     # A shared start guides both halves as the source while they are one.
     shared = pair(pipe, SOURCE, TARGET, sa_end=0.0, ca_end=0.0, kind_guidance=KINDS, shared_end=1.0)
     assert torch.equal(shared.source, shared.target)
+
+
+def test_kind_guidance_for_the_edit_only_leaves_kept_shapes_to_the_shared_start(pipe):
+    same = pair(pipe, SOURCE, SOURCE, 0.5, 1.0, KINDS, shared_end=0.5, kind_edit_only=True)
+    assert (same.source - same.target).abs().max() <= 1e-5  # nothing edited: both unguided after the start
+    # Shared to the end, there is no "after": the mode changes nothing.
+    whole = pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=1.0)
+    assert torch.equal(pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=1.0, kind_edit_only=True).source,
+                       whole.source)  # fmt: skip
+    # After a shared start of 1/3, the input is no longer guided and the edited video only towards the triangle.
+    full = pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=0.34)
+    edit = pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=0.34, kind_edit_only=True)
+    assert (edit.source - full.source).abs().max() > 1e-3 and (edit.target - full.target).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="shared start"):
+        pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, kind_edit_only=True)
 
 
 @pytest.mark.parametrize(

@@ -489,6 +489,9 @@ def test_several_samples_per_prompt_each_its_own_seed_and_the_best_of_each_kept(
             "--sim-dir", "-1", "--sim-image", "-1"]  # fmt: skip
     assert main([*args, "--n", "3", "--samples-per-prompt", "2"]) == 2
     assert "n=3 samples do not split into 2 per prompt" in capsys.readouterr().err
+    assert main([*args, "--n", "2", "--kind-edit-only"]) == 2  # no shared start to guide the kept shapes in
+    assert "kind_edit_only guides the kept shapes during a shared start" in capsys.readouterr().err
+    assert not out.exists()
     assert main([*args, "--n", "6", "--samples-per-prompt", "3", "--top-per-prompt", "1"]) == 0
     records = check_complete(out, 6)
     prompts = list(itertools.islice(toy_prompts(5), 2))

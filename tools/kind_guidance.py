@@ -65,7 +65,7 @@ def sample(pipe, model, text: str, guidance: float, weight: float, frames: int, 
         uncond, cond = pipe.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)
         x0 = uncond + guidance * (cond - uncond)  # the toy models predict x0
         if targets and space == "x0":  # what the engine does (`kind_guidance`)
-            x0 = kind_guided(model, pipe.vae, x0, [text], weight)
+            x0 = kind_guided(model, pipe.vae, x0, [targets], weight)
         elif targets:
             abar = scheduler.alphas_cumprod[t].float()
             eps = (latents - abar.sqrt() * x0) / (1 - abar).sqrt()

@@ -73,6 +73,11 @@ class KindClassifier(ModelMixin, ConfigMixin):
             return named
         return named + [(c, self.absent) for c in range(len(colours)) if c not in {c for c, _ in named}]
 
+    def edit_targets(self, source: str, target: str) -> list[tuple[int, int]]:
+        """What the target caption asks of a frame that the source caption does not: the edited shapes' classes."""
+        before = set(self.targets(source))
+        return [t for t in self.targets(target) if t not in before]
+
 
 def kind_log_likelihood_gradient(
     classifier: KindClassifier, vae, x0: torch.Tensor, targets: list[tuple[int, int]]
@@ -88,11 +93,12 @@ def kind_log_likelihood_gradient(
     return grad
 
 
-def kind_guided(classifier: KindClassifier, vae, x0: torch.Tensor, captions: list[str], weight: float) -> torch.Tensor:
-    """x0 predictions (n, c, f, h, w), video i moved `weight` along the gradient of its caption i's kinds."""
+def kind_guided(
+    classifier: KindClassifier, vae, x0: torch.Tensor, targets: list[list[tuple[int, int]]], weight: float
+) -> torch.Tensor:
+    """x0 predictions (n, c, f, h, w), video i moved `weight` along the gradient of log p(targets[i])."""
     out = x0.clone()
-    for i, caption in enumerate(captions):
-        targets = classifier.targets(caption)
-        if targets:
-            out[i] = x0[i] + weight * kind_log_likelihood_gradient(classifier, vae, x0[i], targets).to(x0.dtype)
+    for i, wanted in enumerate(targets):
+        if wanted:
+            out[i] = x0[i] + weight * kind_log_likelihood_gradient(classifier, vae, x0[i], wanted).to(x0.dtype)
     return out

@@ -61,6 +61,7 @@ class GenerateConfig:
     samples_per_prompt: int = 1  # each its own seed: settings and noise (InstructPix2Pix: 100)
     top_per_prompt: int | None = None  # keep at most this many of a prompt's passing samples (InstructPix2Pix: 4)
     kind_guidance: float = 0.0  # the t2v's kind classifier's guidance (its sampling.json recommends one)
+    kind_edit_only: bool = False  # kind guidance for the kept shapes during the shared start only (`generate_pair`)
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
 
@@ -75,6 +76,8 @@ class GenerateConfig:
             from insv2v.synth.p2p import LocalBlend
 
             LocalBlend(self.local_blend, maps=self.blend_maps)
+        if self.kind_edit_only and not self.shared_end:
+            raise ValueError("kind_edit_only guides the kept shapes during a shared start: it needs shared_end above 0")
         if self.n % self.samples_per_prompt:
             raise ValueError(f"n={self.n} samples do not split into {self.samples_per_prompt} per prompt; "
                              "ask for a multiple")  # fmt: skip
@@ -85,7 +88,7 @@ PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that p
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
               "local_blend", "blend_maps", "shared_end", "samples_per_prompt", "cfg_range",
-              "kind_guidance")  # fmt: skip
+              "kind_guidance", "kind_edit_only")  # fmt: skip
 # A card's value from before the field existed.
 RUN_DEFAULTS = {
     "recipe": "video",
@@ -96,6 +99,7 @@ RUN_DEFAULTS = {
     "samples_per_prompt": 1,
     "cfg_range": None,
     "kind_guidance": 0.0,
+    "kind_edit_only": False,
 }
 
 
@@ -194,7 +198,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
     out = generate_pair(
         pipe, pair.input, pair.output, settings, negative_prompt=config.negative_prompt, num_frames=config.frames,
         height=size, width=size, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
-        callback=callback, local_blend=blend, kind_guidance=config.kind_guidance,
+        callback=callback, local_blend=blend, kind_guidance=config.kind_guidance, kind_edit_only=config.kind_edit_only,
     )  # fmt: skip
     scores = score_pair(scorer, out.source, out.target, pair.input, pair.output)
     record = {
@@ -205,6 +209,7 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
         "kept": PairScores(**scores.to_dict()).passes(config.thresholds),  # a limit per prompt applies at the end
         **({"blend_area": round(out.blend_mask.mean().item(), 3)} if out.blend_mask is not None else {}),
         **({"kind_guidance": config.kind_guidance} if config.kind_guidance else {}),
+        **({"kind_edit_only": True} if config.kind_edit_only else {}),
         "seconds": round(time.perf_counter() - began, 2),
     }
     return out.source, out.target, record

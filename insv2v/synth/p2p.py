@@ -545,6 +545,7 @@ def generate_pair(
     attention: Callable | None = None,
     local_blend: LocalBlend | None = None,
     kind_guidance: float = 0.0,
+    kind_edit_only: bool = False,
 ) -> PairOutput:
     """A source video of `source_prompt` and its Prompt-to-Prompt edit for `target_prompt`, from one initial noise.
 
@@ -552,7 +553,9 @@ def generate_pair(
     as it is; a stochastic one draws independent step noise per video (the reference's DDIM draws none).
     `attention(q, k, v)` replaces SDPA as the attention kernel (a benchmark's materialised maps). `local_blend`
     keeps the target the source's outside the edited words' attention or DiffEdit's mask (`LocalBlend`).
-    `kind_guidance` guides each video towards the shape kinds its own prompt names (the pipeline's kind classifier).
+    `kind_guidance` guides each video towards the shape kinds its own prompt names (the pipeline's kind classifier);
+    with `kind_edit_only`, only while the two share their path (`shared_end`), and after it only the shapes the edit
+    changes, in the target, so that each kept shape follows the same dynamics in both videos.
     """
     # 1. Check inputs
     height = height or pipe.default_resolution
@@ -562,6 +565,9 @@ def generate_pair(
         output_type,
     )  # fmt: skip
     pipe.check_kind_guidance(kind_guidance)
+    if kind_edit_only and not settings.shared_end:
+        raise ValueError("`kind_edit_only` guides the kept shapes while the two videos share their path: it needs a "
+                         "shared start (`shared_end` above 0)")  # fmt: skip
     if settings.edit_weight != 1:
         check_value_weighting(pipe.unet)
     if local_blend is not None and local_blend.maps == "attention":
@@ -575,6 +581,12 @@ def generate_pair(
     edit_keys = torch.cat([negative, negative, source, key])
     edit_values = torch.cat([negative, negative, source, value])
     cross_embeds = torch.cat([edit_keys, edit_values], dim=1)  # (4, 2L, C): the processor splits it in half
+    # What kind guidance asks of the videos while they share their start, and of each after it.
+    shared_kinds = [pipe.kind_targets(source_prompt)]
+    if kind_edit_only:
+        kinds = [[], pipe.kind_targets(target_prompt, edited_from=source_prompt)]
+    else:
+        kinds = [pipe.kind_targets(source_prompt), pipe.kind_targets(target_prompt)]
 
     # 3. Prepare the timesteps and the shared initial noise
     pipe.scheduler.set_timesteps(num_inference_steps, device=pipe._execution_device)
@@ -613,9 +625,9 @@ def generate_pair(
                     differences, scale = differences + difference, scale + size
             guided = uncond + settings.guidance_scale * (cond - uncond)
             if state.phase is Phase.SHARED:  # both halves are the source's
-                guided = pipe.guided_x0(guided[:1], [source_prompt], kind_guidance).expand_as(latents)
+                guided = pipe.guided_x0(guided[:1], shared_kinds, kind_guidance).expand_as(latents)
             else:
-                guided = pipe.guided_x0(guided, [source_prompt, target_prompt], kind_guidance)
+                guided = pipe.guided_x0(guided, kinds, kind_guidance)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample
             if state.phase is Phase.SHARED:
                 latents[1] = latents[0]

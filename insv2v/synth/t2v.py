@@ -117,9 +117,19 @@ class TextToVideoPipeline(DiffusionPipeline):
             raise ValueError("`kind_guidance` moves the model's x0 prediction: it needs a model that predicts x0 "
                              f"(prediction_type 'sample'), not {self.scheduler.config.prediction_type!r}")  # fmt: skip
 
-    def guided_x0(self, x0: torch.Tensor, prompts: list[str], kind_guidance: float) -> torch.Tensor:
-        """x0 predictions (n, c, f, h, w) of `prompts` moved towards the kinds each names (unchanged at 0)."""
-        return kind_guided(self.kind_classifier, self.vae, x0, prompts, kind_guidance) if kind_guidance else x0
+    def kind_targets(self, prompt: str, edited_from: str | None = None) -> list[tuple[int, int]]:
+        """The (colour, class) targets the kind classifier reads `prompt` to ask for (none without one); with
+        `edited_from`, only those that prompt does not ask for (what an edit changes)."""
+        if self.kind_classifier is None:
+            return []
+        if edited_from is not None:
+            return self.kind_classifier.edit_targets(edited_from, prompt)
+        return self.kind_classifier.targets(prompt)
+
+    def guided_x0(self, x0: torch.Tensor, targets: list[list[tuple[int, int]]], kind_guidance: float) -> torch.Tensor:
+        """x0 predictions (n, c, f, h, w) moved towards the kind classifier's `targets`, one list per video
+        (`kind_targets`; unchanged at 0)."""
+        return kind_guided(self.kind_classifier, self.vae, x0, targets, kind_guidance) if kind_guidance else x0
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -181,8 +191,9 @@ class TextToVideoPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         n = len(prompts)
 
-        # 2. Encode the prompts: (2n, L, C), unconditional first
+        # 2. Encode the prompts: (2n, L, C), unconditional first; the kinds each asks for
         embeds = self.encode_prompt([negative_prompt] * n + prompts)
+        targets = [self.kind_targets(p) for p in prompts]
 
         # 3. Prepare the timesteps and the initial noise
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
@@ -192,7 +203,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             x_in = self.scheduler.scale_model_input(latents, t)
             uncond, cond = self.model_output(torch.cat([x_in, x_in]), t, embeds).chunk(2)
-            guided = self.guided_x0(uncond + guidance_scale * (cond - uncond), prompts, kind_guidance)
+            guided = self.guided_x0(uncond + guidance_scale * (cond - uncond), targets, kind_guidance)
             latents = self.scheduler.step(guided, t, latents).prev_sample
 
         # 5. Decode
