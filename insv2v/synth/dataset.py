@@ -79,11 +79,17 @@ def _read_lines(path: Path) -> list[dict]:
     return records
 
 
+def dataset_folder(folder: str | os.PathLike) -> Path:
+    """`folder` as a Path, refused if it is not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder (a dataset made by insv2v synth generate)")
+    return folder
+
+
 def read_manifest(root: str | os.PathLike) -> list[dict]:
     """Every finished sample's record, by index (the merged manifest and any unmerged parts)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"{root} is not a folder (a dataset made by insv2v synth generate)")
+    root = dataset_folder(root)
     records = {r["index"]: r for path in manifest_files(root) for r in _read_lines(path)}
     return [records[i] for i in sorted(records)]
 
@@ -333,8 +339,7 @@ def is_dataset(folder: str | os.PathLike) -> bool:
 
 def check_dataset(folder: str | os.PathLike) -> None:
     """Refuse a folder that is not a dataset before a command locks or writes anything in it."""
-    if not Path(folder).is_dir():
-        raise ValueError(f"{folder} is not a folder (a dataset made by insv2v synth generate)")
+    dataset_folder(folder)
     if not (is_dataset(folder) or read_card(folder)):  # a run whose source gave nothing has its card alone
         raise ValueError(f"{folder} holds neither {MANIFEST} nor {CARD}: not a dataset made by insv2v synth generate")
 
