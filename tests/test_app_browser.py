@@ -197,6 +197,7 @@ def test_edit_tab_explains_a_bad_upload(page, tmp_path, case, words):
 def test_edit_tab_explains_bad_settings_and_keeps_serving(page):
     page.reload()
     page.locator("#edit-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#edit-input-info").get_by_text("64x64, 8 fps, 3.0 s").wait_for()  # uploaded: Run has a video
     page.locator("#edit-instruction textarea").fill("replace the beach with an ocean")
     page.get_by_text("Long video (LVSC) and motion compensation").click()
     for control, value in (("#edit-frames-per-clip", "4"), ("#edit-ref-frames", "4")):
