@@ -490,7 +490,7 @@ def test_several_samples_per_prompt_each_its_own_seed_and_the_best_of_each_kept(
     assert main([*args, "--n", "3", "--samples-per-prompt", "2"]) == 2
     assert "n=3 samples do not split into 2 per prompt" in capsys.readouterr().err
     assert main([*args, "--n", "2", "--kind-edit-only"]) == 2  # no shared start to guide the kept shapes in
-    assert "kind_edit_only guides the kept shapes during a shared start" in capsys.readouterr().err
+    assert "kind_edit_only guides the kept shapes while the two videos share their path" in capsys.readouterr().err
     assert not out.exists()
     assert main([*args, "--n", "6", "--samples-per-prompt", "3", "--top-per-prompt", "1"]) == 0
     records = check_complete(out, 6)

@@ -76,8 +76,9 @@ class GenerateConfig:
             from insv2v.synth.p2p import LocalBlend
 
             LocalBlend(self.local_blend, maps=self.blend_maps)
-        if self.kind_edit_only and not self.shared_end:
-            raise ValueError("kind_edit_only guides the kept shapes during a shared start: it needs shared_end above 0")
+        from insv2v.synth.p2p import check_kind_edit_only
+
+        check_kind_edit_only(self.kind_edit_only, self.shared_end)
         if self.n % self.samples_per_prompt:
             raise ValueError(f"n={self.n} samples do not split into {self.samples_per_prompt} per prompt; "
                              "ask for a multiple")  # fmt: skip

@@ -527,6 +527,12 @@ def predict_plainly(pipe: TextToVideoPipeline, state: P2PState, sample: torch.Te
 
 
 @torch.no_grad()
+def check_kind_edit_only(kind_edit_only: bool, shared_end: float) -> None:
+    if kind_edit_only and not shared_end:
+        raise ValueError("kind_edit_only guides the kept shapes while the two videos share their path: it needs a "
+                         "shared start (shared_end above 0)")  # fmt: skip
+
+
 def generate_pair(
     pipe: TextToVideoPipeline,
     source_prompt: str,
@@ -565,9 +571,7 @@ def generate_pair(
         output_type,
     )  # fmt: skip
     pipe.check_kind_guidance(kind_guidance)
-    if kind_edit_only and not settings.shared_end:
-        raise ValueError("`kind_edit_only` guides the kept shapes while the two videos share their path: it needs a "
-                         "shared start (`shared_end` above 0)")  # fmt: skip
+    check_kind_edit_only(kind_edit_only, settings.shared_end)
     if settings.edit_weight != 1:
         check_value_weighting(pipe.unet)
     if local_blend is not None and local_blend.maps == "attention":

@@ -305,13 +305,18 @@ def _main_blob(mask: np.ndarray) -> tuple[np.ndarray, int]:
 # ---------------------------------------------------------------- reading
 
 
+def is_toy_size(frames: np.ndarray) -> bool:
+    """Whether a video (f, h, w, 3) or frame (h, w, 3) has the toy world's size, the only one the reader reads."""
+    return np.shape(frames)[-3:-1] == (SIZE, SIZE)
+
+
 def _as_video(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"`frames` must be (f, h, w, 3) or (h, w, 3) RGB, got shape {frames.shape}")
-    if frames.shape[1:3] != (SIZE, SIZE):  # its templates and tracks are the toy world's pixels
+    if not is_toy_size(frames):  # its templates and tracks are the toy world's pixels
         raise ValueError(f"the reader reads the toy world's {SIZE} x {SIZE} frames, got {frames.shape[2]} x "
                          f"{frames.shape[1]}: generate at {SIZE} px")  # fmt: skip
     return frames.astype(np.float32)

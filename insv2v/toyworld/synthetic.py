@@ -17,8 +17,8 @@ import torch
 
 from insv2v.stats import wilson_interval
 from insv2v.synth.clip_filter import SCORE_NAMES, THRESHOLDS_FILE, PairScores, Thresholds, score_pair
-from insv2v.toyworld.reader import judge_edit, read_caption, read_frames
-from insv2v.toyworld.world import SIZE, TRAIN_SEEDS, caption, sample_triplet
+from insv2v.toyworld.reader import is_toy_size, judge_edit, read_caption, read_frames
+from insv2v.toyworld.world import TRAIN_SEEDS, caption, sample_triplet
 
 CALIBRATION_OFFSET = 10**8  # calibration triplets come from here in the train split, far from anything else
 
@@ -28,7 +28,7 @@ def toy_judge(pair, input_frames: np.ndarray, edited_frames: np.ndarray) -> dict
     without shape kinds judges colours, background, style, camera and placement only (None for a shape-kind edit,
     which then has nothing to show), for a generator that draws colours but not outlines. None (not judged) for
     frames of another size than the toy world's, which the reader cannot read."""
-    if input_frames.shape[1:3] != (SIZE, SIZE):
+    if not is_toy_size(input_frames):
         return None
     readings = read_frames(input_frames), read_frames(edited_frames)
     verdict = judge_edit(*readings, pair.input, pair.output)
