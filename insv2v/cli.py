@@ -241,6 +241,9 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--edited-frames", action="store_true", help="clip: half of each batch the edited frames of the "
                    "same triplets, captioned as edited (styles too; each pair's two frames are hard negatives), so "
                    "that as the data engine's filter it tells an edit made from one not made")  # fmt: skip
+    t.add_argument("--kind-negatives", action="store_true", help="clip: each frame's caption with one shape named "
+                   "as another kind as an extra negative caption, so that it reads shape kinds (the filter's shape "
+                   "edits)")  # fmt: skip
     t.add_argument("--calibrate", type=non_negative_int, metavar="PAIRS", help="clip: at the end, calibrate the data "
                    "engine's filter thresholds for it on this many exact toy-world pairs and as many broken ones, "
                    "into final/filter_thresholds.json (200; 0: none)")  # fmt: skip

@@ -55,6 +55,7 @@ from insv2v.toyworld.world import (
     SIZE,
     STYLES,
     TRAIN_SEEDS,
+    Scene,
     Triplet,
     apply_edit,
     caption,
@@ -106,6 +107,7 @@ class TrainConfig:
     snr_gamma: float | None = None  # t2i, t2v: Min-SNR loss weighting with this gamma (None: every step alike)
     high_noise: float = 0.0  # t2i, t2v: share of samples noised to HIGH_NOISE_FLOOR or more, where words decide shapes
     edited_frames: bool = False  # clip: half of each batch the edited frames of the same triplets (`captioned_frames`)
+    kind_negatives: bool = False  # clip: each frame's caption with a shape named as another kind, as a negative
     calibrate: int | None = None  # clip: exact toy-world pairs its filter thresholds are calibrated on at the end
     #                               (None: CALIBRATION_PAIRS; 0: none)
     edit_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target are the scene edited, noised from
@@ -191,16 +193,28 @@ def frame_pairs(
     return to_pixels(inputs[:, 0]), to_pixels(targets[:, 0]), instructions, captions
 
 
-def captioned_frames(rng: np.random.Generator, n: int, edited: bool = False) -> tuple[torch.Tensor, list[str]]:
-    """n (frame, caption) of the CLIP stage: input frames of random training triplets (never styled: styles come
-    from edits), or with `edited` the input and edited frames of n / 2 triplets, each captioned as drawn, so each
-    pair's two frames meet in one batch as each other's hard negatives."""
-    if not edited:
-        source, _, _, captions = frame_pairs(rng, n)
-        return source, captions
-    triplets, inputs, targets = drawn_triplets(rng, n // 2)
-    captions = [t.input_caption for t in triplets] + [t.edited_caption for t in triplets]
-    return to_pixels(np.concatenate([inputs[:, 0], targets[:, 0]])), captions
+def kind_swapped_caption(rng: np.random.Generator, scene: Scene) -> str:
+    """The scene's caption with one shape named as another kind: a caption only the shapes' outlines tell apart."""
+    return caption(apply_edit(scene, random_edit(rng, scene, "shape")))
+
+
+def captioned_frames(
+    rng: np.random.Generator, n: int, edited: bool = False, kind_negatives: bool = False
+) -> tuple[torch.Tensor, list[str], list[str]]:
+    """n (frame, caption) of the CLIP stage, and negative captions: input frames of random training triplets (never
+    styled: styles come from edits), or with `edited` the input and edited frames of n / 2 triplets, each captioned
+    as drawn, so each pair's two frames meet in one batch as each other's hard negatives. With `kind_negatives`,
+    each frame's caption with one shape named as another kind (else no negatives): without them the other captions
+    of a batch differ in colours and backgrounds too, and the CLIP need not read kinds at all."""
+    if edited:
+        triplets, inputs, targets = drawn_triplets(rng, n // 2)
+        scenes = [t.scene for t in triplets] + [t.edited for t in triplets]
+        frames = np.concatenate([inputs[:, 0], targets[:, 0]])
+    else:
+        triplets, inputs, _ = drawn_triplets(rng, n)
+        scenes, frames = [t.scene for t in triplets], inputs[:, 0]
+    negatives = [kind_swapped_caption(rng, scene) for scene in scenes] if kind_negatives else []
+    return to_pixels(frames), [caption(scene) for scene in scenes], negatives
 
 
 def clip_pairs(
@@ -507,8 +521,9 @@ def check_config(config: TrainConfig) -> None:
     if resolved.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("fp16 mixed precision needs a GPU (on the CPU it would run in fp32); use "
                          "--mixed-precision bf16 or no")  # fmt: skip
-    if config.edited_frames and config.stage != "clip":
-        raise ValueError(f"--edited-frames is for stage clip, got stage {config.stage}")
+    for flag, on in (("--edited-frames", config.edited_frames), ("--kind-negatives", config.kind_negatives)):
+        if on and config.stage != "clip":
+            raise ValueError(f"{flag} is for stage clip, got stage {config.stage}")
     if config.edited_frames and resolved.batch_size % 2:
         raise ValueError("--edited-frames takes an even --batch-size (each triplet gives two frames), got "
                          f"{resolved.batch_size}")  # fmt: skip
@@ -789,17 +804,22 @@ def generation_loss(
     return (F.mse_loss(pred.float(), target, reduction="none") * weight).mean()
 
 
-def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    ids = token_ids(tokenizer, captions, say_cut=False).to(images.device)
+def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str], negatives: list[str] = ()) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss over a batch of (image, caption); `negatives` are more captions each image
+    must score below its own, not images the captions choose among (NegCLIP's hard negatives, Yuksekgonul et al.
+    2023). Without them it is CLIPModel's own loss."""
+    ids = token_ids(tokenizer, [*captions, *negatives], say_cut=False).to(images.device)
     pixels = (images + 1) / 2  # toy CLIP sees [0, 1] pixels, no normalisation
-    return clip(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+    logits = clip(input_ids=ids, pixel_values=pixels).logits_per_image  # (n, n + negatives)
+    labels = torch.arange(len(captions), device=images.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(captions)].T, labels)) / 2
 
 
 def draw_batch(config: TrainConfig, data: PairData | None, rng: np.random.Generator) -> tuple:
     """One micro-batch of the stage's samples on the CPU: fresh toy-world samples, or the kept pairs of --data."""
     n = config.batch_size
     if config.stage == "clip":
-        return captioned_frames(rng, n, config.edited_frames)
+        return captioned_frames(rng, n, config.edited_frames, config.kind_negatives)
     if config.stage in ("t2i", "t2v"):
         frames = 1 if config.stage == "t2i" else config.frames
         return captioned_clips(rng, n, frames, config.edit_swap, config.swap_edits)
@@ -837,8 +857,8 @@ def batches(config: TrainConfig, data: PairData | None, rng: np.random.Generator
 def batch_loss(config: TrainConfig, modules: dict, helpers: dict, batch: tuple, rng, device) -> torch.Tensor:
     """The loss of one micro-batch of the stage (as `draw_batch` gives it)."""
     if config.stage == "clip":
-        source, captions = batch
-        return clip_loss(modules["clip"], helpers["tokenizer"], source.to(device), captions)
+        source, captions, negatives = batch
+        return clip_loss(modules["clip"], helpers["tokenizer"], source.to(device), captions, negatives)
     text_encoder = modules.get("text_encoder", helpers.get("text_encoder"))
     if config.stage in ("t2i", "t2v"):
         clips, sources, coverage, captions, swapped = batch

@@ -4,10 +4,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from insv2v.synth.clip_filter import PairScores
 from insv2v.synth.prompts import PromptPair
-from insv2v.toyworld.synthetic import filter_report, format_rate, separating_threshold, toy_judge
-from insv2v.toyworld.world import sample_triplet
+from insv2v.toyworld.reader import read_caption, read_frames
+from insv2v.toyworld.synthetic import (
+    filter_report,
+    format_rate,
+    judged_thresholds,
+    kind_reading,
+    separating_threshold,
+    toy_judge,
+)
+from insv2v.toyworld.world import SHAPE_COLOURS, SHAPES, sample_triplet
 
 
 def test_separating_threshold_maximises_good_minus_bad_pass_rates():
@@ -33,6 +43,48 @@ def test_filter_report_precision_recall_and_per_kind():
     assert r["precision"]["interval"] == pytest.approx([0.0945, 0.9055], abs=1e-3)  # Wilson, 1 of 2
     redone = filter_report([{**r, "kept": False} for r in records[:4]])  # nothing kept
     assert redone["kept"]["k"] == 0 and format_rate(redone["precision"]) == "n/a (0 of 0)"
+
+
+def test_judged_thresholds_keep_the_most_precise_share_the_floor_allows():
+    """10 right pairs with sim_dir 0.6-0.9; 10 wrong ones below 0.55, but for two at 0.95 that sim_image catches."""
+    right = [record("colour", False, True, sim_dir=0.6 + 0.03 * i) for i in range(10)]
+    wrong = [record("colour", False, False, sim_dir=0.1 + 0.05 * i) for i in range(8)]
+    for _ in range(2):
+        wrong.append(record("shape", False, False, sim_dir=0.95))
+        wrong[-1]["scores"]["sim_image"] = 0.1
+    records = right + wrong + [{"kind": "style", "scores": right[0]["scores"], "judge": None}]  # unjudged: left out
+    thresholds, report = judged_thresholds(records, min_kept=0.35)
+    kept = [PairScores(**r["scores"]).passes(thresholds) for r in right + wrong]
+    assert kept == [True] * 10 + [False] * 10  # exactly the right ones: precision 1 at the largest share
+    assert (report["kept"]["k"], report["precision"]["k"], report["pairs"]) == (10, 10, 20)
+    loose, report = judged_thresholds(records, min_kept=0.9)  # 18 of 20 at least: some wrong ones must come along
+    assert report["kept"]["k"] >= 18 and report["precision"]["k"] == 10 and loose.sim_dir < thresholds.sim_dir
+    with pytest.raises(ValueError, match="no judged pairs"):
+        judged_thresholds(records[-1:], min_kept=0.3)
+
+
+class ReaderScorer:
+    """A stand-in CLIP that embeds frames and captions alike as one-hot (colour, kind) readings: it reads kinds as
+    well as the toy reader does."""
+
+    pairs = tuple((c, k) for c in SHAPE_COLOURS for k in SHAPES)
+
+    def embed(self, shapes: dict) -> torch.Tensor:
+        v = torch.tensor([float(shapes.get(c) == k) for c, k in self.pairs])
+        return v / v.norm().clamp(min=1e-6)
+
+    def images(self, frames):
+        return self.embed(read_frames(frames).shapes or {})[None]
+
+    def texts(self, captions):
+        return torch.stack([self.embed(read_caption(c).shapes or {}) for c in captions])
+
+
+def test_kind_reading_is_high_for_a_scorer_that_reads_kinds_and_a_rate_of_n_scenes():
+    reading = kind_reading(ReaderScorer(), n=20, seed=930000)
+    assert reading["n"] == 20 and reading["k"] >= 16  # a sketch's shapes have no colour: those scenes tie (not >)
+    blind = kind_reading(type("Blind", (ReaderScorer,), {"embed": lambda self, shapes: torch.ones(4) / 2})(), n=20)
+    assert blind["k"] == 0  # equal scores are not a preference
 
 
 def test_the_judge_accepts_an_exact_pair_rejects_the_input_returned_and_leaves_other_sizes_unjudged():

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from insv2v import InsV2VPipeline
+from insv2v.clip_tokenizer import token_ids
 from insv2v.loading import load_fresh
 from insv2v.toyworld.dataset import split_seeds, write_triplets
 from insv2v.toyworld.evaluate import EDIT_KINDS, edit_correct
@@ -23,6 +24,7 @@ from insv2v.train import (
     captioned_clips,
     captioned_frames,
     check_resume,
+    clip_loss,
     editing_loss,
     frame_pairs,
     generation_loss,
@@ -293,13 +295,13 @@ def test_the_clip_stage_with_edited_frames_sees_each_pairs_edit_beside_its_input
     """--edited-frames: frames 0..n/2-1 are inputs, n/2.. their edits, each captioned as drawn (styles too)."""
     from insv2v.toyworld.reader import read_caption
 
-    frames, captions = captioned_frames(np.random.default_rng(0), 64, edited=True)
-    assert frames.shape == (64, 3, 64, 64) and frames.min() >= -1 and frames.max() <= 1
+    frames, captions, negatives = captioned_frames(np.random.default_rng(0), 64, edited=True)
+    assert negatives == [] and frames.shape == (64, 3, 64, 64) and frames.min() >= -1 and frames.max() <= 1
     for k in range(32):  # the edit changes each pair's caption and pixels
         assert read_caption(captions[k]) != read_caption(captions[k + 32])
         assert not torch.equal(frames[k], frames[k + 32])
     assert any(read_caption(c).style for c in captions[32:]) and not any(read_caption(c).style for c in captions[:32])
-    plain, _ = captioned_frames(np.random.default_rng(0), 64)
+    plain, _, _ = captioned_frames(np.random.default_rng(0), 64)
     assert plain.shape == frames.shape  # without the flag: inputs alone, as the shipped toy CLIP learned
     with pytest.raises(ValueError, match=r"--edited-frames takes an even --batch-size .* got 3"):
         train(TrainConfig("clip", str(tmp_path / "odd"), steps=1, batch_size=3, edited_frames=True))
@@ -310,6 +312,39 @@ def test_the_clip_stage_with_edited_frames_sees_each_pairs_edit_beside_its_input
                              calibrate=0))  # fmt: skip
     assert (clip / "model.safetensors").is_file() and json.loads((clip / "training.json").read_text())["config"][
         "edited_frames"]  # fmt: skip
+
+
+def test_kind_negatives_name_one_shape_as_another_kind_and_join_the_captions_each_image_chooses_from(tmp_path):
+    """--kind-negatives: each frame's negative caption differs from its own in exactly one shape's kind; the loss
+    without negatives is CLIPModel's own, and a negative the image prefers raises it."""
+    from insv2v.toyworld.models import toy_clip, toy_tokenizer
+    from insv2v.toyworld.reader import read_caption
+
+    frames, captions, negatives = captioned_frames(np.random.default_rng(0), 16, edited=True, kind_negatives=True)
+    assert frames.shape == (16, 3, 64, 64) and len(captions) == len(negatives) == 16
+    for own, negative in zip(captions, negatives, strict=True):
+        own, negative = read_caption(own), read_caption(negative)
+        assert (own.background, own.style) == (negative.background, negative.style)
+        assert own.shapes.keys() == negative.shapes.keys()  # colour -> kind
+        assert sum(own.shapes[colour] != negative.shapes[colour] for colour in own.shapes) == 1
+    same, _, _ = captioned_frames(np.random.default_rng(0), 16, edited=True)
+    assert torch.equal(same, frames)  # the negatives are drawn after the frames: the same frames with or without
+
+    torch.manual_seed(0)
+    clip, tokenizer = toy_clip(), toy_tokenizer()
+    ids = token_ids(tokenizer, captions, say_cut=False)
+    own_loss = clip(input_ids=ids, pixel_values=(frames + 1) / 2, return_loss=True).loss
+    with torch.no_grad():
+        assert torch.allclose(clip_loss(clip, tokenizer, frames, captions), own_loss, atol=1e-6)
+        easy = clip_loss(clip, tokenizer, frames, captions, ["a photo of nothing at all"] * 16)
+        hard = clip_loss(clip, tokenizer, frames, captions, captions)  # each image's own caption again, as a negative
+    # an added negative only adds terms to each image's softmax; its own caption again scores exactly as high
+    assert own_loss < easy < hard
+    with pytest.raises(ValueError, match="--kind-negatives is for stage clip"):
+        train(TrainConfig("t2i", str(tmp_path / "t2i"), steps=1, kind_negatives=True))
+    trained = train(TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=4, warmup=1, kind_negatives=True,
+                                calibrate=0))  # fmt: skip
+    assert json.loads((trained / "training.json").read_text())["config"]["kind_negatives"]
 
 
 @pytest.mark.slow  # trains three stages

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from insv2v.metrics import text_similarity
 from insv2v.stats import wilson_interval
 from insv2v.synth.clip_filter import SCORE_NAMES, THRESHOLDS_FILE, PairScores, Thresholds, score_pair
 from insv2v.toyworld.reader import is_toy_size, judge_edit, read_caption, read_frames
@@ -124,6 +125,54 @@ def calibrate_clip_folder(clip_dir: str | Path, n: int) -> Path:
         "against the input swapped for another scene, sim_1 and sim_dir against the edit not made"
     )
     return write_thresholds(clip_dir, thresholds, report, how)
+
+
+JUDGED_QUANTILES = np.arange(
+    0, 0.75, 0.05
+)  # where `judged_thresholds` tries each threshold: its score's 0-70% quantiles
+
+
+def judged_thresholds(records: list[dict], min_kept: float) -> tuple[Thresholds, dict]:
+    """The thresholds under which the kept pairs of a judged generated dataset are most often right (the judge's
+    `edit_right`), keeping at least `min_kept` of the judged pairs (ties: more kept); each threshold tried at its
+    score's JUDGED_QUANTILES. Generated pairs fail in ways exact ones do not (a kept shape drawn as another kind, a
+    background half made), and score lower throughout, so thresholds set on exact pairs reject right generated pairs
+    and keep wrong ones. Also the calibration sample's kept share and precision under them."""
+    judged = [r for r in records if r.get("judge") and r["judge"].get("edit_right") is not None]
+    if not judged:
+        raise ValueError("no judged pairs to calibrate on (the toy judge reads 64 px toy-world pairs only)")
+    scores = np.array([[r["scores"][name] for name in SCORE_NAMES] for r in judged])  # (n, 4)
+    right = np.array([r["judge"]["edit_right"] for r in judged])
+    candidates = np.quantile(scores, JUDGED_QUANTILES, axis=0)  # (q, 4)
+    passes = [scores[None, :, k] >= candidates[:, k, None] for k in range(len(SCORE_NAMES))]  # each (q, n)
+    kept = passes[0][:, None, None, None] & passes[1][None, :, None, None] & passes[2][None, None, :, None] & passes[
+        3][None, None, None, :]  # (q, q, q, q, n): every combination at once  # fmt: skip
+    n_kept, n_right = kept.sum(-1), (kept & right).sum(-1)
+    precision = np.where(n_kept >= min_kept * len(judged), n_right / np.maximum(n_kept, 1), -1.0)
+    best = np.lexsort((n_kept.ravel(), precision.ravel()))[-1]  # highest precision, then most kept
+    index = np.unravel_index(best, n_kept.shape)
+    thresholds = Thresholds(**{name: round(float(candidates[i, k]), 4) for k, (name, i) in
+                               enumerate(zip(SCORE_NAMES, index, strict=True))})  # fmt: skip
+    return thresholds, {"pairs": len(judged), "right": rate(int(right.sum()), len(judged)),
+                        "kept": rate(int(n_kept[index]), len(judged)),
+                        "precision": rate(int(n_right[index]), int(n_kept[index]))}  # fmt: skip
+
+
+def kind_reading(scorer, n: int = 200, seed: int = 0) -> dict:
+    """How often a CLIP scores a held-out frame's caption above the same caption with one shape named as another
+    kind (chance: 50%): whether it can tell the shape edits the filter is asked to judge. Frame 0 of held-out scenes
+    `seed`.. `seed + n - 1`, the kind drawn per scene."""
+    from insv2v.toyworld.reader import heldout_scene
+    from insv2v.toyworld.world import apply_edit, random_edit, render
+
+    preferred = 0
+    for i in range(n):
+        scene = heldout_scene(seed + i)
+        swapped = apply_edit(scene, random_edit(np.random.default_rng(seed + i), scene, "shape"))
+        image = scorer.images(render(scene, 1))
+        own, other = scorer.texts([caption(scene), caption(swapped)])
+        preferred += text_similarity(image, own) > text_similarity(image, other)
+    return rate(int(preferred), n)
 
 
 # ---------------------------------------------------------------- the text-to-video model against held-out captions
