@@ -10,6 +10,7 @@ from insv2v.synth.clip_filter import PairScores
 from insv2v.synth.prompts import PromptPair
 from insv2v.toyworld.reader import read_caption, read_frames
 from insv2v.toyworld.synthetic import (
+    caption_rates_by_weight,
     filter_report,
     format_rate,
     judged_thresholds,
@@ -85,6 +86,15 @@ def test_kind_reading_is_high_for_a_scorer_that_reads_kinds_and_a_rate_of_n_scen
     assert reading["n"] == 20 and reading["k"] >= 16  # a sketch's shapes have no colour: those scenes tie (not >)
     blind = kind_reading(type("Blind", (ReaderScorer,), {"embed": lambda self, shapes: torch.ones(4) / 2})(), n=20)
     assert blind["k"] == 0  # equal scores are not a preference
+
+
+def test_caption_rates_by_weight_pair_each_weight_s_kinds_against_the_first_caption_by_caption():
+    rows = {0.0: [{"shapes": True}, {"shapes": False}, {"shapes": False}, {}],  # the last: a sketch, no kinds read
+            10.0: [{"shapes": True}, {"shapes": True}, {"shapes": False}, {}]}  # fmt: skip
+    results = caption_rates_by_weight(rows)
+    assert (results["0.0"]["shapes"]["k"], results["10.0"]["shapes"]["k"], results["10.0"]["shapes"]["n"]) == (1, 2, 3)
+    assert results["10.0"]["shapes_less_first"]["mean"] == pytest.approx(1 / 3)
+    assert "shapes_less_first" not in results["0.0"] and results["10.0"]["records"] is rows[10.0]
 
 
 def test_the_judge_accepts_an_exact_pair_rejects_the_input_returned_and_leaves_other_sizes_unjudged():

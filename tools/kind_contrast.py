@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 from insv2v.assets import TOY_T2V
-from insv2v.stats import bootstrap_interval
 from insv2v.synth.t2v import load_t2v, recommended_guidance
 from insv2v.toyworld.reader import heldout_scene
-from insv2v.toyworld.synthetic import caption_rates, caption_row, format_rate
+from insv2v.toyworld.synthetic import caption_rates_by_weight, caption_row, format_rate
 from insv2v.toyworld.world import SHAPES, Scene, caption
 
 
@@ -69,13 +68,7 @@ def measure(pipe, n: int, seed: int, weights: list[float], guidance: float, fram
             video = sample(pipe, text, contrast_captions(scene), guidance, w, frames, steps, seed + i)
             rows[w].append(caption_row(text, video))
         print(f"{i + 1}/{n} {time.strftime('%H:%M:%S')}", flush=True)
-    results = {str(w): caption_rates(records) | {"records": records} for w, records in rows.items()}
-    base = [r.get("shapes") for r in rows[weights[0]]]
-    for w in weights[1:]:  # kinds paired against the first weight, caption by caption
-        judged = [(a, r["shapes"]) for a, r in zip(base, rows[w], strict=True) if a is not None]
-        diffs = [float(b) - float(a) for a, b in judged]
-        results[str(w)]["shapes_less_first"] = {"mean": sum(diffs) / len(diffs), "interval": bootstrap_interval(diffs)}
-    return results
+    return caption_rates_by_weight(rows)
 
 
 if __name__ == "__main__":

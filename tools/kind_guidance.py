@@ -31,10 +31,9 @@ import torch
 
 from insv2v.assets import TOY_T2V
 from insv2v.models.kind_classifier import KindClassifier, kind_guided
-from insv2v.stats import bootstrap_interval
 from insv2v.synth.t2v import load_t2v, recommended_guidance
 from insv2v.toyworld.reader import heldout_scene
-from insv2v.toyworld.synthetic import caption_rates, caption_row, format_rate
+from insv2v.toyworld.synthetic import caption_rates_by_weight, caption_row, format_rate
 from insv2v.toyworld.world import caption
 
 
@@ -86,13 +85,7 @@ def measure(pipe, model, n, seed, weights: list[float], guidance: float, frames:
         print(f"{i + 1}/{n} {time.strftime('%H:%M:%S')} " + " ".join(
             f"w{w:g}:{int(rows[w][-1].get('colours', 0))}{int(rows[w][-1].get('shapes', 0))}" for w in weights
         ), flush=True)  # fmt: skip
-    results = {str(w): caption_rates(records) | {"records": records} for w, records in rows.items()}
-    base = [r.get("shapes") for r in rows[weights[0]]]
-    for w in weights[1:]:  # kinds paired against the first weight, caption by caption
-        judged = [(a, r["shapes"]) for a, r in zip(base, rows[w], strict=True) if a is not None]
-        diffs = [float(b) - float(a) for a, b in judged]
-        results[str(w)]["shapes_less_first"] = {"mean": sum(diffs) / len(diffs), "interval": bootstrap_interval(diffs)}
-    return results
+    return caption_rates_by_weight(rows)
 
 
 def caption_of(index: int) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from insv2v.metrics import text_similarity
-from insv2v.stats import wilson_interval
+from insv2v.stats import bootstrap_interval, wilson_interval
 from insv2v.synth.clip_filter import SCORE_NAMES, THRESHOLDS_FILE, PairScores, Thresholds, score_pair
 from insv2v.toyworld.reader import is_toy_size, judge_edit, read_caption, read_frames
 from insv2v.toyworld.world import TRAIN_SEEDS, caption, sample_triplet
@@ -217,6 +217,18 @@ def caption_row(text: str, video: np.ndarray) -> dict:
 def caption_rates(rows: list[dict]) -> dict:
     """Each FIDELITY_KEYS rate over the rows that judge it (`caption_row`)."""
     return {key: rate(sum(r[key] for r in rows if key in r), sum(key in r for r in rows)) for key in FIDELITY_KEYS}
+
+
+def caption_rates_by_weight(rows: dict[float, list[dict]]) -> dict:
+    """`caption_rates` per guidance weight (each weight's rows of the same captions in the same order), each weight's
+    kinds paired against the first weight's caption by caption: the mean difference and its bootstrap interval."""
+    results = {str(w): caption_rates(records) | {"records": records} for w, records in rows.items()}
+    first, *others = rows
+    for w in others:
+        diffs = [float(b["shapes"]) - float(a["shapes"]) for a, b in zip(rows[first], rows[w], strict=True)
+                 if a.get("shapes") is not None]  # fmt: skip
+        results[str(w)]["shapes_less_first"] = {"mean": sum(diffs) / len(diffs), "interval": bootstrap_interval(diffs)}
+    return results
 
 
 # ---------------------------------------------------------------- the filter against the judge
