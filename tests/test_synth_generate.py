@@ -412,6 +412,44 @@ def test_rescore_scores_every_pair_again_with_another_clip_and_its_thresholds(t2
     assert (out / dataset.MANIFEST).read_text() == manifest and (out / dataset.CARD).read_text() == card
 
 
+def test_calibrate_writes_the_thresholds_whose_kept_pairs_are_the_judged_right_ones_into_the_clip(
+    t2v, tmp_path, capsys
+):
+    from insv2v.synth.clip_filter import THRESHOLDS_FILE
+    from insv2v.toyworld.models import toy_clip, toy_tokenizer
+
+    clip, out = tmp_path / "clip", tmp_path / "data"
+    shutil.copytree(TOY_CLIP, clip)  # calibrating writes into the CLIP's folder
+    assert main(["synth", "generate", "--t2v", t2v, "--clip", str(clip), "--out", str(out), "--n", "4", "--frames",
+                 "2", "--steps", "2", "--size", "64"]) == 0  # fmt: skip
+    records = dataset.read_manifest(out)
+    best = sorted(records, key=lambda r: r["scores"]["sim_dir"])[2:]  # say the judge found these two right
+    for r in records:
+        r["judge"] = {**r["judge"], "edit_right": r in best}
+    dataset.rewrite_manifest(out, records)
+    assert main(["synth", "calibrate", str(out), "--clip", str(clip), "--min-kept", "0.5"]) == 0
+    written = json.loads((clip / THRESHOLDS_FILE).read_text())
+    thresholds = Thresholds.from_dict(written["thresholds"])
+    assert [PairScores(**r["scores"]).passes(thresholds) for r in records] == [r in best for r in records]
+    assert written["pass_rates"]["calibration"]["precision"]["k"] == 2 and "--min-kept 0.5" in written["how"]
+    assert Thresholds.for_clip(str(clip)) == thresholds  # what the filter now takes for this CLIP
+    assert "2 of 4 (50%" in capsys.readouterr().out
+
+    other = tmp_path / "other-clip"  # a CLIP that did not score these pairs: its thresholds would not fit them
+    torch.manual_seed(0)
+    toy_clip().save_pretrained(other)
+    toy_tokenizer().save_pretrained(other)
+    for args, message in (([str(out), "--clip", str(other)], "was scored by the CLIP"),
+                          ([str(out), "--clip", str(tmp_path / "missing")], "does not exist"),
+                          ([str(tmp_path / "missing"), "--clip", str(clip)], "missing")):  # fmt: skip
+        assert main(["synth", "calibrate", *args, "--min-kept", "0.5"]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth", "calibrate", str(out), "--clip", str(clip), "--min-kept", "1.5"])
+    assert "must be in (0, 1), got 1.5" in capsys.readouterr().err
+    assert not (other / THRESHOLDS_FILE).exists() and json.loads((clip / THRESHOLDS_FILE).read_text()) == written
+
+
 def test_filter_starts_from_the_thresholds_the_dataset_has(t2v, tmp_path):
     strict = Thresholds(-1.0, -1.0, -1.0, 0.99)
     generate(config(t2v, tmp_path, 2, thresholds=strict), toy_source(5))

@@ -1,4 +1,4 @@
-"""The data engine's commands: `insv2v generate` (a video from a caption) and `insv2v synth generate|filter|export`.
+"""The data engine's commands: `insv2v generate` (a video from a caption) and `insv2v synth generate|filter|...`.
 
 insv2v generate "a red circle moving right on a beach" -o out.mp4        # the shipped toy text-to-video model
 insv2v synth generate --prompts toy --n 200 --out data/toy --seed 0     # pairs, filtered, resumable
@@ -7,6 +7,7 @@ insv2v synth filter data/toy --sim-dir 0.1                              # other 
 insv2v synth rescore data/toy --clip runs/clip/final                    # another CLIP's scores and thresholds
 insv2v synth export data/toy --out shards/                              # WebDataset tar shards of the kept pairs
 insv2v synth report data/toy                                            # the filter against the toy-world judge
+insv2v synth calibrate data/toy --clip CLIP --min-kept 0.35             # CLIP's thresholds from judged pairs
 """
 
 from __future__ import annotations
@@ -163,6 +164,14 @@ def add_parsers(commands) -> None:
     r.add_argument("--rejudge", action="store_true", help="judge every pair again from its files first")
     r.add_argument("--out", help="also write the report as JSON here")
 
+    c = s.add_parser("calibrate", help="the CLIP filter's thresholds from a toy dataset's judged pairs, written into "
+                     "the folder of the CLIP that scored them")  # fmt: skip
+    c.add_argument("dataset", help="a toy dataset judged by the toy-world judge, scored by --clip")
+    c.add_argument("--clip", required=True, help="the CLIP folder the dataset was scored by (its "
+                   "filter_thresholds.json is replaced)")  # fmt: skip
+    c.add_argument("--min-kept", type=open_fraction, required=True, metavar="SHARE", help="keep at least this share "
+                   "of the judged pairs; among such thresholds the most precise")  # fmt: skip
+
     e = s.add_parser("export", help="the kept pairs as WebDataset tar shards")
     e.add_argument("dataset")
     e.add_argument("--out", required=True)
@@ -295,6 +304,13 @@ def synth(args: argparse.Namespace) -> None:
                 print(f"  {key}: {format_rate(report[key])}")
         if args.out:
             write_text_atomically(args.out, json.dumps(reports, indent=2) + "\n")
+    elif args.action == "calibrate":
+        from insv2v.toyworld.synthetic import calibrate_on_judged, format_rate
+
+        dataset.check_dataset(args.dataset)
+        report = calibrate_on_judged(args.dataset, args.clip, args.min_kept)
+        print(f"{args.clip}: thresholds {report['thresholds']}; on {args.dataset} they keep "
+              f"{format_rate(report['kept'])}, right {format_rate(report['precision'])}")  # fmt: skip
     else:
         shards = dataset.export_webdataset(args.dataset, args.out, args.shard_size)
         print(f"wrote {len(shards)} shard(s) to {args.out}")

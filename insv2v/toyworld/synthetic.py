@@ -151,11 +151,36 @@ def judged_thresholds(records: list[dict], min_kept: float) -> tuple[Thresholds,
     precision = np.where(n_kept >= min_kept * len(judged), n_right / np.maximum(n_kept, 1), -1.0)
     best = np.lexsort((n_kept.ravel(), precision.ravel()))[-1]  # highest precision, then most kept
     index = np.unravel_index(best, n_kept.shape)
-    thresholds = Thresholds(**{name: round(float(candidates[i, k]), 4) for k, (name, i) in
+    # rounded down to 4 places, so that every pair counted above still passes what is written
+    thresholds = Thresholds(**{name: float(np.floor(candidates[i, k] * 1e4) / 1e4) for k, (name, i) in
                                enumerate(zip(SCORE_NAMES, index, strict=True))})  # fmt: skip
+    kept = np.array([PairScores(**r["scores"]).passes(thresholds) for r in judged])
     return thresholds, {"pairs": len(judged), "right": rate(int(right.sum()), len(judged)),
-                        "kept": rate(int(n_kept[index]), len(judged)),
-                        "precision": rate(int(n_right[index]), int(n_kept[index]))}  # fmt: skip
+                        "kept": rate(int(kept.sum()), len(judged)),
+                        "precision": rate(int((kept & right).sum()), int(kept.sum()))}  # fmt: skip
+
+
+def calibrate_on_judged(root: str | Path, clip_dir: str | Path, min_kept: float) -> dict:
+    """Write into the CLIP folder `clip_dir` the thresholds `judged_thresholds` finds on the judged pairs of the toy
+    dataset `root`, which that CLIP scored; they replace its exact-pair ones. Returns them with the dataset's kept
+    share and precision under them."""
+    from insv2v.synth import dataset
+
+    if not Path(clip_dir).is_dir():
+        raise ValueError(f"CLIP folder {str(clip_dir)!r} does not exist")
+    card = dataset.read_card(root)
+    if not card.get("clip") or not dataset.scored_by(card, str(clip_dir)):
+        raise ValueError(f"{root} was scored by the CLIP {card.get('clip')}, not {clip_dir}: score it first with "
+                         f"`insv2v synth rescore {root} --clip {clip_dir}`")  # fmt: skip
+    thresholds, report = judged_thresholds(dataset.read_manifest(root), min_kept)
+    how = (
+        f"insv2v synth calibrate {dataset.source_name(str(root))} --clip CLIP_FOLDER --min-kept {min_kept:g}: on the "
+        f"{report['pairs']} generated pairs of that dataset judged by the toy-world judge ({report['right']['k']} "
+        "right), each threshold tried at its score's 0-70% quantiles; of the thresholds that keep at least "
+        f"{min_kept:.0%} of the pairs, those whose kept pairs are most often right"
+    )
+    write_thresholds(clip_dir, thresholds, {"calibration": report}, how)
+    return {"thresholds": thresholds.to_dict(), **report}
 
 
 def kind_reading(scorer, n: int = 200, seed: int = 0) -> dict:
