@@ -244,6 +244,8 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--kind-negatives", action="store_true", help="clip: each frame's caption with one shape named "
                    "as another kind as an extra negative caption, so that it reads shape kinds (the filter's shape "
                    "edits)")  # fmt: skip
+    t.add_argument("--vision-patch", type=int, choices=[4, 8, 16], help="clip: the ViT's patch side in pixels (8; "
+                   "4 sees shapes' outlines at 4x the tokens)")  # fmt: skip
     t.add_argument("--calibrate", type=non_negative_int, metavar="PAIRS", help="clip: at the end, calibrate the data "
                    "engine's filter thresholds for it on this many exact toy-world pairs and as many broken ones, "
                    "into final/filter_thresholds.json (200; 0: none)")  # fmt: skip

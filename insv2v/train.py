@@ -108,6 +108,7 @@ class TrainConfig:
     high_noise: float = 0.0  # t2i, t2v: share of samples noised to HIGH_NOISE_FLOOR or more, where words decide shapes
     edited_frames: bool = False  # clip: half of each batch the edited frames of the same triplets (`captioned_frames`)
     kind_negatives: bool = False  # clip: each frame's caption with a shape named as another kind, as a negative
+    vision_patch: int = 8  # clip: the ViT's patch side in pixels; 4 sees outlines (shape kinds) at 4x the tokens
     calibrate: int | None = None  # clip: exact toy-world pairs its filter thresholds are calibrated on at the end
     #                               (None: CALIBRATION_PAIRS; 0: none)
     edit_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target are the scene edited, noised from
@@ -477,6 +478,9 @@ def check_config(config: TrainConfig) -> None:
                          "predicting what it learned to)")  # fmt: skip
     if config.patch_size != PATCH and (config.stage != "t2i" or config.init_dir):
         raise ValueError("--patch-size is for stage t2i started afresh (a model given by --init keeps its fold)")
+    if config.vision_patch != 8 and (config.stage != "clip" or config.vision_patch not in (4, 8, 16)):
+        raise ValueError(f"--vision-patch is 4, 8 or 16 pixels for stage clip, got {config.vision_patch} for stage "
+                         f"{config.stage}")  # fmt: skip
     if config.patch_size not in LEVELS:
         raise ValueError(f"--patch-size must be one of {', '.join(map(str, LEVELS))}, got {config.patch_size}")
     if config.patch_size != PATCH and config.fine_attention:
@@ -582,7 +586,7 @@ def build(config: TrainConfig):
     from insv2v.toyworld import models
 
     if config.stage == "clip":
-        return {"clip": models.toy_clip()}, {"tokenizer": models.toy_tokenizer()}
+        return {"clip": models.toy_clip(config.vision_patch)}, {"tokenizer": models.toy_tokenizer()}
     if config.stage == "video" and config.init_dir and not is_2d_folder(config.init_dir):
         from insv2v.loading import load_fresh  # not load_pipeline: its cache would share the weights this run changes
 

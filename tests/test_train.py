@@ -316,7 +316,7 @@ def test_the_clip_stage_with_edited_frames_sees_each_pairs_edit_beside_its_input
 
 def test_kind_negatives_name_one_shape_as_another_kind_and_join_the_captions_each_image_chooses_from(tmp_path):
     """--kind-negatives: each frame's negative caption differs from its own in exactly one shape's kind; the loss
-    without negatives is CLIPModel's own, and a negative the image prefers raises it."""
+    without negatives is CLIPModel's own, and a negative the image prefers raises it. --vision-patch: finer patches."""
     from insv2v.toyworld.models import toy_clip, toy_tokenizer
     from insv2v.toyworld.reader import read_caption
 
@@ -342,9 +342,12 @@ def test_kind_negatives_name_one_shape_as_another_kind_and_join_the_captions_eac
     assert own_loss < easy < hard
     with pytest.raises(ValueError, match="--kind-negatives is for stage clip"):
         train(TrainConfig("t2i", str(tmp_path / "t2i"), steps=1, kind_negatives=True))
+    with pytest.raises(ValueError, match="--vision-patch is 4, 8 or 16 pixels for stage clip, got 4 for stage t2i"):
+        train(TrainConfig("t2i", str(tmp_path / "t2i"), steps=1, vision_patch=4))
     trained = train(TrainConfig("clip", str(tmp_path / "clip"), steps=1, batch_size=4, warmup=1, kind_negatives=True,
-                                calibrate=0))  # fmt: skip
+                                vision_patch=4, calibrate=0))  # fmt: skip
     assert json.loads((trained / "training.json").read_text())["config"]["kind_negatives"]
+    assert json.loads((trained / "config.json").read_text())["vision_config"]["patch_size"] == 4  # 16 x 16 patches
 
 
 @pytest.mark.slow  # trains three stages

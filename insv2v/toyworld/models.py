@@ -21,8 +21,9 @@ TEXT_WIDTH = 64
 TEXT_TOKENS = 32  # toy captions are short; shorter sequences are faster
 
 
-def toy_clip() -> CLIPModel:
-    """A small CLIP (ViT with 8 px patches on 64 px frames; 2-layer text transformer over the CLIP vocabulary)."""
+def toy_clip(vision_patch: int = 8) -> CLIPModel:
+    """A small CLIP (ViT with 8 px patches on 64 px frames, or `vision_patch`; 2-layer text transformer over the CLIP
+    vocabulary)."""
     config = CLIPConfig(
         text_config={
             "vocab_size": CLIP_VOCAB_SIZE,
@@ -37,7 +38,7 @@ def toy_clip() -> CLIPModel:
         },
         vision_config={
             "image_size": SIZE,
-            "patch_size": 8,
+            "patch_size": vision_patch,
             "hidden_size": 96,
             "intermediate_size": 384,
             "num_hidden_layers": 3,
