@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from insv2v.metrics import text_similarity
+from insv2v.metrics import load_clip, text_similarity
 from insv2v.stats import bootstrap_interval, wilson_interval
 from insv2v.synth.clip_filter import SCORE_NAMES, THRESHOLDS_FILE, PairScores, Thresholds, score_pair
-from insv2v.toyworld.reader import is_toy_size, judge_edit, read_caption, read_frames
-from insv2v.toyworld.world import TRAIN_SEEDS, caption, sample_triplet
+from insv2v.toyworld.reader import heldout_scene, is_toy_size, judge_edit, read_caption, read_frames
+from insv2v.toyworld.world import TRAIN_SEEDS, apply_edit, caption, random_edit, render, sample_triplet
 
 CALIBRATION_OFFSET = 10**8  # calibration triplets come from here in the train split, far from anything else
 
@@ -115,8 +115,6 @@ def write_thresholds(clip_dir: str | Path, thresholds: Thresholds, report: dict,
 def calibrate_clip_folder(clip_dir: str | Path, n: int) -> Path:
     """A trained toy CLIP's folder given the thresholds calibrated for it on `n` exact pairs, so that the data
     engine's filter uses them whenever it scores with this CLIP."""
-    from insv2v.metrics import load_clip
-
     thresholds, report = calibrate_thresholds(load_clip(str(clip_dir)), n=n)
     how = (
         f"insv2v.toyworld.synthetic.calibrate_thresholds(load_clip(CLIP_FOLDER), n={n}): on {n} exact toy-world pairs "
@@ -127,9 +125,8 @@ def calibrate_clip_folder(clip_dir: str | Path, n: int) -> Path:
     return write_thresholds(clip_dir, thresholds, report, how)
 
 
-JUDGED_QUANTILES = np.arange(
-    0, 0.75, 0.05
-)  # where `judged_thresholds` tries each threshold: its score's 0-70% quantiles
+# where `judged_thresholds` tries each threshold: its score's 0-70% quantiles
+JUDGED_QUANTILES = np.arange(0, 0.75, 0.05)
 
 
 def judged_thresholds(records: list[dict], min_kept: float) -> tuple[Thresholds, dict]:
@@ -144,9 +141,8 @@ def judged_thresholds(records: list[dict], min_kept: float) -> tuple[Thresholds,
     scores = np.array([[r["scores"][name] for name in SCORE_NAMES] for r in judged])  # (n, 4)
     right = np.array([r["judge"]["edit_right"] for r in judged])
     candidates = np.quantile(scores, JUDGED_QUANTILES, axis=0)  # (q, 4)
-    passes = [scores[None, :, k] >= candidates[:, k, None] for k in range(len(SCORE_NAMES))]  # each (q, n)
-    kept = passes[0][:, None, None, None] & passes[1][None, :, None, None] & passes[2][None, None, :, None] & passes[
-        3][None, None, None, :]  # (q, q, q, q, n): every combination at once  # fmt: skip
+    p0, p1, p2, p3 = (scores[None, :, k] >= candidates[:, k, None] for k in range(len(SCORE_NAMES)))  # each (q, n)
+    kept = p0[:, None, None, None] & p1[:, None, None] & p2[:, None] & p3  # (q, q, q, q, n): every combination
     n_kept, n_right = kept.sum(-1), (kept & right).sum(-1)
     precision = np.where(n_kept >= min_kept * len(judged), n_right / np.maximum(n_kept, 1), -1.0)
     best = np.lexsort((n_kept.ravel(), precision.ravel()))[-1]  # highest precision, then most kept
@@ -187,9 +183,6 @@ def kind_reading(scorer, n: int = 200, seed: int = 0) -> dict:
     """How often a CLIP scores a held-out frame's caption above the same caption with one shape named as another
     kind (chance: 50%): whether it can tell the shape edits the filter is asked to judge. Frame 0 of held-out scenes
     `seed`.. `seed + n - 1`, the kind drawn per scene."""
-    from insv2v.toyworld.reader import heldout_scene
-    from insv2v.toyworld.world import apply_edit, random_edit, render
-
     preferred = 0
     for i in range(n):
         scene = heldout_scene(seed + i)
@@ -209,8 +202,6 @@ def t2v_fidelity(
     """Generate one video per held-out caption (scenes of the held-out split, 20% in a style) and read it back:
     how often the style, and (captions not of a sketch) the background, the set of shape colours and each colour's
     shape kind are drawn as the caption says; `kind_guidance` as the pipeline takes it."""
-    from insv2v.toyworld.reader import heldout_scene
-
     records = []
     for i in range(n):
         scene = heldout_scene(seed + i)
