@@ -82,6 +82,7 @@ def test_identical_prompts_give_identical_videos(pipes, kind):
     assert out.source.shape == (4, FRAMES, SIZE // 8, SIZE // 8)
     # Measured: exactly 0 for both kinds (the batch rows compute bit-identically on CPU).
     assert max_diff(out.source, out.target) <= 1e-5
+    assert not out.source.requires_grad and not out.target.requires_grad  # sampling records no autograd graph
 
 
 @pytest.mark.parametrize("kind", ["motion", "3d"])

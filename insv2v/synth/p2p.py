@@ -526,13 +526,13 @@ def predict_plainly(pipe: TextToVideoPipeline, state: P2PState, sample: torch.Te
         state.phase = phase
 
 
-@torch.no_grad()
 def check_kind_edit_only(kind_edit_only: bool, shared_end: float) -> None:
     if kind_edit_only and not shared_end:
         raise ValueError("kind_edit_only guides the kept shapes while the two videos share their path: it needs a "
                          "shared start (shared_end above 0)")  # fmt: skip
 
 
+@torch.no_grad()
 def generate_pair(
     pipe: TextToVideoPipeline,
     source_prompt: str,
