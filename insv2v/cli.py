@@ -246,6 +246,9 @@ def _add_toyworld_parsers(commands) -> None:
                    "edits)")  # fmt: skip
     t.add_argument("--vision-patch", type=int, choices=[4, 8, 16], help="clip: the ViT's patch side in pixels (8; "
                    "4 sees shapes' outlines at 4x the tokens)")  # fmt: skip
+    t.add_argument("--image-tower", choices=["vit", "resnet"], help="clip: the image tower, a transformers CLIPModel's "
+                   "ViT (vit, the default) or open_clip's ResNet, CLIP RN50's at toy size, which learns shape outlines "
+                   "far sooner (resnet; saved as an open_clip folder)")  # fmt: skip
     t.add_argument("--calibrate", type=non_negative_int, metavar="PAIRS", help="clip: at the end, calibrate the data "
                    "engine's filter thresholds for it on this many exact toy-world pairs and as many broken ones, "
                    "into final/filter_thresholds.json (200; 0: none)")  # fmt: skip

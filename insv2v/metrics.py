@@ -1,7 +1,7 @@
 """Video-editing metrics: CLIP text alignment, frame consistency and direction, PickScore, warp error, seams, PSNR.
 
 Frames are (f, h, w, 3) uint8 RGB throughout. CLIP metrics take a `ClipScorer`, built from any CLIP source:
-an open_clip name (`open_clip:ViT-L-14/openai`), a transformers id or folder (the toy CLIP included).
+an open_clip name (`open_clip:ViT-L-14/openai`) or folder, a transformers id or folder (the toy CLIPs included).
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ CLIP_MODELS = ModelCache(size=4)  # what `load_clip` loaded
 
 
 def load_clip(source: str) -> ClipScorer:
-    """A ClipScorer for `open_clip:ARCH/PRETRAINED`, or a transformers CLIPModel id or folder; loaded once per
-    process and read again when the folder's files change (a CLIP retrained in place while a server runs)."""
+    """A ClipScorer for `open_clip:ARCH/PRETRAINED` or an open_clip folder, or a transformers CLIPModel id or folder;
+    loaded once per process and read again when the folder's files change (a CLIP retrained in place while a server
+    runs)."""
     return CLIP_MODELS.get((source,), source, lambda: _load_clip(source))
 
 
@@ -83,13 +84,23 @@ def processor_constants(source: str) -> tuple[tuple, tuple]:
     return tuple(processor.image_mean), tuple(processor.image_std)
 
 
-def _load_clip(source: str) -> ClipScorer:
+def open_clip_name(source: str) -> tuple[str, str | None] | None:
+    """(model name, pretrained tag) to give open_clip for `open_clip:ARCH/PRETRAINED` or a folder open_clip saved
+    (its config beside the weights: `local-dir:FOLDER`); None for a transformers CLIP."""
+    from open_clip.constants import HF_CONFIG_NAME
+
     if source.startswith("open_clip:"):
+        arch, _, pretrained = source.removeprefix("open_clip:").partition("/")
+        return arch, pretrained or None
+    return (f"local-dir:{source}", None) if (Path(source) / HF_CONFIG_NAME).is_file() else None
+
+
+def _load_clip(source: str) -> ClipScorer:
+    if named := open_clip_name(source):
         import open_clip
 
-        arch, _, pretrained = source.removeprefix("open_clip:").partition("/")
-        model = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)[0]
-        tokenizer = open_clip.get_tokenizer(arch)
+        model = open_clip.create_model_and_transforms(named[0], pretrained=named[1])[0]
+        tokenizer = open_clip.get_tokenizer(named[0])
         model.eval()
         size = model.visual.image_size
         config = getattr(model.visual, "preprocess_cfg", None) or {}  # the model's own constants (SigLIP's differ)

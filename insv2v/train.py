@@ -72,6 +72,7 @@ SWAP_FLOOR = 0.5  # --edit-swap samples are noised to at least this share of the
 HIGH_NOISE_FLOOR = 0.8  # --high-noise samples are noised to at least this share: beyond it the noise hides outlines
 REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
 OPTIMIZERS = ("adamw", "adam8bit")
+IMAGE_TOWERS = ("vit", "resnet")  # clip: a transformers CLIPModel's ViT, or open_clip's ResNet (CLIP RN50's)
 WEIGHT_DECAY = 0.01
 CALIBRATION_PAIRS = 200  # clip: exact pairs (and as many broken ones of each kind) the filter thresholds come from
 MAX_SKIPPED_STEPS = 40  # float16 overflows in a row before giving up: the scaler has halved its scale 40 times
@@ -109,6 +110,7 @@ class TrainConfig:
     edited_frames: bool = False  # clip: half of each batch the edited frames of the same triplets (`captioned_frames`)
     kind_negatives: bool = False  # clip: each frame's caption with a shape named as another kind, as a negative
     vision_patch: int = 8  # clip: the ViT's patch side in pixels; 4 sees outlines (shape kinds) at 4x the tokens
+    image_tower: str = "vit"  # clip: "vit" (a transformers CLIPModel) or "resnet" (open_clip, CLIP RN50's tower)
     calibrate: int | None = None  # clip: exact toy-world pairs its filter thresholds are calibrated on at the end
     #                               (None: CALIBRATION_PAIRS; 0: none)
     edit_swap: float = 0.0  # t2i, t2v: share of samples whose caption and target are the scene edited, noised from
@@ -461,6 +463,8 @@ def data_source(config: TrainConfig) -> str | None:
 def check_config(config: TrainConfig) -> None:
     """The settings fit the stage and each other, checked before anything is written (a resumed run's agreement with
     its checkpoint: `check_resume`)."""
+    from insv2v import metrics
+
     if config.data_dir and config.stage not in ("2d", "video"):
         raise ValueError(f"--data is for stages 2d and video (the editor), got stage {config.stage}")
     # Settings a stage would not read are refused, not recorded in config.json as if they had been used.
@@ -481,6 +485,14 @@ def check_config(config: TrainConfig) -> None:
     if config.vision_patch != 8 and (config.stage != "clip" or config.vision_patch not in (4, 8, 16)):
         raise ValueError(f"--vision-patch is 4, 8 or 16 pixels for stage clip, got {config.vision_patch} for stage "
                          f"{config.stage}")  # fmt: skip
+    if config.image_tower != "vit" and (config.stage != "clip" or config.image_tower not in IMAGE_TOWERS):
+        raise ValueError(f"--image-tower is one of {', '.join(IMAGE_TOWERS)} for stage clip, got "
+                         f"{config.image_tower!r} for stage {config.stage}")  # fmt: skip
+    if config.image_tower != "vit" and config.vision_patch != 8:
+        raise ValueError(f"--vision-patch is the ViT's; the {config.image_tower} image tower has no patches")
+    if config.clip_dir and metrics.open_clip_name(config.clip_dir):
+        raise ValueError(f"--clip {config.clip_dir} is an open_clip folder; the text encoder starts from a "
+                         "transformers CLIPModel's text tower (train clip with --image-tower vit)")  # fmt: skip
     if config.patch_size not in LEVELS:
         raise ValueError(f"--patch-size must be one of {', '.join(map(str, LEVELS))}, got {config.patch_size}")
     if config.patch_size != PATCH and config.fine_attention:
@@ -585,6 +597,8 @@ def build(config: TrainConfig):
     noise), sampler (the saved pipeline's scheduler), and a frozen text_encoder where it does not train."""
     from insv2v.toyworld import models
 
+    if config.stage == "clip" and config.image_tower == "resnet":
+        return {"clip": models.toy_resnet_clip()}, {"tokenizer": models.resnet_clip_tokenizer()}
     if config.stage == "clip":
         return {"clip": models.toy_clip(config.vision_patch)}, {"tokenizer": models.toy_tokenizer()}
     if config.stage == "video" and config.init_dir and not is_2d_folder(config.init_dir):
@@ -808,13 +822,23 @@ def generation_loss(
     return (F.mse_loss(pred.float(), target, reduction="none") * weight).mean()
 
 
+def clip_logits(clip, tokenizer, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    """(images, texts) scaled cosines of a transformers CLIPModel or an open_clip CLIP, from [0, 1] pixels."""
+    from transformers import CLIPModel
+
+    if isinstance(clip, CLIPModel):
+        ids = token_ids(tokenizer, texts, say_cut=False).to(pixels.device)
+        return clip(input_ids=ids, pixel_values=pixels).logits_per_image
+    images, texts, scale = clip(pixels, tokenizer(texts).to(pixels.device))[:3]  # unit embeddings, the logit scale
+    return scale * images @ texts.T
+
+
 def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str], negatives: list[str] = ()) -> torch.Tensor:
     """CLIP's symmetric contrastive loss over a batch of (image, caption); `negatives` are more captions each image
     must score below its own, not images the captions choose among (NegCLIP's hard negatives, Yuksekgonul et al.
     2023). Without them it is CLIPModel's own loss."""
-    ids = token_ids(tokenizer, [*captions, *negatives], say_cut=False).to(images.device)
-    pixels = (images + 1) / 2  # toy CLIP sees [0, 1] pixels, no normalisation
-    logits = clip(input_ids=ids, pixel_values=pixels).logits_per_image  # (n, n + negatives)
+    # the toy CLIPs see [0, 1] pixels, no normalisation
+    logits = clip_logits(clip, tokenizer, (images + 1) / 2, [*captions, *negatives])  # (n, n + negatives)
     labels = torch.arange(len(captions), device=images.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(captions)].T, labels)) / 2
 
@@ -1078,6 +1102,11 @@ def save_final(config: TrainConfig, modules: dict, helpers: dict, data: PairData
 
 
 def _save_model(final: Path, config: TrainConfig, modules: dict, helpers: dict) -> None:
+    if config.stage == "clip" and config.image_tower == "resnet":
+        from insv2v.toyworld.models import save_open_clip
+
+        save_open_clip(modules["clip"], final)
+        return
     if config.stage == "clip":
         modules["clip"].save_pretrained(final)
         helpers["tokenizer"].save_pretrained(final)

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from insv2v import InsV2VPipeline
@@ -348,6 +349,44 @@ def test_kind_negatives_name_one_shape_as_another_kind_and_join_the_captions_eac
                                 vision_patch=4, calibrate=0))  # fmt: skip
     assert json.loads((trained / "training.json").read_text())["config"]["kind_negatives"]
     assert json.loads((trained / "config.json").read_text())["vision_config"]["patch_size"] == 4  # 16 x 16 patches
+
+
+def test_a_resnet_image_tower_trains_with_open_clips_loss_and_scores_from_its_folder_as_trained(tmp_path):
+    """--image-tower resnet: open_clip's CLIP with CLIP RN50's image tower. Its loss is open_clip's own ClipLoss; the
+    run's folder loads through `load_clip` (open_clip's local-dir) and embeds frames and captions as the trained
+    weights do; the refusals name the flag."""
+    from open_clip.loss import ClipLoss
+
+    from insv2v.metrics import load_clip
+    from insv2v.toyworld.models import resnet_clip_tokenizer, toy_resnet_clip
+
+    frames, captions, _ = captioned_frames(np.random.default_rng(0), 8)
+    torch.manual_seed(0)
+    clip, tokenizer = toy_resnet_clip().eval(), resnet_clip_tokenizer()
+    with torch.no_grad():
+        images, texts, scale = clip((frames + 1) / 2, tokenizer(captions))
+        assert torch.allclose(clip_loss(clip, tokenizer, frames, captions), ClipLoss()(images, texts, scale),
+                              atol=1e-6)  # fmt: skip
+
+    trained = train(TrainConfig("clip", str(tmp_path / "rn"), steps=2, batch_size=4, warmup=1, kind_negatives=True,
+                                image_tower="resnet", calibrate=0))  # fmt: skip
+    assert {"open_clip_config.json", "open_clip_model.safetensors"} <= {p.name for p in trained.iterdir()}
+    clip.load_state_dict(load_file(trained / "open_clip_model.safetensors"))
+    scorer, pixels = load_clip(str(trained)), (frames + 1) / 2
+    as_frames = (pixels * 255).round().byte().permute(0, 2, 3, 1).numpy()  # the frames are 8-bit renders
+    with torch.no_grad():
+        own_images = F.normalize(clip.encode_image(pixels), dim=-1)
+        own_texts = F.normalize(clip.encode_text(tokenizer(captions)), dim=-1)
+    assert torch.allclose(scorer.images(as_frames), own_images, atol=1e-5)
+    assert torch.allclose(scorer.texts(captions), own_texts, atol=1e-6)
+    assert scorer.logit_scale == pytest.approx(clip.logit_scale.exp().item())
+
+    with pytest.raises(ValueError, match="--image-tower is one of vit, resnet for stage clip, got 'resnet' for stage"):
+        train(TrainConfig("t2i", str(tmp_path / "t2i"), steps=1, image_tower="resnet"))
+    with pytest.raises(ValueError, match="--vision-patch is the ViT's; the resnet image tower has no patches"):
+        train(TrainConfig("clip", str(tmp_path / "odd"), steps=1, image_tower="resnet", vision_patch=4))
+    with pytest.raises(ValueError, match="is an open_clip folder; the text encoder starts from a transformers"):
+        train(TrainConfig("t2i", str(tmp_path / "t2i"), steps=1, clip_dir=str(trained)))
 
 
 @pytest.mark.slow  # trains three stages
