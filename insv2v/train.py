@@ -829,14 +829,14 @@ def clip_logits(clip, tokenizer, pixels: torch.Tensor, texts: list[str]) -> torc
     if isinstance(clip, CLIPModel):
         ids = token_ids(tokenizer, texts, say_cut=False).to(pixels.device)
         return clip(input_ids=ids, pixel_values=pixels).logits_per_image
-    images, texts, scale = clip(pixels, tokenizer(texts).to(pixels.device))[:3]  # unit embeddings, the logit scale
-    return scale * images @ texts.T
+    image_embeds, text_embeds, scale = clip(pixels, tokenizer(texts).to(pixels.device))[:3]  # unit vectors
+    return scale * image_embeds @ text_embeds.T
 
 
 def clip_loss(clip, tokenizer, images: torch.Tensor, captions: list[str], negatives: list[str] = ()) -> torch.Tensor:
     """CLIP's symmetric contrastive loss over a batch of (image, caption); `negatives` are more captions each image
     must score below its own, not images the captions choose among (NegCLIP's hard negatives, Yuksekgonul et al.
-    2023). Without them it is CLIPModel's own loss."""
+    2023). Without them it is CLIPModel's own loss (open_clip's ClipLoss for an open_clip CLIP)."""
     # the toy CLIPs see [0, 1] pixels, no normalisation
     logits = clip_logits(clip, tokenizer, (images + 1) / 2, [*captions, *negatives])  # (n, n + negatives)
     labels = torch.arange(len(captions), device=images.device)

@@ -104,7 +104,7 @@ def test_the_loss_with_absence_counts_every_colour_and_without_only_those_presen
     five = torch.zeros(2, 3, len(SHAPES) + 1)
     five[..., len(SHAPES)] = 10.0  # sure that every colour is absent: right on 4 of 6, wrong by about 10 on 2
     expected = (4 * np.log1p(len(SHAPES) * np.exp(-10)) + 2 * np.log(len(SHAPES) + np.exp(10))) / 6
-    assert toy.kind_loss(five, labels).item() == pytest.approx(expected, rel=1e-5)
+    assert toy.kind_loss(five, labels, absence=True).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_small_step_along_the_gradient_raises_the_named_kinds_likelihood():

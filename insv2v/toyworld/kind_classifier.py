@@ -60,9 +60,9 @@ def noised(scheduler, pixels: torch.Tensor, t: torch.Tensor, generator=None) -> 
     return abar.sqrt() * pixels + (1 - abar).sqrt() * noise, (1 - abar).sqrt().flatten()
 
 
-def kind_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the colours present, or over every colour where the logits have an absent class (the last)."""
-    if logits.shape[-1] > len(SHAPES):
+def kind_loss(logits: torch.Tensor, labels: torch.Tensor, absence: bool = False) -> torch.Tensor:
+    """Cross-entropy over the colours present, or with `absence` (the logits' last class) over every colour."""
+    if absence:
         return F.cross_entropy(logits.flatten(0, 1), labels.where(labels >= 0, len(SHAPES)).flatten())
     present = labels >= 0
     return F.cross_entropy(logits[present], labels[present])
@@ -85,7 +85,7 @@ def train(
         pixels, labels = labelled_frames(rng, batch)
         t = torch.from_numpy(rng.integers(0, scheduler.config.num_train_timesteps, batch))
         x_t, level = noised(scheduler, pixels, t)
-        loss = kind_loss(model(x_t, level), labels)
+        loss = kind_loss(model(x_t, level), labels, absence)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
