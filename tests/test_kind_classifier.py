@@ -12,7 +12,7 @@ from diffusers import DDIMScheduler
 
 from insv2v.assets import TOY_CLIP
 from insv2v.cli import main
-from insv2v.models.kind_classifier import KindClassifier, kind_guided, kind_log_likelihood_gradient, read_kinds
+from insv2v.models.kind_classifier import KindClassifier, kind_guided, kind_log_likelihood_gradient
 from insv2v.synth.p2p import P2PSettings, generate_pair
 from insv2v.synth.t2v import TextToVideoPipeline, recommended_guidance, recommended_kind_guidance
 from insv2v.testing.tiny import tiny_t2v_pipeline
@@ -54,11 +54,11 @@ def plain(pipe, prompt: str, kind_guidance: float) -> torch.Tensor:
 
 
 def pair(pipe, source: str, target: str, sa_end: float, ca_end: float, kind_guidance: float, shared_end=0.0,
-         kind_edit_only=False, kind_consistent=False):  # fmt: skip
+         kind_edit_only=False):  # fmt: skip
     settings = P2PSettings(CFG, sa_end, ca_end, 1.0, shared_end)
     return generate_pair(pipe, source, target, settings, num_frames=FRAMES, num_inference_steps=STEPS, height=SIZE,
                          width=SIZE, latents=noise(), output_type="latent", kind_guidance=kind_guidance,
-                         kind_edit_only=kind_edit_only, kind_consistent=kind_consistent)  # fmt: skip
+                         kind_edit_only=kind_edit_only)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the classifier
@@ -169,42 +169,6 @@ def test_kind_guidance_for_the_edit_only_leaves_kept_shapes_to_the_shared_start(
     assert (edit.source - full.source).abs().max() > 1e-3 and (edit.target - full.target).abs().max() > 1e-3
     with pytest.raises(ValueError, match="shared start"):
         pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, kind_edit_only=True)
-
-
-def test_read_kinds_is_the_class_of_the_highest_log_probability_over_the_frames(pipe):
-    c = classifier()
-    torch.nn.init.zeros_(c.head.weight)
-    with torch.no_grad():
-        c.head.bias.copy_(torch.arange(c.head.bias.numel(), dtype=torch.float32) % 3)  # per colour: 0, 1, 2, 0, ...
-    x0 = noise()[0]  # (c, f, h, w)
-    # colour i's logits are (4i, 4i+1, 4i+2, 4i+3) % 3: its highest class is the first whose index is 2 mod 3
-    assert read_kinds(c, pipe.vae, x0, [0, 1, 2]) == [(0, 2), (1, 1), (2, 0)]
-
-
-def test_kind_consistent_guides_the_targets_kept_shapes_towards_the_sources_reading(pipe, monkeypatch):
-    """SOURCE -> TARGET recolours nothing and makes the red circle a triangle: the blue square is kept. With
-    kind_consistent the target's blue shape is guided towards what the classifier reads in the source's x0."""
-    blue = list(SHAPE_COLOURS).index("blue")
-    caption = pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=0.34)
-    read = []
-
-    def reads(kind):
-        def read_kinds(x0, colours):
-            read.append(colours)
-            return [(c, kind) for c in colours]
-
-        return read_kinds
-
-    monkeypatch.setattr(pipe, "read_kinds", reads(SHAPES.index("square")))  # the source reads as its caption
-    same = pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=0.34, kind_consistent=True)
-    assert read == [[blue]]  # at the step after the shared start (the last of 3), of the kept blue shape only
-    assert torch.equal(same.source, caption.source) and torch.equal(same.target, caption.target)
-    monkeypatch.setattr(pipe, "read_kinds", reads(SHAPES.index("cross")))  # the source draws its square as a cross
-    other = pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=0.34, kind_consistent=True)
-    assert torch.equal(other.source, caption.source)  # the source is guided as before
-    assert (other.target - caption.target).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="choose one"):
-        pair(pipe, SOURCE, TARGET, 0.0, 0.0, KINDS, shared_end=0.34, kind_edit_only=True, kind_consistent=True)
 
 
 @pytest.mark.parametrize(

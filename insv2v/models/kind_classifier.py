@@ -93,16 +93,6 @@ def kind_log_likelihood_gradient(
     return grad
 
 
-@torch.no_grad()
-def read_kinds(classifier: KindClassifier, vae, x0: torch.Tensor, colours: list[int]) -> list[tuple[int, int]]:
-    """(colour, class) of each of `colours` that the classifier reads in latents x0 (c, f, h, w) read as clean: the
-    class of the highest log-probability summed over the frames."""
-    frames = x0.transpose(0, 1) / vae.config.scaling_factor  # (f, c, h, w)
-    pixels = vae.decode(frames.to(vae.dtype)).sample
-    log_p = classifier(pixels.to(classifier.dtype), pixels.new_zeros(len(pixels))).float().log_softmax(-1).sum(0)
-    return [(c, int(log_p[c].argmax())) for c in colours]
-
-
 def kind_guided(
     classifier: KindClassifier, vae, x0: torch.Tensor, targets: list[list[tuple[int, int]]], weight: float
 ) -> torch.Tensor:

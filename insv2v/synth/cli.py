@@ -126,9 +126,6 @@ def add_parsers(commands) -> None:
     gen.add_argument("--kind-edit-only", action="store_true", help="kind guidance for the kept shapes only while "
                      "the pair shares its start (--shared-end), after it only for the edited shapes, in the edited "
                      "video, so kept shapes follow the same path in both")  # fmt: skip
-    gen.add_argument("--kind-consistent", action="store_true", help="kind guidance for the edited video's kept "
-                     "shapes towards the kinds the classifier reads in the input video at each step, not its "
-                     "caption's, so a kept shape stays what the input draws")  # fmt: skip
     gen.add_argument("--steps", type=positive_int, default=30, help="DDIM steps (30)")
     gen.add_argument("--size", type=positive_int, help="side in pixels (default: the model's)")
     blending = gen.add_mutually_exclusive_group()
@@ -231,8 +228,7 @@ def synth(args: argparse.Namespace) -> None:
             out_dir=args.out, t2v=t2v, prompts=args.prompts, split=args.split, n=args.n, seed=args.seed, clip=clip,
             thresholds=_with_flags(base, args), frames=args.frames, steps=args.steps,
             size=args.size, recipe=args.recipe, cfg_range=tuple(args.cfg_range) if args.cfg_range else None,
-            shared_end=args.shared_end, kind_guidance=kinds, kind_edit_only=args.kind_edit_only,
-            kind_consistent=args.kind_consistent, **_blending(args),
+            shared_end=args.shared_end, kind_guidance=kinds, kind_edit_only=args.kind_edit_only, **_blending(args),
             samples_per_prompt=args.samples_per_prompt, top_per_prompt=_top_per_prompt(card, args),
             command=shlex.join(["insv2v", *sys.argv[1:]]),
         )  # fmt: skip

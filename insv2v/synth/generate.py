@@ -62,7 +62,6 @@ class GenerateConfig:
     top_per_prompt: int | None = None  # keep at most this many of a prompt's passing samples (InstructPix2Pix: 4)
     kind_guidance: float = 0.0  # the t2v's kind classifier's guidance (its sampling.json recommends one)
     kind_edit_only: bool = False  # kind guidance for the kept shapes during the shared start only (`generate_pair`)
-    kind_consistent: bool = False  # the edited video's kept shapes guided towards what the input draws (the same)
     negative_prompt: str = ""
     command: str | None = None  # the command line that made it, for the card
 
@@ -79,7 +78,7 @@ class GenerateConfig:
             LocalBlend(self.local_blend, maps=self.blend_maps)
         from insv2v.synth.p2p import check_kind_edit_only
 
-        check_kind_edit_only(self.kind_edit_only, self.shared_end, self.kind_consistent)
+        check_kind_edit_only(self.kind_edit_only, self.shared_end)
         if self.n % self.samples_per_prompt:
             raise ValueError(f"n={self.n} samples do not split into {self.samples_per_prompt} per prompt; "
                              "ask for a multiple")  # fmt: skip
@@ -90,7 +89,7 @@ PROMPTS_READY = ".prompts-ready"  # the main process's word to the others that p
 # Fixed per dataset.
 RUN_FIELDS = ("t2v", "prompts", "split", "seed", "clip", "frames", "steps", "size", "negative_prompt", "recipe",
               "local_blend", "blend_maps", "shared_end", "samples_per_prompt", "cfg_range",
-              "kind_guidance", "kind_edit_only", "kind_consistent")  # fmt: skip
+              "kind_guidance", "kind_edit_only")  # fmt: skip
 # A card's value from before the field existed.
 RUN_DEFAULTS = {
     "recipe": "video",
@@ -102,7 +101,6 @@ RUN_DEFAULTS = {
     "cfg_range": None,
     "kind_guidance": 0.0,
     "kind_edit_only": False,
-    "kind_consistent": False,
 }
 
 
@@ -202,7 +200,6 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
         pipe, pair.input, pair.output, settings, negative_prompt=config.negative_prompt, num_frames=config.frames,
         height=size, width=size, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
         callback=callback, local_blend=blend, kind_guidance=config.kind_guidance, kind_edit_only=config.kind_edit_only,
-        kind_consistent=config.kind_consistent,
     )  # fmt: skip
     scores = score_pair(scorer, out.source, out.target, pair.input, pair.output)
     record = {
@@ -214,7 +211,6 @@ def make_sample(pipe, scorer, pair: PromptPair, seed: int, config: GenerateConfi
         **({"blend_area": round(out.blend_mask.mean().item(), 3)} if out.blend_mask is not None else {}),
         **({"kind_guidance": config.kind_guidance} if config.kind_guidance else {}),
         **({"kind_edit_only": True} if config.kind_edit_only else {}),
-        **({"kind_consistent": True} if config.kind_consistent else {}),
         "seconds": round(time.perf_counter() - began, 2),
     }
     return out.source, out.target, record

@@ -526,13 +526,10 @@ def predict_plainly(pipe: TextToVideoPipeline, state: P2PState, sample: torch.Te
         state.phase = phase
 
 
-def check_kind_edit_only(kind_edit_only: bool, shared_end: float, kind_consistent: bool = False) -> None:
+def check_kind_edit_only(kind_edit_only: bool, shared_end: float) -> None:
     if kind_edit_only and not shared_end:
         raise ValueError("kind_edit_only guides the kept shapes while the two videos share their path: it needs a "
                          "shared start (shared_end above 0)")  # fmt: skip
-    if kind_edit_only and kind_consistent:
-        raise ValueError("kind_edit_only leaves the kept shapes unguided after the shared start, kind_consistent "
-                         "guides them towards the input's: choose one")  # fmt: skip
 
 
 @torch.no_grad()
@@ -555,7 +552,6 @@ def generate_pair(
     local_blend: LocalBlend | None = None,
     kind_guidance: float = 0.0,
     kind_edit_only: bool = False,
-    kind_consistent: bool = False,
 ) -> PairOutput:
     """A source video of `source_prompt` and its Prompt-to-Prompt edit for `target_prompt`, from one initial noise.
 
@@ -565,9 +561,7 @@ def generate_pair(
     keeps the target the source's outside the edited words' attention or DiffEdit's mask (`LocalBlend`).
     `kind_guidance` guides each video towards the shape kinds its own prompt names (the pipeline's kind classifier);
     with `kind_edit_only`, only while the two share their path (`shared_end`), and after it only the shapes the edit
-    changes, in the target, so that each kept shape follows the same dynamics in both videos; with `kind_consistent`,
-    the target's kept shapes are guided towards the kinds the classifier reads in the source's guided x0 at each step,
-    not the target prompt's, so that a kept shape stays what the source drew.
+    changes, in the target, so that each kept shape follows the same dynamics in both videos.
     """
     # 1. Check inputs
     height = height or pipe.default_resolution
@@ -577,7 +571,7 @@ def generate_pair(
         output_type,
     )  # fmt: skip
     pipe.check_kind_guidance(kind_guidance)
-    check_kind_edit_only(kind_edit_only, settings.shared_end, kind_consistent)
+    check_kind_edit_only(kind_edit_only, settings.shared_end)
     if settings.edit_weight != 1:
         check_value_weighting(pipe.unet)
     if local_blend is not None and local_blend.maps == "attention":
@@ -593,9 +587,10 @@ def generate_pair(
     cross_embeds = torch.cat([edit_keys, edit_values], dim=1)  # (4, 2L, C): the processor splits it in half
     # What kind guidance asks of the videos while they share their start, and of each after it.
     shared_kinds = [pipe.kind_targets(source_prompt)]
-    edited = pipe.kind_targets(target_prompt, edited_from=source_prompt)
-    kinds = [[], edited] if kind_edit_only else [pipe.kind_targets(source_prompt), pipe.kind_targets(target_prompt)]
-    kept_colours = [c for c, k in kinds[1] if (c, k) not in edited] if kind_consistent else []
+    if kind_edit_only:
+        kinds = [[], pipe.kind_targets(target_prompt, edited_from=source_prompt)]
+    else:
+        kinds = [pipe.kind_targets(source_prompt), pipe.kind_targets(target_prompt)]
 
     # 3. Prepare the timesteps and the shared initial noise
     pipe.scheduler.set_timesteps(num_inference_steps, device=pipe._execution_device)
@@ -635,10 +630,6 @@ def generate_pair(
             guided = uncond + settings.guidance_scale * (cond - uncond)
             if state.phase is Phase.SHARED:  # both halves are the source's
                 guided = pipe.guided_x0(guided[:1], shared_kinds, kind_guidance).expand_as(latents)
-            elif kept_colours and kind_guidance:  # the target's kept shapes follow what the source draws now
-                source_x0 = pipe.guided_x0(guided[:1], kinds[:1], kind_guidance)
-                wanted = edited + pipe.read_kinds(source_x0[0], kept_colours)
-                guided = torch.cat([source_x0, pipe.guided_x0(guided[1:], [wanted], kind_guidance)])
             else:
                 guided = pipe.guided_x0(guided, kinds, kind_guidance)
             latents = pipe.scheduler.step(guided, t, latents).prev_sample

@@ -33,7 +33,7 @@ from insv2v.loading import (
 
 # Every component class a saved folder may name is imported, so that `from_pretrained` finds it.
 from insv2v.models.autoencoder import PixelUnshuffleAutoencoder
-from insv2v.models.kind_classifier import KindClassifier, kind_guided, read_kinds
+from insv2v.models.kind_classifier import KindClassifier, kind_guided
 from insv2v.models.unet import unet_on_video
 from insv2v.pipeline import vae_scale_factor
 
@@ -125,10 +125,6 @@ class TextToVideoPipeline(DiffusionPipeline):
         if edited_from is not None:
             return self.kind_classifier.edit_targets(edited_from, prompt)
         return self.kind_classifier.targets(prompt)
-
-    def read_kinds(self, x0: torch.Tensor, colours: list[int]) -> list[tuple[int, int]]:
-        """The (colour, class) the kind classifier reads in one video's x0 prediction (c, f, h, w) for `colours`."""
-        return read_kinds(self.kind_classifier, self.vae, x0, colours)
 
     def guided_x0(self, x0: torch.Tensor, targets: list[list[tuple[int, int]]], kind_guidance: float) -> torch.Tensor:
         """x0 predictions (n, c, f, h, w) moved towards the kind classifier's `targets`, one list per video
