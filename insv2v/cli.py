@@ -217,7 +217,7 @@ def _add_toyworld_parsers(commands) -> None:
     t = commands.add_parser("train", help="train the toy world's models (the CLIP, the 2-D editor, its motion modules, "
                             "the data engine's text-to-image and text-to-video models), or the real editor's motion "
                             "modules at the paper's scale (stage video)")  # fmt: skip
-    from insv2v.train import OPTIMIZERS, PRESETS
+    from insv2v.train import IMAGE_TOWERS, OPTIMIZERS, PRESETS, VISION_PATCHES
 
     t.add_argument("stage", choices=["clip", "2d", "video", "t2i", "t2v"])
     t.add_argument("out_dir", help="run folder (checkpoint, log.jsonl, final/); an existing run resumes")
@@ -244,9 +244,9 @@ def _add_toyworld_parsers(commands) -> None:
     t.add_argument("--kind-negatives", action="store_true", help="clip: each frame's caption with one shape named "
                    "as another kind as an extra negative caption, so that it reads shape kinds (the filter's shape "
                    "edits)")  # fmt: skip
-    t.add_argument("--vision-patch", type=int, choices=[4, 8, 16], help="clip: the ViT's patch side in pixels (8; "
+    t.add_argument("--vision-patch", type=int, choices=VISION_PATCHES, help="clip: the ViT's patch side in pixels (8; "
                    "4 sees shapes' outlines at 4x the tokens)")  # fmt: skip
-    t.add_argument("--image-tower", choices=["vit", "resnet"], help="clip: the image tower, a transformers CLIPModel's "
+    t.add_argument("--image-tower", choices=IMAGE_TOWERS, help="clip: the image tower, a transformers CLIPModel's "
                    "ViT (vit, the default) or open_clip's ResNet, CLIP RN50's at toy size, which learns shape outlines "
                    "far sooner (resnet; saved as an open_clip folder)")  # fmt: skip
     t.add_argument("--calibrate", type=non_negative_int, metavar="PAIRS", help="clip: at the end, calibrate the data "

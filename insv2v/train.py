@@ -73,6 +73,7 @@ HIGH_NOISE_FLOOR = 0.8  # --high-noise samples are noised to at least this share
 REAL_SIZE = 256  # pixels: the paper trains at 256, below SD 1.5's native 512 (smaller models: their own size)
 OPTIMIZERS = ("adamw", "adam8bit")
 IMAGE_TOWERS = ("vit", "resnet")  # clip: a transformers CLIPModel's ViT, or open_clip's ResNet (CLIP RN50's)
+VISION_PATCHES = (4, 8, 16)  # clip: the ViT's patch sides in pixels that tile a 64 px frame
 WEIGHT_DECAY = 0.01
 CALIBRATION_PAIRS = 200  # clip: exact pairs (and as many broken ones of each kind) the filter thresholds come from
 MAX_SKIPPED_STEPS = 40  # float16 overflows in a row before giving up: the scaler has halved its scale 40 times
@@ -482,8 +483,9 @@ def check_config(config: TrainConfig) -> None:
                          "predicting what it learned to)")  # fmt: skip
     if config.patch_size != PATCH and (config.stage != "t2i" or config.init_dir):
         raise ValueError("--patch-size is for stage t2i started afresh (a model given by --init keeps its fold)")
-    if config.vision_patch != 8 and (config.stage != "clip" or config.vision_patch not in (4, 8, 16)):
-        raise ValueError(f"--vision-patch is 4, 8 or 16 pixels for stage clip, got {config.vision_patch} for stage "
+    if config.vision_patch != 8 and (config.stage != "clip" or config.vision_patch not in VISION_PATCHES):
+        sides = f"{', '.join(map(str, VISION_PATCHES[:-1]))} or {VISION_PATCHES[-1]}"
+        raise ValueError(f"--vision-patch is {sides} pixels for stage clip, got {config.vision_patch} for stage "
                          f"{config.stage}")  # fmt: skip
     if config.image_tower != "vit" and (config.stage != "clip" or config.image_tower not in IMAGE_TOWERS):
         raise ValueError(f"--image-tower is one of {', '.join(IMAGE_TOWERS)} for stage clip, got "
